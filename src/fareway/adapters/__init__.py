@@ -1,0 +1,1 @@
+"""Outbound adapters: canonical ChatRequest -> upstream HTTP; upstream bytes -> canonical."""

@@ -1,0 +1,238 @@
+"""One exception tree for the gateway.
+
+::
+
+    FarewayError                     base; every error carries an HTTP status for the client
+    ├── ClientError                  the caller's fault (4xx); never a fallback trigger
+    │   ├── BadRequest               400 malformed JSON, wrong types, untranslatable feature
+    │   ├── AuthenticationFailed     401 missing or wrong gateway key
+    │   ├── PermissionDenied         403 key lacks the right (admin route, model not allowed)
+    │   ├── NotFound                 404 unknown model or route
+    │   ├── PayloadTooLarge          413 body over the configured limit
+    │   └── Unprocessable            422 well-formed but semantically wrong
+    ├── UpstreamError                a provider failed; carries status/body/headers/retry_after
+    │   ├── UpstreamRateLimited      429 (rate limit) — fallback trigger, starts a cooldown
+    │   ├── UpstreamQuotaExceeded    429/402 insufficient_quota, credits exhausted — fallback trigger
+    │   ├── UpstreamOverloaded       529 / 503 overloaded — fallback trigger
+    │   ├── UpstreamServerError      5xx — fallback trigger
+    │   ├── UpstreamClientError      4xx other than 429 — the request was bad for that upstream;
+    │   │   │                        not a fallback trigger unless ``context_length`` is set
+    │   │   └── UpstreamAuthError    401/403 from the provider: our stored key is wrong
+    │   ├── UpstreamTimeout          connect / first_token / idle / total — fallback trigger
+    │   ├── UpstreamConnectionError  refused, reset, DNS — fallback trigger
+    │   └── StreamInterrupted        failure after the commit point (first content event sent)
+    └── NoRouteSucceeded             every attempt failed; ``attempts`` lists each one
+
+Messages never contain a provider key: upstream bodies are kept as the provider sent them (a
+provider does not echo keys back), and ``redact`` is applied to anything we format ourselves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|gsk_[A-Za-z0-9]{8,}|csk-[A-Za-z0-9]{8,}|xai-[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,}|fw-[A-Za-z0-9_\-]{8,})")
+
+
+def redact(text: str) -> str:
+    """Replace anything shaped like an API key with a marker."""
+    return _KEYLIKE.sub("[redacted]", text)
+
+
+class FarewayError(Exception):
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class ClientError(FarewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class BadRequest(ClientError):
+    status = 400
+
+
+class AuthenticationFailed(ClientError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ClientError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(ClientError):
+    status = 404
+    type = "not_found_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    type = "request_too_large"
+
+
+class Unprocessable(ClientError):
+    status = 422
+
+
+class UpstreamError(FarewayError):
+    """A provider failed.  ``status`` is what the provider returned (0 if none)."""
+
+    status = 502
+    type = "upstream_error"
+    retryable = True
+    """Whether another offer may serve the same request (a fallback trigger)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.provider = provider
+        if status is not None:
+            self.status = status
+        self.body = body
+        self.headers = headers or {}
+        self.retry_after = retry_after
+
+    @property
+    def client_status(self) -> int:
+        """The status the gateway's client should see."""
+        return self.status if 400 <= self.status <= 599 else 502
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamQuotaExceeded(UpstreamError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class UpstreamOverloaded(UpstreamError):
+    status = 529
+    type = "overloaded_error"
+    code = "overloaded"
+
+
+class UpstreamServerError(UpstreamError):
+    status = 502
+    type = "api_error"
+
+
+class UpstreamClientError(UpstreamError):
+    status = 400
+    type = "invalid_request_error"
+    retryable = False
+
+    def __init__(self, message: str, *, context_length: bool = False, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.context_length = context_length
+        if context_length:
+            self.retryable = True
+
+
+class UpstreamAuthError(UpstreamClientError):
+    status = 401
+    type = "authentication_error"
+    retryable = True  # another provider's key may well work
+
+    @property
+    def client_status(self) -> int:
+        # The caller's own key was fine; the gateway's stored provider key was not.
+        return 502
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+
+    def __init__(self, message: str, *, phase: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.phase = phase  # connect | first_token | idle | total
+
+
+class UpstreamConnectionError(UpstreamError):
+    status = 502
+    type = "api_connection_error"
+
+
+class StreamInterrupted(UpstreamError):
+    """The upstream failed after content reached the client; no fallback is possible."""
+
+    retryable = False
+
+    def __init__(self, cause: UpstreamError) -> None:
+        super().__init__(
+            f"the upstream stream failed after it started: {cause.message}",
+            provider=cause.provider,
+            status=cause.status,
+        )
+        self.cause = cause
+        self.type = cause.type
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one offer, for NoRouteSucceeded and the ledger."""
+
+    provider: str
+    model: str
+    outcome: str  # ok | error | cancelled | skipped
+    status: int | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class NoRouteSucceeded(FarewayError):
+    """Every attempt failed.  The client sees the status of the last meaningful failure."""
+
+    def __init__(self, attempts: list[Attempt], last: FarewayError | None) -> None:
+        summary = "; ".join(f"{a.provider}/{a.model}: {a.error or a.outcome}" for a in attempts)
+        super().__init__(f"no provider could serve the request ({summary})" if attempts else "no provider could serve the request")
+        self.attempts = attempts
+        self.last = last
+        if last is not None:
+            self.status = last.client_status if isinstance(last, UpstreamError) else last.status
+            self.type = last.type
+            self.code = last.code
+            if isinstance(last, UpstreamError):
+                self.retry_after = last.retry_after
+        else:
+            self.status = 503
+            self.type = "api_error"
+
+    retry_after: float | None = None
+
+
+def client_status(exc: FarewayError) -> int:
+    if isinstance(exc, UpstreamError):
+        return exc.client_status
+    return exc.status

@@ -1,0 +1,28 @@
+"""Quirk flags: the per-provider differences an adapter reads.  Never branch on a provider's name
+in adapter code; add a flag here and set it in the provider's row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Quirks:
+    unsupported_params: frozenset[str] = frozenset()
+    """Request fields the provider rejects with a 400 (Cerebras: frequency_penalty, ...)."""
+    unsupported_policy: Literal["strip", "reject"] = "strip"
+    """strip: drop them and report what was dropped; reject: a 400 to the caller naming them."""
+    renamed_params: dict[str, str] = field(default_factory=dict)
+    """Canonical/OpenAI field -> provider field (Mistral: seed -> random_seed)."""
+    tool_call_id_format: Literal["any", "alnum9"] = "any"
+    """alnum9: ids must match [a-zA-Z0-9]{9} (Mistral); the adapter rewrites them deterministically."""
+    tool_choice_required_as: str = "required"
+    """What to send for tool_choice "required" (Mistral: "any")."""
+    error_shape: Literal["nested", "flat"] = "nested"
+    """flat: {"object":"error","message":...} at top level (Mistral)."""
+    stream_usage_option: bool = True
+    """Whether to send stream_options.include_usage (some compat servers reject it)."""
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_completion_tokens"
+    n_must_be_one: bool = False
+    """Groq: n must be 1; a request with n>1 is rejected before it leaves."""

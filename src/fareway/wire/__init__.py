@@ -1,0 +1,1 @@
+"""Inbound dialects: client bytes -> canonical ChatRequest; canonical results -> client bytes."""
