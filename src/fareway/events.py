@@ -24,6 +24,7 @@ from typing import Literal
 from fareway.types import (
     ChatResponse,
     Extensions,
+    OpaquePart,
     FinishReason,
     Part,
     TextPart,
@@ -32,7 +33,9 @@ from fareway.types import (
     Usage,
 )
 
-DeltaKind = Literal["text", "tool_args", "thinking", "signature"]
+DeltaKind = Literal["text", "tool_args", "thinking", "signature", "raw"]
+"""``raw``: the JSON text of a delta of a type the canonical model does not know, for an
+OpaquePart (kept for same-dialect pass-through)."""
 
 
 @dataclass(slots=True)
@@ -116,6 +119,8 @@ class Accumulator:
                 part.text += event.text
             elif event.kind == "signature" and isinstance(part, ThinkingPart):
                 part.signature = (part.signature or "") + event.text
+            elif event.kind == "raw" and isinstance(part, OpaquePart):
+                part.deltas.append(event.text)
         elif isinstance(event, PartStart):
             self._parts[event.index] = _copy_part(event.part)
         elif isinstance(event, ResponseStart):
@@ -151,6 +156,8 @@ def _copy_part(part: Part) -> Part:
         return ToolCallPart(part.id, part.name, part.arguments, dict(part.extensions))
     if isinstance(part, ThinkingPart):
         return ThinkingPart(part.text, part.signature, part.redacted, dict(part.extensions))
+    if isinstance(part, OpaquePart):
+        return OpaquePart(part.dialect, dict(part.data), list(part.deltas), dict(part.extensions))
     return part
 
 
@@ -171,6 +178,9 @@ def response_to_events(resp: ChatResponse) -> list[StreamEvent]:
                 events.append(PartDelta(i, "thinking", part.text))
             if part.signature:
                 events.append(PartDelta(i, "signature", part.signature))
+        elif isinstance(part, OpaquePart):
+            events.append(PartStart(i, OpaquePart(part.dialect, part.data, [], part.extensions)))
+            events += [PartDelta(i, "raw", d) for d in part.deltas]
         else:
             continue
         events.append(PartEnd(i))

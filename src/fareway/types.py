@@ -103,7 +103,21 @@ class ThinkingPart:
     kind: Literal["thinking"] = "thinking"
 
 
-Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ThinkingPart
+@dataclass(slots=True)
+class OpaquePart:
+    """A block of a type the canonical model does not know (Anthropic server-tool blocks,
+    ``compaction``, a block type added after this code was written).  It survives a same-dialect
+    round trip verbatim (``data`` is the wire object; ``deltas`` the raw JSON of streamed deltas)
+    and is dropped with a note, or refused, when translating to another dialect."""
+
+    dialect: str
+    data: dict[str, Any] = field(default_factory=dict)
+    deltas: list[str] = field(default_factory=list)
+    extensions: Extensions = field(default_factory=dict)
+    kind: Literal["opaque"] = "opaque"
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ThinkingPart | OpaquePart
 
 
 # ------------------------------------------------------------------------------------ messages
@@ -273,6 +287,8 @@ class HttpRequest:
     headers: dict[str, str]
     body: bytes
     stream: bool = False
+    dropped: list[str] = field(default_factory=list)
+    """Request fields the adapter stripped for this provider (reported in x-fareway-dropped-params)."""
 
 
 @dataclass(slots=True)
