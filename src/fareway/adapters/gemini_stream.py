@@ -25,6 +25,7 @@ them apart.  There is no ``[DONE]``: a stream that ends without a ``finishReason
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from typing import Any
 
@@ -307,6 +308,9 @@ class GeminiStreamParser:
         self._up = up
         self._mode: str | None = None  # "sse" | "json"
         self._sse = SseParser()
+        # SseParser decodes each chunk on its own; decode here so a UTF-8 character split across
+        # two network reads survives.
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._json = _JsonObjects()
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
@@ -317,12 +321,14 @@ class GeminiStreamParser:
             self._mode = "json" if stripped[:1] in (b"[", b"{") else "sse"
         if self._mode == "json":
             return self._objects(self._json.feed(chunk))
-        return self._objects([e.data.encode() for e in self._sse.feed(chunk)])
+        return self._objects([e.data.encode() for e in self._sse.feed(self._utf8.decode(chunk))])
 
     def close(self) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         if self._mode == "sse":
-            out = self._objects([e.data.encode() for e in self._sse.close()])
+            tail = self._utf8.decode(b"", final=True)
+            events = (self._sse.feed(tail) if tail else []) + self._sse.close()
+            out = self._objects([e.data.encode() for e in events])
         if not self._proc.finished or (self._mode == "json" and self._json.pending()):
             raise UpstreamConnectionError(
                 "the gemini stream ended before a finishReason (truncated)", provider=self._up.provider
