@@ -26,3 +26,5 @@ class Quirks:
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_completion_tokens"
     n_must_be_one: bool = False
     """Groq: n must be 1; a request with n>1 is rejected before it leaves."""
+    supports_message_name: bool = True
+    """False: the provider rejects ``messages[].name`` (Groq); the adapter strips it and reports it."""

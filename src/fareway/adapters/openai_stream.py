@@ -1,0 +1,296 @@
+"""Incremental parser of an OpenAI-dialect SSE stream into canonical stream events.
+
+Handles the shapes the recordings show: ``: comment`` keep-alives (OpenRouter), the ``choices: []``
+usage chunk (OpenAI), a usage chunk that repeats a choice with an empty delta (OpenRouter), usage
+on the finish chunk (Mistral) or in ``x_groq.usage`` (Groq), chunks after the usage (OpenAI
+``moderation``), Mistral typed ``content`` arrays (thinking/text), ``reasoning`` /
+``reasoning_content`` deltas, refusal deltas, tool-call headers that repeat (OpenRouter), and errors
+inside a 200: a chunk with a top-level ``error`` (OpenRouter, Cerebras) or Groq's ``event: error``.
+
+Event order: ``ResponseStart`` from the first chunk; parts as they come (canonical indexes 0, 1,
+2... in start order); at ``finish_reason`` every open part ends; ``UsageUpdate`` whenever a chunk
+carries usage; ``Finish`` at ``[DONE]`` (so the extras of trailing chunks, such as ``moderation``,
+reach ``Finish.extensions``).  Only choice 0 is followed (n>1 streams are refused at build time).
+
+An error met inside ``feed()`` after other events were produced in the same call is raised by the
+next ``feed()`` / ``close()``, so the events before it are never lost.
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import Any
+
+import orjson
+
+from fareway.adapters.openai_chat import D, as_dict, as_str, classify_error, map_finish, usage_of_chunk
+from fareway.errors import UpstreamConnectionError, UpstreamError
+from fareway.events import (
+    DeltaKind,
+    Finish,
+    PartDelta,
+    PartEnd,
+    PartStart,
+    ResponseStart,
+    StreamEvent,
+    UsageUpdate,
+)
+from fareway.sse import SseEvent, SseParser
+from fareway.types import FinishReason, TextPart, ThinkingPart, ToolCallPart, Upstream
+
+_CHUNK_KNOWN = {"id", "object", "created", "model", "choices", "usage", "error", "obfuscation"}
+_CHOICE_KNOWN = {"index", "delta", "finish_reason", "logprobs"}
+_DELTA_KIND: dict[str, DeltaKind] = {
+    "text": "text",
+    "refusal": "text",
+    "thinking": "thinking",
+    "signature": "signature",
+}
+
+
+class _Tool:
+    __slots__ = ("id", "index")
+
+    def __init__(self, index: int, tool_id: str) -> None:
+        self.index = index
+        self.id = tool_id
+
+
+class OpenAIStreamParser:
+    """``feed(bytes) -> events``, ``close() -> events``; raises :class:`UpstreamError`."""
+
+    def __init__(self, up: Upstream) -> None:
+        self._up = up
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._sse = SseParser()
+        self._started = False
+        self._next = 0
+        self._open: list[int] = []
+        self._free: tuple[str, int] | None = None  # the open text/refusal/thinking part
+        self._tools: dict[Any, _Tool] = {}
+        self._last_tool: Any = None
+        self._noindex = 0
+        self._has_tools = False
+        self._finish_raw: Any = None
+        self._finish_extra: dict[str, Any] = {}
+        self._extras: dict[str, Any] = {}
+        self._done = False
+        self._pending: UpstreamError | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        self._raise_pending()
+        return self._events(self._sse.feed(self._decoder.decode(chunk)))
+
+    def close(self) -> list[StreamEvent]:
+        self._raise_pending()
+        out = self._events(self._sse.feed(self._decoder.decode(b"", final=True)) + self._sse.close())
+        self._raise_pending()
+        if not self._done:
+            if self._finish_raw is None:
+                raise UpstreamConnectionError(
+                    f"stream ended before [DONE] and without a finish_reason from {self._up.provider or 'upstream'}: "
+                    "the response is truncated",
+                    provider=self._up.provider,
+                )
+            self._finish(out)
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _raise_pending(self) -> None:
+        if self._pending is not None:
+            exc, self._pending = self._pending, None
+            self._done = True
+            raise exc
+
+    def _events(self, sse_events: list[SseEvent]) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for ev in sse_events:
+            if self._done or self._pending is not None:
+                break
+            try:
+                self._sse_event(ev, out)
+            except UpstreamError as exc:
+                if not out:
+                    self._done = True
+                    raise
+                self._pending = exc
+        return out
+
+    def _sse_event(self, ev: SseEvent, out: list[StreamEvent]) -> None:
+        data = ev.data.strip()
+        if not data:
+            return
+        if data == "[DONE]":
+            self._finish(out)
+            return
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            if ev.event == "error":
+                raise classify_error(200, {}, data.encode(), self._up, {"error": {"message": data}}) from exc
+            raise UpstreamConnectionError(
+                f"{self._up.provider or 'upstream'} sent a stream event that is not JSON: {data[:200]!r}",
+                provider=self._up.provider,
+            ) from exc
+        if not isinstance(chunk, dict):
+            raise classify_error(200, {}, data.encode(), self._up, chunk)
+        if ev.event == "error" or chunk.get("error"):
+            usage = usage_of_chunk(chunk)
+            if usage is not None:
+                out.append(UsageUpdate(usage))
+            raise classify_error(200, {}, data.encode(), self._up, chunk)
+        self._chunk(chunk, out)
+
+    def _chunk(self, chunk: dict[str, Any], out: list[StreamEvent]) -> None:
+        extras = {k: v for k, v in chunk.items() if k not in _CHUNK_KNOWN}
+        for k, v in extras.items():
+            old = self._extras.get(k)
+            self._extras[k] = {**old, **v} if isinstance(old, dict) and isinstance(v, dict) else v
+        if not self._started:
+            self._started = True
+            created = chunk.get("created")
+            out.append(
+                ResponseStart(
+                    id=str(chunk.get("id") or ""),
+                    model=str(chunk.get("model") or self._up.model),
+                    created=int(created) if isinstance(created, int | float) else None,
+                    extensions={D: dict(extras)} if extras else {},
+                )
+            )
+        for choice in chunk.get("choices") or []:
+            if isinstance(choice, dict) and (choice.get("index") or 0) == 0:
+                self._choice(choice, out)
+        usage = usage_of_chunk(chunk)
+        if usage is not None:
+            out.append(UsageUpdate(usage))
+
+    def _choice(self, choice: dict[str, Any], out: list[StreamEvent]) -> None:
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            self._delta(delta, out)
+        fr = choice.get("finish_reason")
+        if fr is not None and self._finish_raw is None:
+            self._finish_raw = fr
+            self._finish_extra = {k: v for k, v in choice.items() if k not in _CHOICE_KNOWN and v is not None}
+            self._end_all(out)
+
+    def _delta(self, delta: dict[str, Any], out: list[StreamEvent]) -> None:
+        for field in ("reasoning_content", "reasoning"):
+            text = delta.get(field)
+            if isinstance(text, str) and text:
+                self._free_delta("thinking", text, out, field)
+        details = delta.get("reasoning_details")
+        if isinstance(details, list):
+            for d in details:
+                sig = d.get("signature") if isinstance(d, dict) else None
+                if isinstance(sig, str) and sig:
+                    self._free_delta("signature", sig, out, "reasoning")
+        content = delta.get("content")
+        if isinstance(content, str):
+            if content:
+                self._free_delta("text", content, out)
+        elif isinstance(content, list):  # Mistral typed chunks
+            for item in content:
+                if isinstance(item, str):
+                    self._free_delta("text", item, out)
+                elif isinstance(item, dict) and item.get("type") == "text":
+                    self._free_delta("text", str(item.get("text") or ""), out)
+                elif isinstance(item, dict) and item.get("type") == "thinking":
+                    inner = item.get("thinking")
+                    texts = (
+                        [inner]
+                        if isinstance(inner, str)
+                        else [x.get("text") for x in inner or [] if isinstance(x, dict)]
+                    )
+                    for t in texts:
+                        if isinstance(t, str) and t:
+                            self._free_delta("thinking", t, out, "content")
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            self._free_delta("refusal", refusal, out)
+        for tc in delta.get("tool_calls") or []:
+            if isinstance(tc, dict):
+                self._tool_delta(tc, out)
+
+    def _start(self, part: TextPart | ThinkingPart | ToolCallPart, out: list[StreamEvent]) -> int:
+        i = self._next
+        self._next += 1
+        self._open.append(i)
+        out.append(PartStart(i, part))
+        return i
+
+    def _end(self, index: int, out: list[StreamEvent]) -> None:
+        if index in self._open:
+            self._open.remove(index)
+            out.append(PartEnd(index))
+
+    def _end_all(self, out: list[StreamEvent]) -> None:
+        for i in sorted(self._open):
+            out.append(PartEnd(i))
+        self._open.clear()
+        self._free = None
+        self._tools.clear()
+        self._last_tool = None
+
+    def _free_delta(self, kind: str, text: str, out: list[StreamEvent], field: str = "") -> None:
+        """A delta of the single open free-form part (text, refusal or thinking)."""
+        if not text:
+            return
+        part_kind = "thinking" if kind == "signature" else kind
+        if self._free is None or self._free[0] != part_kind:
+            if self._free is not None:
+                self._end(self._free[1], out)
+            part: TextPart | ThinkingPart
+            if part_kind == "thinking":
+                part = ThinkingPart("", extensions={D: {"field": field}})
+            elif part_kind == "refusal":
+                part = TextPart("", {D: {"refusal": True}})
+            else:
+                part = TextPart("")
+            self._free = (part_kind, self._start(part, out))
+        out.append(PartDelta(self._free[1], _DELTA_KIND[kind], text))
+
+    def _tool_delta(self, tc: dict[str, Any], out: list[StreamEvent]) -> None:
+        fn = as_dict(tc.get("function"))
+        tool_id = as_str(tc.get("id"))
+        name = as_str(fn.get("name"))
+        args = fn.get("arguments")
+        if args is not None and not isinstance(args, str):
+            args = orjson.dumps(args).decode()
+        key: Any = tc.get("index")
+        if key is None:  # Gemini-compat: no index; a fragment with an id is a new call
+            if tool_id or self._last_tool is None:
+                self._noindex += 1
+                key = ("noindex", self._noindex)
+            else:
+                key = self._last_tool
+        tool = self._tools.get(key)
+        if tool is None or (tool_id and tool.id and tool_id != tool.id):
+            if tool is not None:
+                self._end(tool.index, out)
+            if self._free is not None:
+                self._end(self._free[1], out)
+                self._free = None
+            ext = {k: v for k, v in tc.items() if k not in ("id", "type", "function", "index")}
+            tool = _Tool(self._start(ToolCallPart(tool_id, name, "", {D: ext} if ext else {}), out), tool_id)
+            self._tools[key] = tool
+            self._has_tools = True
+        self._last_tool = key
+        if args:
+            out.append(PartDelta(tool.index, "tool_args", args))
+
+    def _finish(self, out: list[StreamEvent]) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._end_all(out)
+        reason: FinishReason | None = map_finish(self._finish_raw)
+        if reason is None:  # OpenRouter sometimes omits the finish chunk before [DONE]
+            reason = "tool_calls" if self._has_tools else "stop"
+        ext = dict(self._extras)
+        if self._finish_extra:
+            ext["choice_extra"] = self._finish_extra
+        out.append(Finish(reason, extensions={D: ext} if ext else {}))
