@@ -68,6 +68,7 @@ BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
             quirks=Quirks(
                 unsupported_params=frozenset({"logprobs", "logit_bias", "top_logprobs"}),
                 n_must_be_one=True,
+                supports_message_name=False,
             ),
         ),
         ProviderSpec(
