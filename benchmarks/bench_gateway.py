@@ -1,0 +1,219 @@
+"""Throughput and latency: direct to the simulator vs a bare pass-through proxy vs Fareway.
+
+Starts the provider simulator (zero latency, so the servers under test are the bottleneck), then
+in turn the bare aiohttp proxy and Fareway, each pinned to one core, and drives each with the same
+load: wrk (Debian package) when installed, else a Python aiohttp load generator.  Prints
+requests/s and latency percentiles for each, in one run, and the ratios.
+
+    python benchmarks/bench_gateway.py                # non-streaming, 10 s per target
+    python benchmarks/bench_gateway.py --stream       # streaming
+    python benchmarks/bench_gateway.py --duration 5 --connections 32
+    python benchmarks/bench_gateway.py --ledger-off   # Fareway with the ledger writer disabled
+
+Target (foundation issue): Fareway >= 50% of the bare proxy's requests/s, non-streaming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+KEY = "bench-master-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def pinned(cmd: list[str], core: int | None) -> list[str]:
+    if core is not None and shutil.which("taskset") and (os.cpu_count() or 1) > core:
+        return ["taskset", "-c", str(core), *cmd]
+    return cmd
+
+
+def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop(p: subprocess.Popen[bytes]) -> None:
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def body(stream: bool) -> bytes:
+    return json.dumps(
+        {
+            "model": "openai/gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Say hello in five words."}],
+            "max_tokens": 16,
+            "stream": stream,
+        }
+    ).encode()
+
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def run_wrk(url: str, payload: bytes, seconds: int, conns: int, core: int | None) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA % (payload.decode(), KEY))
+        script = f.name
+    cmd = pinned(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", script, url], core)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    os.unlink(script)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        if m:
+            v = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+            lat[pct] = v
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {
+        "rps": rps,
+        "p50": lat.get("50", float("nan")),
+        "p90": lat.get("90", float("nan")),
+        "p99": lat.get("99", float("nan")),
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": 1.0 if errors else 0.0,
+    }
+
+
+async def _py_load(url: str, payload: bytes, seconds: int, conns: int) -> dict[str, float]:
+    import aiohttp
+
+    lat: list[float] = []
+    bad = 0
+    deadline = time.monotonic() + seconds
+    headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+
+        async def worker() -> None:
+            nonlocal bad
+            while time.monotonic() < deadline:
+                t = time.perf_counter()
+                async with s.post(url, data=payload, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        bad += 1
+                lat.append((time.perf_counter() - t) * 1000)
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(conns)))
+        elapsed = time.monotonic() - t0
+    q = statistics.quantiles(lat, n=100)
+    return {"rps": len(lat) / elapsed, "p50": q[49], "p90": q[89], "p99": q[98], "non2xx": float(bad), "socket_errors": 0.0}
+
+
+def load(url: str, payload: bytes, seconds: int, conns: int, core: int | None) -> dict[str, float]:
+    if shutil.which("wrk"):
+        return run_wrk(url, payload, seconds, conns, core)
+    return asyncio.run(_py_load(url, payload, seconds, conns))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--ledger-off", action="store_true", help="disable Fareway's ledger (to measure its cost)")
+    ap.add_argument("--only", choices=["direct", "proxy", "fareway"], action="append")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    multi = (os.cpu_count() or 1) > 1
+    server_core = 0 if multi else None
+    load_core = 1 if multi else None
+    targets = a.only or ["direct", "proxy", "fareway"]
+    payload = body(a.stream)
+    tmp = Path(tempfile.mkdtemp(prefix="fareway-bench-"))
+    sim_port, proxy_port, fw_port = free_port(), free_port(), free_port()
+    fareway = [PY, "-m", "fareway.cli"] if shutil.which("fareway") is None else [shutil.which("fareway") or "fareway"]
+    sim = start(pinned([*fareway, "sim", "--port", str(sim_port)], load_core))
+    results: dict[str, dict[str, float]] = {}
+    try:
+        wait_port(sim_port)
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        if "direct" in targets:
+            results["direct"] = load(f"{sim_url}/openai/v1/chat/completions", payload, a.duration, a.connections, load_core)
+        if "proxy" in targets:
+            proxy = start(pinned([PY, str(HERE / "bare_proxy.py"), "--port", str(proxy_port), "--upstream", f"{sim_url}/openai"], server_core))
+            try:
+                wait_port(proxy_port)
+                load(f"http://127.0.0.1:{proxy_port}/v1/chat/completions", payload, 2, a.connections, load_core)  # warm-up
+                results["proxy"] = load(f"http://127.0.0.1:{proxy_port}/v1/chat/completions", payload, a.duration, a.connections, load_core)
+            finally:
+                stop(proxy)
+        if "fareway" in targets:
+            cfg = tmp / "fareway.toml"
+            ledger = "\n[ledger]\nenabled = false\n" if a.ledger_off else ""
+            cfg.write_text(
+                f'[server]\nstate_dir = "{tmp / "state"}"\n[providers.openai]\nbase_url = "{sim_url}/openai/v1"\n'
+                f'api_key = "sim"\n{ledger}'
+            )
+            fw = start(pinned([*fareway, "serve", "--config", str(cfg), "--port", str(fw_port)], server_core), {"FAREWAY_MASTER_KEY": KEY})
+            try:
+                wait_port(fw_port)
+                load(f"http://127.0.0.1:{fw_port}/v1/chat/completions", payload, 2, a.connections, load_core)  # warm-up
+                results["fareway"] = load(f"http://127.0.0.1:{fw_port}/v1/chat/completions", payload, a.duration, a.connections, load_core)
+            finally:
+                stop(fw)
+                err = fw.stderr.read().decode() if fw.stderr else ""
+                if "Traceback" in err:
+                    print(err[-3000:], file=sys.stderr)
+    finally:
+        stop(sim)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    if a.json:
+        print(json.dumps(results, indent=2))
+        return
+    mode = "streaming" if a.stream else "non-streaming"
+    gen = "wrk" if shutil.which("wrk") else "python aiohttp load generator"
+    print(f"# {mode}, {a.connections} connections, {a.duration}s each, load by {gen}; server pinned to core {server_core}")
+    print(f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in results.items():
+        print(f"{name:<10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8.0f}")
+    if "proxy" in results and "fareway" in results:
+        print(f"fareway / bare proxy requests/s: {results['fareway']['rps'] / results['proxy']['rps']:.1%}")
+    if "direct" in results and "proxy" in results:
+        print(f"bare proxy / direct requests/s:  {results['proxy']['rps'] / results['direct']['rps']:.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The ``fareway`` command line: serve, sim, keys, providers, models (and usage, logs, route)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from fareway import __version__
+from fareway.config import Config, ConfigError, load_config
+
+DEMO_KEY = "demo"
+
+
+def _load(config_path: str | None) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fareway")
+def main() -> None:
+    """Fareway: a self-hosted, zero-markup LLM gateway.
+
+    Point the OpenAI or Anthropic SDK at Fareway (base URL + a Fareway key); bring your own
+    provider keys; Fareway routes, falls back, races and accounts the real cost of every call.
+    """
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8080).")
+@click.option("--demo", is_flag=True, help="Serve simulated stand-ins for the nine providers (no keys needed).")
+@click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(config_path: str | None, host: str | None, port: int | None, demo: bool, log_level: str, access_log: bool) -> None:
+    """Run the gateway (OpenAI-compatible /v1/chat/completions, Anthropic-compatible /v1/messages).
+
+    With no provider key set anywhere, it starts in demo mode: every provider is the built-in
+    simulator, and responses are simulated.
+    """
+    import uvicorn
+
+    from fareway.server.factory import build_app
+
+    cfg = _load(config_path)
+    if host:
+        cfg.host = host
+    if port:
+        cfg.port = port
+    sim_port: int | None = None
+    if demo or not cfg.keyed_providers():
+        if not demo:
+            click.echo("No provider key is configured: starting in demo mode with simulated providers.", err=True)
+        sim_port = _free_port("127.0.0.1")
+        cfg = cfg.with_demo(f"http://127.0.0.1:{sim_port}")
+        if not cfg.master_key:
+            cfg = dataclasses.replace(cfg, master_key=DEMO_KEY)
+    app = build_app(cfg)
+    if sim_port is not None:
+        from fareway.sim import SimConfig, start_sim
+
+        async def start_demo_sim() -> None:
+            handle = await start_sim("127.0.0.1", sim_port, SimConfig.demo())
+            app.gateway.on_close.append(handle.stop)
+
+        app.gateway.on_start.append(start_demo_sim)
+    if not cfg.master_key:
+        click.echo("FAREWAY_MASTER_KEY is not set: only keys made with `fareway keys create` are accepted.", err=True)
+    url = f"http://{cfg.host}:{cfg.port}"
+    click.echo(f"Fareway {__version__} on {url}  (OpenAI base_url {url}/v1, Anthropic base_url {url})", err=True)
+    if cfg.demo:
+        key_note = "the key in FAREWAY_MASTER_KEY" if cfg.master_key != DEMO_KEY else f"key: {DEMO_KEY}"
+        click.echo(f"DEMO MODE: every response is simulated, no provider is called. {key_note}", err=True)
+    uvicorn.run(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+    )
+
+
+# ----------------------------------------------------------------------------- sim
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9100, show_default=True)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Simulator TOML config.")
+@click.option("--demo", is_flag=True, help="Use the demo profiles (realistic relative speeds).")
+def sim(host: str, port: int, config_path: str | None, demo: bool) -> None:
+    """Run the provider simulator (OpenAI, Anthropic and Gemini dialects, latency and faults)."""
+    from fareway.sim import run_sim
+
+    click.echo(f"Fareway simulator on http://{host}:{port}  (e.g. base_url http://{host}:{port}/openai/v1)", err=True)
+    run_sim(host, port, config_path, demo)
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def _keystore(config_path: str | None) -> Any:
+    from fareway.keys.store import KeyStore
+
+    cfg = _load(config_path)
+    return KeyStore(cfg.state_dir / "state.db")
+
+
+@main.group()
+def keys() -> None:
+    """Manage Fareway keys (stored only as hashes in the state DB)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="A name to recognise the key by.")
+@click.option("--role", type=click.Choice(["inference", "admin"]), default="inference", show_default=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+def keys_create(name: str, role: str, config_path: str | None) -> None:
+    """Issue a key.  It is printed once and never again."""
+    secret, info = _keystore(config_path).create(name, role)
+    click.echo(secret)
+    click.echo(f"created {info.key_id} ({role}) named {name!r}; store it now, it cannot be shown again", err=True)
+
+
+@keys.command("list")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+def keys_list(config_path: str | None) -> None:
+    """List keys (id, name, role, prefix, created, revoked)."""
+    rows = _keystore(config_path).list()
+    if not rows:
+        click.echo("no keys; create one with: fareway keys create --name NAME")
+        return
+    click.echo(f"{'id':<18} {'name':<20} {'role':<10} {'prefix':<8} {'created':<20} revoked")
+    for k in rows:
+        created = datetime.fromtimestamp(k.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        revoked = datetime.fromtimestamp(k.revoked_at, UTC).strftime("%Y-%m-%d %H:%M:%S") if k.revoked_at else "-"
+        click.echo(f"{k.key_id:<18} {k.name:<20} {k.role:<10} {k.prefix:<8} {created:<20} {revoked}")
+
+
+@keys.command("revoke")
+@click.argument("key")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+def keys_revoke(key: str, config_path: str | None) -> None:
+    """Revoke a key by id or name (a running gateway stops accepting it within 2 seconds)."""
+    n = _keystore(config_path).revoke(key)
+    if n == 0:
+        raise click.ClickException(f"no active key with id or name {key!r}")
+    click.echo(f"revoked {n} key(s)")
+
+
+# ------------------------------------------------------------------ providers/models
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+def providers(config_path: str | None) -> None:
+    """List providers, their dialect, endpoint and whether a key is configured."""
+    cfg = _load(config_path)
+    click.echo(f"{'provider':<14} {'dialect':<10} {'key':<5} {'key env':<20} base_url")
+    for name, p in sorted(cfg.providers.items()):
+        has = "yes" if p.api_key else "no"
+        click.echo(f"{name:<14} {p.spec.dialect:<10} {has:<5} {p.spec.key_env or '-':<20} {p.spec.base_url}")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--all", "show_all", is_flag=True, help="Include models of providers without a key.")
+def models(config_path: str | None, show_all: bool) -> None:
+    """List the models routable with the configured keys."""
+    from fareway.providers.catalog import load_builtin_catalog
+
+    cfg = _load(config_path)
+    keyed = cfg.keyed_providers()
+    for o in load_builtin_catalog():
+        if show_all or o.provider in keyed:
+            mark = "" if o.provider in keyed else "  (no key)"
+            click.echo(f"{o.provider}/{o.model:<40} family={o.family}{mark}")
+
+
+def run() -> None:  # pragma: no cover - console entry for `python -m fareway`
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
+

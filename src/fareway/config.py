@@ -1,0 +1,207 @@
+"""Configuration: a TOML file, secrets by ``${ENV_VAR}`` reference, defaults that need nothing.
+
+Example (the smallest useful config)::
+
+    [providers.local]
+    dialect = "openai"
+    base_url = "http://127.0.0.1:9100/v1"
+    api_key = "${LOCAL_KEY}"
+
+Top-level sections:
+
+``[server]``      host, port, max_body_bytes, state_dir
+``[timeouts]``    connect, first_token, idle, total (seconds)
+``[defaults]``    max_tokens (for Anthropic upstreams when an OpenAI client sends none)
+``[ledger]``      url (``postgresql://...``; default: SQLite in state_dir), batch_size
+``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
+                  (dialect + base_url + api_key; models = [...] optional)
+``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
+``[prices.X]``    per-provider prices per million tokens: {"model" = {input=..., output=...}}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fareway.errors import FarewayError
+from fareway.providers.quirks import Quirks
+from fareway.providers.registry import BUILTIN_PROVIDERS, ProviderSpec
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(FarewayError):
+    status = 500
+    type = "config_error"
+
+
+def expand_env(value: str, env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
+    """Replace ``${VAR}`` references.  A reference to an unset variable makes the whole value None
+    (the secret is absent), never the literal text."""
+    env = os.environ if env is None else env
+    missing = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal missing
+        v = env.get(m.group(1))
+        if v is None or v == "":
+            missing = True
+            return ""
+        return v
+
+    out = _ENV_REF.sub(sub, value)
+    return None if missing else out
+
+
+@dataclass(slots=True)
+class Timeouts:
+    connect: float = 5.0
+    first_token: float = 30.0
+    idle: float = 30.0
+    total: float = 600.0
+
+
+@dataclass(slots=True)
+class ProviderConfig:
+    spec: ProviderSpec
+    api_key: str | None
+    models: list[str] = field(default_factory=list)
+    """Models a custom provider declares (for /v1/models); any model is accepted by address."""
+
+
+@dataclass(slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 8 * 1024 * 1024
+    state_dir: Path = Path("fareway-data")
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    default_max_tokens: int = 4096
+    ledger_url: str | None = None
+    ledger_batch_size: int = 256
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    aliases: dict[str, Any] = field(default_factory=dict)
+    prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    master_key: str | None = None
+    demo: bool = False
+    source: str = "<defaults>"
+
+    def keyed_providers(self) -> set[str]:
+        return {name for name, p in self.providers.items() if p.api_key}
+
+    def with_demo(self, sim_url: str) -> Config:
+        """Point every built-in provider at the simulator (``sim_url`` with a path per provider)."""
+        providers = dict(self.providers)
+        for name, spec in BUILTIN_PROVIDERS.items():
+            if spec.dialect == "openai":
+                base = f"{sim_url}/{name}/v1"
+            elif spec.dialect == "anthropic":
+                base = f"{sim_url}/{name}"
+            else:
+                base = f"{sim_url}/{name}/v1beta"
+            providers[name] = ProviderConfig(spec.with_base_url(base), api_key="demo-key")
+        return replace(self, providers=providers, demo=True)
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return value
+
+
+def _provider(name: str, table: dict[str, Any], env: Any) -> ProviderConfig:
+    base = BUILTIN_PROVIDERS.get(name)
+    dialect = table.get("dialect", base.dialect if base else None)
+    if dialect not in ("openai", "anthropic", "gemini"):
+        raise ConfigError(f'[providers.{name}] needs dialect = "openai", "anthropic" or "gemini"')
+    base_url = table.get("base_url", base.base_url if base else None)
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"[providers.{name}] needs base_url = an http(s) URL")
+    base_url = expand_env(base_url, env) or base_url
+    if base is not None and base.dialect == dialect:
+        spec = base.with_base_url(base_url)
+    else:
+        auth_header = {"anthropic": "x-api-key", "gemini": "x-goog-api-key"}.get(dialect, "authorization")
+        spec = ProviderSpec(
+            name,
+            dialect,
+            base_url.rstrip("/"),
+            key_env=None,
+            auth_header=auth_header,
+            auth_scheme="Bearer" if auth_header == "authorization" else None,
+            builtin=False,
+        )
+    if "unsupported_params" in table or "unsupported_policy" in table:
+        q = spec.quirks
+        spec = replace(
+            spec,
+            quirks=Quirks(
+                **{
+                    **{f: getattr(q, f) for f in q.__dataclass_fields__},
+                    "unsupported_params": frozenset(table.get("unsupported_params", q.unsupported_params)),
+                    "unsupported_policy": table.get("unsupported_policy", q.unsupported_policy),
+                }
+            ),
+        )
+    key: str | None = None
+    raw_key = table.get("api_key")
+    if isinstance(raw_key, str):
+        key = expand_env(raw_key, env)
+    elif spec.key_env:
+        key = env.get(spec.key_env) or None
+    models = table.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise ConfigError(f"[providers.{name}] models must be a list of strings")
+    return ProviderConfig(spec, key, list(models))
+
+
+def load_config(path: str | Path | None = None, env: Any = None) -> Config:
+    """Load ``path`` (or only defaults and environment variables when None)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text("utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {p}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+        cfg.source = str(p)
+
+    server = _section(data, "server")
+    cfg.host = str(server.get("host", cfg.host))
+    cfg.port = int(server.get("port", cfg.port))
+    cfg.max_body_bytes = int(server.get("max_body_bytes", cfg.max_body_bytes))
+    cfg.state_dir = Path(str(server.get("state_dir", env.get("FAREWAY_STATE_DIR", cfg.state_dir))))
+    t = _section(data, "timeouts")
+    cfg.timeouts = Timeouts(**{k: float(v) for k, v in t.items() if k in Timeouts.__dataclass_fields__})
+    cfg.default_max_tokens = int(_section(data, "defaults").get("max_tokens", cfg.default_max_tokens))
+    ledger = _section(data, "ledger")
+    url = ledger.get("url", env.get("FAREWAY_LEDGER_URL"))
+    cfg.ledger_url = expand_env(url, env) if isinstance(url, str) else None
+    cfg.ledger_batch_size = int(ledger.get("batch_size", cfg.ledger_batch_size))
+
+    tables = _section(data, "providers")
+    for name in BUILTIN_PROVIDERS:
+        cfg.providers[name] = _provider(name, tables.get(name, {}), env)
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[providers.{name}] must be a table")
+        if name not in BUILTIN_PROVIDERS:
+            if "/" in name:
+                raise ConfigError(f"provider name {name!r} must not contain '/'")
+            cfg.providers[name] = _provider(name, table, env)
+
+    cfg.aliases = _section(data, "aliases")
+    cfg.prices = _section(data, "prices")
+    master = data.get("master_key")
+    cfg.master_key = expand_env(master, env) if isinstance(master, str) else env.get("FAREWAY_MASTER_KEY") or None
+    return cfg

@@ -1,0 +1,1 @@
+"""The request pipeline: model resolution, the gateway object, accounting."""

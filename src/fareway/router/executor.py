@@ -1,0 +1,459 @@
+"""The executor: runs a route tree until one upstream attempt *commits*.
+
+The commit point is the first content event of a stream (or a whole non-streamed response).
+Before it, a failed attempt may fall back or lose a race; after it, the call belongs to that
+attempt, and a failure becomes a StreamInterrupted that the wire encoder turns into an in-stream
+error in the client's dialect.
+
+Every attempt, whatever became of it, is logged in ``CallLog.attempts`` for the ledger: ok, error,
+cancelled (a race loser, its connection closed so the provider stops generating) or skipped (its
+circuit was open, so no request was sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from fareway.adapters.base import Adapter, StreamParser
+from fareway.errors import (
+    FarewayError,
+    NoRouteSucceeded,
+    StreamInterrupted,
+    UpstreamError,
+    UpstreamServerError,
+    UpstreamTimeout,
+)
+from fareway.errors import Attempt as AttemptSummary
+from fareway.events import Accumulator, StreamEvent, is_content
+from fareway.router.routes import Fallback, Race, Route, Split, Target
+from fareway.transport import Transport, UpstreamResponse
+from fareway.types import ChatRequest, ChatResponse, Usage
+
+
+class StatsHook(Protocol):
+    """What the executor tells live statistics (router.stats implements it)."""
+
+    def available(self, key: str) -> bool: ...
+
+    def begin(self, key: str) -> None: ...
+
+    def first_token(self, key: str, ttft_s: float) -> None: ...
+
+    def end(
+        self,
+        key: str,
+        ok: bool,
+        latency_s: float,
+        output_tokens: int,
+        status: int | None,
+        retry_after: float | None,
+        headers: Mapping[str, str] | None,
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class AttemptLog:
+    target: Target
+    role: str
+    started_at: datetime
+    t0: float
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    outcome: str = "pending"  # ok | error | cancelled | skipped
+    status: int | None = None
+    error: FarewayError | None = None
+    usage: Usage | None = None
+    output_chars: int = 0
+    dropped: list[str] = field(default_factory=list)
+    response_model: str | None = None
+
+    def summary(self) -> AttemptSummary:
+        return AttemptSummary(
+            provider=self.target.upstream.provider,
+            model=self.target.upstream.model,
+            outcome=self.outcome,
+            status=self.status,
+            error=self.error.message if self.error else None,
+            latency_ms=self.latency_s * 1000 if self.latency_s is not None else None,
+        )
+
+
+@dataclass(slots=True)
+class CallLog:
+    request_id: str
+    attempts: list[AttemptLog] = field(default_factory=list)
+
+
+class _Skipped(UpstreamError):
+    """The target's circuit is open or it is cooling down: no request was sent."""
+
+    status = 503
+    type = "api_error"
+
+
+class Committed:
+    """The attempt that won.  For a stream, iterate ``events()`` exactly once."""
+
+    def __init__(
+        self,
+        log: AttemptLog,
+        *,
+        response: ChatResponse | None = None,
+        buffered: list[StreamEvent] | None = None,
+        live: _Live | None = None,
+    ) -> None:
+        self.log = log
+        self.response = response
+        self._buffered = buffered or []
+        self._live = live
+
+    @property
+    def target(self) -> Target:
+        return self.log.target
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """The committed stream: the buffered events, then the rest.  Raises StreamInterrupted
+        if the upstream fails after the commit point."""
+        for e in self._buffered:
+            yield e
+        self._buffered = []
+        live = self._live
+        if live is None:
+            return
+        try:
+            async for e in live.rest():
+                yield e
+        except UpstreamError as exc:
+            raise StreamInterrupted(exc) from exc
+        finally:
+            live.finish()
+
+    def abort(self) -> None:
+        """The client went away (or this attempt lost a race after committing)."""
+        if self._live is not None:
+            self._live.abort()
+
+
+class _Live:
+    """An open upstream stream being read."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        log: AttemptLog,
+        resp: UpstreamResponse,
+        parser: StreamParser,
+        deadline: float,
+    ) -> None:
+        self.executor = executor
+        self.log = log
+        self.resp = resp
+        self.parser = parser
+        self.acc = Accumulator()
+        self.eof = False
+        self.deadline = deadline
+        self._done = False
+
+    async def read(self) -> list[StreamEvent]:
+        if self.eof:
+            return []
+        if time.monotonic() > self.deadline:
+            raise UpstreamTimeout(
+                "the upstream stream exceeded the total timeout", phase="total", provider=self.log.target.upstream.provider
+            )
+        chunk = await self.resp.next_chunk()
+        if chunk:
+            events = self.parser.feed(chunk)
+        else:
+            self.eof = True
+            events = self.parser.close()
+        for e in events:
+            self.acc.add(e)
+        return events
+
+    async def rest(self) -> AsyncIterator[StreamEvent]:
+        try:
+            while not self.eof:
+                for e in await self.read():
+                    yield e
+        except UpstreamError as exc:
+            self.executor._fail(self.log, exc)
+            self.resp.close()
+            self._done = True
+            raise
+        except asyncio.CancelledError:
+            self._end("cancelled")
+            self.resp.close()
+            raise
+
+    def _end(self, outcome: str) -> None:
+        if self._done:
+            return
+        self._done = True
+        log = self.log
+        log.outcome = outcome
+        log.latency_s = time.monotonic() - log.t0
+        r = self.acc.result()
+        log.usage = r.usage
+        log.output_chars = self.acc.output_chars
+        if r.model:
+            log.response_model = r.model
+        self.executor._stats_end(log, ok=outcome == "ok", headers=self.resp.headers)
+
+    def finish(self) -> None:
+        if not self._done:
+            self._end("ok" if self.eof else "cancelled")
+            if self.eof:
+                self.resp.release()
+            else:
+                self.resp.close()
+
+    def abort(self) -> None:
+        if not self._done:
+            self._end("cancelled")
+            self.resp.close()
+
+
+class Executor:
+    def __init__(
+        self,
+        transport: Transport,
+        adapters: Mapping[str, Adapter],
+        *,
+        first_token_timeout: float = 30.0,
+        idle_timeout: float = 30.0,
+        total_timeout: float = 600.0,
+        stats: StatsHook | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.transport = transport
+        self.adapters = adapters
+        self.first_token_timeout = first_token_timeout
+        self.idle_timeout = idle_timeout
+        self.total_timeout = total_timeout
+        self.stats = stats
+        self.rng = rng or random.Random()
+        self.clock = clock
+
+    # ------------------------------------------------------------------ public
+
+    async def run(self, route: Route, req: ChatRequest, call: CallLog) -> Committed:
+        """Run ``route`` until an attempt commits.  Raises NoRouteSucceeded (with every attempt)
+        when none does, or the caller's own error (BadRequest) unchanged."""
+        try:
+            return await self._commit(route, req, call, "primary")
+        except UpstreamError as exc:
+            raise NoRouteSucceeded([a.summary() for a in call.attempts], exc) from exc
+
+    # ---------------------------------------------------------------- the tree
+
+    async def _commit(self, route: Route, req: ChatRequest, call: CallLog, role: str) -> Committed:
+        if isinstance(route, Target):
+            return await self._attempt(route, req, call, role)
+        if isinstance(route, Fallback):
+            return await self._fallback(route, req, call, role)
+        if isinstance(route, Race):
+            return await self._race(route, req, call)
+        if isinstance(route, Split):
+            return await self._commit(self._pick(route), req, call, role)
+        raise TypeError(f"unknown route node {route!r}")
+
+    def _pick(self, split: Split) -> Route:
+        total = sum(w for w, _ in split.choices)
+        x = self.rng.uniform(0, total)
+        for w, r in split.choices:
+            x -= w
+            if x <= 0:
+                return r
+        return split.choices[-1][1]
+
+    async def _fallback(self, node: Fallback, req: ChatRequest, call: CallLog, role: str) -> Committed:
+        last: UpstreamError | None = None
+        for i, child in enumerate(node.routes):
+            try:
+                return await self._commit(child, req, call, role if i == 0 else "fallback")
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    raise
+                last = exc
+        assert last is not None, "an empty fallback chain"
+        raise last
+
+    async def _race(self, node: Race, req: ChatRequest, call: CallLog) -> Committed:
+        pending: set[asyncio.Task[Committed]] = set()
+        children = list(node.routes)
+        hedge_s = node.hedge_ms / 1000 if node.hedge_ms is not None else None
+        last: UpstreamError | None = None
+
+        def launch() -> None:
+            child = children.pop(0)
+            role = "hedge" if hedge_s is not None and pending_started[0] > 0 else "race"
+            pending_started[0] += 1
+            pending.add(asyncio.ensure_future(self._commit(child, req, call, role)))
+
+        pending_started = [0]
+        launch()
+        if hedge_s is None:
+            while children:
+                launch()
+        winner: Committed | None = None
+        try:
+            while pending:
+                timeout = hedge_s if (hedge_s is not None and children) else None
+                done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    launch()  # hedge: the running contenders were silent for hedge_ms
+                    continue
+                for task in done:
+                    pending.discard(task)
+                    exc = task.exception()
+                    if exc is None:
+                        if winner is None:
+                            winner = task.result()
+                        else:
+                            task.result().abort()
+                    elif isinstance(exc, UpstreamError) and exc.retryable:
+                        last = exc
+                    else:
+                        raise exc
+                if winner is not None:
+                    return winner
+                if not pending and children:
+                    launch()  # a contender failed fast: start the next at once
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                results = await asyncio.gather(*pending, return_exceptions=True)
+                for r in results:
+                    if isinstance(r, Committed):
+                        r.abort()
+        assert last is not None
+        raise last
+
+    # ------------------------------------------------------------ one attempt
+
+    async def _attempt(self, target: Target, req: ChatRequest, call: CallLog, role: str) -> Committed:
+        up = target.upstream
+        log = AttemptLog(target, role, datetime.now(UTC), self.clock())
+        call.attempts.append(log)
+        key = target.key
+        if self.stats is not None and not self.stats.available(key):
+            log.outcome = "skipped"
+            log.latency_s = 0.0
+            err = _Skipped(f"{key} is cooling down or its circuit is open; not tried", provider=up.provider)
+            log.error = err
+            raise err
+        adapter = self.adapters.get(up.dialect)
+        if adapter is None:
+            raise UpstreamServerError(f"no adapter for dialect {up.dialect}", provider=up.provider)
+        http = adapter.build_request(req, up)  # BadRequest propagates: the caller's problem
+        log.dropped = http.dropped
+        if self.stats is not None:
+            self.stats.begin(key)
+        resp: UpstreamResponse | None = None
+        try:
+            if not req.stream:
+                resp = await self.transport.send(http, up.provider, total=self.total_timeout, idle=self.idle_timeout)
+                body = await resp.read()
+                resp.release()
+                if resp.status >= 300:
+                    raise adapter.parse_error(resp.status, resp.headers, body, up)
+                response = adapter.parse_response(body, up)
+                log.outcome = "ok"
+                log.status = resp.status
+                log.latency_s = self.clock() - log.t0
+                log.ttft_s = log.latency_s
+                log.usage = response.usage
+                log.response_model = response.model
+                self._stats_end(log, ok=True, headers=resp.headers)
+                return Committed(log, response=response)
+            return await self._open_stream(log, adapter, http, req)
+        except UpstreamError as exc:
+            if resp is not None:
+                resp.close()
+            self._fail(log, exc)
+            raise
+        except asyncio.CancelledError:
+            if resp is not None:
+                resp.close()
+            if log.outcome == "pending":
+                log.outcome = "cancelled"
+                log.latency_s = self.clock() - log.t0
+                self._stats_end(log, ok=True, headers=None, cancelled=True)
+            raise
+
+    async def _open_stream(self, log: AttemptLog, adapter: Adapter, http: Any, req: ChatRequest) -> Committed:
+        up = log.target.upstream
+        resp: UpstreamResponse | None = None
+        live: _Live | None = None
+        try:
+            async with asyncio.timeout(self.first_token_timeout):
+                resp = await self.transport.send(http, up.provider, total=self.total_timeout, idle=self.idle_timeout)
+                if resp.status >= 300:
+                    body = await resp.read()
+                    resp.release()
+                    raise adapter.parse_error(resp.status, resp.headers, body, up)
+                log.status = resp.status
+                live = _Live(self, log, resp, adapter.stream_parser(up), log.t0 + self.total_timeout)
+                buffered: list[StreamEvent] = []
+                while True:
+                    events = await live.read()
+                    buffered += events
+                    if live.eof or any(is_content(e) for e in events):
+                        break
+        except TimeoutError as exc:
+            if resp is not None:
+                resp.close()
+            raise UpstreamTimeout(
+                f"no first token within {self.first_token_timeout:g}s", phase="first_token", provider=up.provider
+            ) from exc
+        except asyncio.CancelledError:
+            if live is not None:
+                live.abort()
+            elif resp is not None:
+                resp.close()
+            raise
+        log.ttft_s = self.clock() - log.t0
+        if self.stats is not None:
+            self.stats.first_token(log.target.key, log.ttft_s)
+        return Committed(log, buffered=buffered, live=live)
+
+    # ---------------------------------------------------------------- stats
+
+    def _fail(self, log: AttemptLog, exc: UpstreamError) -> None:
+        log.outcome = "error"
+        log.error = exc
+        if exc.status:
+            log.status = exc.status
+        log.latency_s = self.clock() - log.t0
+        self._stats_end(log, ok=False, headers=exc.headers, retry_after=exc.retry_after)
+
+    def _stats_end(
+        self,
+        log: AttemptLog,
+        *,
+        ok: bool,
+        headers: Mapping[str, str] | None,
+        retry_after: float | None = None,
+        cancelled: bool = False,
+    ) -> None:
+        if self.stats is None:
+            return
+        out = log.usage.output_tokens if log.usage else 0
+        self.stats.end(
+            log.target.key,
+            ok,
+            log.latency_s or 0.0,
+            out,
+            None if cancelled else log.status,
+            retry_after,
+            headers,
+        )

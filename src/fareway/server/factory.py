@@ -1,0 +1,72 @@
+"""Build the whole gateway from a Config: the one place that knows every concrete class."""
+
+from __future__ import annotations
+
+from fareway.adapters.base import Adapter
+from fareway.config import Config
+from fareway.keys.store import KeyStore
+from fareway.pipeline.accounting import Accounting
+from fareway.pipeline.gateway import Gateway
+from fareway.pipeline.resolve import Resolver
+from fareway.providers.catalog import load_builtin_catalog
+from fareway.router.executor import Executor
+from fareway.server.app import App
+from fareway.server.routes import add_routes
+from fareway.transport import Transport
+
+
+def build_adapters() -> dict[str, Adapter]:
+    from fareway.adapters import openai_chat
+
+    adapters: dict[str, Adapter] = {"openai": openai_chat.ADAPTER}
+    try:
+        from fareway.adapters import anthropic
+
+        adapters["anthropic"] = anthropic.ADAPTER
+    except ImportError:
+        pass
+    try:
+        from fareway.adapters import gemini
+
+        adapters["gemini"] = gemini.ADAPTER
+    except ImportError:
+        pass
+    return adapters
+
+
+def build_gateway(config: Config) -> Gateway:
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    keys = KeyStore(config.state_dir / "state.db", master_key=config.master_key)
+    transport = Transport(connect_timeout=config.timeouts.connect)
+    adapters = build_adapters()
+    offers = load_builtin_catalog()
+    resolver = Resolver(config, offers)
+    t = config.timeouts
+    executor = Executor(
+        transport, adapters, first_token_timeout=t.first_token, idle_timeout=t.idle, total_timeout=t.total
+    )
+    accounting = Accounting()
+    return Gateway(
+        config,
+        keys=keys,
+        transport=transport,
+        adapters=adapters,
+        resolver=resolver,
+        executor=executor,
+        accounting=accounting,
+    )
+
+
+def build_app(config: Config) -> App:
+    from fareway.wire import openai_chat
+
+    gateway = build_gateway(config)
+    try:
+        from fareway.wire import anthropic as anthropic_wire
+
+        aw = anthropic_wire.WIRE
+    except ImportError:
+        aw = None
+    app = App(gateway, error_wire=openai_chat.WIRE)
+    add_routes(app, gateway, openai_chat.WIRE, aw)
+    return app

@@ -1,0 +1,104 @@
+"""Small raw-ASGI helpers: read a bounded body, send a whole response, send a stream that stops
+(and stops the upstream) when the client disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fareway.errors import PayloadTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def header_map(scope: Scope) -> dict[str, str]:
+    """Request headers as a dict with lower-case names (the last value wins)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ConnectionResetError("client disconnected")
+        body = msg.get("body", b"")
+        if body:
+            size += len(body)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+            chunks.append(body)
+        if not msg.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _encode_headers(headers: list[tuple[str, str]], content_type: str, length: int | None) -> list[tuple[bytes, bytes]]:
+    out = [(b"content-type", content_type.encode("latin-1"))]
+    if length is not None:
+        out.append((b"content-length", str(length).encode()))
+    out += [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers]
+    return out
+
+
+async def send_body(
+    send: Send, status: int, body: bytes, headers: list[tuple[str, str]], content_type: str = "application/json"
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _encode_headers(headers, content_type, len(body))})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_stream(
+    send: Send,
+    receive: Receive,
+    status: int,
+    stream: AsyncIterator[bytes],
+    headers: list[tuple[str, str]],
+    content_type: str = "text/event-stream",
+) -> None:
+    """Send ``stream`` chunk by chunk.  When the client disconnects, the stream is cancelled (its
+    ``finally`` blocks run, closing the upstream connection) and nothing more is sent."""
+    hdrs = _encode_headers(headers, content_type, None)
+    hdrs += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+
+    async def pump() -> None:
+        try:
+            async for chunk in stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def watch() -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+
+    pump_task = asyncio.ensure_future(pump())
+    watch_task = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({pump_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (pump_task, watch_task):
+            if not t.done():
+                t.cancel()
+        for t in (pump_task, watch_task):
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await t
+    if pump_task in done and not pump_task.cancelled() and pump_task.exception() is None:
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
