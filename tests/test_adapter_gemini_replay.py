@@ -136,7 +136,7 @@ def parse(it: Interaction) -> ChatResponse:
 
 def summary(resp: ChatResponse) -> Any:
     """Everything a client could observe, for comparing two parses."""
-    parts = []
+    parts: list[tuple[Any, ...]] = []
     for p in resp.content:
         if isinstance(p, ToolCallPart):
             parts.append(("call", p.id, p.name, p.parsed_arguments(), p.extensions))
@@ -198,7 +198,7 @@ def test_minted_call_ids_are_deterministic(it: Interaction) -> None:
 
 @pytest.mark.parametrize("it", [it for it in NATIVE_OK if Expected(it).calls], ids=_id)
 def test_function_call_keeps_its_own_signature(it: Interaction) -> None:
-    signed = {}
+    signed: dict[int, str | None] = {}
     for chunk in recorded_chunks(it):
         for part in chunk["candidates"][0]["content"].get("parts", []):
             if "functionCall" in part:

@@ -12,7 +12,7 @@ Request translation (canonical -> Gemini):
   taken from the result or looked up from the matching earlier call.  ``response`` is the parsed
   JSON object when the text is one, else ``{"result": text}`` (``{"error": text}`` for an error
   result, the key Gemini documents for failures).
-* Thought signatures: a ThinkingPart's ``signature`` goes back as ``thoughtSignature`` on the next
+* Thought signatures: thought-summary text is not sent back; a ThinkingPart's ``signature`` goes back as ``thoughtSignature`` on the next
   text/functionCall part of the same turn (the part Gemini put it on; see gemini_stream), or on a
   trailing empty text part.  A ToolCallPart's own ``extensions["gemini"]["thoughtSignature"]`` is
   used too.  Gemini 3 rejects a turn whose first function call lacks its signature; when a history
@@ -234,8 +234,8 @@ def _model_parts(msg: Message, model: str, dropped: list[str]) -> list[dict[str,
     for p in msg.content:
         gem = p.extensions.get("gemini", {})
         if isinstance(p, ThinkingPart):
-            if p.text:
-                parts.append({"text": p.text, "thought": True})
+            # Thought summaries are not sent back (neither google's own clients in the recordings
+            # nor Gemini need them); only the signature carries the reasoning state.
             if p.signature:
                 pending = p.signature
         elif isinstance(p, TextPart):
