@@ -3,13 +3,23 @@
 Loaded from ``catalog.toml`` beside this module, then extended by the config's
 ``[[models]]`` entries and by user-defined providers (whose models are not known in advance:
 ``provider/anything`` is accepted for them).
+
+Two layers:
+
+* :class:`Offer` is one row (provider, upstream model id, family, capabilities, quality tier,
+  optional latency priors); :func:`load_builtin_catalog` returns the built-in rows as a list.
+* :class:`Catalog` indexes offers for the router: by ``provider/model``, by family, and by a bare
+  model id (a bare id resolves to the offers whose ``model`` or ``family`` equals it), and holds
+  the per-provider latency priors that seed live statistics (:class:`Prior`).
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +36,141 @@ class Offer:
     json_schema: bool = False
     reasoning: bool = False
     quality: int = 2
+    """Tier 1 (small) .. 5 (frontier); see docs/catalog.md for the public numbers behind it."""
+    prior_ttft_s: float | None = None
+    """Cold-start time to first token for this offer; None: the provider's prior."""
+    prior_tps: float | None = None
+    """Cold-start output tokens per second for this offer; None: the provider's prior."""
 
     @property
     def key(self) -> str:
         return f"{self.provider}/{self.model}"
 
 
-def load_builtin_catalog() -> list[Offer]:
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """A cold-start latency guess: seconds to first token and output tokens per second."""
+
+    ttft_s: float = 1.0
+    tps: float = 50.0
+
+
+DEFAULT_PRIOR = Prior()
+"""Used for an offer whose provider has no ``[prior.X]`` row (a user-defined provider)."""
+
+_OFFER_FIELDS = frozenset(Offer.__dataclass_fields__)
+
+
+def _builtin_toml() -> dict[str, Any]:
     text = resources.files("fareway.providers").joinpath("catalog.toml").read_text("utf-8")
-    return [Offer(**row) for row in tomllib.loads(text).get("offer", [])]
+    return tomllib.loads(text)
+
+
+def offer_from_row(row: Mapping[str, Any]) -> Offer:
+    """An Offer from a TOML/config table; unknown keys are an error (typos must not pass silently)."""
+    unknown = set(row) - _OFFER_FIELDS
+    if unknown:
+        raise ValueError(f"unknown catalog offer field(s): {', '.join(sorted(unknown))}")
+    data = dict(row)
+    data.setdefault("family", data.get("model"))
+    return Offer(**data)
+
+
+def load_builtin_catalog() -> list[Offer]:
+    return [offer_from_row(row) for row in _builtin_toml().get("offer", [])]
+
+
+def load_builtin_priors() -> dict[str, Prior]:
+    return {
+        name: Prior(
+            ttft_s=float(t.get("ttft_s", DEFAULT_PRIOR.ttft_s)), tps=float(t.get("tps", DEFAULT_PRIOR.tps))
+        )
+        for name, t in _builtin_toml().get("prior", {}).items()
+    }
+
+
+class Catalog:
+    """Offers indexed for routing.  Immutable after construction; :meth:`extended` makes a new one."""
+
+    def __init__(self, offers: Iterable[Offer], priors: Mapping[str, Prior] | None = None) -> None:
+        self._offers: list[Offer] = []
+        self._by_key: dict[str, Offer] = {}
+        self._by_family: dict[str, list[Offer]] = {}
+        self._by_model: dict[str, list[Offer]] = {}
+        for o in offers:
+            if o.key in self._by_key:
+                # a later row (config) replaces an earlier one (built-in) for the same offer
+                self._offers = [x for x in self._offers if x.key != o.key]
+                self._by_family[self._by_key[o.key].family].remove(self._by_key[o.key])
+                self._by_model[self._by_key[o.key].model].remove(self._by_key[o.key])
+            self._offers.append(o)
+            self._by_key[o.key] = o
+            self._by_family.setdefault(o.family, []).append(o)
+            self._by_model.setdefault(o.model, []).append(o)
+        self._priors: dict[str, Prior] = dict(priors or {})
+
+    @classmethod
+    def builtin(cls) -> Catalog:
+        return cls(load_builtin_catalog(), load_builtin_priors())
+
+    def extended(self, offers: Iterable[Offer], priors: Mapping[str, Prior] | None = None) -> Catalog:
+        """A new catalog with ``offers`` added (replacing same provider/model rows) and priors merged."""
+        return Catalog([*self._offers, *offers], {**self._priors, **(priors or {})})
+
+    # ------------------------------------------------------------------ lookups
+
+    def offers(self) -> list[Offer]:
+        return list(self._offers)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._offers))
+
+    def __len__(self) -> int:
+        return len(self._offers)
+
+    def offer(self, provider: str, model: str) -> Offer | None:
+        return self._by_key.get(f"{provider}/{model}")
+
+    def offers_for_family(self, family: str) -> list[Offer]:
+        return list(self._by_family.get(family, []))
+
+    def families(self) -> list[str]:
+        return sorted(f for f, offers in self._by_family.items() if offers)
+
+    def providers(self) -> list[str]:
+        return sorted({o.provider for o in self._offers})
+
+    def by_model_id(self, name: str) -> list[Offer]:
+        """Offers for a bare model id: those whose ``model`` or ``family`` equals it (catalog order)."""
+        hits = {o.key for o in self._by_model.get(name, [])} | {o.key for o in self._by_family.get(name, [])}
+        return [o for o in self._offers if o.key in hits]
+
+    def lookup(self, name: str) -> list[Offer]:
+        """``provider/model`` when that exact offer exists, else the bare-id matches.
+
+        The exact form wins because some upstream ids contain a slash themselves
+        (``groq/openai/gpt-oss-120b`` is provider ``groq``, model ``openai/gpt-oss-120b``; the bare
+        ``openai/gpt-oss-120b`` is the Groq/DeepInfra/OpenRouter model id)."""
+        provider, _, model = name.partition("/")
+        if model:
+            exact = self.offer(provider, model)
+            if exact is not None:
+                return [exact]
+        return self.by_model_id(name)
+
+    # ------------------------------------------------------------------ priors
+
+    def prior(self, provider: str, model: str) -> Prior:
+        """The cold-start latency guess for an offer: its own override, else its provider's row."""
+        base = self._priors.get(provider, DEFAULT_PRIOR)
+        o = self.offer(provider, model)
+        if o is None:
+            return base
+        return Prior(
+            ttft_s=o.prior_ttft_s if o.prior_ttft_s is not None else base.ttft_s,
+            tps=o.prior_tps if o.prior_tps is not None else base.tps,
+        )
+
+    def prior_for_key(self, key: str) -> Prior:
+        provider, _, model = key.partition("/")
+        return self.prior(provider, model)
