@@ -593,3 +593,34 @@ def test_consecutive_tool_messages_share_one_content_but_user_text_does_not() ->
     contents = _body(req)["contents"]
     assert [c["role"] for c in contents] == ["user", "model", "user", "user"]
     assert [p["functionResponse"]["name"] for p in contents[2]["parts"]] == ["f", "g"]
+
+
+def test_model_resource_names() -> None:
+    req = _req(Message("user", [TextPart("q")]))
+    assert (
+        ADAPTER.build_request(req, up_for("models/gemini-2.5-flash")).url
+        == f"{BASE}/models/gemini-2.5-flash:generateContent"
+    )
+    assert (
+        ADAPTER.build_request(req, up_for("tunedModels/mine")).url
+        == f"{BASE}/tunedModels/mine:generateContent"
+    )
+
+
+def test_schema_formats_and_non_string_enums() -> None:
+    params = {
+        "type": "object",
+        "properties": {
+            "u": {"type": "string", "format": "uri"},
+            "t": {"type": "string", "format": "date-time"},
+        },
+    }
+    http = ADAPTER.build_request(
+        _req(Message("user", [TextPart("q")]), tools=[ToolSpec("f", None, params)]), up_for("m")
+    )
+    props = json.loads(http.body)["tools"][0]["functionDeclarations"][0]["parameters"]["properties"]
+    assert props == {"u": {"type": "string"}, "t": {"type": "string", "format": "date-time"}}
+    assert http.dropped == ["tools.parameters.format"]
+    ints = {"type": "object", "properties": {"n": {"type": "integer", "enum": [1, 2]}}}
+    body = _body(_req(Message("user", [TextPart("q")]), tools=[ToolSpec("f", None, ints)]))
+    assert body["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"] == ints

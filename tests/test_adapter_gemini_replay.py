@@ -452,3 +452,16 @@ def test_synthetic_utf8_split_across_reads() -> None:
     body = _sse(_chunk([{"text": "caf\u00e9 \u2014 \U0001f426"}], "STOP"))
     pieces = [body[i : i + 1] for i in range(len(body))]
     assert run_stream(body, pieces)[0].text() == "caf\u00e9 \u2014 \U0001f426"
+
+
+def test_synthetic_several_candidates_keep_candidate_zero() -> None:
+    body = {
+        "candidates": [
+            {"index": 1, "content": {"parts": [{"text": "second"}]}, "finishReason": "STOP"},
+            {"index": 0, "content": {"parts": [{"text": "first"}]}, "finishReason": "MAX_TOKENS"},
+        ],
+        "responseId": "r",
+    }
+    resp = ADAPTER.parse_response(json.dumps(body).encode(), UP)
+    assert resp.text() == "first" and resp.finish_reason == "length"
+    assert [c["index"] for c in resp.extensions["gemini"]["candidates"]] == [1]

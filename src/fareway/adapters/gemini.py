@@ -19,10 +19,11 @@ Request translation (canonical -> Gemini):
   from another provider has none, the documented bypass value is sent (``_SKIP_SIGNATURE``).
 * Tool parameter schemas are reduced to the OpenAPI subset ``parameters`` accepts: ``$ref`` to
   ``$defs``/``definitions`` is inlined, ``const`` becomes ``enum``, ``oneOf`` becomes ``anyOf``,
-  ``type: [T, "null"]`` becomes ``type: T, nullable: true``, and keys outside
+  ``type: [T, "null"]`` becomes ``type: T, nullable: true``, ``format`` values other than
+  ``_FORMATS`` are stripped, and keys outside
   ``_SCHEMA_KEYS`` (``additionalProperties``, ``$schema``, ``$id``, ``examples``, ``strict``,
   ``patternProperties``, ``exclusiveMinimum``...) are stripped and reported in ``dropped``.  A
-  schema that cannot be reduced (recursive ``$ref``, ``allOf``, ``not``) is sent unchanged as
+  schema that cannot be reduced (recursive ``$ref``, ``allOf``, ``not``, non-string enums) is sent unchanged as
   ``parametersJsonSchema`` instead.
 * Dropped (reported in HttpRequest.dropped): ``user``, ``logit_bias``, ``parallel_tool_calls=false``
   (Gemini cannot forbid parallel calls), image ``detail``, and other dialects' unmodelled fields.
@@ -93,6 +94,9 @@ _SCHEMA_KEYS = frozenset(
 )
 """The Schema fields Gemini's ``parameters`` accepts (OpenAPI 3.0 subset, v1beta Schema)."""
 
+_FORMATS = frozenset({"enum", "date-time", "int32", "int64", "float", "double"})
+"""The only ``format`` values ``parameters`` accepts; others (uri, email...) are stripped."""
+
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]+)?(?:;[^,]*)?;base64,(?P<data>.*)$", re.DOTALL)
 
 # OpenAI/Anthropic request fields that are meaningless for Gemini and safe to drop (reported).
@@ -134,8 +138,13 @@ def _reduce_schema(
             out[key] = _reduce_schema(value, root, stripped, seen)
         elif key in ("anyOf", "oneOf") and isinstance(value, list):
             out["anyOf"] = [_reduce_schema(v, root, stripped, seen) for v in value]
-        elif key == "const":
-            out["enum"] = [value]
+        elif key in ("const", "enum"):
+            values = [value] if key == "const" else value
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise _Unreducible("non-string enum")  # parameters enums are strings only
+            out["enum"] = values
+        elif key == "format" and value not in _FORMATS:
+            stripped.add("format")
         elif key == "type" and isinstance(value, list):
             kinds = [t for t in value if t != "null"]
             if len(kinds) != 1:
@@ -416,7 +425,7 @@ def _foreign_extensions(req: ChatRequest, cfg: dict[str, Any], dropped: list[str
             if key in _PENALTIES:
                 if value is not None:
                     cfg[_PENALTIES[key]] = value
-            elif key not in _IGNORED_EXTENSION_KEYS and key not in dropped:
+            elif value is not None and key not in _IGNORED_EXTENSION_KEYS and key not in dropped:
                 dropped.append(key)
 
 
@@ -447,10 +456,12 @@ class GeminiAdapter:
             else:
                 body.setdefault(key, value)
         base = up.base_url.rstrip("/")
+        # "gemini-2.5-flash", "models/gemini-2.5-flash" and "tunedModels/x" all name a resource.
+        resource = up.model if up.model.startswith(("models/", "tunedModels/")) else f"models/{up.model}"
         if req.stream:
-            url = f"{base}/models/{up.model}:streamGenerateContent?alt=sse"
+            url = f"{base}/{resource}:streamGenerateContent?alt=sse"
         else:
-            url = f"{base}/models/{up.model}:generateContent"
+            url = f"{base}/{resource}:generateContent"
         headers = {"content-type": "application/json", **up.extra_headers}
         if up.api_key:
             headers[up.auth_header] = f"{up.auth_scheme} {up.api_key}" if up.auth_scheme else up.api_key

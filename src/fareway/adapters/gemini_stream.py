@@ -165,18 +165,19 @@ class ChunkProcessor:
         candidates = chunk.get("candidates") or []
         finish_raw: str | None = None
         finish_ext: dict[str, Any] = {}
-        if candidates:
-            cand = candidates[0]
+        # With candidateCount > 1 a chunk may carry any candidate; the canonical response is
+        # candidate 0, the others are kept raw (extra_candidates).
+        cand = next((c for c in candidates if isinstance(c, dict) and c.get("index", 0) == 0), None)
+        self.extra_candidates += [c for c in candidates if c is not cand]
+        if cand is not None:
             for part in (cand.get("content") or {}).get("parts") or []:
                 self._part(part, out)
-            if len(candidates) > 1:
-                self.extra_candidates.extend(candidates[1:])
             if cand.get("finishReason"):
                 finish_raw = str(cand["finishReason"])
                 finish_ext = {
                     k: cand[k] for k in ("finishReason", "finishMessage", "safetyRatings") if k in cand
                 }
-        else:
+        elif not candidates:
             feedback = chunk.get("promptFeedback") or {}
             if feedback.get("blockReason"):
                 finish_raw = "PROMPT_BLOCKED"
