@@ -8,6 +8,7 @@ by newlines, comment lines starting with ``:`` skipped (OpenRouter keep-alives),
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
 
@@ -19,9 +20,10 @@ class SseEvent:
 
 
 class SseParser:
-    __slots__ = ("_buf", "_data", "_event", "_id", "_pending_cr")
+    __slots__ = ("_buf", "_data", "_decoder", "_event", "_id", "_pending_cr")
 
     def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._buf = ""
         self._data: list[str] = []
         self._event: str | None = None
@@ -29,7 +31,8 @@ class SseParser:
         self._pending_cr = False
 
     def feed(self, chunk: bytes | str) -> list[SseEvent]:
-        text = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
+        # Incremental decoding: a UTF-8 character split across two reads must not be corrupted.
+        text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
         if self._pending_cr and text.startswith("\n"):
             text = text[1:]
         self._pending_cr = False
@@ -61,6 +64,7 @@ class SseParser:
 
     def close(self) -> list[SseEvent]:
         out: list[SseEvent] = []
+        self._buf += self._decoder.decode(b"", final=True)
         if self._buf:
             self._line(self._buf, out)
             self._buf = ""
