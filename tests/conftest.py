@@ -21,7 +21,7 @@ import uvicorn
 from fareway.config import Config, Timeouts, load_config
 from fareway.server.app import App
 from fareway.server.factory import build_app
-from fareway.sim import SimConfig, start_sim
+from fareway.sim.server import SimConfig, start_sim
 
 MASTER_KEY = "test-master-key-0123456789"
 

@@ -75,7 +75,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, demo: boo
             cfg = dataclasses.replace(cfg, master_key=DEMO_KEY)
     app = build_app(cfg)
     if sim_port is not None:
-        from fareway.sim import SimConfig, start_sim
+        from fareway.sim.server import SimConfig, start_sim
 
         async def start_demo_sim() -> None:
             handle = await start_sim("127.0.0.1", sim_port, SimConfig.demo())
@@ -111,7 +111,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, demo: boo
 @click.option("--demo", is_flag=True, help="Use the demo profiles (realistic relative speeds).")
 def sim(host: str, port: int, config_path: str | None, demo: bool) -> None:
     """Run the provider simulator (OpenAI, Anthropic and Gemini dialects, latency and faults)."""
-    from fareway.sim import run_sim
+    from fareway.sim.server import run_sim
 
     click.echo(f"Fareway simulator on http://{host}:{port}  (e.g. base_url http://{host}:{port}/openai/v1)", err=True)
     run_sim(host, port, config_path, demo)
@@ -196,6 +196,84 @@ def models(config_path: str | None, show_all: bool) -> None:
         if show_all or o.provider in keyed:
             mark = "" if o.provider in keyed else "  (no key)"
             click.echo(f"{o.provider}/{o.model:<40} family={o.family}{mark}")
+
+
+# --------------------------------------------------------------------------- route
+
+
+@main.group()
+def route() -> None:
+    """Inspect routing decisions."""
+
+
+@route.command("explain")
+@click.option("--model", "-m", default="auto", show_default=True, help="auto, auto:fast, auto:cheap, an alias or a model.")
+@click.option("--prompt-file", type=click.File("r"), help="A file whose text is the user message.")
+@click.option("--prompt", default=None, help="The user message (instead of --prompt-file).")
+@click.option("--max-tokens", type=int, default=None)
+@click.option("--tools", is_flag=True, help="Pretend the request carries tools (needs a tool-capable offer).")
+@click.option("--image", is_flag=True, help="Pretend the request carries an image.")
+@click.option("--json-schema", is_flag=True, help="Pretend the request asks for JSON-schema output.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--demo", is_flag=True, help="Explain as the demo would (every provider keyed).")
+@click.option("--json", "as_json", is_flag=True)
+def route_explain(
+    model: str,
+    prompt_file: Any,
+    prompt: str | None,
+    max_tokens: int | None,
+    tools: bool,
+    image: bool,
+    json_schema: bool,
+    config_path: str | None,
+    demo: bool,
+    as_json: bool,
+) -> None:
+    """Print how a request would be routed: the candidates, why each was kept or dropped, the
+    chosen offer and the fallback chain (the same decision x-fareway-route reports)."""
+    import json as _json
+
+    from fareway.server.factory import build_gateway
+    from fareway.types import ChatRequest, ImagePart, Message, ResponseFormat, TextPart, ToolSpec
+
+    cfg = _load(config_path)
+    if demo or not cfg.keyed_providers():
+        cfg = cfg.with_demo("http://127.0.0.1:9")
+    text = prompt_file.read() if prompt_file is not None else (prompt or "Hello")
+    parts: list[Any] = [TextPart(text)]
+    if image:
+        parts.append(ImagePart(url="https://example.invalid/cat.png"))
+    req = ChatRequest(
+        model=model,
+        messages=[Message("user", parts)],
+        max_tokens=max_tokens,
+        tools=[ToolSpec("tool")] if tools else [],
+        response_format=ResponseFormat("json_schema", name="out", schema={"type": "object"}) if json_schema else None,
+    )
+    gw = build_gateway(cfg)
+    policy = gw.resolver.policy
+    if policy is not None and (model in cfg.aliases or model == "auto" or model.startswith("auto:")):
+        data = policy.explain(req)  # type: ignore[attr-defined]
+    else:
+        route_obj, note = gw.resolver.resolve_explained(req)
+        data = {"model": model, "header": note}
+    if as_json:
+        click.echo(_json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"model:   {data.get('model')}")
+    click.echo(f"policy:  {data.get('policy', '-')}  quality floor: {data.get('quality_floor', '-')}")
+    if data.get("requirements"):
+        click.echo(f"needs:   {data['requirements']}")
+    for c in data.get("candidates", []):
+        mark = "+" if c.get("kept") else "-"
+        why = c.get("reason") or c.get("why") or ""
+        nums = ", ".join(f"{k}={c[k]}" for k in ("expected_cost_usd", "expected_latency_s", "quality") if k in c)
+        click.echo(f"  {mark} {c.get('offer', c.get('key', '?')):<50} {nums}  {why}")
+    if data.get("chosen"):
+        click.echo(f"chosen:  {data['chosen']}  ({data.get('chosen_label', '')})")
+    for f in data.get("fallbacks", []):
+        click.echo(f"  then:  {f['offer']}  ({f['label']})")
+    click.echo(f"x-fareway-route: {data.get('header')}")
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m fareway`

@@ -1,12 +1,24 @@
-"""Accounting: the cost of each call and its ledger records, computed off the response bytes'
-critical path (a dict lookup for the price, an enqueue for the ledger)."""
+"""Accounting: the cost of each call and its ledger records.
+
+On the request path this is a price lookup (a dict get in the PriceBook) and an enqueue on the
+ledger's writer; nothing waits for storage.  Where a provider reported no usage (a stream cut off,
+a race loser cancelled before its usage arrived) the tokens are estimated offline and the records
+are marked ``estimated``; estimating a long prompt runs in a worker thread, never on the loop.
+
+The cost returned for a call (``x-fareway-cost-usd``, the streamed ``usage.cost``) is the sum over
+all of its attempts, as the ledger's call row: a failed try or a cancelled race leg that consumed
+tokens is billed by its provider too.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from fareway.errors import FarewayError
+from fareway.errors import FarewayError, NoRouteSucceeded, UpstreamError
 from fareway.router.executor import AttemptLog, CallLog
 from fareway.types import ChatRequest, Usage
 
@@ -15,17 +27,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fareway.accounting")
 
+_SYNC_ESTIMATE_CHARS = 32_000
+"""Prompts shorter than this are counted inline (well under a millisecond); longer ones in a thread."""
+
+
+def _prompt_chars(req: ChatRequest) -> int:
+    return sum(len(getattr(p, "text", "") or "") for m in req.messages for p in m.content)
+
 
 class Accounting:
-    def __init__(self, pricebook: Any = None, ledger: Any = None) -> None:
+    def __init__(self, pricebook: Any = None, ledger: Any = None, metrics: Any = None) -> None:
         self.pricebook = pricebook
         self.ledger = ledger
+        self.metrics = metrics
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         if self.ledger is not None:
             await self.ledger.start()
 
     async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
         if self.ledger is not None:
             await self.ledger.close()
 
@@ -38,11 +61,14 @@ class Accounting:
         except Exception as exc:  # a probe reports, it never raises
             return {"ledger": f"error: {type(exc).__name__}"}
 
-    def cost(self, provider: str, model: str, usage: Usage | None) -> str | None:
+    # ------------------------------------------------------------------ prices
+
+    def price(self, provider: str, model: str, usage: Usage | None) -> Any:
         if self.pricebook is None or usage is None:
             return None
-        c = self.pricebook.price(provider, model, usage)
-        return None if c is None else format(c.total, "f")
+        return self.pricebook.price(provider, model, usage)
+
+    # ------------------------------------------------------------------- calls
 
     def call_done(
         self,
@@ -55,8 +81,142 @@ class Accounting:
         status: int,
         error: FarewayError | None = None,
     ) -> str | None:
-        up = winner.target.upstream
-        return self.cost(up.provider, up.model, usage)
+        """Record a call that committed (fully served, interrupted, or abandoned by the client).
+        Returns its cost as a decimal string, or None when unknown."""
+        if winner.usage is None and usage is not None:
+            winner.usage = usage
+        outcome = "ok" if error is None and status == 200 else ("cancelled" if status == 499 else "error")
+        return self._record(info, call, req, winner, status, outcome, error)
 
     def call_failed(self, info: CallInfo, call: CallLog, req: ChatRequest, exc: FarewayError) -> None:
-        return None
+        """Record a call that never committed (every attempt failed, or the request was refused)."""
+        status = exc.client_status if isinstance(exc, UpstreamError) else exc.status
+        if isinstance(exc, NoRouteSucceeded):
+            status = exc.status
+        self._record(info, call, req, None, status, "error", exc)
+
+    # ---------------------------------------------------------------- internals
+
+    def _needs_estimate(self, a: AttemptLog) -> bool:
+        # A cancelled or cut-off attempt that reached the provider consumed at least its prompt.
+        return a.usage is None and a.outcome in ("cancelled", "ok") or (
+            a.usage is None and a.outcome == "error" and a.output_chars > 0
+        )
+
+    def _record(
+        self,
+        info: CallInfo,
+        call: CallLog,
+        req: ChatRequest,
+        winner: AttemptLog | None,
+        status: int,
+        outcome: str,
+        error: FarewayError | None,
+    ) -> str | None:
+        needs = [a for a in call.attempts if self._needs_estimate(a)]
+        if needs and _prompt_chars(req) > _SYNC_ESTIMATE_CHARS:
+            task = asyncio.ensure_future(self._record_later(info, call, req, winner, status, outcome, error, needs))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return None
+        if needs:
+            self._estimate(req, needs)
+        return self._write(info, call, winner, status, outcome, error)
+
+    async def _record_later(
+        self,
+        info: CallInfo,
+        call: CallLog,
+        req: ChatRequest,
+        winner: AttemptLog | None,
+        status: int,
+        outcome: str,
+        error: FarewayError | None,
+        needs: list[AttemptLog],
+    ) -> None:
+        await asyncio.to_thread(self._estimate, req, needs)
+        self._write(info, call, winner, status, outcome, error)
+
+    def _estimate(self, req: ChatRequest, needs: list[AttemptLog]) -> None:
+        from fareway.tokens import count_tokens
+
+        prompt = count_tokens(req)
+        for a in needs:
+            # ~4 characters a token for what was streamed before the cut (documented estimate)
+            out = (a.output_chars + 3) // 4
+            a.usage = Usage(input_tokens=prompt, output_tokens=out, estimated=True)
+
+    def _write(
+        self,
+        info: CallInfo,
+        call: CallLog,
+        winner: AttemptLog | None,
+        status: int,
+        outcome: str,
+        error: FarewayError | None,
+    ) -> str | None:
+        from fareway.ledger.records import AttemptRecord, CallRecord, rollup
+
+        attempts: list[AttemptRecord] = []
+        sources: set[str] = set()
+        for i, a in enumerate(call.attempts):
+            up = a.target.upstream
+            rec = AttemptRecord(
+                request_id=info.request_id,
+                attempt_no=i,
+                provider=up.provider,
+                model=up.model,
+                outcome=a.outcome if a.outcome != "pending" else "ok",  # type: ignore[arg-type]
+                role=a.role,  # type: ignore[arg-type]
+                status=a.status,
+                error=a.error.message if a.error is not None else None,
+                started_at=a.started_at,
+                ttft_ms=a.ttft_s * 1000 if a.ttft_s is not None else None,
+                latency_ms=a.latency_s * 1000 if a.latency_s is not None else None,
+            )
+            cost = self.price(up.provider, up.model, a.usage)
+            rec.set_usage(a.usage, cost)
+            if cost is not None:
+                sources.add(cost.source)
+            if a.usage is not None and a.latency_s and a.ttft_s is not None and a.latency_s > a.ttft_s:
+                gen_s = a.latency_s - a.ttft_s
+                if a.usage.output_tokens > 1 and gen_s > 0:
+                    rec.tokens_per_s = round(a.usage.output_tokens / gen_s, 2)
+            attempts.append(rec)
+        latency_s = max((a.latency_s or 0.0) for a in call.attempts) if call.attempts else 0.0
+        rec_call = CallRecord(
+            request_id=info.request_id,
+            requested_model=info.requested_model,
+            time=datetime.now(UTC),
+            key_id=info.principal.key_id,
+            key_name=info.principal.name,
+            client_dialect=info.dialect,
+            provider=(winner or (call.attempts[-1] if call.attempts else None)).target.upstream.provider
+            if (winner or call.attempts)
+            else None,
+            upstream_model=(winner or (call.attempts[-1] if call.attempts else None)).target.upstream.model
+            if (winner or call.attempts)
+            else None,
+            status=status,
+            outcome=outcome,  # type: ignore[arg-type]
+            stream=info.stream,
+            route=info.route,
+            error=error.message if error is not None else None,
+            ttft_ms=winner.ttft_s * 1000 if winner is not None and winner.ttft_s is not None else None,
+            latency_ms=latency_s * 1000,
+        )
+        rollup(rec_call, attempts, ", ".join(sorted(sources)) or None)
+        if winner is not None:
+            wrec = attempts[call.attempts.index(winner)]
+            rec_call.tokens_per_s = wrec.tokens_per_s
+        if self.ledger is not None:
+            self.ledger.record(rec_call, attempts)
+        if self.metrics is not None:
+            self.metrics.observe(rec_call, attempts)
+        return None if rec_call.cost is None else _money(rec_call.cost)
+
+
+def _money(d: Decimal) -> str:
+    """A cost as a plain decimal string without exponent or trailing zeros ("0.0000123")."""
+    s = format(d.normalize(), "f")
+    return s if s != "-0" else "0"

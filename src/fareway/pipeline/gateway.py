@@ -122,8 +122,9 @@ class Gateway:
         server encodes it in the client's dialect); after the commit point errors are in-stream."""
         req = wire.parse_request(body, headers)
         info = CallInfo(request_id, principal, wire.name, req.model, req.stream, time.monotonic())
-        route = self.resolver.resolve(req)
+        route, note = self.resolver.resolve_explained(req)
         info.route = describe(route)
+        info.extra["route_note"] = note
         call = CallLog(request_id)
         try:
             committed = await self.executor.run(route, req, call)
@@ -135,7 +136,7 @@ class Gateway:
         hdrs = [
             ("x-fareway-provider", target.upstream.provider),
             ("x-fareway-model", target.upstream.model),
-            ("x-fareway-route", self._route_header(info.route, call)),
+            ("x-fareway-route", self._route_header(note, call)),
         ]
         if committed.log.dropped:
             hdrs.append(("x-fareway-dropped-params", ",".join(committed.log.dropped)))
@@ -148,9 +149,9 @@ class Gateway:
             return Reply(200, hdrs, wire.encode_response(resp, req, meta))
         return Reply(200, hdrs, stream=self._stream(wire, req, committed, call, info, meta), content_type="text/event-stream")
 
-    def _route_header(self, route: str, call: CallLog) -> str:
-        tried = ",".join(f"{a.target.key}={a.outcome}" for a in call.attempts)
-        return f"{route}; attempts={tried}"
+    def _route_header(self, note: str, call: CallLog) -> str:
+        tried = ",".join(f"{a.target.key}={'committed' if a.outcome == 'pending' else a.outcome}" for a in call.attempts)
+        return f"{note}; attempts={tried}"
 
     async def _stream(
         self,

@@ -19,7 +19,7 @@ from typing import Any
 from fareway.config import Config
 from fareway.errors import NotFound
 from fareway.providers.catalog import Offer
-from fareway.router.routes import Fallback, Route, Target
+from fareway.router.routes import Fallback, Route, Target, describe
 from fareway.types import ChatRequest, Upstream
 
 PolicyFn = Callable[[str, ChatRequest], Route]
@@ -93,13 +93,33 @@ class Resolver:
         raise NotFound(f"alias `{name}` is malformed in the config", param="model")
 
     def resolve(self, req: ChatRequest) -> Route:
+        return self.resolve_explained(req)[0]
+
+    def resolve_explained(self, req: ChatRequest) -> tuple[Route, str]:
+        """The route and a one-line account of how it was chosen (for x-fareway-route)."""
         name = req.model
-        if name in self.config.aliases:
-            return self._alias(name, self.config.aliases[name])
-        if name == "auto" or name.startswith("auto:"):
+        if name in self.config.aliases or name == "auto" or name.startswith("auto:"):
             if self.policy is None:
+                if name in self.config.aliases:
+                    route = self._alias(name, self.config.aliases[name])
+                    return route, f"policy=alias; route={describe(route)}"
                 raise NotFound(f"The model `{name}` needs the routing policies, which are not enabled.", param="model")
-            return self.policy(name, req)
+            decide = getattr(self.policy, "decide", None)
+            if decide is None:
+                route = self.policy(name, req)
+                return route, f"route={describe(route)}"
+            decision = decide(req, model=name)
+            kept = sum(1 for c in decision.candidates if c.kept)
+            note = decision.header()
+            if decision.candidates:
+                note += f"; candidates={kept}/{len(decision.candidates)}"
+            return decision.route, note
+        route = self._resolve_plain(req)
+        policy = "pinned" if "/" in name and name.partition("/")[0] in self.config.providers else "catalog"
+        return route, f"policy={policy}; route={describe(route)}"
+
+    def _resolve_plain(self, req: ChatRequest) -> Route:
+        name = req.model
         provider = name.partition("/")[0]
         if "/" in name and provider in self.config.providers:
             return self._pinned(name, "pinned")

@@ -37,17 +37,18 @@ from fareway.types import ChatRequest, ChatResponse, Usage
 
 
 class StatsHook(Protocol):
-    """What the executor tells live statistics (router.stats implements it)."""
+    """What the executor tells live statistics (router.stats.Stats implements it).  ``begin``
+    returns a token that identifies the attempt in ``first_token`` and ``end``."""
 
     def available(self, key: str) -> bool: ...
 
-    def begin(self, key: str) -> None: ...
+    def begin(self, key: str) -> Any: ...
 
-    def first_token(self, key: str, ttft_s: float) -> None: ...
+    def first_token(self, key: Any, ttft_s: float) -> None: ...
 
     def end(
         self,
-        key: str,
+        key: Any,
         ok: bool,
         latency_s: float,
         output_tokens: int,
@@ -72,6 +73,7 @@ class AttemptLog:
     output_chars: int = 0
     dropped: list[str] = field(default_factory=list)
     response_model: str | None = None
+    stats_token: Any = None
 
     def summary(self) -> AttemptSummary:
         return AttemptSummary(
@@ -357,7 +359,7 @@ class Executor:
         http = adapter.build_request(req, up)  # BadRequest propagates: the caller's problem
         log.dropped = http.dropped
         if self.stats is not None:
-            self.stats.begin(key)
+            log.stats_token = self.stats.begin(key)
         resp: UpstreamResponse | None = None
         try:
             if not req.stream:
@@ -423,7 +425,7 @@ class Executor:
             raise
         log.ttft_s = self.clock() - log.t0
         if self.stats is not None:
-            self.stats.first_token(log.target.key, log.ttft_s)
+            self.stats.first_token(log.stats_token or log.target.key, log.ttft_s)
         return Committed(log, buffered=buffered, live=live)
 
     # ---------------------------------------------------------------- stats
@@ -445,11 +447,11 @@ class Executor:
         retry_after: float | None = None,
         cancelled: bool = False,
     ) -> None:
-        if self.stats is None:
+        if self.stats is None or log.stats_token is None:
             return
         out = log.usage.output_tokens if log.usage else 0
         self.stats.end(
-            log.target.key,
+            log.stats_token,
             ok,
             log.latency_s or 0.0,
             out,

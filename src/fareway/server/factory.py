@@ -8,8 +8,11 @@ from fareway.keys.store import KeyStore
 from fareway.pipeline.accounting import Accounting
 from fareway.pipeline.gateway import Gateway
 from fareway.pipeline.resolve import Resolver
-from fareway.providers.catalog import load_builtin_catalog
+from fareway.ledger.pricing import PriceBook
+from fareway.providers.catalog import Catalog
 from fareway.router.executor import Executor
+from fareway.router.policies import Router
+from fareway.router.stats import Stats
 from fareway.server.app import App
 from fareway.server.routes import add_routes
 from fareway.transport import Transport
@@ -39,13 +42,29 @@ def build_gateway(config: Config) -> Gateway:
     keys = KeyStore(config.state_dir / "state.db", master_key=config.master_key)
     transport = Transport(connect_timeout=config.timeouts.connect)
     adapters = build_adapters()
-    offers = load_builtin_catalog()
-    resolver = Resolver(config, offers)
+    catalog = Catalog.builtin()
+    stats = Stats(catalog)
+    pricebook = PriceBook(config.prices or None)
+    resolver = Resolver(config, catalog.offers())
+    router = Router(
+        catalog,
+        stats,
+        pricebook.unit_prices,
+        resolver.upstream,
+        keyed=config.keyed_providers(),
+        aliases=config.aliases,
+    )
+    resolver.policy = router
     t = config.timeouts
     executor = Executor(
-        transport, adapters, first_token_timeout=t.first_token, idle_timeout=t.idle, total_timeout=t.total
+        transport,
+        adapters,
+        first_token_timeout=t.first_token,
+        idle_timeout=t.idle,
+        total_timeout=t.total,
+        stats=stats,
     )
-    accounting = Accounting()
+    accounting = Accounting(pricebook=pricebook)
     return Gateway(
         config,
         keys=keys,
@@ -54,6 +73,7 @@ def build_gateway(config: Config) -> Gateway:
         resolver=resolver,
         executor=executor,
         accounting=accounting,
+        stats=stats,
     )
 
 

@@ -44,11 +44,18 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _header_value(v: str) -> bytes:
+    """Header values may carry caller input (a model name): no CR/LF, latin-1 only."""
+    if "\r" in v or "\n" in v:
+        v = v.replace("\r", " ").replace("\n", " ")
+    return v.encode("latin-1", "replace")
+
+
 def _encode_headers(headers: list[tuple[str, str]], content_type: str, length: int | None) -> list[tuple[bytes, bytes]]:
     out = [(b"content-type", content_type.encode("latin-1"))]
     if length is not None:
         out.append((b"content-length", str(length).encode()))
-    out += [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers]
+    out += [(k.encode("latin-1"), _header_value(v)) for k, v in headers]
     return out
 
 
