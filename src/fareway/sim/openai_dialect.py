@@ -389,6 +389,7 @@ def render_completion(fl: Flavor, ctx: Ctx) -> bytes:
                 }
             ],
             "usage": usage,
+            "system_fingerprint": None,
         }
         return orjson.dumps(body)
     choice: dict[str, Any] = {"index": 0, "message": msg}
