@@ -9,7 +9,7 @@ from typing import Any
 import genai_prices
 import pytest
 from genai_prices.data_snapshot import get_snapshot
-from genai_prices.types import ModelPrice, TieredPrices
+from genai_prices.types import ModelPrice, StartDateConstraint, TieredPrices
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,7 +139,7 @@ def test_price_changes_on_the_date_in_the_data(book: PriceBook) -> None:
     _, info = get_snapshot().find_provider_model("mistral-small-latest", None, "mistral", None)
     assert not isinstance(info.prices, ModelPrice)
     change = info.prices[-1].constraint
-    assert change is not None
+    assert isinstance(change, StartDateConstraint)
     before = datetime.combine(change.start_date, datetime.min.time(), UTC).replace(
         year=change.start_date.year - 1
     )

@@ -1,0 +1,234 @@
+"""Versioned schema migrations for both backends: plain functions, applied in order, each in its
+own transaction, recorded in a ``schema_version`` table.  Running them again is a no-op.
+
+To change the schema, append a migration to *both* lists (same version number and meaning);
+never edit one that has shipped.  Money is exact: TEXT holding a ``Decimal`` in SQLite, NUMERIC
+in Postgres.  Times are ISO-8601 UTC text (fixed width, so they sort) in SQLite, TIMESTAMPTZ in
+Postgres.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+# ------------------------------------------------------------------------------------ SQLite
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements one by one (executescript() would commit on its own)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _sqlite_v1(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS calls (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            requested_model TEXT NOT NULL,
+            time TEXT NOT NULL,
+            key_id TEXT,
+            key_name TEXT,
+            client_dialect TEXT NOT NULL,
+            provider TEXT,
+            upstream_model TEXT,
+            status INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            cached_input_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost TEXT,
+            cost_saved TEXT,
+            estimated INTEGER NOT NULL,
+            price_source TEXT,
+            ttft_ms REAL,
+            latency_ms REAL,
+            tokens_per_s REAL,
+            cache TEXT NOT NULL,
+            route TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            error TEXT
+        );
+        CREATE INDEX IF NOT EXISTS calls_time ON calls (time);
+        CREATE INDEX IF NOT EXISTS calls_key_time ON calls (key_id, time);
+        CREATE INDEX IF NOT EXISTS calls_request ON calls (request_id);
+        CREATE TABLE IF NOT EXISTS attempts (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            attempt_no INTEGER NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            role TEXT NOT NULL,
+            status INTEGER,
+            error TEXT,
+            input_tokens INTEGER NOT NULL,
+            cached_input_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost TEXT,
+            cost_input TEXT,
+            cost_cached_input TEXT,
+            cost_cache_write TEXT,
+            cost_output TEXT,
+            cost_reasoning TEXT,
+            estimated INTEGER NOT NULL,
+            ttft_ms REAL,
+            latency_ms REAL,
+            tokens_per_s REAL,
+            started_at TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS attempts_request ON attempts (request_id);
+        CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
+        CREATE INDEX IF NOT EXISTS attempts_provider_started ON attempts (provider, started_at);
+        """,
+    )
+
+
+SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+    (1, "calls and attempts", _sqlite_v1),
+]
+
+
+def migrate_sqlite(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations; returns the schema version.  ``conn`` must be in autocommit
+    mode (``isolation_level=None``): each migration runs in its own ``BEGIN IMMEDIATE``."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    for version, description, fn in SQLITE_MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = conn.execute("SELECT 1 FROM schema_version WHERE version = ?", (version,)).fetchone()
+            if done is None:
+                fn(conn)
+                conn.execute(
+                    "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                    (version, description, datetime.now(UTC).isoformat()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+# ---------------------------------------------------------------------------------- Postgres
+
+_PG_V1 = """
+CREATE TABLE IF NOT EXISTS calls (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    requested_model TEXT NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    key_id TEXT,
+    key_name TEXT,
+    client_dialect TEXT NOT NULL,
+    provider TEXT,
+    upstream_model TEXT,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    stream BOOLEAN NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    cost NUMERIC,
+    cost_saved NUMERIC,
+    estimated BOOLEAN NOT NULL,
+    price_source TEXT,
+    ttft_ms DOUBLE PRECISION,
+    latency_ms DOUBLE PRECISION,
+    tokens_per_s DOUBLE PRECISION,
+    cache TEXT NOT NULL,
+    route TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_time ON calls (time);
+CREATE INDEX IF NOT EXISTS calls_key_time ON calls (key_id, time);
+CREATE INDEX IF NOT EXISTS calls_request ON calls (request_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    attempt_no INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    role TEXT NOT NULL,
+    status INTEGER,
+    error TEXT,
+    input_tokens INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    cost NUMERIC,
+    cost_input NUMERIC,
+    cost_cached_input NUMERIC,
+    cost_cache_write NUMERIC,
+    cost_output NUMERIC,
+    cost_reasoning NUMERIC,
+    estimated BOOLEAN NOT NULL,
+    ttft_ms DOUBLE PRECISION,
+    latency_ms DOUBLE PRECISION,
+    tokens_per_s DOUBLE PRECISION,
+    started_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_request ON attempts (request_id);
+CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
+CREATE INDEX IF NOT EXISTS attempts_provider_started ON attempts (provider, started_at);
+"""
+
+
+async def _pg_v1(conn: Any) -> None:
+    await conn.execute(_PG_V1)
+
+
+PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
+    (1, "calls and attempts", _pg_v1),
+]
+
+_PG_LOCK_KEY = 0x4641524557  # "FAREW": serializes concurrent migrators on one database
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def migrate_postgres(conn: Any, schema: str) -> int:
+    """Create ``schema`` if needed and apply pending migrations inside it (``conn`` is an
+    asyncpg connection).  Concurrent migrators are serialized by an advisory lock."""
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
+    await conn.execute(f"SET search_path TO {_quote_ident(schema)}")
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_LOCK_KEY)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+        )
+    for version, description, fn in PG_MIGRATIONS:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_LOCK_KEY)
+            done = await conn.fetchval("SELECT 1 FROM schema_version WHERE version = $1", version)
+            if done is None:
+                await fn(conn)
+                await conn.execute(
+                    "INSERT INTO schema_version (version, description, applied_at) VALUES ($1, $2, now())",
+                    version,
+                    description,
+                )
+    return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))

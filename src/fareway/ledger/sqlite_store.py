@@ -1,0 +1,346 @@
+"""SQLite backend: WAL mode, one writer thread, one reader thread.
+
+The writer thread owns the only write connection.  ``submit()`` is a ``SimpleQueue.put`` (no I/O,
+no await, safe from any thread); the thread takes the first waiting item, gathers more until
+``batch_size`` or ``max_delay`` seconds, and writes the batch with ``executemany`` in one
+transaction.  Reads run on a separate connection in a single-thread executor, never on the event
+loop; WAL lets them proceed while the writer writes.
+
+Money is stored as the ``str`` of the ``Decimal``; the read connection registers ``dsum`` (an
+exact Decimal SUM) and ``pctl`` (``percentile_cont``) aggregates so the named queries run the
+same SQL shape as on Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from decimal import Context, Decimal
+from pathlib import Path
+from typing import Any
+
+from fareway.ledger.base import FlushMarker, LedgerStats, QueueItem, log
+from fareway.ledger.migrations import migrate_sqlite
+from fareway.ledger.records import (
+    ATTEMPT_COLUMNS,
+    BOOL_COLUMNS,
+    CALL_COLUMNS,
+    MONEY_COLUMNS,
+    TIME_COLUMNS,
+    AttemptRecord,
+    CallRecord,
+)
+
+_STOP = object()
+
+
+def iso_utc(value: datetime) -> str:
+    """Fixed-width ISO-8601 UTC text, so stored times sort and compare as strings."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _converters(columns: tuple[str, ...]) -> list[Any]:
+    def money(v: Decimal | None) -> str | None:
+        return None if v is None else str(v)
+
+    def when(v: datetime) -> str:
+        return iso_utc(v)
+
+    def flag(v: bool) -> int:
+        return 1 if v else 0
+
+    out: list[Any] = []
+    for name in columns:
+        if name in MONEY_COLUMNS:
+            out.append(money)
+        elif name in TIME_COLUMNS:
+            out.append(when)
+        elif name in BOOL_COLUMNS:
+            out.append(flag)
+        else:
+            out.append(None)
+    return out
+
+
+_CALL_CONV = _converters(CALL_COLUMNS)
+_ATTEMPT_CONV = _converters(ATTEMPT_COLUMNS)
+
+
+def _row(obj: Any, columns: tuple[str, ...], conv: list[Any]) -> tuple[Any, ...]:
+    return tuple(
+        getattr(obj, name) if fn is None else fn(getattr(obj, name))
+        for name, fn in zip(columns, conv, strict=True)
+    )
+
+
+def call_row(c: CallRecord) -> tuple[Any, ...]:
+    return _row(c, CALL_COLUMNS, _CALL_CONV)
+
+
+def attempt_row(a: AttemptRecord) -> tuple[Any, ...]:
+    return _row(a, ATTEMPT_COLUMNS, _ATTEMPT_CONV)
+
+
+_INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
+_INSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))})"
+)
+
+
+# ---------------------------------------------------------------------------- aggregates
+
+
+_SUM_CONTEXT = Context(prec=80)  # exact for any realistic ledger, like Postgres NUMERIC sums
+
+
+class _DecimalSum:
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is not None:
+            self.total = _SUM_CONTEXT.add(self.total or Decimal(0), Decimal(str(value)))
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else str(self.total)
+
+
+def percentile_cont(values: list[float], q: float) -> float | None:
+    """Postgres ``percentile_cont``: linear interpolation between the closest ranks."""
+    if not values:
+        return None
+    values = sorted(values)
+    pos = q * (len(values) - 1)
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    if lo == hi:
+        return values[lo]
+    return values[lo] + (pos - lo) * (values[hi] - values[lo])
+
+
+class _Percentile:
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.q = 0.5
+
+    def step(self, value: Any, q: float) -> None:
+        self.q = q
+        if value is not None:
+            self.values.append(float(value))
+
+    def finalize(self) -> float | None:
+        return percentile_cont(self.values, self.q)
+
+
+class SqliteDialect:
+    name = "sqlite"
+
+    def ph(self, n: int) -> str:
+        return "?"
+
+    def bucket(self, column: str, unit: str) -> str:
+        return f"substr({column}, 1, {10 if unit == 'day' else 13})"
+
+    def money_sum(self, column: str) -> str:
+        return f"dsum({column})"
+
+    def percentile(self, expr: str, q: float) -> str:
+        return f"pctl({expr}, {q!r})"
+
+    def time_param(self, value: Any) -> Any:
+        return iso_utc(value)
+
+    def in_list(self, column: str, first_ph: int, count: int) -> tuple[str, bool]:
+        return f"{column} IN ({', '.join('?' * count)})", False
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+# --------------------------------------------------------------------------------- store
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: str,
+        stats: LedgerStats,
+        *,
+        batch_size: int = 500,
+        max_delay: float = 0.05,
+        close_retries: int = 5,
+    ) -> None:
+        self.path = path
+        self.stats = stats
+        self.dialect = SqliteDialect()
+        self.batch_size = batch_size
+        self.max_delay = max_delay
+        self.close_retries = close_retries
+        self.schema_version = 0
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[int] = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._run, args=(loop, ready), name="fareway-ledger-writer", daemon=True
+        )
+        self._thread.start()
+        self.schema_version = await ready
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fareway-ledger-reader")
+
+    def submit(self, item: QueueItem | FlushMarker) -> None:
+        self._q.put(item)
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._closing = True
+        self._q.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
+            reader.shutdown(wait=True)
+
+    # -- writer thread
+
+    def _run(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[int]) -> None:
+        try:
+            conn = _connect(self.path)
+            version = migrate_sqlite(conn)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(ready.set_exception, exc)
+            return
+        loop.call_soon_threadsafe(ready.set_result, version)
+        try:
+            self._loop(conn)
+        finally:
+            conn.close()
+
+    def _loop(self, conn: sqlite3.Connection) -> None:
+        stop = False
+        while not stop:
+            first = self._q.get()
+            items: list[Any] = [first]
+            deadline = time.monotonic() + self.max_delay
+            while len(items) < self.batch_size and items[-1] is not _STOP:
+                try:
+                    items.append(self._q.get_nowait())
+                    continue
+                except queue.Empty:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or isinstance(items[-1], FlushMarker):
+                    break
+                try:
+                    items.append(self._q.get(timeout=remaining))
+                except queue.Empty:
+                    break
+            batch: list[QueueItem] = []
+            for item in items:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, FlushMarker):
+                    self._write(conn, batch)
+                    batch = []
+                    item.resolve()
+                else:
+                    batch.append(item)
+            self._write(conn, batch)
+
+    def _write(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> None:
+        if not batch:
+            return
+        delay = 0.05
+        failures = 0
+        while True:
+            try:
+                self._write_once(conn, batch)
+                return
+            except sqlite3.OperationalError as exc:  # locked, I/O error, disk full: transient
+                failures += 1
+                self.stats.retries += 1
+                if self._closing and failures > self.close_retries:
+                    self._give_up(batch, exc)
+                    return
+                log.warning("ledger write failed (%s); retrying %d calls in %.2fs", exc, len(batch), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except sqlite3.Error as exc:  # a record the database refuses: isolate it
+                if len(batch) == 1:
+                    self._give_up(batch, exc)
+                    return
+                for one in batch:
+                    self._write(conn, [one])
+                return
+
+    def _write_once(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> None:
+        calls = [call_row(c) for c, _ in batch]
+        attempts = [attempt_row(a) for _, atts in batch for a in atts]
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(_INSERT_CALL, calls)
+            if attempts:
+                conn.executemany(_INSERT_ATTEMPT, attempts)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.stats.written += len(calls)
+        self.stats.attempts_written += len(attempts)
+        self.stats.batches += 1
+
+    def _give_up(self, batch: list[QueueItem], exc: BaseException) -> None:
+        self.stats.dropped += len(batch)
+        log.error(
+            "ledger dropped %d call(s) after %s: request ids %s",
+            len(batch),
+            exc,
+            ", ".join(c.request_id for c, _ in batch[:20]),
+        )
+
+    # -- reads
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        if self._read_conn is None:
+            conn = _connect(self.path)
+            conn.create_aggregate("dsum", 1, _DecimalSum)  # type: ignore[arg-type]
+            conn.create_aggregate("pctl", 2, _Percentile)  # type: ignore[arg-type]
+            self._read_conn = conn
+        return self._read_conn
+
+    def _close_reader(self) -> None:
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
+
+    def _fetch_sync(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        return list(self._reader_conn().execute(sql, params).fetchall())
+
+    async def fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        if self._reader is None:
+            raise RuntimeError("the ledger is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._fetch_sync, sql, params)

@@ -1,0 +1,184 @@
+"""The ledger: ``record()`` on the request path, one background writer, named queries.
+
+Usage::
+
+    ledger = Ledger.open(config.ledger_url, "./fareway-data/fareway.db")
+    await ledger.start()
+    ...
+    ledger.record(call, attempts)        # never awaits, never does I/O
+    rows = await ledger.usage(since, group_by=["provider", "day"])
+    ...
+    await ledger.close()                 # flushes everything recorded before it
+
+``record()`` appends to an in-memory FIFO; the backend's writer drains it in batches (when
+``batch_size`` calls are waiting, or ``max_delay`` seconds after the first one) and commits each
+batch in one transaction.  Do not mutate a record after handing it to ``record()``.
+
+Bounded queue, never a silent drop: ``capacity`` is the backlog (calls recorded, not yet
+committed) past which the ledger is *saturated*: ``record()`` still accepts every call (dropping
+one would lose money data; blocking would stall the request path) but logs a warning once per
+episode, sets :attr:`Ledger.saturated`, and :meth:`Ledger.wait_capacity` lets a caller that can
+wait apply backpressure (e.g. the pipeline before accepting new work).  ``stats.dropped`` stays 0
+unless the database refuses a record or stays down through shutdown; both are logged at ERROR.
+
+What a crash can lose: a process killed without ``close()`` loses the calls still in memory, i.e.
+at most ``stats.queued`` calls (the FIFO plus the one batch being written; a half-written batch is
+rolled back by the database, never half-stored).  Everything counted in ``stats.written`` is
+committed (SQLite runs WAL with ``synchronous=NORMAL``: committed data survives a process crash;
+an OS crash or power cut may lose the last transactions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+
+from fareway.ledger import queries
+from fareway.ledger.base import FlushMarker, LedgerStats, Store
+from fareway.ledger.records import AttemptRecord, CallRecord
+
+log = logging.getLogger("fareway.ledger")
+
+
+class Ledger:
+    def __init__(self, store: Store, *, capacity: int = 100_000) -> None:
+        self.store = store
+        self.stats: LedgerStats = store.stats
+        self.capacity = capacity
+        self._saturated = False
+        self._started = False
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None,
+        path: str = "./fareway-data/fareway.db",
+        *,
+        schema: str = "fareway",
+        batch_size: int = 500,
+        max_delay: float = 0.05,
+        capacity: int = 100_000,
+    ) -> Ledger:
+        """A ledger on Postgres when ``url`` is ``postgres[ql]://...``, else on SQLite at ``path``
+        (``url`` may also be ``sqlite:///some/path.db``).  ``schema`` is the Postgres schema."""
+        stats = LedgerStats()
+        store: Store
+        if url and url.startswith(("postgresql://", "postgres://")):
+            from fareway.ledger.postgres_store import PostgresStore
+
+            store = PostgresStore(url, stats, schema=schema, batch_size=batch_size, max_delay=max_delay)
+        elif not url or url.startswith("sqlite:"):
+            from fareway.ledger.sqlite_store import SqliteStore
+
+            if url:
+                # sqlite:///relative.db or sqlite:////absolute/path.db (the SQLAlchemy spelling)
+                path = url.removeprefix("sqlite:").removeprefix("///") or path
+            store = SqliteStore(path, stats, batch_size=batch_size, max_delay=max_delay)
+        else:
+            raise ValueError(f"unsupported ledger_url {url!r}: use postgresql://... or sqlite:///path")
+        return cls(store, capacity=capacity)
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Open the database, apply migrations, start the writer."""
+        if self._started:
+            return
+        await self.store.start()
+        self._started = True
+
+    async def flush(self) -> None:
+        """Wait until every call recorded before this point is committed."""
+        if not self._started or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        marker = FlushMarker(loop, loop.create_future())
+        self.store.submit(marker)
+        await marker.future
+
+    async def close(self) -> None:
+        """Flush everything, stop the writer, close the database.  Idempotent."""
+        if self._closed:
+            return
+        if self._started:
+            await self.flush()
+            self._closed = True
+            await self.store.close()
+        self._closed = True
+        if self.stats.dropped:
+            log.error("ledger closed with %d dropped call(s)", self.stats.dropped)
+
+    async def __aenter__(self) -> Ledger:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the request path
+
+    def record(self, call: CallRecord, attempts: Sequence[AttemptRecord] = ()) -> None:
+        """Queue one call and its attempts for writing.  Never blocks, never awaits, never drops."""
+        if self._closed or not self._started:
+            raise RuntimeError("ledger.record() called on a ledger that is not running")
+        self.store.submit((call, list(attempts)))
+        self.stats.enqueued += 1
+        if self.stats.queued > self.capacity and not self._saturated:
+            self._saturated = True
+            log.warning(
+                "ledger backlog is %d calls (capacity %d): the database is not keeping up; "
+                "calls are kept in memory, none dropped",
+                self.stats.queued,
+                self.capacity,
+            )
+
+    @property
+    def saturated(self) -> bool:
+        """True while the backlog is past ``capacity`` (cleared below half of it)."""
+        if self._saturated and self.stats.queued <= self.capacity // 2:
+            self._saturated = False
+            log.info("ledger backlog back to %d calls", self.stats.queued)
+        return self._saturated
+
+    async def wait_capacity(self, poll: float = 0.01) -> None:
+        """Backpressure for callers that can wait: return once the ledger is not saturated."""
+        # polled: the SQLite writer is a thread, and saturation is rare and short-lived
+        while self.saturated:  # noqa: ASYNC110
+            await asyncio.sleep(poll)
+
+    # -- named queries (reads run off the event loop)
+
+    async def usage(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: Sequence[queries.GroupBy] = (),
+        key_id: str | None = None,
+    ) -> list[queries.UsageRow]:
+        return await queries.usage(self.store, since, until, group_by, key_id)
+
+    async def recent_calls(
+        self, n: int = 20, model: str | None = None, key_id: str | None = None
+    ) -> list[queries.LoggedCall]:
+        return await queries.recent_calls(self.store, n, model, key_id)
+
+    async def latency_by_provider(self, since: datetime | None = None) -> list[queries.ProviderLatency]:
+        return await queries.latency_by_provider(self.store, since)
+
+    async def spend_over_time(
+        self,
+        since: datetime | None = None,
+        bucket: Literal["hour", "day"] = "hour",
+        by: Literal["provider", "model", "key"] | None = "provider",
+        until: datetime | None = None,
+    ) -> list[queries.SpendPoint]:
+        return await queries.spend_over_time(self.store, since, bucket, by, until)
+
+    async def export_csv(
+        self, since: datetime | None = None, until: datetime | None = None, key_id: str | None = None
+    ) -> str:
+        return await queries.export_csv(self.store, since, until, key_id)
