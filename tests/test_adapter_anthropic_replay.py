@@ -27,7 +27,7 @@ from fareway.errors import (
 from fareway.events import Accumulator, PartEnd, PartStart, ResponseStart, StreamEvent
 from fareway.sse import SseParser
 from fareway.tokens import count_tokens
-from fareway.types import OpaquePart, TextPart, ThinkingPart, ToolCallPart, Upstream
+from fareway.types import OpaquePart, TextPart, ThinkingPart, ToolCallPart, ToolResultPart, Upstream
 from fareway.wire.anthropic import WIRE, count_tokens_request
 from fareway.wire.base import ResponseMeta
 from tests.recorded import Interaction, cassettes, load_cassette
@@ -395,3 +395,123 @@ def test_stream_parser_splits_at_every_byte() -> None:
     expected = _sdk_final(it.body)
     _check_blocks(acc.result().content, expected["content"])
     assert re.match(r"^msg_", acc.result().id)
+
+
+# ------------------------------------------------- building from a non-Anthropic (OpenAI) client
+
+
+def _openai_req(**kw: Any) -> Any:
+    from fareway.types import ChatRequest, Message
+
+    msgs = [
+        Message("system", [TextPart("Be brief.")]),
+        Message("system", [TextPart("Use tools.")]),
+        Message("user", [TextPart("weather?")]),
+        Message(
+            "assistant",
+            [
+                TextPart(""),
+                ToolCallPart("call:1/x", "weather", ""),
+                ToolCallPart("call_2", "time", '{"tz": "UTC"}'),
+            ],
+        ),
+        Message("tool", [ToolResultPart("call:1/x", [TextPart("sunny")])]),
+        Message("tool", [ToolResultPart("call_2", [TextPart("noon")])]),
+        Message("user", [TextPart("thanks")]),
+        Message("system", [TextPart("late system")]),
+    ]
+    base: dict[str, Any] = {"model": "gpt-x", "messages": msgs, "source_dialect": "openai"}
+    base.update(kw)
+    return ChatRequest(**base)
+
+
+def test_build_from_openai_request() -> None:
+    from fareway.types import ToolChoice, ToolSpec
+
+    req = _openai_req(
+        temperature=1.5,
+        seed=7,
+        stop=["END", "  "],
+        user="u-1",
+        tools=[ToolSpec("weather", "w", {"type": "object"})],
+        tool_choice=ToolChoice("required", parallel=False),
+        extensions={"openai": {"frequency_penalty": 0.5}},
+    )
+    http = ADAPTER.build_request(req, _up("claude-y"))
+    body = json.loads(http.body)
+    assert (
+        http.url == "https://api.anthropic.com/v1/messages"
+        and http.headers["anthropic-version"] == "2023-06-01"
+    )
+    assert body["system"] == "Be brief.\nUse tools.\nlate system"
+    assert body["max_tokens"] == 4096 and body["stop_sequences"] == ["END"] and body["temperature"] == 1.0
+    assert body["metadata"] == {"user_id": "u-1"}
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    calls = body["messages"][1]["content"]
+    assert [c["type"] for c in calls] == ["tool_use", "tool_use"]  # the empty text block is gone
+    assert calls[0]["input"] == {} and calls[1]["input"] == {"tz": "UTC"}
+    assert re.fullmatch(r"[a-zA-Z0-9_-]+", calls[0]["id"])
+    results = body["messages"][2]["content"]
+    assert [b["type"] for b in results] == ["tool_result", "tool_result", "text"]
+    assert results[0]["tool_use_id"] == calls[0]["id"] and results[0]["content"] == "sunny"
+    assert set(http.dropped) >= {
+        "seed",
+        "frequency_penalty",
+        "stop (whitespace-only sequences)",
+        "temperature (clamped to 1)",
+    }
+
+
+def test_build_refusals_and_version_2026() -> None:
+    from fareway.errors import BadRequest
+    from fareway.types import ChatRequest, Message, ResponseFormat
+
+    bad = _openai_req()
+    bad.messages[3].content[1] = ToolCallPart("call_1", "weather", "{not json")
+    with pytest.raises(BadRequest) as ei:
+        ADAPTER.build_request(bad, _up())
+    assert "messages[3]" in ei.value.message
+    with pytest.raises(BadRequest):
+        ADAPTER.build_request(_openai_req(n=2), _up())
+    with pytest.raises(BadRequest):
+        ADAPTER.build_request(_openai_req(response_format=ResponseFormat("json_object")), _up())
+    req = ChatRequest(
+        "claude-x",
+        [Message("user", [TextPart("hi")])],
+        temperature=0.3,
+        top_k=3,
+        source_dialect="anthropic",
+        headers={"anthropic-version": "2026-10-21", "anthropic-beta": "b1"},
+        response_format=ResponseFormat("json_schema", schema={"type": "object"}),
+    )
+    http = ADAPTER.build_request(req, _up())
+    body = json.loads(http.body)
+    assert "temperature" not in body and "top_k" not in body and http.dropped == ["temperature", "top_k"]
+    assert http.headers["anthropic-version"] == "2026-10-21" and http.headers["anthropic-beta"] == "b1"
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": {"type": "object"}}}
+
+
+def test_build_drops_unsigned_thinking_and_foreign_opaque_parts() -> None:
+    from fareway.types import ChatRequest, Message
+
+    req = ChatRequest(
+        "m",
+        [
+            Message("user", [TextPart("q")]),
+            Message(
+                "assistant",
+                [
+                    ThinkingPart("unsigned"),
+                    ThinkingPart("signed", "sig"),
+                    OpaquePart("gemini", {"x": 1}),
+                    TextPart("a"),
+                ],
+            ),
+        ],
+    )
+    body = json.loads(ADAPTER.build_request(req, _up()).body)
+    assert body["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": "signed", "signature": "sig"},
+        {"type": "text", "text": "a"},
+    ]
