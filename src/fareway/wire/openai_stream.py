@@ -120,6 +120,7 @@ class OpenAIStreamEncoder:
     """Implements ``wire.base.StreamEncoder`` for OpenAI Chat Completions clients."""
 
     __slots__ = (
+        "_content_shown",
         "_finish",
         "_first_extra",
         "_include_usage",
@@ -143,6 +144,9 @@ class OpenAIStreamEncoder:
         self._first_extra = b""
         self._sent_first = False
         self._reasoning_shown = False
+        self._content_shown = False
+        """Whether content (even "") was sent: an empty text part after a null first chunk
+        still turns ``content`` from null into "" (as the non-stream encoder shows it)."""
         self._tool_ordinal: dict[int, int] = {}
         self._no_args: set[int] = set()
         """Tool calls (canonical index) whose arguments are still empty: closed with "{}"."""
@@ -205,9 +209,10 @@ class OpenAIStreamEncoder:
         return b""
 
     def _text(self, text: str) -> bytes:
+        shown, self._content_shown = self._content_shown, True
         if not self._sent_first:
             return self._first({"content": text, "refusal": None})
-        if not text:
+        if not text and shown:
             return b""
         return self._chunk(b'{"content":' + orjson.dumps(text) + b"}")
 
@@ -237,7 +242,7 @@ class OpenAIStreamEncoder:
     def _part_start(self, event: PartStart) -> bytes:
         part = event.part
         if isinstance(part, TextPart):
-            return self._text(part.text) if (part.text or not self._sent_first) else b""
+            return self._text(part.text) if (part.text or not self._content_shown) else b""
         if isinstance(part, ToolCallPart):
             return self._tool_header(event.index, part.id, part.name, part.arguments)
         if isinstance(part, ThinkingPart):
@@ -247,7 +252,7 @@ class OpenAIStreamEncoder:
     def _delta(self, event: PartDelta) -> bytes:
         kind = event.kind
         if kind == "text":
-            return self._text(event.text) if (event.text or not self._sent_first) else b""
+            return self._text(event.text) if (event.text or not self._content_shown) else b""
         if kind == "tool_args":
             ordinal = self._tool_ordinal.get(event.index)
             if ordinal is None:  # arguments for a call whose start we never saw
@@ -263,7 +268,7 @@ class OpenAIStreamEncoder:
                 + b"}}]}"
             )
         if kind == "thinking":
-            return self._thinking(event.text) if (event.text or not self._sent_first) else b""
+            return self._thinking(event.text) if (event.text or not self._reasoning_shown) else b""
         return b""  # signature, raw: not expressible to an OpenAI client
 
     def _end_tool(self, index: int) -> bytes:
