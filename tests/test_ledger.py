@@ -454,3 +454,48 @@ def test_open_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(Ledger.open("postgresql://u@h/db").store, PostgresStore)
     with pytest.raises(ValueError):
         Ledger.open("mysql://x")
+
+
+_CRASHER = """
+import asyncio, os, sys
+from datetime import timedelta
+sys.path.insert(0, {tests!r})
+from test_ledger import T0, make_call
+from fareway.ledger import Ledger
+
+async def main() -> None:
+    ledger = Ledger.open(None, {db!r}, batch_size=7)
+    await ledger.start()
+    for i in range(300):
+        ledger.record(*make_call(i, n_attempts=1 + i % 3, when=T0 + timedelta(seconds=i)))
+    await ledger.flush()
+    for i in range(300, 600):
+        ledger.record(*make_call(i, n_attempts=1 + i % 3, when=T0 + timedelta(seconds=i)))
+    os._exit(0)  # die without close(): the unflushed calls may be lost, nothing else
+
+asyncio.run(main())
+"""
+
+
+def test_a_crash_loses_at_most_the_unflushed_calls(tmp_path: Path) -> None:
+    """Killed without close(): every call flushed before is there, and every stored call has all
+    its attempts (a batch is one transaction, never half-stored)."""
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "crash.db")
+    script = _CRASHER.format(tests=str(Path(__file__).parent), db=db)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    conn = sqlite3.connect(db)
+    n_calls = conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    assert 300 <= n_calls <= 600
+    per_call = conn.execute(
+        "SELECT c.request_id, c.attempts, COUNT(a.id) FROM calls c LEFT JOIN attempts a USING (request_id) "
+        "GROUP BY c.request_id, c.attempts"
+    ).fetchall()
+    assert all(expected == got for _, expected, got in per_call)
+    orphans = conn.execute(
+        "SELECT COUNT(*) FROM attempts WHERE request_id NOT IN (SELECT request_id FROM calls)"
+    ).fetchone()[0]
+    assert orphans == 0
+    conn.close()

@@ -44,7 +44,9 @@ def iso_utc(value: datetime) -> str:
     """Fixed-width ISO-8601 UTC text, so stored times sort and compare as strings."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")  # 2026-11-20T10:15:00.000000+00:00
 
 
 def _converters(columns: tuple[str, ...]) -> list[Any]:
@@ -289,7 +291,7 @@ class SqliteStore:
                 log.warning("ledger write failed (%s); retrying %d calls in %.2fs", exc, len(batch), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except sqlite3.Error as exc:  # a record the database refuses: isolate it
+            except Exception as exc:  # a record the database (or conversion) refuses: isolate it
                 if len(batch) == 1:
                     self._give_up(batch, exc)
                     return
