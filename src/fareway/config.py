@@ -12,7 +12,8 @@ Top-level sections:
 ``[server]``      host, port, max_body_bytes, state_dir
 ``[timeouts]``    connect, first_token, idle, total (seconds)
 ``[defaults]``    max_tokens (for Anthropic upstreams when an OpenAI client sends none)
-``[ledger]``      url (``postgresql://...``; default: SQLite in state_dir), batch_size
+``[ledger]``      url (``postgresql://...``; default: SQLite state_dir/ledger.db), batch_size,
+                  enabled (false: no ledger at all — for measuring its cost only)
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] optional)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
@@ -83,7 +84,8 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     default_max_tokens: int = 4096
     ledger_url: str | None = None
-    ledger_batch_size: int = 256
+    ledger_enabled: bool = True
+    ledger_batch_size: int = 500
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -188,6 +190,7 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     url = ledger.get("url", env.get("FAREWAY_LEDGER_URL"))
     cfg.ledger_url = expand_env(url, env) if isinstance(url, str) else None
     cfg.ledger_batch_size = int(ledger.get("batch_size", cfg.ledger_batch_size))
+    cfg.ledger_enabled = bool(ledger.get("enabled", True))
 
     tables = _section(data, "providers")
     for name in BUILTIN_PROVIDERS:

@@ -56,7 +56,7 @@ class Accounting:
         if self.ledger is None:
             return {}
         try:
-            await self.ledger.ping()
+            await self.ledger.recent_calls(n=1)
             return {"ledger": "ok"}
         except Exception as exc:  # a probe reports, it never raises
             return {"ledger": f"error: {type(exc).__name__}"}
