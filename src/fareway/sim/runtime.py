@@ -26,6 +26,9 @@ from fareway.sim.content import Ask, Reply, plan_reply
 from fareway.sim.faults import HTTP_KINDS, Fault, FaultTable, Stats
 from fareway.sim.profiles import SimConfig
 
+_NO_RNG = random.Random(0)
+"""Non-streaming renderers draw nothing; seeding a Random per request costs more than the reply."""
+
 Frame = tuple[bytes, int]
 """One SSE frame and the number of output tokens it carries (0 for preamble/trailer frames)."""
 
@@ -242,7 +245,7 @@ async def _serve(
         opts=parsed.opts,
         created=int(time.time()),
         ttft=ttft,
-        rng=random.Random(reply.seed),
+        rng=random.Random(reply.seed) if parsed.stream else _NO_RNG,
     )
     tps = profile.tokens_per_s
 
