@@ -189,9 +189,24 @@ def test_assistant_tool_calls_and_tool_results() -> None:
     assert (c2.arguments, c2.parsed_arguments()) == ("", {})
     t1, t2 = req.messages[2], req.messages[3]
     assert t1.role == "tool" and t2.role == "tool"
-    assert t1.content == [ToolResultPart("call_1", [TextPart("sunny")])]
+    assert t1.content == [ToolResultPart("call_1", [TextPart("sunny")])] and t1.extensions == {}
     r2 = t2.content[0]
     assert isinstance(r2, ToolResultPart) and r2.tool_call_id == "call_2" and r2.text() == "ab"
+
+
+def test_tool_message_extras_go_on_the_result() -> None:
+    req = parse(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "tool", "tool_call_id": "c", "content": "ok", "name": "f", "is_error": False}
+            ],
+        }
+    )
+    (result,) = req.messages[0].content
+    assert isinstance(result, ToolResultPart) and result.name == "f"
+    assert result.extensions == {"openai": {"name": "f", "is_error": False}}
+    assert req.messages[0].extensions == {}
 
 
 def test_assistant_text_refusal_and_unknown_fields() -> None:
@@ -211,10 +226,10 @@ def test_assistant_text_refusal_and_unknown_fields() -> None:
     assert req.messages[0].extensions == {"openai": {"cache_hint": 1}}
     text, refusal = req.messages[1].content
     assert text == TextPart("no")
-    assert refusal == OpaquePart("openai", {"type": "refusal", "refusal": "nope"})
+    assert refusal == TextPart("nope", {"openai": {"refusal": True}})
     last = req.messages[2]
-    assert last.content == [TextPart("")]
-    assert last.extensions == {"openai": {"refusal": "I can't", "reasoning_content": "hmm"}}
+    assert last.content == [TextPart(""), TextPart("I can't", {"openai": {"refusal": True}})]
+    assert last.extensions == {"openai": {"reasoning_content": "hmm"}}
 
 
 @pytest.mark.parametrize(
@@ -274,7 +289,7 @@ def test_tools_and_tool_choice() -> None:
                 "strict": True,
             },
         },
-        {"type": "function", "function": {"name": "ping"}, "cache_control": {"type": "ephemeral"}},
+        {"type": "function", "function": {"name": "ping", "x_hint": 1}},
     ]
     req = req_with(tools=tools, tool_choice="required", parallel_tool_calls=False)
     t1, t2 = req.tools
@@ -283,7 +298,7 @@ def test_tools_and_tool_choice() -> None:
     assert (t2.name, t2.parameters, t2.extensions) == (
         "ping",
         {"type": "object", "properties": {}},
-        {"openai": {"cache_control": {"type": "ephemeral"}}},
+        {"openai": {"x_hint": 1}},
     )
     assert req.tool_choice is not None
     assert (req.tool_choice.mode, req.tool_choice.parallel) == ("required", False)
@@ -727,7 +742,7 @@ def test_extensions_re_emitted() -> None:
                 "time_info": {"queue_time": 0.1, "created": 1.5},
                 "x_groq": {"id": "req_x"},
                 "extra_choices": [second],
-                "message": {
+                "message_extra": {
                     "annotations": [
                         {
                             "type": "url_citation",
@@ -735,7 +750,7 @@ def test_extensions_re_emitted() -> None:
                         }
                     ]
                 },
-                "choice": {"logprobs": {"content": []}},
+                "choice_extra": {"logprobs": {"content": []}},
             },
             "anthropic": {"ignored": True},
         },
@@ -753,6 +768,22 @@ def test_extensions_re_emitted() -> None:
     assert raw["usage"]["prompt_tokens_details"] == {"audio_tokens": 0, "cached_tokens": 0}
     cc = ChatCompletion.model_validate_json(body)
     assert [c.message.content for c in cc.choices] == ["One", "Other"]
+
+
+def test_refusal_response_and_stream() -> None:
+    resp = ChatResponse("chatcmpl-r", "m", [TextPart("I can't help", {"openai": {"refusal": True}})], "stop")
+    msg = completion(resp).choices[0].message
+    assert (msg.content, msg.refusal) == (None, "I can't help")
+    events = response_to_events(resp)
+    events.insert(3, PartDelta(0, "text", " with that"))
+    body = run_stream(events, req_with(stream=True))
+    first = orjson.loads(frames(body)[0])["choices"][0]["delta"]
+    assert first == {"role": "assistant", "content": None, "refusal": ""}
+    final, _ = accumulate(body)
+    assert (final.choices[0].message.content, final.choices[0].message.refusal) == (
+        None,
+        "I can't help with that",
+    )
 
 
 def test_empty_response() -> None:
@@ -1138,6 +1169,7 @@ def test_hostile_bytes_only_raise_bad_request(raw: bytes) -> None:
 _text = st.text(max_size=12)
 _parts: st.SearchStrategy[Part] = st.one_of(
     st.builds(TextPart, _text),
+    st.builds(TextPart, _text, st.just({"openai": {"refusal": True}})),
     st.builds(ThinkingPart, _text),
     st.builds(
         ToolCallPart,
@@ -1174,10 +1206,12 @@ _costs = st.one_of(st.none(), st.decimals(min_value=0, max_value=100, places=8).
 
 
 def _expected(resp: ChatResponse) -> dict[str, Any]:
-    texts = [p.text for p in resp.content if isinstance(p, TextPart)]
+    texts = [p.text for p in resp.content if isinstance(p, TextPart) and not p.extensions]
+    refusals = [p.text for p in resp.content if isinstance(p, TextPart) and p.extensions]
     calls = [p for p in resp.content if isinstance(p, ToolCallPart)]
     return {
         "text": "".join(texts) if texts else None,
+        "refusal": "".join(refusals) if refusals else None,
         "calls": [(c.id, c.name, c.arguments or "{}") for c in calls],
         "thinking": "".join(p.text for p in resp.content if isinstance(p, ThinkingPart)),
         "finish": {
@@ -1199,6 +1233,7 @@ def _seen(cc: ChatCompletion) -> dict[str, Any]:
     extra = msg.model_extra or {}
     return {
         "text": msg.content or None,
+        "refusal": msg.refusal,
         "calls": [(c.id, c.function.name, c.function.arguments) for c in msg.tool_calls or []],  # type: ignore[union-attr]
         "thinking": extra.get("reasoning_content") or "",
         "finish": cc.choices[0].finish_reason,

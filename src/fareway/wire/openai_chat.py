@@ -4,7 +4,8 @@ What clients of the official ``openai`` SDK send, parsed strictly into a canonic
 :class:`~fareway.types.ChatRequest`, and the canonical answer encoded back in OpenAI's exact shape
 (the stream encoder lives in :mod:`fareway.wire.openai_stream`).
 
-Where things go, so a same-dialect (OpenAI-compatible) upstream receives what the client sent:
+Where things go, so a same-dialect (OpenAI-compatible) upstream receives what the client sent (the
+conventions are shared with ``fareway.adapters.openai_chat``, which spreads these bags back):
 
 * ``req.extensions["openai"]``: every top-level request field the canonical model does not model,
   verbatim (``logprobs``, ``logit_bias``, penalties, ``service_tier``, ``store``, ``prediction``,
@@ -13,25 +14,30 @@ Where things go, so a same-dialect (OpenAI-compatible) upstream receives what th
   (``include_usage`` is the gateway's own business: adapters always ask for usage).
   ``parallel_tool_calls`` without any ``tools`` is kept there too (there is nothing to choose).
 * ``req.extensions["fareway"]["max_tokens_field"]``: ``"max_tokens"`` or
-  ``"max_completion_tokens"``, whichever the client used (the value is ``req.max_tokens``).  This
-  is a note, not a wire field: the ``"fareway"`` bag is never sent anywhere.
-* ``message.extensions["openai"]``: unknown per-message fields verbatim, plus ``role:
-  "developer"`` for developer messages and ``refusal`` for an assistant refusal.
-* ``TextPart/ImagePart/ToolCallPart/ToolSpec.extensions["openai"]``: unknown keys of the part,
-  tool call or tool (``cache_control`` on OpenRouter text parts, Gemini's ``extra_content``...).
-* ``input_audio`` and ``file`` user parts and assistant ``refusal`` parts become
-  :class:`~fareway.types.OpaquePart` ``(dialect="openai", data=<the part>)``: they pass through to
-  an OpenAI-dialect upstream verbatim and are for other adapters to refuse or drop with a note.
+  ``"max_completion_tokens"``, whichever the client used (the value is ``req.max_tokens``).  A
+  note, not a wire field: no adapter sends the ``"fareway"`` bag anywhere.
+* ``message.extensions["openai"]``: unknown per-message fields verbatim (an echoed
+  ``reasoning_content``, ``audio``...), plus ``role: "developer"`` for developer messages.  A tool
+  message's unknown fields go on its :class:`~fareway.types.ToolResultPart` instead.
+* An assistant ``refusal`` (the field or a ``refusal`` content part) is a ``TextPart`` with
+  ``extensions["openai"]["refusal"] = True``.
+* ``TextPart/ImagePart/ToolCallPart.extensions["openai"]``: unknown keys of the part or tool call
+  (``cache_control`` on OpenRouter text parts, Gemini's ``extra_content``...);
+  ``ToolSpec.extensions["openai"]``: unknown keys of the tool's ``function`` object.
+* ``input_audio`` and ``file`` user parts become :class:`~fareway.types.OpaquePart`
+  ``(dialect="openai", data=<the part>)``: they pass through to an OpenAI-dialect upstream verbatim
+  and are for other adapters to refuse or drop with a note.
 * Legacy ``functions`` / ``function_call`` / ``role: "function"`` are refused with a 400 naming
   ``tools`` / ``tool_choice`` (translating them would also need legacy-shaped responses).
 
-Response-side conventions (what adapters put in ``resp.extensions["openai"]``): ``extra_choices``
-(choices 1..n-1 as the upstream sent them) are appended after choice 0; ``message`` (a dict) is
-merged into choice 0's message (``annotations``, ``audio``, ``refusal``...); ``choice`` (a dict)
-into choice 0 (``logprobs``, ``native_finish_reason``...); every other key is a top-level field
+Response side (what the OpenAI adapter puts in ``resp.extensions["openai"]``): ``extra_choices``
+(choices 1..n-1 as the upstream sent them) are appended after choice 0; ``message_extra`` is
+merged into choice 0's message (``annotations``, ``audio``...); ``choice_extra`` into choice 0
+(``logprobs``, ``native_finish_reason``...); every other key is a top-level field
 (``system_fingerprint``, ``service_tier``, ``time_info``, ``x_groq``, ``provider``...).
-``usage.extensions["openai"]`` is the base of the usage object (``queue_time``, OpenRouter's
-``cost_details``...), with the canonical counts and the gateway's ``cost`` written over it.
+``usage.extensions["openai"]`` is the base of the usage object (``queue_time``, the ``*_details``
+objects...), with the canonical counts and the gateway's ``cost`` written over it (an upstream's
+own ``cost`` is never shown as the gateway's).
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from fareway.wire.openai_stream import (
     OpenAIStreamEncoder,
     error_object,
     finish_to_openai,
+    is_refusal,
     new_completion_id,
     usage_object,
 )
@@ -165,9 +172,6 @@ def _image_part(part: dict[str, Any], param: str) -> ImagePart:
     if detail is not None:
         detail = _want_str(detail, f"{param}.image_url.detail")
     extra = _extras(part, {"type", "image_url"})
-    inner = _extras(img, {"url", "detail"})
-    if inner:
-        extra["image_url"] = inner
     ext = {"openai": extra} if extra else {}
     if url.startswith("data:"):
         header, sep, data = url[5:].partition(",")
@@ -204,10 +208,12 @@ def _content_parts(content: Any, param: str, allowed: frozenset[str]) -> list[Pa
             parts.append(_text_part(part, p))
         elif kind == "image_url":
             parts.append(_image_part(part, p))
-        else:  # input_audio, file, refusal: kept verbatim for an OpenAI-dialect upstream
-            if kind == "refusal":
-                _want_str(part.get("refusal"), f"{p}.refusal")
-            elif kind == "input_audio":
+        elif kind == "refusal":
+            parts.append(
+                TextPart(_want_str(part.get("refusal"), f"{p}.refusal"), {"openai": {"refusal": True}})
+            )
+        else:  # input_audio, file: kept verbatim for an OpenAI-dialect upstream
+            if kind == "input_audio":
                 _want_dict(part.get("input_audio"), f"{p}.input_audio")
             elif kind == "file":
                 _want_dict(part.get("file"), f"{p}.file")
@@ -238,9 +244,6 @@ def _tool_calls(value: Any, param: str) -> list[Part]:
             args = ""
         args = _want_str(args, f"{p}.function.arguments")
         extra = _extras(call, {"id", "type", "function"})
-        fextra = _extras(fn, {"name", "arguments"})
-        if fextra:
-            extra["function"] = fextra
         out.append(ToolCallPart(call_id, name, args, {"openai": extra} if extra else {}))
     return out
 
@@ -288,7 +291,7 @@ def _message(raw: Any, param: str) -> Message:
         parts = [] if content is None else _content_parts(content, cparam, _ASSISTANT_PARTS)
         refusal = msg.get("refusal")
         if refusal is not None:
-            extra["refusal"] = _want_str(refusal, f"{param}.refusal")
+            parts.append(TextPart(_want_str(refusal, f"{param}.refusal"), {"openai": {"refusal": True}}))
         tool_calls = msg.get("tool_calls")
         if tool_calls is not None:
             parts += _tool_calls(tool_calls, f"{param}.tool_calls")
@@ -298,9 +301,10 @@ def _message(raw: Any, param: str) -> Message:
             raise _bad(f"'{cparam}' is required for a tool message", cparam)
         result = _content_parts(content, cparam, _TOOL_PARTS)
         if name is not None:  # not in the spec, but some clients send it: keep it verbatim
-            extra["name"] = name
-            name = None
-        parts = [ToolResultPart(call_id, result)]
+            extra["name"] = name = _want_str(name, f"{param}.name")
+        # A tool message's unknown fields belong to its one result (adapters echo them there).
+        parts = [ToolResultPart(call_id, result, name=name, extensions={"openai": extra} if extra else {})]
+        return Message("tool", parts)
     return Message(canon, parts, name, {"openai": extra} if extra else {})  # type: ignore[arg-type]
 
 
@@ -327,10 +331,9 @@ def _tools(value: Any) -> list[ToolSpec]:
         strict = fn.get("strict")
         if strict is not None:
             spec.strict = _want_bool(strict, f"{p}.function.strict")
-        extra = _extras(tool, {"type", "function"})
-        fextra = _extras(fn, {"name", "description", "parameters", "strict"})
-        if fextra:
-            extra["function"] = fextra
+        # Unknown keys of the function object are kept (adapters spread them back into it); unknown
+        # keys beside "function" (OpenRouter's cache_control on a tool) are not representable yet.
+        extra = _extras(fn, {"name", "description", "parameters", "strict"})
         if extra:
             spec.extensions = {"openai": extra}
         out.append(spec)
@@ -502,11 +505,15 @@ def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> Chat
 
 def _message_object(resp: ChatResponse, extra: dict[str, Any]) -> dict[str, Any]:
     texts: list[str] = []
+    refusals: list[str] = []
     thinking: list[str] | None = None
     calls: list[dict[str, Any]] = []
     for part in resp.content:
         if isinstance(part, TextPart):
-            texts.append(part.text)
+            if is_refusal(part):
+                refusals.append(part.text)
+            else:
+                texts.append(part.text)
         elif isinstance(part, ToolCallPart):
             call: dict[str, Any] = {
                 "id": part.id,
@@ -529,8 +536,12 @@ def _message_object(resp: ChatResponse, extra: dict[str, Any]) -> dict[str, Any]
             thinking.append(part.text)
     # content is null when the reply has tool calls or thinking but no text; "" for an empty
     # reply (the same rule the stream encoder's first chunk follows, so both accumulate alike).
-    content = "".join(texts) if texts else (None if calls or thinking is not None else "")
-    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    content = "".join(texts) if texts else (None if calls or refusals or thinking is not None else "")
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content,
+        "refusal": "".join(refusals) if refusals else None,
+    }
     if thinking is not None:
         message["reasoning_content"] = "".join(thinking)
     if calls:
@@ -548,8 +559,8 @@ def encode_response(resp: ChatResponse, req: ChatRequest, meta: ResponseMeta) ->
     never as content text."""
     ext = dict(resp.extensions.get("openai") or {})
     extra_choices = ext.pop("extra_choices", None)
-    msg_extra = ext.pop("message", None)
-    choice_extra = ext.pop("choice", None)
+    msg_extra = ext.pop("message_extra", None)
+    choice_extra = ext.pop("choice_extra", None)
     ext.pop("usage", None)
     out: dict[str, Any] = {
         "id": resp.id or new_completion_id(),

@@ -36,6 +36,7 @@ __all__ = [
     "OpenAIStreamEncoder",
     "error_object",
     "finish_to_openai",
+    "is_refusal",
     "new_completion_id",
     "usage_object",
 ]
@@ -55,7 +56,13 @@ _FINISH: dict[str | None, str] = {
 # Top-level response extras repeated on every chunk (as OpenAI does); others go on the first only.
 _EVERY_CHUNK_KEYS = ("service_tier", "system_fingerprint")
 # Keys of resp.extensions["openai"] that are conventions of the non-stream encoder, not fields.
-_NOT_TOP_LEVEL = frozenset({"extra_choices", "message", "choice", "usage"})
+_NOT_TOP_LEVEL = frozenset({"extra_choices", "message_extra", "choice_extra", "usage"})
+
+
+def is_refusal(part: TextPart) -> bool:
+    """A TextPart that is an OpenAI ``refusal`` (marked by the OpenAI adapter and parser)."""
+    ext = part.extensions.get("openai")
+    return bool(ext and ext.get("refusal"))
 
 
 def finish_to_openai(reason: FinishReason | None) -> str:
@@ -127,6 +134,8 @@ class OpenAIStreamEncoder:
         "_no_args",
         "_prefix",
         "_reasoning_shown",
+        "_refusal_shown",
+        "_refusals",
         "_req",
         "_sent_first",
         "_suffix",
@@ -149,6 +158,8 @@ class OpenAIStreamEncoder:
         still turns ``content`` from null into "" (as the non-stream encoder shows it)."""
         self._tool_ordinal: dict[int, int] = {}
         self._no_args: set[int] = set()
+        self._refusals: set[int] = set()
+        self._refusal_shown = False
         """Tool calls (canonical index) whose arguments are still empty: closed with "{}"."""
         self._finish: Finish | None = None
         self._usage: Usage | None = None
@@ -216,6 +227,14 @@ class OpenAIStreamEncoder:
             return b""
         return self._chunk(b'{"content":' + orjson.dumps(text) + b"}")
 
+    def _refusal(self, text: str) -> bytes:
+        shown, self._refusal_shown = self._refusal_shown, True
+        if not self._sent_first:
+            return self._first({"content": None, "refusal": text})
+        if not text and shown:
+            return b""
+        return self._chunk(b'{"refusal":' + orjson.dumps(text) + b"}")
+
     def _thinking(self, text: str) -> bytes:
         shown, self._reasoning_shown = self._reasoning_shown, True
         if not self._sent_first:
@@ -242,6 +261,9 @@ class OpenAIStreamEncoder:
     def _part_start(self, event: PartStart) -> bytes:
         part = event.part
         if isinstance(part, TextPart):
+            if is_refusal(part):
+                self._refusals.add(event.index)
+                return self._refusal(part.text)
             return self._text(part.text) if (part.text or not self._content_shown) else b""
         if isinstance(part, ToolCallPart):
             return self._tool_header(event.index, part.id, part.name, part.arguments)
@@ -252,6 +274,8 @@ class OpenAIStreamEncoder:
     def _delta(self, event: PartDelta) -> bytes:
         kind = event.kind
         if kind == "text":
+            if event.index in self._refusals:
+                return self._refusal(event.text) if (event.text or not self._refusal_shown) else b""
             return self._text(event.text) if (event.text or not self._content_shown) else b""
         if kind == "tool_args":
             ordinal = self._tool_ordinal.get(event.index)
