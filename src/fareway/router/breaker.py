@@ -63,6 +63,8 @@ class CircuitBreaker:
         self._cooldown = self.config.cooldown_s
         self._consecutive = 0
         self._window: deque[tuple[float, bool]] = deque()
+        self._failures = 0
+        """Failures currently in the window (kept in step with it, so error_rate is O(1))."""
         self._probe_in_flight = False
         self.reason = ""
         """Why the circuit last opened (for explain output)."""
@@ -104,7 +106,7 @@ class CircuitBreaker:
         self._prune()
         if not self._window:
             return 0.0
-        return sum(1 for _, ok in self._window if not ok) / len(self._window)
+        return self._failures / len(self._window)
 
     def window_calls(self) -> int:
         self._prune()
@@ -123,6 +125,7 @@ class CircuitBreaker:
     def record_failure(self, retry_after: float | None = None) -> None:
         now = self.clock()
         self._window.append((now, False))
+        self._failures += 1
         self._consecutive += 1
         state = self.state
         if state == "half_open":
@@ -166,9 +169,12 @@ class CircuitBreaker:
         self._consecutive = 0
         self._cooldown = self.config.cooldown_s
         self._window.clear()
+        self._failures = 0
         self.reason = ""
 
     def _prune(self) -> None:
         horizon = self.clock() - self.config.window_s
         while self._window and self._window[0][0] < horizon:
-            self._window.popleft()
+            _, ok = self._window.popleft()
+            if not ok:
+                self._failures -= 1

@@ -339,7 +339,17 @@ class Stats:
     # ------------------------------------------------------------------ queries
 
     def available(self, key: Key, prompt_tokens: int = 0, output_tokens: int = 0) -> bool:
-        return self.snapshot(key, prompt_tokens, output_tokens).available
+        """Health only (circuit, cooldown, rate-limit buckets): O(1), called before every attempt.
+        Agrees with ``snapshot(...).available``, without computing any percentile."""
+        e = self._entry(key)
+        if not e.breaker.available():
+            return False
+        now = self.clock()
+        if now < e.cooldown_until:
+            return False
+        if e.limits:
+            return not self._limited(e, now, prompt_tokens, output_tokens)[0]
+        return True
 
     def snapshot(self, key: Key, prompt_tokens: int = 0, output_tokens: int = 0) -> OfferStats:
         """Numbers and health for one offer.  ``prompt_tokens``/``output_tokens`` are the next
