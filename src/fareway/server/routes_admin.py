@@ -48,7 +48,8 @@ def query_params(req: Request, allowed: set[str]) -> dict[str, str]:
     for name in raw:
         if name not in allowed:
             raise BadRequest(
-                f"Unknown query parameter `{name}`; this route takes: {', '.join(sorted(allowed))}.", param=name
+                f"Unknown query parameter `{name}`; this route takes: {', '.join(sorted(allowed))}.",
+                param=name,
             )
     return {k: v[-1] for k, v in raw.items()}
 
