@@ -175,3 +175,48 @@ async def test_one_of_three_providers_down_all_calls_succeed(rgw: LiveGateway, s
     for i in range(10):
         resp = await oai(rgw).chat.completions.create(model="chain3", messages=[{"role": "user", "content": f"echo:{i}"}])
         assert resp.choices[0].message.content == str(i)
+
+
+async def test_open_circuit_skips_a_dead_provider_without_an_attempt(rgw: LiveGateway, sim_control: Any) -> None:
+    await sim_control.fault(provider="mistral", kind="500", rate=1.0)
+    threshold = rgw.app.gateway.stats.breaker_config.failure_threshold
+    for i in range(threshold):
+        raw = await oai(rgw).chat.completions.with_raw_response.create(
+            model="chain3", messages=[{"role": "user", "content": f"echo:{i}"}]
+        )
+        assert attempts(raw.headers["x-fareway-route"])["mistral/mistral-small-latest"] == "error"
+    before = provider_count(await sim_control.stats(), "mistral", "requests")
+    raw = await oai(rgw).chat.completions.with_raw_response.create(
+        model="chain3", messages=[{"role": "user", "content": "echo:skip"}]
+    )
+    assert raw.parse().choices[0].message.content == "skip"
+    tried = attempts(raw.headers["x-fareway-route"])
+    assert tried["mistral/mistral-small-latest"] == "skipped"
+    assert tried["groq/llama-3.1-8b-instant"] == "ok"
+    assert provider_count(await sim_control.stats(), "mistral", "requests") == before, "no request may reach it"
+
+
+async def test_hedge_starts_the_second_offer_only_after_the_delay(rgw: LiveGateway, sim_control: Any) -> None:
+    # The first offer answers at once: the hedge never starts the second one.
+    before = provider_count(await sim_control.stats(), "groq", "requests")
+    raw = await oai(rgw).chat.completions.with_raw_response.create(
+        model="hedged", messages=[{"role": "user", "content": "echo:quick"}], stream=True
+    )
+    async for _ in raw.parse():
+        pass
+    assert raw.headers["x-fareway-provider"] == "openai"
+    assert "groq/llama-3.1-8b-instant" not in attempts(raw.headers["x-fareway-route"])
+    assert provider_count(await sim_control.stats(), "groq", "requests") == before
+    # The first offer stalls: after hedge_ms the second starts and wins; the first is cancelled.
+    await sim_control.fault(provider="openai", kind="stall", count=1)
+    raw = await oai(rgw).chat.completions.with_raw_response.create(
+        model="hedged", messages=[{"role": "user", "content": "echo:hedged"}], stream=True
+    )
+    text = ""
+    async for chunk in raw.parse():
+        for c in chunk.choices:
+            text += c.delta.content or ""
+    assert text == "hedged"
+    assert raw.headers["x-fareway-provider"] == "groq"
+    tried = attempts(raw.headers["x-fareway-route"])
+    assert tried["openai/gpt-4o-mini"] == "cancelled"
