@@ -804,3 +804,22 @@ async def test_anthropic_sdk_parses_everything(sim: Sim) -> None:
             )
     finally:
         await client.close()
+
+
+async def test_reasoning_models_on_openai_dialect(sim: Sim) -> None:
+    rec = recorded_stream("groq", "test_tool_use_failed_error_streaming.yaml", 2)
+    rec_reasoning = next(c for c in rec if "reasoning" in c["choices"][0]["delta"])
+    _, body, _ = await sim.chat("groq", model="openai/gpt-oss-120b", stream=True)
+    cs = chunks(body)
+    deltas = [c["choices"][0]["delta"] for c in cs]
+    reasoning = [d for d in deltas if "reasoning" in d]
+    assert reasoning and set(reasoning[0]) == set(rec_reasoning["choices"][0]["delta"])
+    assert deltas.index(reasoning[-1]) < max(i for i, d in enumerate(deltas) if d.get("content"))
+    assert cs[-1]["usage"]["completion_tokens_details"]["reasoning_tokens"] == len(reasoning)
+    got = orjson.loads((await sim.chat("cerebras", model="gpt-oss-120b"))[1])
+    assert got["choices"][0]["message"]["reasoning"]
+    got = orjson.loads((await sim.chat("openai", model="o3", reasoning_effort="high"))[1])
+    assert "reasoning" not in got["choices"][0]["message"]
+    assert got["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
+    got = orjson.loads((await sim.chat("groq", model="llama-3.3-70b"))[1])
+    assert "reasoning" not in got["choices"][0]["message"]

@@ -48,9 +48,11 @@ class Flavor:
     retry_after_ms: bool = False
     check_tool_ids: bool = False
     keepalive: bytes | None = None
+    reasoning: str | None = "reasoning_content"
+    """Field carrying reasoning text in messages and deltas; None keeps it hidden (tokens only)."""
 
 
-OPENAI = Flavor("openai", retry_after_ms=True)
+OPENAI = Flavor("openai", retry_after_ms=True, reasoning=None)
 FLAVORS: dict[str, Flavor] = {
     "openai": OPENAI,
     "cerebras": Flavor(
@@ -65,6 +67,7 @@ FLAVORS: dict[str, Flavor] = {
         stream_error="cerebras",
         errors="flat",
         ratelimit="cerebras",
+        reasoning="reasoning",
     ),
     "groq": Flavor(
         "groq",
@@ -77,6 +80,7 @@ FLAVORS: dict[str, Flavor] = {
         tools_whole=True,
         stream_error="groq",
         errors="groq",
+        reasoning="reasoning",
     ),
     "mistral": Flavor(
         "mistral",
@@ -91,6 +95,7 @@ FLAVORS: dict[str, Flavor] = {
         tools_whole=True,
         errors="mistral",
         check_tool_ids=True,
+        reasoning=None,
     ),
     "openrouter": Flavor(
         "openrouter",
@@ -105,6 +110,7 @@ FLAVORS: dict[str, Flavor] = {
         errors="openrouter",
         ratelimit="none",
         keepalive=b": OPENROUTER PROCESSING\n\n",
+        reasoning="reasoning",
     ),
 }
 
@@ -214,6 +220,16 @@ def parse_chat(data: dict[str, Any], fl: Flavor) -> Parsed:
     max_tokens = data.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = data.get("max_tokens")
+    effort = data.get("reasoning_effort")
+    rfmt = data.get("reasoning_format")
+    orr = data.get("reasoning")
+    thinking = (
+        "gpt-oss" in model
+        or effort not in (None, "none")
+        or (isinstance(orr, dict) and orr.get("enabled", True))
+    )
+    if effort == "none" or rfmt == "hidden" or data.get("disable_reasoning") is True:
+        thinking = False
     so = data.get("stream_options")
     include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
     ask = Ask(
@@ -224,6 +240,7 @@ def parse_chat(data: dict[str, Any], fl: Flavor) -> Parsed:
         tool_mode=mode,
         last_is_tool_result=last.get("role") == "tool",
         echo=echo,
+        thinking=thinking,
     )
     return Parsed(
         model=model, stream=bool(data.get("stream")), ask=ask, opts={"include_usage": include_usage}
@@ -248,6 +265,14 @@ def _finish_reason(ctx: Ctx) -> str:
 def _usage(fl: Flavor, ctx: Ctx, stream: bool) -> dict[str, Any]:
     p = ctx.prompt_tokens
     c = ctx.reply.output_tokens
+    r = ctx.reply.thinking_tokens
+    u = _usage_body(fl, ctx, stream, p, c, r)
+    if r and fl.usage in ("groq", "cerebras"):
+        u["completion_tokens_details"] = {"reasoning_tokens": r}
+    return u
+
+
+def _usage_body(fl: Flavor, ctx: Ctx, stream: bool, p: int, c: int, r: int) -> dict[str, Any]:
     if fl.usage == "openai":
         return {
             "prompt_tokens": p,
@@ -255,7 +280,7 @@ def _usage(fl: Flavor, ctx: Ctx, stream: bool) -> dict[str, Any]:
             "total_tokens": p + c,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": r,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
@@ -287,7 +312,7 @@ def _usage(fl: Flavor, ctx: Ctx, stream: bool) -> dict[str, Any]:
             "is_byok": False,
             "prompt_tokens_details": {"cached_tokens": 0},
             "cost_details": {"upstream_inference_cost": None},
-            "completion_tokens_details": {"reasoning_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": r},
         }
     return {
         "prompt_tokens": p,
@@ -334,6 +359,17 @@ def _tool_calls(fl: Flavor, ctx: Ctx) -> list[dict[str, Any]]:
 
 
 def _message(fl: Flavor, ctx: Ctx) -> dict[str, Any]:
+    m = _message_body(fl, ctx)
+    if fl.reasoning and ctx.reply.thinking:
+        m[fl.reasoning] = "".join(ctx.reply.thinking)
+        if fl.message == "openrouter":
+            m["reasoning_details"] = [
+                {"type": "reasoning.text", "text": m[fl.reasoning], "format": "unknown", "index": 0}
+            ]
+    return m
+
+
+def _message_body(fl: Flavor, ctx: Ctx) -> dict[str, Any]:
     text = ctx.reply.text
     calls = _tool_calls(fl, ctx) if ctx.reply.tool_calls else None
     if fl.message == "openai":
@@ -487,11 +523,31 @@ def render_chunks(fl: Flavor, ctx: Ctx) -> list[Frame]:
     def delta(d: dict[str, Any]) -> dict[str, Any]:
         return {"role": "assistant", **d} if orr else d
 
+    def reasoning_frames() -> None:
+        field = fl.reasoning
+        if not field:
+            return
+        for piece in reply.thinking:
+            d: dict[str, Any] = {field: piece}
+            if fl.name == "groq":
+                d["channel"] = "analysis"
+            elif orr:
+                d = {
+                    "role": "assistant",
+                    "content": "",
+                    field: piece,
+                    "reasoning_details": [
+                        {"type": "reasoning.text", "text": piece, "format": "unknown", "index": 0}
+                    ],
+                }
+            out.append((ch.chunk([ch.choice(d)]), 1))
+
     if reply.tool_calls:
         calls = _tool_calls(fl, ctx)
         if fl.tools_whole:
             first = {"role": "assistant", "content": ""}
             out.append((ch.chunk([ch.choice(first)], first_extra), 0))
+            reasoning_frames()
             whole = []
             for i, c in enumerate(calls):
                 if fl.message == "mistral":
@@ -500,6 +556,12 @@ def render_chunks(fl: Flavor, ctx: Ctx) -> list[Frame]:
                     whole.append({"id": c["id"], "type": "function", "function": c["function"], "index": i})
             out.append((ch.chunk([ch.choice({"tool_calls": whole})]), reply.output_tokens))
         else:
+            if reply.thinking and fl.reasoning:
+                out.append(
+                    (ch.chunk([ch.choice(delta({"role": "assistant", "content": ""}))], first_extra), 0)
+                )
+                first_extra = None
+                reasoning_frames()
             for i, c in enumerate(calls):
                 fn = c["function"]
                 header = {
@@ -523,6 +585,7 @@ def render_chunks(fl: Flavor, ctx: Ctx) -> list[Frame]:
         if fl.name == "openai":
             first["refusal"] = None  # type: ignore[assignment]
         out.append((ch.chunk([ch.choice(first)], first_extra), 0))
+        reasoning_frames()
         for piece in reply.pieces:
             out.append((ch.chunk([ch.choice(delta({"content": piece}))]), 1))
 
