@@ -429,7 +429,7 @@
       cell(r, ms(a.ttft_ms));
       cell(r, ms(a.latency_ms));
       cell(r, int(a.input_tokens) + " / " + int(a.output_tokens) + (a.estimated ? " (est.)" : ""));
-      cell(r, money(a.cost));
+      cell(r, a.cost === null && !a.input_tokens && !a.output_tokens ? "–" : money(a.cost));
       cell(r, a.error || "", "err");
       tb.appendChild(r);
     });
