@@ -359,3 +359,74 @@ async def test_a_real_call_lands_in_usage_and_logs(world: World) -> None:
 async def test_master_key_is_admin(world: World) -> None:
     status, body, _ = await world.get("/v1/usage", key=MASTER_KEY, group_by="key")
     assert status == 200 and len({g["key_id"] for g in body["groups"]}) >= 2
+
+
+# --------------------------------------------------------------------- dashboard over HTTP
+
+
+async def test_dashboard_login_session_and_logout(world: World) -> None:
+    url = world.gw.url
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as s:
+        async with s.get(url + "/ui") as r:
+            assert r.status == 200 and 'action="/ui/login"' in await r.text()
+            assert "script-src 'self'" in r.headers["content-security-policy"]
+        async with s.get(url + "/ui/api/overview") as r:
+            assert r.status == 401
+        async with s.post(url + "/ui/login", data={"key": "wrong"}, allow_redirects=False) as r:
+            assert r.status == 401 and "not valid" in await r.text()
+        async with s.post(url + "/ui/login", data={"key": world.bob[0]}, allow_redirects=False) as r:
+            assert r.status == 403 and "set-cookie" not in r.headers
+        async with s.post(
+            url + "/ui/login", data={"key": world.admin_key}, headers={"origin": "http://evil.example"}
+        ) as r:
+            assert r.status == 403
+        async with s.post(url + "/ui/login", data={"key": world.admin_key}, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["location"] == "/ui"
+            cookie = r.headers["set-cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui" in cookie
+            assert world.admin_key not in cookie
+        async with s.get(url + "/ui") as r:
+            assert 'id="app"' in await r.text()
+        async with s.get(url + "/ui/api/overview", params={"since": "7d"}) as r:
+            assert r.status == 200
+            ov = await r.json()
+        async with s.get(url + "/ui/api/usage", params={"since": ov["since"]}) as r:
+            assert (await r.json())["totals"] == ov["totals"]
+        status, api, _ = await world.get("/v1/usage", since=ov["since"])
+        assert status == 200
+        assert api["totals"] == ov["totals"]
+        assert {g["key_name"] for g in ov["by_key"]} >= {"alice", "bob"}
+        assert ov["spend"]["series"] and ov["latency"]
+        async with s.get(url + "/ui/api/calls", params={"n": "2"}) as r:
+            assert len((await r.json())["data"]) == 2
+        async with s.get(url + "/ui/api/overview", params={"since": "soon"}) as r:
+            assert r.status == 400
+        async with s.post(url + "/ui/logout", allow_redirects=False) as r:
+            assert r.status == 303 and "Max-Age=0" in r.headers["set-cookie"]
+        async with s.get(url + "/ui/api/overview") as r:
+            assert r.status == 401
+
+
+async def test_dashboard_session_ends_when_its_key_is_revoked(world: World) -> None:
+    secret, info = world.gw.app.gateway.keys.create("temp-admin", role="admin")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        async with s.post(world.gw.url + "/ui/login", data={"key": secret}) as r:
+            assert r.status == 200
+        async with s.get(world.gw.url + "/ui/api/calls") as r:
+            assert r.status == 200
+        world.gw.app.gateway.keys.revoke(info.key_id)
+        async with s.get(world.gw.url + "/ui/api/calls") as r:
+            assert r.status == 401
+
+
+async def test_dashboard_static_files(world: World) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(world.gw.url + "/ui/static/app.js") as r:
+            assert r.status == 200 and r.headers["content-type"].startswith("text/javascript")
+            assert "textContent" in await r.text()
+        async with s.get(world.gw.url + "/ui/static/style.css") as r:
+            assert r.status == 200
+        for bad in ("../page.py", "..%2Fpage.py", "page.py", ".hidden.js", ""):
+            async with s.get(world.gw.url + "/ui/static/" + bad) as r:
+                assert r.status == 404, bad
