@@ -174,8 +174,11 @@ class Accounting:
                 ttft_ms=a.ttft_s * 1000 if a.ttft_s is not None else None,
                 latency_ms=a.latency_s * 1000 if a.latency_s is not None else None,
             )
-            cost = self.price(up.provider, up.model, a.usage)
-            rec.set_usage(a.usage, cost)
+            # An attempt that failed before any content consumed nothing: zero tokens, priced at 0
+            # when the price is known (an unknown price still gives None).
+            usage = a.usage if a.usage is not None else Usage()
+            cost = self.price(up.provider, up.model, usage)
+            rec.set_usage(usage, cost)
             if cost is not None:
                 sources.add(cost.source)
             if a.usage is not None and a.latency_s and a.ttft_s is not None and a.latency_s > a.ttft_s:
