@@ -430,3 +430,22 @@ async def test_dashboard_static_files(world: World) -> None:
         for bad in ("../page.py", "..%2Fpage.py", "page.py", ".hidden.js", ""):
             async with s.get(world.gw.url + "/ui/static/" + bad) as r:
                 assert r.status == 404, bad
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def test_parse_time_forms() -> None:
+    from fareway.dashboard.data import parse_time
+
+    now = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
+    assert parse_time("7d", "since", now) == now - timedelta(days=7)
+    assert parse_time("24h", "since", now) == now - timedelta(hours=24)
+    assert parse_time("30m", "since", now) == now - timedelta(minutes=30)
+    assert parse_time("2w", "since", now) == now - timedelta(weeks=2)
+    assert parse_time("2025-03-01", "since") == datetime(2025, 3, 1, tzinfo=UTC)
+    assert parse_time("2025-03-01T10:00:00Z", "since") == datetime(2025, 3, 1, 10, tzinfo=UTC)
+    # a '+' in a query string arrives as a space
+    assert parse_time("2025-03-01T12:00:00 02:00", "since") == datetime(2025, 3, 1, 10, tzinfo=UTC)
+    assert parse_time("2025-03-01T10:00:00", "since") == datetime(2025, 3, 1, 10, tzinfo=UTC)
+    assert parse_time("", "since") is None and parse_time(None, "since") is None

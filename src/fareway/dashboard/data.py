@@ -265,20 +265,28 @@ def latency_dict(r: ProviderLatency) -> dict[str, Any]:
 
 
 def spend_series(points: Sequence[SpendPoint]) -> dict[str, Any]:
-    """``{"buckets": [iso...], "series": [{"name", "values": [str...], "total"}]}``, the series
+    """``{"buckets": [iso...], "series": [{"name", "values": [str...], "total", "unpriced"}]}``
+    (``unpriced``: rows that consumed tokens at an unknown price, not in the values); the series
     ordered by total spend (largest first), every series with a value for every bucket."""
     buckets = sorted({p.bucket for p in points})
     index = {b: i for i, b in enumerate(buckets)}
     series: dict[str, list[Decimal]] = {}
+    unknown: dict[str, int] = {}
     for p in points:
         name = p.group or "(none)"
         values = series.setdefault(name, [Decimal(0)] * len(buckets))
         values[index[p.bucket]] += p.cost
+        unknown[name] = unknown.get(name, 0) + p.unknown_cost
     ordered = sorted(series.items(), key=lambda kv: (-sum(kv[1], Decimal(0)), kv[0]))
     return {
         "buckets": [_iso(b) for b in buckets],
         "series": [
-            {"name": name, "values": [money(v) for v in values], "total": money(sum(values, Decimal(0)))}
+            {
+                "name": name,
+                "values": [money(v) for v in values],
+                "total": money(sum(values, Decimal(0))),
+                "unpriced": unknown[name],
+            }
             for name, values in ordered
         ],
     }

@@ -236,7 +236,9 @@
       sw.style.background = PALETTE[si % PALETTE.length];
       item.appendChild(sw);
       item.appendChild(el("span", "", s.name));
-      item.appendChild(el("span", "muted", money(s.total)));
+      var label = Number(s.total) === 0 && s.unpriced ? "unpriced" : money(s.total);
+      if (Number(s.total) !== 0 && s.unpriced) label += " + " + int(s.unpriced) + " unpriced";
+      item.appendChild(el("span", "muted", label));
       legend.appendChild(item);
     });
   }
