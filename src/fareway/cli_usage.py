@@ -14,7 +14,6 @@ Examples::
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,16 +21,12 @@ from typing import Any, TypeVar
 
 import click
 import orjson
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from fareway.config import Config, ConfigError, load_config
-from fareway.dashboard import data
-from fareway.errors import BadRequest
 
 T = TypeVar("T")
 LEDGER_FILE = "fareway.db"
+MAX_LOGS = 1000  # as /v1/logs (fareway.dashboard.data.MAX_LOGS)
 
 
 def ledger_path(cfg: Config) -> Path:
@@ -59,6 +54,8 @@ def _with_ledger(cfg: Config, fn: Callable[[Any], Awaitable[T]]) -> T | None:
     else:
         ledger = Ledger.open(url, str(ledger_path(cfg)))
 
+    import asyncio
+
     async def run() -> T:
         await ledger.start()
         try:
@@ -72,12 +69,16 @@ def _with_ledger(cfg: Config, fn: Callable[[Any], Awaitable[T]]) -> T | None:
         raise click.ClickException(f"cannot read the ledger: {exc}") from exc
 
 
-def _console() -> Console:
+def _console() -> Any:
+    from rich.console import Console
+
     tty = sys.stdout.isatty()
     return Console(width=None if tty else 200, highlight=False, markup=False, soft_wrap=not tty)
 
 
 def _parse(fn: Callable[[], T]) -> T:
+    from fareway.errors import BadRequest
+
     try:
         return fn()
     except BadRequest as exc:
@@ -114,6 +115,8 @@ def usage_cmd(
     config_path: str | None,
 ) -> None:
     """Spend, tokens and call counts from the ledger, grouped, with totals."""
+    from fareway.dashboard import data
+
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive")
     group_by = _parse(lambda: data.parse_group_by(list(by)))
@@ -131,6 +134,9 @@ def usage_cmd(
         return
     if rows is None:
         click.echo(f"no calls recorded yet (no ledger at {ledger_path(cfg)})", err=True)
+    from rich.table import Table
+    from rich.text import Text
+
     window = f"since {payload['since'] or 'the beginning'}" + (f" until {payload['until']}" if t1 else "")
     table = Table(title=f"Fareway usage {window}", title_justify="left", show_footer=bool(group_by))
     group_cols = [f for g in group_by for f in data.GROUP_FIELDS[g]]
@@ -168,7 +174,7 @@ def _fmt(value: Any) -> str:
 
 @click.command("logs")
 @click.option(
-    "-n", "n", type=click.IntRange(1, data.MAX_LOGS), default=20, show_default=True, help="How many calls."
+    "-n", "n", type=click.IntRange(1, MAX_LOGS), default=20, show_default=True, help="How many calls."
 )
 @click.option("-m", "--model", default=None, help="Only calls that requested or were served by this model.")
 @click.option("--key", "key_id", default=None, help="Only this key id.")
@@ -176,6 +182,8 @@ def _fmt(value: Any) -> str:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 def logs_cmd(n: int, model: str | None, key_id: str | None, as_json: bool, config_path: str | None) -> None:
     """The most recent calls, newest first, each with its upstream attempts."""
+    from fareway.dashboard import data
+
     cfg = _config(config_path)
     calls = _with_ledger(cfg, lambda ledger: ledger.recent_calls(n, model, key_id))
     payload = data.logs_payload(calls or [])
