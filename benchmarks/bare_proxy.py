@@ -37,11 +37,15 @@ def make_app(upstream: str):  # type: ignore[no-untyped-def]
             msg = await receive()
             body += msg.get("body", b"")
             more = msg.get("more_body", False)
-        headers = {k.decode(): v.decode() for k, v in scope["headers"] if k in (b"content-type", b"authorization")}
+        headers = {
+            k.decode(): v.decode() for k, v in scope["headers"] if k in (b"content-type", b"authorization")
+        }
         assert session is not None
         async with session.post(upstream + scope["path"], data=body, headers=headers) as resp:
             ctype = resp.headers.get("content-type", "application/json").encode()
-            await send({"type": "http.response.start", "status": resp.status, "headers": [(b"content-type", ctype)]})
+            await send(
+                {"type": "http.response.start", "status": resp.status, "headers": [(b"content-type", ctype)]}
+            )
             async for chunk in resp.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -54,4 +58,12 @@ if __name__ == "__main__":
     p.add_argument("--port", type=int, default=8201)
     p.add_argument("--upstream", required=True)
     a = p.parse_args()
-    uvicorn.run(make_app(a.upstream), host="127.0.0.1", port=a.port, loop="uvloop", http="httptools", log_level="warning", access_log=False)
+    uvicorn.run(
+        make_app(a.upstream),
+        host="127.0.0.1",
+        port=a.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )

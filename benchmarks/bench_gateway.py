@@ -59,7 +59,9 @@ def pinned(cmd: list[str], core: int | None) -> list[str]:
 
 
 def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def stop(p: subprocess.Popen[bytes]) -> None:
@@ -138,7 +140,14 @@ async def _py_load(url: str, payload: bytes, seconds: int, conns: int) -> dict[s
         await asyncio.gather(*(worker() for _ in range(conns)))
         elapsed = time.monotonic() - t0
     q = statistics.quantiles(lat, n=100)
-    return {"rps": len(lat) / elapsed, "p50": q[49], "p90": q[89], "p99": q[98], "non2xx": float(bad), "socket_errors": 0.0}
+    return {
+        "rps": len(lat) / elapsed,
+        "p50": q[49],
+        "p90": q[89],
+        "p99": q[98],
+        "non2xx": float(bad),
+        "socket_errors": 0.0,
+    }
 
 
 def load(url: str, payload: bytes, seconds: int, conns: int, core: int | None) -> dict[str, float]:
@@ -152,7 +161,9 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--stream", action="store_true")
-    ap.add_argument("--ledger-off", action="store_true", help="disable Fareway's ledger (to measure its cost)")
+    ap.add_argument(
+        "--ledger-off", action="store_true", help="disable Fareway's ledger (to measure its cost)"
+    )
     ap.add_argument("--only", choices=["direct", "proxy", "fareway"], action="append")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -163,20 +174,46 @@ def main() -> None:
     payload = body(a.stream)
     tmp = Path(tempfile.mkdtemp(prefix="fareway-bench-"))
     sim_port, proxy_port, fw_port = free_port(), free_port(), free_port()
-    fareway = [PY, "-m", "fareway.cli"] if shutil.which("fareway") is None else [shutil.which("fareway") or "fareway"]
+    fareway = (
+        [PY, "-m", "fareway.cli"]
+        if shutil.which("fareway") is None
+        else [shutil.which("fareway") or "fareway"]
+    )
     sim = start(pinned([*fareway, "sim", "--port", str(sim_port)], load_core))
     results: dict[str, dict[str, float]] = {}
     try:
         wait_port(sim_port)
         sim_url = f"http://127.0.0.1:{sim_port}"
         if "direct" in targets:
-            results["direct"] = load(f"{sim_url}/openai/v1/chat/completions", payload, a.duration, a.connections, load_core)
+            results["direct"] = load(
+                f"{sim_url}/openai/v1/chat/completions", payload, a.duration, a.connections, load_core
+            )
         if "proxy" in targets:
-            proxy = start(pinned([PY, str(HERE / "bare_proxy.py"), "--port", str(proxy_port), "--upstream", f"{sim_url}/openai"], server_core))
+            proxy = start(
+                pinned(
+                    [
+                        PY,
+                        str(HERE / "bare_proxy.py"),
+                        "--port",
+                        str(proxy_port),
+                        "--upstream",
+                        f"{sim_url}/openai",
+                    ],
+                    server_core,
+                )
+            )
             try:
                 wait_port(proxy_port)
-                load(f"http://127.0.0.1:{proxy_port}/v1/chat/completions", payload, 2, a.connections, load_core)  # warm-up
-                results["proxy"] = load(f"http://127.0.0.1:{proxy_port}/v1/chat/completions", payload, a.duration, a.connections, load_core)
+                load(
+                    f"http://127.0.0.1:{proxy_port}/v1/chat/completions", payload, 2, a.connections, load_core
+                )  # warm-up
+                results["proxy"] = load(
+                    f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
+                    payload,
+                    a.duration,
+                    a.connections,
+                    load_core,
+                )
             finally:
                 stop(proxy)
         if "fareway" in targets:
@@ -186,11 +223,22 @@ def main() -> None:
                 f'[server]\nstate_dir = "{tmp / "state"}"\n[providers.openai]\nbase_url = "{sim_url}/openai/v1"\n'
                 f'api_key = "sim"\n{ledger}'
             )
-            fw = start(pinned([*fareway, "serve", "--config", str(cfg), "--port", str(fw_port)], server_core), {"FAREWAY_MASTER_KEY": KEY})
+            fw = start(
+                pinned([*fareway, "serve", "--config", str(cfg), "--port", str(fw_port)], server_core),
+                {"FAREWAY_MASTER_KEY": KEY},
+            )
             try:
                 wait_port(fw_port)
-                load(f"http://127.0.0.1:{fw_port}/v1/chat/completions", payload, 2, a.connections, load_core)  # warm-up
-                results["fareway"] = load(f"http://127.0.0.1:{fw_port}/v1/chat/completions", payload, a.duration, a.connections, load_core)
+                load(
+                    f"http://127.0.0.1:{fw_port}/v1/chat/completions", payload, 2, a.connections, load_core
+                )  # warm-up
+                results["fareway"] = load(
+                    f"http://127.0.0.1:{fw_port}/v1/chat/completions",
+                    payload,
+                    a.duration,
+                    a.connections,
+                    load_core,
+                )
             finally:
                 stop(fw)
                 err = fw.stderr.read().decode() if fw.stderr else ""
@@ -205,10 +253,14 @@ def main() -> None:
         return
     mode = "streaming" if a.stream else "non-streaming"
     gen = "wrk" if shutil.which("wrk") else "python aiohttp load generator"
-    print(f"# {mode}, {a.connections} connections, {a.duration}s each, load by {gen}; server pinned to core {server_core}")
+    print(
+        f"# {mode}, {a.connections} connections, {a.duration}s each, load by {gen}; server pinned to core {server_core}"
+    )
     print(f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in results.items():
-        print(f"{name:<10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8.0f}")
+        print(
+            f"{name:<10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8.0f}"
+        )
     if "proxy" in results and "fareway" in results:
         print(f"fareway / bare proxy requests/s: {results['fareway']['rps'] / results['proxy']['rps']:.1%}")
     if "direct" in results and "proxy" in results:

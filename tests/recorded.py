@@ -64,7 +64,10 @@ def load_cassette(path: Path) -> list[Interaction]:
     out = []
     for i, it in enumerate(data.get("interactions", [])):
         req, resp = it["request"], it["response"]
-        rheaders = {k.lower(): (v[0] if isinstance(v, list) and v else v) for k, v in (resp.get("headers") or {}).items()}
+        rheaders = {
+            k.lower(): (v[0] if isinstance(v, list) and v else v)
+            for k, v in (resp.get("headers") or {}).items()
+        }
         if "parsed_body" in resp:
             body = json.dumps(resp["parsed_body"]).encode()
         else:

@@ -37,7 +37,10 @@ def oai(gw: LiveGateway) -> openai.AsyncOpenAI:
 @pytest.mark.parametrize("model", UPSTREAMS)
 async def test_message(gateway: LiveGateway, model: str) -> None:
     msg = await ant(gateway).messages.create(
-        model=model, max_tokens=100, system="Be brief.", messages=[{"role": "user", "content": "echo:bonjour"}]
+        model=model,
+        max_tokens=100,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "echo:bonjour"}],
     )
     assert msg.type == "message" and msg.role == "assistant"
     assert [b.type for b in msg.content] == ["text"]
@@ -90,7 +93,10 @@ async def test_tool_use_round_trip(gateway: LiveGateway, model: str, streamed: b
         messages=[
             {"role": "user", "content": "What's the weather in Oslo?"},
             {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": calls[0].id, "content": "12C, rain"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": calls[0].id, "content": "12C, rain"}],
+            },
         ],
     )
     assert second.stop_reason == "end_turn"
@@ -138,11 +144,22 @@ async def test_wrong_key_is_401(gateway: LiveGateway) -> None:
     assert ei.value.body["type"] == "error"  # type: ignore[index]
 
 
-@pytest.mark.parametrize("provider,model", [("openai", "openai/gpt-4o-mini"), ("anthropic", "anthropic/claude-sonnet-4-5"), ("gemini", "gemini/gemini-2.5-flash")])
-async def test_529_surfaces_as_overloaded(gateway: LiveGateway, sim_control: Any, provider: str, model: str) -> None:
+@pytest.mark.parametrize(
+    "provider,model",
+    [
+        ("openai", "openai/gpt-4o-mini"),
+        ("anthropic", "anthropic/claude-sonnet-4-5"),
+        ("gemini", "gemini/gemini-2.5-flash"),
+    ],
+)
+async def test_529_surfaces_as_overloaded(
+    gateway: LiveGateway, sim_control: Any, provider: str, model: str
+) -> None:
     await sim_control.fault(provider=provider, kind="529", count=1)
     with pytest.raises(anthropic.APIStatusError) as ei:
-        await ant(gateway).messages.create(model=model, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        await ant(gateway).messages.create(
+            model=model, max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
     assert ei.value.status_code == 529
     assert type(ei.value).__name__ == "OverloadedError"
 
@@ -165,9 +182,13 @@ async def test_missing_max_tokens_is_anthropic_400(gateway: LiveGateway) -> None
 @pytest.mark.parametrize("model", ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"])
 async def test_openai_sdk_reaches_anthropic_and_gemini(gateway: LiveGateway, model: str) -> None:
     client = oai(gateway)
-    resp = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "echo:hi there"}])
+    resp = await client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "echo:hi there"}]
+    )
     assert resp.choices[0].message.content == "hi there"
-    tools: Any = [{"type": "function", "function": {"name": WEATHER["name"], "parameters": WEATHER["input_schema"]}}]
+    tools: Any = [
+        {"type": "function", "function": {"name": WEATHER["name"], "parameters": WEATHER["input_schema"]}}
+    ]
     stream = await client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "weather in Rome?"}],

@@ -29,8 +29,17 @@ async def _no_usage_upstream() -> tuple[web.AppRunner, int]:
         body = await request.json()
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
-        base = {"id": "chatcmpl-nousage", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
-        for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": "twelve chars"}, None), ({}, "stop")):
+        base = {
+            "id": "chatcmpl-nousage",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": body["model"],
+        }
+        for delta, finish in (
+            ({"role": "assistant", "content": ""}, None),
+            ({"content": "twelve chars"}, None),
+            ({}, "stop"),
+        ):
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
@@ -57,7 +66,9 @@ async def lgw(sim: Any, tmp_path: Any) -> AsyncIterator[LiveGateway]:
     cfg = dataclasses.replace(
         cfg,
         providers=providers,
-        aliases={"chain": {"strategy": "fallback", "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"]}},
+        aliases={
+            "chain": {"strategy": "fallback", "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"]}
+        },
         prices={"selfhosted": {"*": {"input": "0.5", "output": "1.5"}}},
     )
     gw = await start_gateway(cfg)
@@ -87,7 +98,9 @@ def check_cost(gw: LiveGateway, a: Any) -> None:
     if rates.reasoning is None:
         assert a.cost_output == rates.output.at(prompt) * a.output_tokens / M
         assert a.cost_reasoning == 0
-    assert a.cost == a.cost_input + a.cost_cached_input + a.cost_cache_write + a.cost_output + a.cost_reasoning
+    assert (
+        a.cost == a.cost_input + a.cost_cached_input + a.cost_cache_write + a.cost_output + a.cost_reasoning
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -144,8 +157,12 @@ async def test_anthropic_stream_is_recorded(lgw: LiveGateway) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.post(
             lgw.url + "/v1/messages",
-            json={"model": "anthropic/claude-haiku-4-5", "max_tokens": 100, "stream": True,
-                  "messages": [{"role": "user", "content": "Write a haiku."}]},
+            json={
+                "model": "anthropic/claude-haiku-4-5",
+                "max_tokens": 100,
+                "stream": True,
+                "messages": [{"role": "user", "content": "Write a haiku."}],
+            },
             headers={"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"},
         ) as r:
             await r.read()
@@ -174,7 +191,9 @@ async def test_stream_without_upstream_usage_is_estimated(lgw: LiveGateway) -> N
 async def test_fallback_records_the_failed_attempt(lgw: LiveGateway, sim_control: Any) -> None:
     await sim_control.fault(provider="openai", kind="500", count=1)
     client = openai.AsyncOpenAI(base_url=lgw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
-    raw = await client.chat.completions.with_raw_response.create(model="chain", messages=[{"role": "user", "content": "hi"}])
+    raw = await client.chat.completions.with_raw_response.create(
+        model="chain", messages=[{"role": "user", "content": "hi"}]
+    )
     row = await logged(lgw, raw.headers["x-request-id"])
     assert [(a.provider, a.outcome, a.role) for a in row.attempts] == [
         ("openai", "error", "primary"),
@@ -191,7 +210,9 @@ async def test_failed_call_is_recorded(lgw: LiveGateway, sim_control: Any) -> No
     await sim_control.fault(provider="openai", kind="429", count=1, retry_after=1)
     client = openai.AsyncOpenAI(base_url=lgw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
     with pytest.raises(openai.RateLimitError) as ei:
-        await client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        await client.chat.completions.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
     rid = ei.value.response.headers["x-request-id"]
     row = await logged(lgw, rid)
     assert row.call.outcome == "error" and row.call.status == 429
@@ -210,7 +231,11 @@ async def test_two_thousand_calls_lose_no_record(sim: Any, tmp_path: Any) -> Non
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as s:
 
             async def one() -> None:
-                async with s.post(gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {MASTER_KEY}"}) as r:
+                async with s.post(
+                    gw.url + "/v1/chat/completions",
+                    json=body,
+                    headers={"authorization": f"Bearer {MASTER_KEY}"},
+                ) as r:
                     assert r.status == 200
                     await r.read()
                     ids.append(r.headers["x-request-id"])

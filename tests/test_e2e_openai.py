@@ -135,7 +135,9 @@ async def test_missing_key_is_401(gateway: LiveGateway) -> None:
 
 async def test_unknown_model_is_404(gateway: LiveGateway) -> None:
     with pytest.raises(openai.NotFoundError) as ei:
-        await client(gateway).chat.completions.create(model="no-such-model-xyz", messages=[{"role": "user", "content": "hi"}])
+        await client(gateway).chat.completions.create(
+            model="no-such-model-xyz", messages=[{"role": "user", "content": "hi"}]
+        )
     assert "no-such-model-xyz" in ei.value.message
 
 
@@ -165,7 +167,9 @@ async def test_malformed_json_is_400(gateway: LiveGateway) -> None:
 async def test_wrong_types_are_400_naming_the_param(gateway: LiveGateway) -> None:
     with pytest.raises(openai.BadRequestError) as ei:
         await client(gateway).chat.completions.create(
-            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens="ten"  # type: ignore[arg-type]
+            model="openai/gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens="ten",  # type: ignore[arg-type]
         )
     assert ei.value.param == "max_tokens" or "max_tokens" in ei.value.message
 
@@ -176,7 +180,9 @@ async def test_oversized_body_is_413(sim: Any, tmp_path: Any) -> None:
         async with aiohttp.ClientSession() as s:
             payload = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 5000}]}
             async with s.post(
-                gw.url + "/v1/chat/completions", json=payload, headers={"authorization": f"Bearer {MASTER_KEY}"}
+                gw.url + "/v1/chat/completions",
+                json=payload,
+                headers={"authorization": f"Bearer {MASTER_KEY}"},
             ) as r:
                 assert r.status == 413
                 assert "limit" in (await r.json())["error"]["message"]
@@ -209,14 +215,22 @@ async def test_config_example_verbatim(tmp_path: Any) -> None:
 
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
-        seen.append({"path": request.path, "auth": request.headers.get("authorization"), "model": body["model"]})
+        seen.append(
+            {"path": request.path, "auth": request.headers.get("authorization"), "model": body["model"]}
+        )
         return web.json_response(
             {
                 "id": "chatcmpl-local",
                 "object": "chat.completion",
                 "created": 1,
                 "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "from local"}, "finish_reason": "stop"}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "from local"},
+                        "finish_reason": "stop",
+                    }
+                ],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
             }
         )
@@ -240,7 +254,9 @@ async def test_config_example_verbatim(tmp_path: Any) -> None:
     assert cfg.master_key == MASTER_KEY
     gw = await start_gateway(cfg)
     try:
-        resp = await client(gw).chat.completions.create(model="local/anything", messages=[{"role": "user", "content": "hi"}])
+        resp = await client(gw).chat.completions.create(
+            model="local/anything", messages=[{"role": "user", "content": "hi"}]
+        )
         assert resp.choices[0].message.content == "from local"
         assert seen == [{"path": "/v1/chat/completions", "auth": "Bearer local-secret", "model": "anything"}]
     finally:

@@ -21,7 +21,11 @@ ALIASES = {
         "targets": ["mistral/mistral-small-latest", "groq/llama-3.1-8b-instant", "openai/gpt-4o-mini"],
     },
     "duo": {"strategy": "race", "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"]},
-    "hedged": {"strategy": "hedge", "hedge_ms": 200, "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"]},
+    "hedged": {
+        "strategy": "hedge",
+        "hedge_ms": 200,
+        "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"],
+    },
     "claude-chain": {"strategy": "fallback", "targets": ["anthropic/claude-haiku-4-5", "openai/gpt-4o-mini"]},
 }
 
@@ -59,19 +63,26 @@ async def test_429_falls_back_to_next_offer_at_once(rgw: LiveGateway, sim_contro
     elapsed = time.monotonic() - t0
     assert raw.parse().choices[0].message.content == "served"
     assert raw.headers["x-fareway-provider"] == "groq"
-    assert attempts(raw.headers["x-fareway-route"]) == {"openai/gpt-4o-mini": "error", "groq/llama-3.1-8b-instant": "ok"}
+    assert attempts(raw.headers["x-fareway-route"]) == {
+        "openai/gpt-4o-mini": "error",
+        "groq/llama-3.1-8b-instant": "ok",
+    }
     assert elapsed < 30, "the fallback must not wait out the failed provider's Retry-After"
 
 
 async def test_client_error_is_not_a_fallback_trigger(rgw: LiveGateway, sim_control: Any) -> None:
     before = await sim_control.stats()
     with pytest.raises(openai.BadRequestError):
-        await oai(rgw).chat.completions.create(model="chain", messages=[{"role": "user", "content": "hi"}], n=0)
+        await oai(rgw).chat.completions.create(
+            model="chain", messages=[{"role": "user", "content": "hi"}], n=0
+        )
     after = await sim_control.stats()
     assert provider_count(after, "groq", "requests") == provider_count(before, "groq", "requests")
 
 
-async def test_stall_before_first_token_falls_back_at_ttft_timeout(rgw: LiveGateway, sim_control: Any) -> None:
+async def test_stall_before_first_token_falls_back_at_ttft_timeout(
+    rgw: LiveGateway, sim_control: Any
+) -> None:
     await sim_control.fault(provider="openai", kind="stall", count=1)
     stream = await oai(rgw).chat.completions.with_raw_response.create(
         model="chain", messages=[{"role": "user", "content": "echo:after stall"}], stream=True
@@ -93,18 +104,24 @@ async def test_in_stream_error_before_content_falls_back(rgw: LiveGateway, sim_c
     assert stream.headers["x-fareway-provider"] == "groq"
 
 
-async def test_failure_after_first_token_is_a_clean_openai_error_event(rgw: LiveGateway, sim_control: Any) -> None:
+async def test_failure_after_first_token_is_a_clean_openai_error_event(
+    rgw: LiveGateway, sim_control: Any
+) -> None:
     await sim_control.fault(provider="openai", kind="reset", count=1, after_chunks=2)
     async with aiohttp.ClientSession() as s:
         async with s.post(
             rgw.url + "/v1/chat/completions",
-            json={"model": "chain", "messages": [{"role": "user", "content": "tell me a long story"}], "stream": True},
+            json={
+                "model": "chain",
+                "messages": [{"role": "user", "content": "tell me a long story"}],
+                "stream": True,
+            },
             headers={"authorization": f"Bearer {MASTER_KEY}"},
         ) as r:
             assert r.status == 200
             body = (await r.read()).decode()
     frames = [f for f in body.split("\n\n") if f.strip()]
-    assert frames[-1].startswith("data: {\"error\"")
+    assert frames[-1].startswith('data: {"error"')
     assert "[DONE]" not in body
     # The official SDK turns it into an exception rather than a silently truncated answer.
     await sim_control.fault(provider="openai", kind="reset", count=1, after_chunks=2)
@@ -116,7 +133,9 @@ async def test_failure_after_first_token_is_a_clean_openai_error_event(rgw: Live
             pass
 
 
-async def test_failure_after_first_token_is_a_clean_anthropic_error_event(rgw: LiveGateway, sim_control: Any) -> None:
+async def test_failure_after_first_token_is_a_clean_anthropic_error_event(
+    rgw: LiveGateway, sim_control: Any
+) -> None:
     await sim_control.fault(provider="anthropic", kind="reset", count=1, after_chunks=2)
     async with aiohttp.ClientSession() as s:
         async with s.post(
@@ -140,7 +159,9 @@ async def test_failure_after_first_token_is_a_clean_anthropic_error_event(rgw: L
     client = anthropic.AsyncAnthropic(base_url=rgw.url, api_key=MASTER_KEY, max_retries=0)
     with pytest.raises(anthropic.APIError):
         async with client.messages.stream(
-            model="claude-chain", max_tokens=200, messages=[{"role": "user", "content": "tell me a long story"}]
+            model="claude-chain",
+            max_tokens=200,
+            messages=[{"role": "user", "content": "tell me a long story"}],
         ) as stream:
             async for _ in stream:
                 pass
@@ -167,17 +188,23 @@ async def test_race_returns_the_faster_and_cancels_the_loser(rgw: LiveGateway, s
 
         await asyncio.sleep(0.02)
         after = await sim_control.stats()
-    assert provider_count(after, "openai", "disconnects") == provider_count(before, "openai", "disconnects") + 1
+    assert (
+        provider_count(after, "openai", "disconnects") == provider_count(before, "openai", "disconnects") + 1
+    )
 
 
 async def test_one_of_three_providers_down_all_calls_succeed(rgw: LiveGateway, sim_control: Any) -> None:
     await sim_control.fault(provider="mistral", kind="503", rate=1.0)
     for i in range(10):
-        resp = await oai(rgw).chat.completions.create(model="chain3", messages=[{"role": "user", "content": f"echo:{i}"}])
+        resp = await oai(rgw).chat.completions.create(
+            model="chain3", messages=[{"role": "user", "content": f"echo:{i}"}]
+        )
         assert resp.choices[0].message.content == str(i)
 
 
-async def test_open_circuit_skips_a_dead_provider_without_an_attempt(rgw: LiveGateway, sim_control: Any) -> None:
+async def test_open_circuit_skips_a_dead_provider_without_an_attempt(
+    rgw: LiveGateway, sim_control: Any
+) -> None:
     await sim_control.fault(provider="mistral", kind="500", rate=1.0)
     threshold = rgw.app.gateway.stats.breaker_config.failure_threshold
     for i in range(threshold):
@@ -193,7 +220,9 @@ async def test_open_circuit_skips_a_dead_provider_without_an_attempt(rgw: LiveGa
     tried = attempts(raw.headers["x-fareway-route"])
     assert tried["mistral/mistral-small-latest"] == "skipped"
     assert tried["groq/llama-3.1-8b-instant"] == "ok"
-    assert provider_count(await sim_control.stats(), "mistral", "requests") == before, "no request may reach it"
+    assert provider_count(await sim_control.stats(), "mistral", "requests") == before, (
+        "no request may reach it"
+    )
 
 
 async def test_hedge_starts_the_second_offer_only_after_the_delay(rgw: LiveGateway, sim_control: Any) -> None:

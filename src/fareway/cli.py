@@ -47,10 +47,19 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8080).")
-@click.option("--demo", is_flag=True, help="Serve simulated stand-ins for the nine providers (no keys needed).")
-@click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--demo", is_flag=True, help="Serve simulated stand-ins for the nine providers (no keys needed)."
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
-def serve(config_path: str | None, host: str | None, port: int | None, demo: bool, log_level: str, access_log: bool) -> None:
+def serve(
+    config_path: str | None, host: str | None, port: int | None, demo: bool, log_level: str, access_log: bool
+) -> None:
     """Run the gateway (OpenAI-compatible /v1/chat/completions, Anthropic-compatible /v1/messages).
 
     With no provider key set anywhere, it starts in demo mode: every provider is the built-in
@@ -68,7 +77,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, demo: boo
     sim_port: int | None = None
     if demo or not cfg.keyed_providers():
         if not demo:
-            click.echo("No provider key is configured: starting in demo mode with simulated providers.", err=True)
+            click.echo(
+                "No provider key is configured: starting in demo mode with simulated providers.", err=True
+            )
         sim_port = _free_port("127.0.0.1")
         cfg = cfg.with_demo(f"http://127.0.0.1:{sim_port}")
         if not cfg.master_key:
@@ -83,9 +94,13 @@ def serve(config_path: str | None, host: str | None, port: int | None, demo: boo
 
         app.gateway.on_start.append(start_demo_sim)
     if not cfg.master_key:
-        click.echo("FAREWAY_MASTER_KEY is not set: only keys made with `fareway keys create` are accepted.", err=True)
+        click.echo(
+            "FAREWAY_MASTER_KEY is not set: only keys made with `fareway keys create` are accepted.", err=True
+        )
     url = f"http://{cfg.host}:{cfg.port}"
-    click.echo(f"Fareway {__version__} on {url}  (OpenAI base_url {url}/v1, Anthropic base_url {url})", err=True)
+    click.echo(
+        f"Fareway {__version__} on {url}  (OpenAI base_url {url}/v1, Anthropic base_url {url})", err=True
+    )
     if cfg.demo:
         key_note = "the key in FAREWAY_MASTER_KEY" if cfg.master_key != DEMO_KEY else f"key: {DEMO_KEY}"
         click.echo(f"DEMO MODE: every response is simulated, no provider is called. {key_note}", err=True)
@@ -107,13 +122,17 @@ def serve(config_path: str | None, host: str | None, port: int | None, demo: boo
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=9100, show_default=True)
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Simulator TOML config.")
+@click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Simulator TOML config."
+)
 @click.option("--demo", is_flag=True, help="Use the demo profiles (realistic relative speeds).")
 def sim(host: str, port: int, config_path: str | None, demo: bool) -> None:
     """Run the provider simulator (OpenAI, Anthropic and Gemini dialects, latency and faults)."""
     from fareway.sim.server import run_sim
 
-    click.echo(f"Fareway simulator on http://{host}:{port}  (e.g. base_url http://{host}:{port}/openai/v1)", err=True)
+    click.echo(
+        f"Fareway simulator on http://{host}:{port}  (e.g. base_url http://{host}:{port}/openai/v1)", err=True
+    )
     run_sim(host, port, config_path, demo)
 
 
@@ -140,7 +159,9 @@ def keys_create(name: str, role: str, config_path: str | None) -> None:
     """Issue a key.  It is printed once and never again."""
     secret, info = _keystore(config_path).create(name, role)
     click.echo(secret)
-    click.echo(f"created {info.key_id} ({role}) named {name!r}; store it now, it cannot be shown again", err=True)
+    click.echo(
+        f"created {info.key_id} ({role}) named {name!r}; store it now, it cannot be shown again", err=True
+    )
 
 
 @keys.command("list")
@@ -154,7 +175,9 @@ def keys_list(config_path: str | None) -> None:
     click.echo(f"{'id':<18} {'name':<20} {'role':<10} {'prefix':<8} {'created':<20} revoked")
     for k in rows:
         created = datetime.fromtimestamp(k.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        revoked = datetime.fromtimestamp(k.revoked_at, UTC).strftime("%Y-%m-%d %H:%M:%S") if k.revoked_at else "-"
+        revoked = (
+            datetime.fromtimestamp(k.revoked_at, UTC).strftime("%Y-%m-%d %H:%M:%S") if k.revoked_at else "-"
+        )
         click.echo(f"{k.key_id:<18} {k.name:<20} {k.role:<10} {k.prefix:<8} {created:<20} {revoked}")
 
 
@@ -207,7 +230,13 @@ def route() -> None:
 
 
 @route.command("explain")
-@click.option("--model", "-m", default="auto", show_default=True, help="auto, auto:fast, auto:cheap, an alias or a model.")
+@click.option(
+    "--model",
+    "-m",
+    default="auto",
+    show_default=True,
+    help="auto, auto:fast, auto:cheap, an alias or a model.",
+)
 @click.option("--prompt-file", type=click.File("r"), help="A file whose text is the user message.")
 @click.option("--prompt", default=None, help="The user message (instead of --prompt-file).")
 @click.option("--max-tokens", type=int, default=None)
@@ -248,14 +277,16 @@ def route_explain(
         messages=[Message("user", parts)],
         max_tokens=max_tokens,
         tools=[ToolSpec("tool")] if tools else [],
-        response_format=ResponseFormat("json_schema", name="out", schema={"type": "object"}) if json_schema else None,
+        response_format=ResponseFormat("json_schema", name="out", schema={"type": "object"})
+        if json_schema
+        else None,
     )
     gw = build_gateway(cfg)
     policy = gw.resolver.policy
     if policy is not None and (model in cfg.aliases or model == "auto" or model.startswith("auto:")):
         data = policy.explain(req)  # type: ignore[attr-defined]
     else:
-        route_obj, note = gw.resolver.resolve_explained(req)
+        _, note = gw.resolver.resolve_explained(req)
         data = {"model": model, "header": note}
     if as_json:
         click.echo(_json.dumps(data, indent=2, default=str))
@@ -267,7 +298,9 @@ def route_explain(
     for c in data.get("candidates", []):
         mark = "+" if c.get("kept") else "-"
         why = c.get("reason") or c.get("why") or ""
-        nums = ", ".join(f"{k}={c[k]}" for k in ("expected_cost_usd", "expected_latency_s", "quality") if k in c)
+        nums = ", ".join(
+            f"{k}={c[k]}" for k in ("expected_cost_usd", "expected_latency_s", "quality") if k in c
+        )
         click.echo(f"  {mark} {c.get('offer', c.get('key', '?')):<50} {nums}  {why}")
     if data.get("chosen"):
         click.echo(f"chosen:  {data['chosen']}  ({data.get('chosen_label', '')})")
@@ -283,4 +316,3 @@ def run() -> None:  # pragma: no cover - console entry for `python -m fareway`
 
 if __name__ == "__main__":  # pragma: no cover
     run()
-

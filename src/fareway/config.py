@@ -206,5 +206,7 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     cfg.aliases = _section(data, "aliases")
     cfg.prices = _section(data, "prices")
     master = data.get("master_key")
-    cfg.master_key = expand_env(master, env) if isinstance(master, str) else env.get("FAREWAY_MASTER_KEY") or None
+    cfg.master_key = (
+        expand_env(master, env) if isinstance(master, str) else env.get("FAREWAY_MASTER_KEY") or None
+    )
     return cfg

@@ -33,7 +33,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|gsk_[A-Za-z0-9]{8,}|csk-[A-Za-z0-9]{8,}|xai-[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,}|fw-[A-Za-z0-9_\-]{8,})")
+_KEYLIKE = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|gsk_[A-Za-z0-9]{8,}|csk-[A-Za-z0-9]{8,}|xai-[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,}|fw-[A-Za-z0-9_\-]{8,})"
+)
 
 
 def redact(text: str) -> str:
@@ -216,7 +218,11 @@ class NoRouteSucceeded(FarewayError):
 
     def __init__(self, attempts: list[Attempt], last: FarewayError | None) -> None:
         summary = "; ".join(f"{a.provider}/{a.model}: {a.error or a.outcome}" for a in attempts)
-        super().__init__(f"no provider could serve the request ({summary})" if attempts else "no provider could serve the request")
+        super().__init__(
+            f"no provider could serve the request ({summary})"
+            if attempts
+            else "no provider could serve the request"
+        )
         self.attempts = attempts
         self.last = last
         if last is not None:

@@ -34,10 +34,13 @@ class UpstreamResponse:
         try:
             return await self._resp.read()
         except TimeoutError as exc:
-            raise UpstreamTimeout("the upstream did not finish in time", phase="total", provider=self.provider) from exc
+            raise UpstreamTimeout(
+                "the upstream did not finish in time", phase="total", provider=self.provider
+            ) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamConnectionError(
-                f"the connection to the upstream failed while reading: {type(exc).__name__}", provider=self.provider
+                f"the connection to the upstream failed while reading: {type(exc).__name__}",
+                provider=self.provider,
             ) from exc
 
     async def next_chunk(self) -> bytes:

@@ -42,9 +42,10 @@ class Adapter(Protocol):
         """A non-streamed 2xx body.  Raises UpstreamError if the body is an error in disguise."""
         ...
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes, up: Upstream) -> UpstreamError:
+    def parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, up: Upstream
+    ) -> UpstreamError:
         """Classify a non-2xx response: by status first, message text second; carry retry_after."""
         ...
 
-    def stream_parser(self, up: Upstream) -> StreamParser:
-        ...
+    def stream_parser(self, up: Upstream) -> StreamParser: ...

@@ -119,7 +119,8 @@ class KeyStore:
     def _lookup(self, digest: str) -> Principal | None:
         with self._connect() as db:
             row = db.execute(
-                "SELECT key_id, name, role FROM gateway_keys WHERE key_hash=? AND revoked_at IS NULL", (digest,)
+                "SELECT key_id, name, role FROM gateway_keys WHERE key_hash=? AND revoked_at IS NULL",
+                (digest,),
             ).fetchone()
         return Principal(*row) if row else None
 

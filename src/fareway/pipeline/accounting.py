@@ -99,8 +99,10 @@ class Accounting:
 
     def _needs_estimate(self, a: AttemptLog) -> bool:
         # A cancelled or cut-off attempt that reached the provider consumed at least its prompt.
-        return a.usage is None and a.outcome in ("cancelled", "ok") or (
-            a.usage is None and a.outcome == "error" and a.output_chars > 0
+        return (
+            (a.usage is None
+            and a.outcome in ("cancelled", "ok"))
+            or (a.usage is None and a.outcome == "error" and a.output_chars > 0)
         )
 
     def _record(
@@ -115,7 +117,9 @@ class Accounting:
     ) -> str | None:
         needs = [a for a in call.attempts if self._needs_estimate(a)]
         if needs and _prompt_chars(req) > _SYNC_ESTIMATE_CHARS:
-            task = asyncio.ensure_future(self._record_later(info, call, req, winner, status, outcome, error, needs))
+            task = asyncio.ensure_future(
+                self._record_later(info, call, req, winner, status, outcome, error, needs)
+            )
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
             return None
@@ -187,6 +191,7 @@ class Accounting:
                     rec.tokens_per_s = round(a.usage.output_tokens / gen_s, 2)
             attempts.append(rec)
         latency_s = max((a.latency_s or 0.0) for a in call.attempts) if call.attempts else 0.0
+        last = winner or (call.attempts[-1] if call.attempts else None)
         rec_call = CallRecord(
             request_id=info.request_id,
             requested_model=info.requested_model,
@@ -194,12 +199,8 @@ class Accounting:
             key_id=info.principal.key_id,
             key_name=info.principal.name,
             client_dialect=info.dialect,
-            provider=(winner or (call.attempts[-1] if call.attempts else None)).target.upstream.provider
-            if (winner or call.attempts)
-            else None,
-            upstream_model=(winner or (call.attempts[-1] if call.attempts else None)).target.upstream.model
-            if (winner or call.attempts)
-            else None,
+            provider=last.target.upstream.provider if last is not None else None,
+            upstream_model=last.target.upstream.model if last is not None else None,
             status=status,
             outcome=outcome,  # type: ignore[arg-type]
             stream=info.stream,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from fareway.adapters.base import Adapter
 from fareway.config import Config
 from fareway.errors import FarewayError, NoRouteSucceeded, StreamInterrupted
@@ -147,10 +148,17 @@ class Gateway:
             if cost is not None:
                 hdrs.append(("x-fareway-cost-usd", cost))
             return Reply(200, hdrs, wire.encode_response(resp, req, meta))
-        return Reply(200, hdrs, stream=self._stream(wire, req, committed, call, info, meta), content_type="text/event-stream")
+        return Reply(
+            200,
+            hdrs,
+            stream=self._stream(wire, req, committed, call, info, meta),
+            content_type="text/event-stream",
+        )
 
     def _route_header(self, note: str, call: CallLog) -> str:
-        tried = ",".join(f"{a.target.key}={'committed' if a.outcome == 'pending' else a.outcome}" for a in call.attempts)
+        tried = ",".join(
+            f"{a.target.key}={'committed' if a.outcome == 'pending' else a.outcome}" for a in call.attempts
+        )
         return f"{note}; attempts={tried}"
 
     async def _stream(

@@ -59,11 +59,17 @@ class Resolver:
         provider, _, model = name.partition("/")
         p = self.config.providers.get(provider)
         if p is None or not model:
-            raise NotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
+            raise NotFound(
+                f"The model `{name}` does not exist or you do not have access to it.", param="model"
+            )
         up = self.upstream(provider, model)
         if up is None:
             env = p.spec.key_env
-            hint = f" (set {env} or api_key in [providers.{provider}])" if env else f" (set api_key in [providers.{provider}])"
+            hint = (
+                f" (set {env} or api_key in [providers.{provider}])"
+                if env
+                else f" (set api_key in [providers.{provider}])"
+            )
             raise NotFound(
                 f"The model `{name}` is not available: provider `{provider}` has no API key configured{hint}.",
                 param="model",
@@ -103,7 +109,9 @@ class Resolver:
                 if name in self.config.aliases:
                     route = self._alias(name, self.config.aliases[name])
                     return route, f"policy=alias; route={describe(route)}"
-                raise NotFound(f"The model `{name}` needs the routing policies, which are not enabled.", param="model")
+                raise NotFound(
+                    f"The model `{name}` needs the routing policies, which are not enabled.", param="model"
+                )
             decide = getattr(self.policy, "decide", None)
             if decide is None:
                 route = self.policy(name, req)
@@ -137,7 +145,9 @@ class Resolver:
                     param="model",
                     code="provider_not_configured",
                 )
-            raise NotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
+            raise NotFound(
+                f"The model `{name}` does not exist or you do not have access to it.", param="model"
+            )
         return targets[0] if len(targets) == 1 else Fallback(list(targets))
 
     def listed_models(self) -> list[tuple[str, str]]:

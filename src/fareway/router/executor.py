@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from fareway.adapters.base import Adapter, StreamParser
+from fareway.errors import Attempt as AttemptSummary
 from fareway.errors import (
     FarewayError,
     NoRouteSucceeded,
@@ -29,7 +30,6 @@ from fareway.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from fareway.errors import Attempt as AttemptSummary
 from fareway.events import Accumulator, StreamEvent, is_content
 from fareway.router.routes import Fallback, Race, Route, Split, Target
 from fareway.transport import Transport, UpstreamResponse
@@ -167,7 +167,9 @@ class _Live:
             return []
         if time.monotonic() > self.deadline:
             raise UpstreamTimeout(
-                "the upstream stream exceeded the total timeout", phase="total", provider=self.log.target.upstream.provider
+                "the upstream stream exceeded the total timeout",
+                phase="total",
+                provider=self.log.target.upstream.provider,
             )
         chunk = await self.resp.next_chunk()
         if chunk:
@@ -363,7 +365,9 @@ class Executor:
         resp: UpstreamResponse | None = None
         try:
             if not req.stream:
-                resp = await self.transport.send(http, up.provider, total=self.total_timeout, idle=self.idle_timeout)
+                resp = await self.transport.send(
+                    http, up.provider, total=self.total_timeout, idle=self.idle_timeout
+                )
                 body = await resp.read()
                 resp.release()
                 if resp.status >= 300:
@@ -398,7 +402,9 @@ class Executor:
         live: _Live | None = None
         try:
             async with asyncio.timeout(self.first_token_timeout):
-                resp = await self.transport.send(http, up.provider, total=self.total_timeout, idle=self.idle_timeout)
+                resp = await self.transport.send(
+                    http, up.provider, total=self.total_timeout, idle=self.idle_timeout
+                )
                 if resp.status >= 300:
                     body = await resp.read()
                     resp.release()
@@ -415,7 +421,9 @@ class Executor:
             if resp is not None:
                 resp.close()
             raise UpstreamTimeout(
-                f"no first token within {self.first_token_timeout:g}s", phase="first_token", provider=up.provider
+                f"no first token within {self.first_token_timeout:g}s",
+                phase="first_token",
+                provider=up.provider,
             ) from exc
         except asyncio.CancelledError:
             if live is not None:

@@ -18,7 +18,16 @@ import orjson
 from fareway.errors import FarewayError, NotFound
 from fareway.keys.store import Principal
 from fareway.pipeline.gateway import Gateway, Reply
-from fareway.server.http import Receive, Scope, Send, header_map, new_request_id, read_body, send_body, send_stream
+from fareway.server.http import (
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    new_request_id,
+    read_body,
+    send_body,
+    send_stream,
+)
 from fareway.wire.base import WireDialect
 
 log = logging.getLogger("fareway.server")
@@ -144,7 +153,9 @@ class App:
             return
         except Exception:
             log.exception("unhandled error on %s %s (request %s)", req.method, req.path, rid)
-            status, body = wire.encode_error(FarewayError("The gateway had an internal error; see its log for request " + rid))
+            status, body = wire.encode_error(
+                FarewayError("The gateway had an internal error; see its log for request " + rid)
+            )
             await send_body(send, 500, body, [("x-request-id", rid)])
             return
         headers = [("x-request-id", rid), *reply.headers]

@@ -51,7 +51,9 @@ def _header_value(v: str) -> bytes:
     return v.encode("latin-1", "replace")
 
 
-def _encode_headers(headers: list[tuple[str, str]], content_type: str, length: int | None) -> list[tuple[bytes, bytes]]:
+def _encode_headers(
+    headers: list[tuple[str, str]], content_type: str, length: int | None
+) -> list[tuple[bytes, bytes]]:
     out = [(b"content-type", content_type.encode("latin-1"))]
     if length is not None:
         out.append((b"content-length", str(length).encode()))
@@ -60,9 +62,19 @@ def _encode_headers(headers: list[tuple[str, str]], content_type: str, length: i
 
 
 async def send_body(
-    send: Send, status: int, body: bytes, headers: list[tuple[str, str]], content_type: str = "application/json"
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[str, str]],
+    content_type: str = "application/json",
 ) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _encode_headers(headers, content_type, len(body))})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": _encode_headers(headers, content_type, len(body)),
+        }
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

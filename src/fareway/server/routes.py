@@ -10,7 +10,9 @@ from fareway.server.app import App, Request, json_reply
 from fareway.wire.base import WireDialect
 
 
-def add_routes(app: App, gateway: Gateway, openai_wire: WireDialect, anthropic_wire: WireDialect | None) -> None:
+def add_routes(
+    app: App, gateway: Gateway, openai_wire: WireDialect, anthropic_wire: WireDialect | None
+) -> None:
     async def chat_completions(req: Request) -> Reply:
         assert req.principal is not None
         return await gateway.chat(openai_wire, req.body, req.headers, req.principal, req.request_id)
@@ -43,7 +45,9 @@ def add_routes(app: App, gateway: Gateway, openai_wire: WireDialect, anthropic_w
         mid = req.path[len("/v1/models/") :]
         for m, owner in gateway.resolver.listed_models():
             if m == mid:
-                return json_reply({"id": m, "object": "model", "created": int(gateway.started), "owned_by": owner})
+                return json_reply(
+                    {"id": m, "object": "model", "created": int(gateway.started), "owned_by": owner}
+                )
         raise NotFound(f"The model `{mid}` does not exist or you do not have access to it.", param="model")
 
     app.add("GET", "/v1/models", models, wire=openai_wire)
