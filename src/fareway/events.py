@@ -24,8 +24,8 @@ from typing import Literal
 from fareway.types import (
     ChatResponse,
     Extensions,
-    OpaquePart,
     FinishReason,
+    OpaquePart,
     Part,
     TextPart,
     ThinkingPart,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fareway.adapters.base import Adapter
 from fareway.config import Config
 from fareway.keys.store import KeyStore
+from fareway.ledger.pricing import PriceBook
+from fareway.ledger.writer import Ledger
 from fareway.pipeline.accounting import Accounting
 from fareway.pipeline.gateway import Gateway
 from fareway.pipeline.resolve import Resolver
-from fareway.ledger.pricing import PriceBook
-from fareway.ledger.writer import Ledger
 from fareway.providers.catalog import Catalog
 from fareway.router.executor import Executor
 from fareway.router.policies import Router
