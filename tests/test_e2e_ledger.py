@@ -246,7 +246,7 @@ async def test_two_thousand_calls_lose_no_record(sim: Any, tmp_path: Any) -> Non
         await gw.stop()  # graceful shutdown flushes the ledger
     from fareway.ledger.writer import Ledger
 
-    ledger = Ledger.open(None, path=str(tmp_path / "ledger.db"))
+    ledger = Ledger.open(None, path=str(tmp_path / "fareway.db"))
     await ledger.start()
     try:
         rows = await ledger.usage()

@@ -309,6 +309,15 @@ def route_explain(
     click.echo(f"x-fareway-route: {data.get('header')}")
 
 
+def _register_extras() -> None:
+    from fareway.cli_usage import register
+
+    register(main)
+
+
+_register_extras()
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m fareway`
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -25,13 +25,12 @@ import orjson
 from fareway.config import Config, ConfigError, load_config
 
 T = TypeVar("T")
-LEDGER_FILE = "fareway.db"
 MAX_LOGS = 1000  # as /v1/logs (fareway.dashboard.data.MAX_LOGS)
 
 
 def ledger_path(cfg: Config) -> Path:
     """The default SQLite ledger file (the server must open the same one)."""
-    return cfg.state_dir / LEDGER_FILE
+    return cfg.ledger_file
 
 
 def _config(config_path: str | None) -> Config:

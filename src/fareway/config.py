@@ -93,6 +93,11 @@ class Config:
     demo: bool = False
     source: str = "<defaults>"
 
+    @property
+    def ledger_file(self) -> Path:
+        """The default SQLite ledger (the server writes it, `fareway usage`/`logs` read it)."""
+        return self.state_dir / "fareway.db"
+
     def keyed_providers(self) -> set[str]:
         return {name for name, p in self.providers.items() if p.api_key}
 

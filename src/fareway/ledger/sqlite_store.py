@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import operator
 import queue
 import sqlite3
 import threading
@@ -42,10 +43,11 @@ _STOP = object()
 
 def iso_utc(value: datetime) -> str:
     """Fixed-width ISO-8601 UTC text, so stored times sort and compare as strings."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    if value.utcoffset():
-        value = value.astimezone(UTC)
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        elif value.utcoffset():
+            value = value.astimezone(UTC)
     return value.isoformat(timespec="microseconds")  # 2026-11-20T10:15:00.000000+00:00
 
 
@@ -76,19 +78,30 @@ _CALL_CONV = _converters(CALL_COLUMNS)
 _ATTEMPT_CONV = _converters(ATTEMPT_COLUMNS)
 
 
-def _row(obj: Any, columns: tuple[str, ...], conv: list[Any]) -> tuple[Any, ...]:
-    return tuple(
-        getattr(obj, name) if fn is None else fn(getattr(obj, name))
-        for name, fn in zip(columns, conv, strict=True)
-    )
+def _row_maker(columns: tuple[str, ...], conv: list[Any]) -> Any:
+    """A fast row builder: one attrgetter for all columns, conversions only where needed."""
+    get = operator.attrgetter(*columns)
+    fixes = [(i, fn) for i, fn in enumerate(conv) if fn is not None]
+
+    def row(obj: Any) -> list[Any]:
+        values = list(get(obj))
+        for i, fn in fixes:
+            values[i] = fn(values[i])
+        return values
+
+    return row
+
+
+_call_row = _row_maker(CALL_COLUMNS, _CALL_CONV)
+_attempt_row = _row_maker(ATTEMPT_COLUMNS, _ATTEMPT_CONV)
 
 
 def call_row(c: CallRecord) -> tuple[Any, ...]:
-    return _row(c, CALL_COLUMNS, _CALL_CONV)
+    return tuple(_call_row(c))
 
 
 def attempt_row(a: AttemptRecord) -> tuple[Any, ...]:
-    return _row(a, ATTEMPT_COLUMNS, _ATTEMPT_CONV)
+    return tuple(_attempt_row(a))
 
 
 _INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
@@ -247,18 +260,22 @@ class SqliteStore:
         while not stop:
             first = self._q.get()
             items: list[Any] = [first]
-            deadline = time.monotonic() + self.max_delay
-            while len(items) < self.batch_size and items[-1] is not _STOP:
+            if (
+                first is not _STOP
+                and not isinstance(first, FlushMarker)
+                and self._q.qsize() < self.batch_size
+            ):
+                # Gather for max_delay by sleeping, not by blocking on the queue: a get() with a
+                # timeout would wake this thread (and take the GIL from the event loop) on every
+                # single record put while the batch fills.
+                time.sleep(self.max_delay)
+            while (
+                len(items) < self.batch_size
+                and items[-1] is not _STOP
+                and not isinstance(items[-1], FlushMarker)
+            ):
                 try:
                     items.append(self._q.get_nowait())
-                    continue
-                except queue.Empty:
-                    pass
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or isinstance(items[-1], FlushMarker):
-                    break
-                try:
-                    items.append(self._q.get(timeout=remaining))
                 except queue.Empty:
                     break
             batch: list[QueueItem] = []
@@ -300,8 +317,8 @@ class SqliteStore:
                 return
 
     def _write_once(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> None:
-        calls = [call_row(c) for c, _ in batch]
-        attempts = [attempt_row(a) for _, atts in batch for a in atts]
+        calls = [_call_row(c) for c, _ in batch]
+        attempts = [_attempt_row(a) for _, atts in batch for a in atts]
         conn.execute("BEGIN")
         try:
             conn.executemany(_INSERT_CALL, calls)

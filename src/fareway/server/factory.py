@@ -7,6 +7,7 @@ from fareway.config import Config
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
 from fareway.ledger.writer import Ledger
+from fareway.metrics import Metrics
 from fareway.pipeline.accounting import Accounting
 from fareway.pipeline.gateway import Gateway
 from fareway.pipeline.resolve import Resolver
@@ -16,6 +17,7 @@ from fareway.router.policies import Router
 from fareway.router.stats import Stats
 from fareway.server.app import App
 from fareway.server.routes import add_routes
+from fareway.server.routes_admin import add_admin_routes
 from fareway.transport import Transport
 
 
@@ -66,11 +68,13 @@ def build_gateway(config: Config) -> Gateway:
         stats=stats,
     )
     ledger = None
+    metrics = Metrics()
     if config.ledger_enabled:
         ledger = Ledger.open(
-            config.ledger_url, path=str(config.state_dir / "ledger.db"), batch_size=config.ledger_batch_size
+            config.ledger_url, path=str(config.ledger_file), batch_size=config.ledger_batch_size
         )
-    accounting = Accounting(pricebook=pricebook, ledger=ledger)
+        metrics.bind_ledger(ledger)
+    accounting = Accounting(pricebook=pricebook, ledger=ledger, metrics=metrics)
     gateway = Gateway(
         config,
         keys=keys,
@@ -106,4 +110,5 @@ def build_app(config: Config) -> App:
         aw = None
     app = App(gateway, error_wire=openai_chat.WIRE)
     add_routes(app, gateway, openai_chat.WIRE, aw)
+    add_admin_routes(app, gateway)
     return app
