@@ -1,0 +1,83 @@
+"""Gateway keys: created once, stored only as a hash, accepted until revoked; admin routes need admin."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from click.testing import CliRunner
+
+from fareway.cli import main
+from fareway.errors import AuthenticationFailed
+from fareway.keys.store import KeyStore, hash_key
+from tests.conftest import gateway_config, start_gateway
+
+
+def test_key_is_stored_only_as_a_hash(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "state.db")
+    secret, info = store.create("app")
+    assert secret.startswith("fw-") and len(secret) > 40
+    dump = "\n".join(sqlite3.connect(tmp_path / "state.db").iterdump())
+    assert secret not in dump
+    assert hash_key(secret) in dump
+    assert [k.name for k in store.list()] == ["app"] and info.prefix == secret[:7]
+
+
+async def test_authenticate_and_revoke(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "state.db", master_key="master-secret", cache_ttl=0)
+    secret, info = store.create("app")
+    p = await store.authenticate(secret)
+    assert (p.key_id, p.role, p.is_admin) == (info.key_id, "inference", False)
+    assert (await store.authenticate("master-secret")).is_admin
+    for bad in (None, "", "fw-wrong", "master-secre"):
+        with pytest.raises(AuthenticationFailed):
+            await store.authenticate(bad)
+    assert store.revoke("app") == 1
+    with pytest.raises(AuthenticationFailed):
+        await store.authenticate(secret)
+    assert store.revoke("app") == 0
+
+
+def test_cli_create_list_revoke(tmp_path: Path) -> None:
+    cfg = tmp_path / "f.toml"
+    cfg.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\n')
+    runner = CliRunner()
+    created = runner.invoke(main, ["keys", "create", "--name", "ci", "--config", str(cfg)])
+    assert created.exit_code == 0, created.output
+    secret = created.stdout.strip().splitlines()[0]
+    assert secret.startswith("fw-")
+    listed = runner.invoke(main, ["keys", "list", "--config", str(cfg)])
+    assert "ci" in listed.output and secret not in listed.output
+    revoked = runner.invoke(main, ["keys", "revoke", "ci", "--config", str(cfg)])
+    assert revoked.exit_code == 0 and "revoked 1" in revoked.output
+    again = runner.invoke(main, ["keys", "revoke", "ci", "--config", str(cfg)])
+    assert again.exit_code != 0
+
+
+async def test_inference_key_over_http_and_admin_routes(sim: Any, tmp_path: Path) -> None:
+    cfg = gateway_config(sim.url, tmp_path)
+    gw = await start_gateway(cfg)
+    try:
+        secret, _ = gw.app.gateway.keys.create("http-app")
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
+        resp = await client.chat.completions.create(
+            model="groq/llama-3.1-8b-instant", messages=[{"role": "user", "content": "echo:ok"}]
+        )
+        assert resp.choices[0].message.content == "ok"
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            async with s.get(gw.url + "/metrics", headers={"authorization": f"Bearer {secret}"}) as r:
+                assert r.status == 403
+                assert (await r.json())["error"]["type"] == "permission_error"
+        gw.app.gateway.keys.revoke("http-app")
+        gw.app.gateway.keys._cache.clear()
+        with pytest.raises(openai.AuthenticationError):
+            await client.chat.completions.create(
+                model="groq/llama-3.1-8b-instant", messages=[{"role": "user", "content": "hi"}]
+            )
+    finally:
+        await gw.stop()
