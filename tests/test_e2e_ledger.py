@@ -256,3 +256,31 @@ async def test_two_thousand_calls_lose_no_record(sim: Any, tmp_path: Any) -> Non
         assert all(len(r.attempts) == 1 for r in recent)
     finally:
         await ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "model", "status"),
+    [
+        (b'{"model": "openai/gpt-4o-mini", "messages": [', "", 400),
+        (b'{"model": "openai/gpt-4o-mini", "messages": "nope"}', "openai/gpt-4o-mini", 400),
+        (
+            b'{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}',
+            "no-such-model",
+            404,
+        ),
+    ],
+)
+async def test_refused_requests_are_recorded_too(
+    lgw: LiveGateway, body: bytes, model: str, status: int
+) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            lgw.url + "/v1/chat/completions", data=body, headers={"authorization": f"Bearer {MASTER_KEY}"}
+        ) as r:
+            assert r.status == status
+            rid = r.headers["x-request-id"]
+    row = await logged(lgw, rid)
+    assert (row.call.status, row.call.outcome, row.call.requested_model) == (status, "error", model)
+    assert row.attempts == [] and row.call.cost == 0

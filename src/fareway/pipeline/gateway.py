@@ -121,13 +121,21 @@ class Gateway:
     ) -> Reply:
         """Run one chat call.  Raises FarewayError before anything was sent to the client (the
         server encodes it in the client's dialect); after the commit point errors are in-stream."""
-        req = wire.parse_request(body, headers)
-        info = CallInfo(request_id, principal, wire.name, req.model, req.stream, time.monotonic())
-        route, note = self.resolver.resolve_explained(req)
-        info.route = describe(route)
-        info.extra["route_note"] = note
+        t0 = time.monotonic()
         call = CallLog(request_id)
         try:
+            req = wire.parse_request(body, headers)
+        except FarewayError as exc:
+            # A refused request is still a ledger row (status 400, no attempts): nothing is lost.
+            bad = ChatRequest(model=_model_of(body), messages=[])
+            info = CallInfo(request_id, principal, wire.name, bad.model, False, t0)
+            self.accounting.call_failed(info, call, bad, exc)
+            raise
+        info = CallInfo(request_id, principal, wire.name, req.model, req.stream, t0)
+        try:
+            route, note = self.resolver.resolve_explained(req)
+            info.route = describe(route)
+            info.extra["route_note"] = note
             committed = await self.executor.run(route, req, call)
         except FarewayError as exc:
             self.accounting.call_failed(info, call, req, exc)
@@ -202,6 +210,16 @@ class Gateway:
             tail = enc.close(meta)
             if tail:
                 yield tail
+
+
+def _model_of(body: bytes) -> str:
+    """The model a refused request named, if it is readable at all (for its ledger row)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    model = data.get("model") if isinstance(data, dict) else None
+    return model[:200] if isinstance(model, str) else ""
 
 
 __all__ = ["CallInfo", "Gateway", "NoRouteSucceeded", "Reply"]
