@@ -1,8 +1,8 @@
 """Prometheus metrics, fed once per call from the ledger records that accounting builds.
 
-:meth:`Metrics.observe` runs on the request path, so it does only dictionary look-ups and a few
-float additions: the labelled children are cached per label tuple, so after warm-up a call costs
-no ``labels()`` lookup (each of which takes a lock and builds a tuple inside prometheus_client).
+:meth:`Metrics.observe` runs on the request path, so it only adds to plain dicts (no locks, no
+prometheus_client objects per call); a collector turns the tallies into metric families when
+``/metrics`` is scraped.  The event loop is the only writer, so no lock is needed.
 
 Metric families (all names prefixed ``fareway_``)::
 
@@ -29,11 +29,12 @@ Each :class:`Metrics` owns its own ``CollectorRegistry`` (no global state: tests
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from fareway.ledger.records import AttemptRecord, CallRecord
@@ -68,57 +69,77 @@ class _LedgerCollector(Collector):
         return [g]
 
 
+_COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("requests", "Client calls by answering provider, upstream model, HTTP status and client dialect.",
+     ("provider", "model", "status", "dialect")),
+    ("call_errors", "Client calls that ended in an error.", ("provider", "model", "dialect")),
+    ("upstream_attempts", "Upstream tries by outcome (ok, error, cancelled, skipped, cache_hit).",
+     ("provider", "model", "outcome")),
+    ("upstream_errors", "Upstream tries that failed.", ("provider", "model")),
+    ("tokens", "Tokens consumed, per attempt, by bucket (input and output are totals; "
+     "cached_input/cache_write are parts of input, reasoning part of output).", ("provider", "model", "bucket")),
+    ("cost_usd", "Known spend in USD, billed per attempt.", ("provider", "model")),
+    ("unpriced_attempts", "Attempts that consumed tokens at an unknown price (not in cost).", ("provider", "model")),
+    ("cache_hits", "Calls answered from the cache.", ("model",)),
+    ("cache_saved_usd", "What cached answers cost when they were made (USD).", ("model",)),
+)  # fmt: skip
+_HISTOGRAMS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
+    ("upstream_latency_seconds", "Successful upstream tries: request sent to last byte.", LATENCY_BUCKETS),
+    ("upstream_ttft_seconds", "Successful upstream tries: time to the first content token.", TTFT_BUCKETS),
+)
+
+
+class _Histogram:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect_left(self.bounds, v)] += 1
+        self.total += v
+
+
+class _Collector(Collector):
+    """Turns the plain in-memory tallies into metric families at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Any]:
+        m = self.metrics
+        for name, doc, labels in _COUNTERS:
+            fam = CounterMetricFamily(f"fareway_{name}", doc, labels=list(labels))
+            for key, v in sorted(m.counters[name].items()):
+                fam.add_metric(list(key), v)
+            yield fam
+        for name, doc, bounds in _HISTOGRAMS:
+            hfam = HistogramMetricFamily(f"fareway_{name}", doc, labels=["provider"])
+            for provider, h in sorted(m.histograms[name].items()):
+                cumulative, buckets = 0, []
+                for bound, n in zip((*bounds, float("inf")), h.counts, strict=True):
+                    cumulative += n
+                    buckets.append((_le(bound), float(cumulative)))
+                hfam.add_metric([provider], buckets, h.total)
+            yield hfam
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 class Metrics:
-    """Prometheus metrics for one gateway.  ``observe`` is cheap; ``render`` is the scrape body."""
+    """Prometheus metrics for one gateway.  ``observe`` only adds to dicts (a few microseconds on
+    the request path); ``render`` builds the exposition at scrape time."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "fareway_requests", "Client calls by answering provider, upstream model, HTTP status and client dialect.",
-            ["provider", "model", "status", "dialect"], registry=r,
-        )  # fmt: skip
-        self.call_errors = Counter(
-            "fareway_call_errors", "Client calls that ended in an error.",
-            ["provider", "model", "dialect"], registry=r,
-        )  # fmt: skip
-        self.attempts = Counter(
-            "fareway_upstream_attempts", "Upstream tries by outcome (ok, error, cancelled, skipped, cache_hit).",
-            ["provider", "model", "outcome"], registry=r,
-        )  # fmt: skip
-        self.upstream_errors = Counter(
-            "fareway_upstream_errors", "Upstream tries that failed.", ["provider", "model"], registry=r
-        )
-        self.latency = Histogram(
-            "fareway_upstream_latency_seconds", "Successful upstream tries: request sent to last byte.",
-            ["provider"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.ttft = Histogram(
-            "fareway_upstream_ttft_seconds", "Successful upstream tries: time to the first content token.",
-            ["provider"], buckets=TTFT_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.tokens = Counter(
-            "fareway_tokens", "Tokens consumed, per attempt, by bucket (input and output are totals; "
-            "cached_input/cache_write are parts of input, reasoning part of output).",
-            ["provider", "model", "bucket"], registry=r,
-        )  # fmt: skip
-        self.cost = Counter(
-            "fareway_cost_usd", "Known spend in USD, billed per attempt.", ["provider", "model"], registry=r
-        )
-        self.unpriced = Counter(
-            "fareway_unpriced_attempts", "Attempts that consumed tokens at an unknown price (not in cost).",
-            ["provider", "model"], registry=r,
-        )  # fmt: skip
-        self.cache_hits = Counter(
-            "fareway_cache_hits", "Calls answered from the cache.", ["model"], registry=r
-        )
-        self.cache_saved = Counter(
-            "fareway_cache_saved_usd",
-            "What cached answers cost when they were made (USD).",
-            ["model"],
-            registry=r,
-        )
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self.counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name, _, _ in _COUNTERS}
+        self.histograms: dict[str, dict[str, _Histogram]] = {name: {} for name, _, _ in _HISTOGRAMS}
+        self._bounds = {name: bounds for name, _, bounds in _HISTOGRAMS}
+        self.registry.register(_Collector(self))
         self._ledger: _LedgerCollector | None = None
 
     def bind_ledger(self, ledger: Any) -> None:
@@ -129,51 +150,56 @@ class Metrics:
         else:
             self._ledger.ledger = ledger
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    def _inc(self, name: str, key: tuple[str, ...], v: float = 1.0) -> None:
+        d = self.counters[name]
+        d[key] = d.get(key, 0.0) + v
+
+    def _hist(self, name: str, provider: str, v: float) -> None:
+        d = self.histograms[name]
+        h = d.get(provider)
+        if h is None:
+            h = d[provider] = _Histogram(self._bounds[name])
+        h.observe(v)
 
     def observe(self, call: CallRecord, attempts: list[AttemptRecord]) -> None:
         """Count one finished call and its attempts."""
         provider = call.provider or NONE
         model = (call.upstream_model or NONE) if call.provider else NONE
-        self._child(self.requests, provider, model, str(call.status), call.client_dialect).inc()
+        self._inc("requests", (provider, model, str(call.status), call.client_dialect))
         if call.outcome == "error":
-            self._child(self.call_errors, provider, model, call.client_dialect).inc()
+            self._inc("call_errors", (provider, model, call.client_dialect))
         if call.cache == "hit":
-            self._child(self.cache_hits, model).inc()
+            self._inc("cache_hits", (model,))
             if call.cost_saved:
-                self._child(self.cache_saved, model).inc(float(call.cost_saved))
+                self._inc("cache_saved_usd", (model,), float(call.cost_saved))
         for a in attempts:
             self._attempt(a)
 
     def _attempt(self, a: AttemptRecord) -> None:
         p, m = a.provider, a.model
-        self._child(self.attempts, p, m, a.outcome).inc()
+        self._inc("upstream_attempts", (p, m, a.outcome))
         if a.outcome == "error":
-            self._child(self.upstream_errors, p, m).inc()
+            self._inc("upstream_errors", (p, m))
         elif a.outcome == "ok":
             if a.latency_ms is not None:
-                self._child(self.latency, p).observe(a.latency_ms / 1000.0)
+                self._hist("upstream_latency_seconds", p, a.latency_ms / 1000.0)
             if a.ttft_ms is not None:
-                self._child(self.ttft, p).observe(a.ttft_ms / 1000.0)
-        for bucket, n in (
-            ("input", a.input_tokens),
-            ("cached_input", a.cached_input_tokens),
-            ("cache_write", a.cache_write_tokens),
-            ("output", a.output_tokens),
-            ("reasoning", a.reasoning_tokens),
-        ):
-            if n:
-                self._child(self.tokens, p, m, bucket).inc(n)
+                self._hist("upstream_ttft_seconds", p, a.ttft_ms / 1000.0)
+        if a.input_tokens:
+            self._inc("tokens", (p, m, "input"), a.input_tokens)
+        if a.cached_input_tokens:
+            self._inc("tokens", (p, m, "cached_input"), a.cached_input_tokens)
+        if a.cache_write_tokens:
+            self._inc("tokens", (p, m, "cache_write"), a.cache_write_tokens)
+        if a.output_tokens:
+            self._inc("tokens", (p, m, "output"), a.output_tokens)
+        if a.reasoning_tokens:
+            self._inc("tokens", (p, m, "reasoning"), a.reasoning_tokens)
         if a.cost is not None:
             if a.cost:
-                self._child(self.cost, p, m).inc(float(a.cost))
+                self._inc("cost_usd", (p, m), float(a.cost))
         elif a.input_tokens or a.output_tokens:
-            self._child(self.unpriced, p, m).inc()
+            self._inc("unpriced_attempts", (p, m))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
