@@ -106,7 +106,9 @@ def _contents(contents: list[dict[str, Any]]) -> list[Message]:
                     parts.append(ThinkingPart(signature=p["thoughtSignature"]))
                 if "functionCall" in p:
                     fc = p["functionCall"]
-                    parts.append(ToolCallPart(calls.call(fc), fc["name"], orjson.dumps(fc.get("args", {})).decode()))
+                    parts.append(
+                        ToolCallPart(calls.call(fc), fc["name"], orjson.dumps(fc.get("args", {})).decode())
+                    )
                 elif "text" in p:
                     if p["text"] or "thoughtSignature" not in p:
                         parts.append(TextPart(p["text"]))
@@ -180,7 +182,9 @@ def decode_request(http: HttpRequest) -> ChatRequest:
     if cfg.get("responseMimeType") == "application/json":
         schema = cfg.get("responseJsonSchema")
         req.response_format = (
-            ResponseFormat("json_schema", schema=schema) if schema is not None else ResponseFormat("json_object")
+            ResponseFormat("json_schema", schema=schema)
+            if schema is not None
+            else ResponseFormat("json_object")
         )
     req.thinking = _thinking(cfg.get("thinkingConfig"))
     return req

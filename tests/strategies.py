@@ -19,6 +19,7 @@ Deliberate limits (so the properties test translation, not these ambiguities):
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -43,8 +44,10 @@ from fareway.types import (
 
 # ------------------------------------------------------------------------------------ scalars
 
-_ALPHABET = st.characters(codec="utf-8", exclude_categories=("Cs",))
-_SPECIAL = st.sampled_from(["", " ", "\n", "\r\n", "\t", "é", "ß", "中文", "🙂", "👩‍💻", "\u2028", '"', "\\", "{}", "data: x"])
+_ALPHABET = st.characters(codec="utf-8", exclude_categories=["Cs"])
+_SPECIAL = st.sampled_from(
+    ["", " ", "\n", "\r\n", "\t", "é", "ß", "中文", "🙂", "👩‍💻", "\u2028", '"', "\\", "{}", "data: x"]
+)
 
 text = st.one_of(
     st.text(_ALPHABET, max_size=12),
@@ -52,17 +55,21 @@ text = st.one_of(
 )
 """Short unicode text with emoji (incl. ZWJ sequences), newlines, CRLF, quotes and backslashes."""
 
-nonempty_text = text.filter(bool)
+nonempty_text = text.map(lambda t: t or "·")
 
-identifier = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True)
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_ALNUM = _LOWER + _LOWER.upper() + "0123456789"
+identifier = st.builds(
+    lambda a, b: a + b, st.sampled_from(_LOWER), st.text(_LOWER + "0123456789_", max_size=8)
+)
 
 b64 = st.binary(min_size=1, max_size=24).map(lambda b: __import__("base64").b64encode(b).decode())
 
-_tool_id = st.one_of(
-    st.from_regex(r"call_[A-Za-z0-9]{6,12}", fullmatch=True),
-    st.from_regex(r"toolu_[A-Za-z0-9]{8,12}", fullmatch=True),
-    st.from_regex(r"[A-Za-z0-9]{9}", fullmatch=True),  # Mistral-style
-    st.from_regex(r"fc\.[a-z0-9]{3}:[0-9]{1,3}", fullmatch=True),  # not valid for Anthropic
+_tool_id = st.builds(
+    lambda prefix, body: prefix + body,
+    # call_ (OpenAI), toolu_ (Anthropic), none (Mistral-style alnum), fc.x: (not valid for Anthropic)
+    st.sampled_from(["call_", "toolu_", "", "fc.a1:"]),
+    st.text(_ALNUM, min_size=6, max_size=9),
 )
 
 json_scalar = st.one_of(
@@ -74,16 +81,14 @@ json_scalar = st.one_of(
 )
 json_value = st.recursive(
     json_scalar,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(identifier, inner, max_size=3)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(identifier, inner, max_size=3)),
     max_leaves=6,
 )
 json_object = st.dictionaries(identifier, json_value, max_size=4)
 
 
 @st.composite
-def arguments(draw: st.DrawFn) -> str:
+def _arguments(draw: st.DrawFn) -> str:
     """Tool-call arguments as a model writes them: ``""`` (no arguments) or an object's JSON
     text, compact or spaced."""
     if draw(st.integers(0, 5)) == 0:
@@ -96,7 +101,7 @@ def arguments(draw: st.DrawFn) -> str:
     return json.dumps(obj, ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from([None, 2])))
 
 
-_plain_result = text.filter(lambda t: not t.lstrip().startswith("{"))
+_plain_result = text.map(lambda t: "(" + t if t.lstrip().startswith("{") else t)
 result_text = st.one_of(
     _plain_result,
     _plain_result,
@@ -112,7 +117,7 @@ _MEDIA = st.sampled_from(["image/png", "image/jpeg", "image/webp", "image/gif"])
 
 
 @st.composite
-def image(draw: st.DrawFn) -> ImagePart:
+def _image(draw: st.DrawFn) -> ImagePart:
     detail = draw(st.sampled_from([None, None, "auto", "low", "high"]))
     if draw(st.booleans()):
         return ImagePart(data=draw(b64), media_type=draw(_MEDIA), detail=detail)
@@ -120,6 +125,9 @@ def image(draw: st.DrawFn) -> ImagePart:
     path = draw(identifier)
     return ImagePart(url=f"https://img.example.com/{path}{'.' + ext if ext else ''}", detail=detail)
 
+
+arguments = _arguments()
+image = _image()
 
 # ------------------------------------------------------------------------------------- tools
 
@@ -133,7 +141,7 @@ _param_schema = st.fixed_dictionaries(
 def tool_spec(draw: st.DrawFn, name: str) -> ToolSpec:
     props = draw(st.dictionaries(identifier, _param_schema, max_size=3))
     params: dict[str, Any] = {"type": "object", "properties": props}
-    if props and draw(st.booleans()):
+    if draw(st.booleans()) and props:
         params["required"] = sorted(props)[:1]
     return ToolSpec(
         name=name,
@@ -147,12 +155,17 @@ def tool_spec(draw: st.DrawFn, name: str) -> ToolSpec:
 
 
 @st.composite
-def thinking(draw: st.DrawFn, *, redacted: bool = True) -> ThinkingPart:
-    kind = draw(st.sampled_from(["signed", "signed", "unsigned", "redacted"] if redacted else ["signed", "unsigned"]))
+def _thinking(draw: st.DrawFn, *, redacted: bool = True) -> ThinkingPart:
+    kind = draw(
+        st.sampled_from(["signed", "signed", "unsigned", "redacted"] if redacted else ["signed", "unsigned"])
+    )
     if kind == "redacted":
         return ThinkingPart(redacted=draw(b64))
     sig = draw(b64) if kind == "signed" else None
     return ThinkingPart(text=draw(text), signature=sig)
+
+
+THINKING = {True: _thinking(redacted=True), False: _thinking(redacted=False)}
 
 
 class _Ids:
@@ -180,30 +193,28 @@ def conversation(draw: st.DrawFn, tools: list[ToolSpec]) -> list[Message]:
         if turn and draw(st.integers(0, 5)) == 0:  # a mid-conversation system/developer message
             msgs.append(Message("system", [TextPart(draw(nonempty_text))]))
         for _ in range(draw(st.sampled_from([1, 1, 1, 2]))):  # sometimes two user turns in a row
-            parts: list[Part] = draw(
-                st.lists(st.one_of(text.map(TextPart), image()), min_size=1, max_size=3)
-            )
+            parts: list[Part] = draw(st.lists(st.one_of(text.map(TextPart), image), min_size=1, max_size=3))
             name = draw(st.sampled_from([None, None, None, "alice"]))
             msgs.append(Message("user", parts, name=name))
         for _ in range(draw(st.integers(0, 2))):  # assistant turns (each followed by its results)
             content: list[Part] = []
-            content += draw(st.lists(thinking(), max_size=2))
+            content += draw(st.lists(THINKING[True], max_size=2))
             content += draw(st.lists(text.map(TextPart), max_size=2))
             calls = [
-                ToolCallPart(ids.new(draw), draw(st.sampled_from(names)), draw(arguments()))
+                ToolCallPart(ids.new(draw), draw(st.sampled_from(names)), draw(arguments))
                 for _ in range(draw(st.integers(0, 3)))
             ]
             content += calls
             msgs.append(Message("assistant", content))
             if not calls:
                 break
-            results = []
+            results: list[Part] = []
             for call in calls:
                 body: list[Part] = [TextPart(draw(result_text))]
                 if draw(st.integers(0, 4)) == 0:
                     body.append(TextPart(draw(_plain_result)))
                 if draw(st.integers(0, 6)) == 0:
-                    body.append(draw(image()))
+                    body.append(draw(image))
                 if draw(st.integers(0, 8)) == 0:
                     body = []
                 results.append(
@@ -252,13 +263,15 @@ def chat_request(draw: st.DrawFn) -> ChatRequest:
     if draw(st.integers(0, 4)) == 0:
         req.metadata = {"tag": draw(identifier)}
     if draw(st.booleans()):
-        mode = draw(st.sampled_from(["auto", "none", "required", "tool"]))
+        mode: Any = draw(st.sampled_from(["auto", "none", "required", "tool"]))
         req.tool_choice = ToolChoice(
             mode,
-            draw(st.sampled_from(tool_names)) if mode == "tool" and tool_names else ("x" if mode == "tool" else None),
+            draw(st.sampled_from(tool_names))
+            if mode == "tool" and tool_names
+            else ("x" if mode == "tool" else None),
             draw(st.sampled_from([None, True, False])),
         )
-    rf = draw(st.sampled_from([None, None, "text", "json_object", "json_schema"]))
+    rf: Any = draw(st.sampled_from([None, None, "text", "json_object", "json_schema"]))
     if rf == "json_schema":
         req.response_format = ResponseFormat(
             "json_schema",
@@ -288,7 +301,18 @@ def usage(draw: st.DrawFn) -> Usage:
 
 
 _FINISH = st.sampled_from(
-    ["stop", "stop", "stop_sequence", "length", "tool_calls", "content_filter", "pause", "context_window", "error", None]
+    [
+        "stop",
+        "stop",
+        "stop_sequence",
+        "length",
+        "tool_calls",
+        "content_filter",
+        "pause",
+        "context_window",
+        "error",
+        None,
+    ]
 )
 
 
@@ -302,12 +326,13 @@ def chat_response(draw: st.DrawFn, *, redacted: bool = True) -> ChatResponse:
         if kind == "text":
             parts.append(TextPart(draw(text)))
         elif kind == "thinking":
-            parts.append(draw(thinking(redacted=redacted)))
+            parts.append(draw(THINKING[redacted]))
         else:
-            parts.append(ToolCallPart(ids.new(draw), draw(identifier), draw(arguments())))
-    finish = draw(_FINISH)
+            parts.append(ToolCallPart(ids.new(draw), draw(identifier), draw(arguments)))
+    finish: Any = draw(_FINISH)
     return ChatResponse(
-        id=draw(st.from_regex(r"(msg_|chatcmpl-|resp-)?[A-Za-z0-9]{6,16}", fullmatch=True)),
+        id=draw(st.sampled_from(["msg_", "chatcmpl-", "resp-", ""]))
+        + draw(st.text(_ALNUM, min_size=6, max_size=12)),
         model="m-" + draw(identifier),
         content=parts,
         finish_reason=finish,
@@ -327,4 +352,4 @@ def cut_points(draw: st.DrawFn, size: int) -> list[int]:
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
