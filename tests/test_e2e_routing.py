@@ -27,6 +27,12 @@ ALIASES = {
         "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"],
     },
     "claude-chain": {"strategy": "fallback", "targets": ["anthropic/claude-haiku-4-5", "openai/gpt-4o-mini"]},
+    "capped": {
+        "strategy": "race",
+        "targets": ["groq/llama-3.1-8b-instant", "anthropic/claude-sonnet-4-5"],
+        "max_cost_usd": 0.0001,
+    },
+    "hedge-p90": {"strategy": "hedge", "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"]},
 }
 
 
@@ -249,3 +255,24 @@ async def test_hedge_starts_the_second_offer_only_after_the_delay(rgw: LiveGatew
     assert raw.headers["x-fareway-provider"] == "groq"
     tried = attempts(raw.headers["x-fareway-route"])
     assert tried["openai/gpt-4o-mini"] == "cancelled"
+
+
+async def test_race_cost_cap_does_not_start_a_contender_past_it(rgw: LiveGateway, sim_control: Any) -> None:
+    before = provider_count(await sim_control.stats(), "anthropic", "requests")
+    raw = await oai(rgw).chat.completions.with_raw_response.create(
+        model="capped", messages=[{"role": "user", "content": "echo:cheap"}], max_tokens=50
+    )
+    assert raw.parse().choices[0].message.content == "cheap"
+    assert list(attempts(raw.headers["x-fareway-route"])) == ["groq/llama-3.1-8b-instant"]
+    assert provider_count(await sim_control.stats(), "anthropic", "requests") == before
+
+
+async def test_hedge_delay_defaults_to_the_first_offers_p90_ttft(rgw: LiveGateway) -> None:
+    from fareway.types import ChatRequest, Message, TextPart
+
+    router = rgw.app.gateway.resolver.policy
+    req = ChatRequest(model="hedge-p90", messages=[Message("user", [TextPart("hi")])])
+    decision = router.decide(req)
+    p90 = rgw.app.gateway.stats.snapshot("openai/gpt-4o-mini").ttft_p90
+    assert decision.route.hedge_ms == pytest.approx(p90 * 1000)
+    assert any("p90 TTFT" in n for n in decision.notes)

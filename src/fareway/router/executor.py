@@ -99,6 +99,15 @@ class _Skipped(UpstreamError):
     type = "api_error"
 
 
+def _expected_cost(route: Route) -> float | None:
+    """The policy's cost estimate of a contender (the first Target's, for a subtree)."""
+    if isinstance(route, Target):
+        return route.expected_cost_usd
+    if isinstance(route, Split):
+        return _expected_cost(route.choices[0][1]) if route.choices else None
+    return _expected_cost(route.routes[0]) if route.routes else None
+
+
 class Committed:
     """The attempt that won.  For a stream, iterate ``events()`` exactly once."""
 
@@ -296,8 +305,18 @@ class Executor:
         hedge_s = node.hedge_ms / 1000 if node.hedge_ms is not None else None
         last: UpstreamError | None = None
 
+        budget = node.max_cost_usd
+        spent = [0.0]
+
         def launch() -> None:
             child = children.pop(0)
+            if budget is not None and pending_started[0] > 0:
+                cost = _expected_cost(child)
+                if cost is not None and spent[0] + cost > budget:
+                    return  # over the race's cost cap: this contender is not started
+                spent[0] += cost or 0.0
+            elif budget is not None:
+                spent[0] += _expected_cost(child) or 0.0
             role = "hedge" if hedge_s is not None and pending_started[0] > 0 else "race"
             pending_started[0] += 1
             pending.add(asyncio.ensure_future(self._commit(child, req, call, role)))

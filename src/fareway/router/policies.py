@@ -66,7 +66,7 @@ class PolicyConfig:
     max_fallbacks: int = 3
     """Targets behind the chosen one in an ``auto`` chain."""
     default_hedge_ms: float = 1000.0
-    """``hedge`` aliases without ``hedge_ms``."""
+    """``hedge`` aliases without ``hedge_ms`` use the first offer's p90 TTFT; this when unknown."""
 
 
 class NoEligibleRoute(Unprocessable):
@@ -494,6 +494,12 @@ class Router:
         ts = [t for _, t in chosen]
         max_cost = spec.get("max_cost_usd")
         max_cost_f = float(max_cost) if max_cost is not None else None
+        if strategy in ("race", "hedge"):
+            for t in ts:
+                est = expected_cost(
+                    self.prices(t.upstream.provider, t.upstream.model), need.prompt_tokens, need.output_tokens
+                )
+                t.expected_cost_usd = float(est) if est is not None else None
         route: Route
         if strategy == "single" or len(ts) == 1:
             route = ts[0]
@@ -503,11 +509,13 @@ class Router:
             route = Race(list(ts), hedge_ms=None, max_cost_usd=max_cost_f)
         elif strategy == "hedge":
             hedge = spec.get("hedge_ms")
-            route = Race(
-                list(ts),
-                hedge_ms=float(hedge) if hedge is not None else self.config.default_hedge_ms,
-                max_cost_usd=max_cost_f,
-            )
+            if hedge is None:
+                # Default: the first offer's live p90 time to first token (catalog prior until
+                # traffic arrives), so the second starts only when the first is already slow.
+                p90 = self.stats.snapshot(ts[0].key).ttft_p90
+                hedge = p90 * 1000 if p90 and p90 > 0 else self.config.default_hedge_ms
+                notes.append(f"hedge after {float(hedge):.0f} ms (p90 TTFT of {ts[0].key})")
+            route = Race(list(ts), hedge_ms=float(hedge), max_cost_usd=max_cost_f)
         else:
             route = Split([(w, t) for w, t in chosen])
         for c in cands:

@@ -21,6 +21,8 @@ class Target:
     upstream: Upstream
     label: str = ""
     """How this offer was chosen, for x-fareway-route (e.g. "cheapest@q3")."""
+    expected_cost_usd: float | None = None
+    """The policy's estimate of this attempt's cost (for a race's cost cap); None if unknown."""
 
     @property
     def key(self) -> str:
@@ -39,6 +41,8 @@ class Race:
     """None: start all at once.  Otherwise start the next contender only after this many
     milliseconds without a first content event from those already running."""
     max_cost_usd: float | None = None
+    """A cap on the race's expected cost: a contender whose estimate would take the sum of the
+    started contenders past it is not started (the first one always is)."""
 
 
 @dataclass(slots=True)
