@@ -27,6 +27,10 @@ ALIASES = {
         "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"],
     },
     "claude-chain": {"strategy": "fallback", "targets": ["anthropic/claude-haiku-4-5", "openai/gpt-4o-mini"]},
+    "duo-chain": {
+        "strategy": "fallback",
+        "targets": ["mistral/mistral-small-latest", "groq/llama-3.1-8b-instant"],
+    },
     "capped": {
         "strategy": "race",
         "targets": ["groq/llama-3.1-8b-instant", "anthropic/claude-sonnet-4-5"],
@@ -276,3 +280,18 @@ async def test_hedge_delay_defaults_to_the_first_offers_p90_ttft(rgw: LiveGatewa
     p90 = rgw.app.gateway.stats.snapshot("openai/gpt-4o-mini").ttft_p90
     assert decision.route.hedge_ms == pytest.approx(p90 * 1000)
     assert any("p90 TTFT" in n for n in decision.notes)
+
+
+async def test_when_every_offer_is_out_the_skipped_ones_get_a_last_try(
+    rgw: LiveGateway, sim_control: Any
+) -> None:
+    """An open circuit reorders offers; it never turns a call one of them could serve into an error."""
+    stats = rgw.app.gateway.stats
+    stats.breaker("mistral/mistral-small-latest").force_open(60, "test: opened by hand")
+    stats.cool_down("groq/llama-3.1-8b-instant", 60, "test: cooling by hand")
+    raw = await oai(rgw).chat.completions.with_raw_response.create(
+        model="duo-chain", messages=[{"role": "user", "content": "echo:still served"}]
+    )
+    assert raw.parse().choices[0].message.content == "still served"
+    route = raw.headers["x-fareway-route"]
+    assert "mistral/mistral-small-latest=skipped" in route and "mistral/mistral-small-latest=ok" in route

@@ -12,7 +12,7 @@ Top-level sections:
 ``[server]``      host, port, max_body_bytes, state_dir
 ``[timeouts]``    connect, first_token, idle, total (seconds)
 ``[defaults]``    max_tokens (for Anthropic upstreams when an OpenAI client sends none)
-``[ledger]``      url (``postgresql://...``; default: SQLite state_dir/ledger.db), batch_size,
+``[ledger]``      url (``postgresql://...``; default: SQLite state_dir/fareway.db), batch_size,
                   enabled (false: no ledger at all — for measuring its cost only)
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] optional)

@@ -25,7 +25,7 @@ from fareway.types import Usage
 
 AttemptOutcome = Literal["ok", "error", "cancelled", "skipped", "cache_hit"]
 CallOutcome = Literal["ok", "error", "cancelled", "cache_hit"]
-Role = Literal["primary", "fallback", "race", "hedge", "judge"]
+Role = Literal["primary", "fallback", "race", "hedge", "judge", "last_resort"]
 CacheStatus = Literal["hit", "miss", "bypass"]
 
 

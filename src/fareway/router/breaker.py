@@ -47,8 +47,9 @@ class BreakerConfig:
     """Open when failures / calls in the window reach this..."""
     min_calls: int = 10
     """...and the window holds at least this many calls."""
-    cooldown_s: float = 15.0
-    max_cooldown_s: float = 300.0
+    cooldown_s: float = 5.0
+    """How long the circuit stays open before a half-open probe (doubled after a failed probe)."""
+    max_cooldown_s: float = 120.0
     backoff: float = 2.0
 
 

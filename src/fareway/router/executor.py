@@ -263,7 +263,19 @@ class Executor:
         try:
             return await self._commit(route, req, call, "primary")
         except UpstreamError as exc:
-            raise NoRouteSucceeded([a.summary() for a in call.attempts], exc) from exc
+            last: UpstreamError = exc
+        # Nothing answered.  Targets that were skipped for an open circuit or a cooldown get one
+        # try each now, in route order: a circuit reorders offers, it never turns a call that one
+        # of them could still serve into an error.
+        for target in [a.target for a in call.attempts if a.outcome == "skipped"]:
+            try:
+                return await self._attempt(target, req, call, "last_resort", force=True)
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    last = exc
+                    break
+                last = exc
+        raise NoRouteSucceeded([a.summary() for a in call.attempts], last) from last
 
     # ---------------------------------------------------------------- the tree
 
@@ -363,12 +375,14 @@ class Executor:
 
     # ------------------------------------------------------------ one attempt
 
-    async def _attempt(self, target: Target, req: ChatRequest, call: CallLog, role: str) -> Committed:
+    async def _attempt(
+        self, target: Target, req: ChatRequest, call: CallLog, role: str, *, force: bool = False
+    ) -> Committed:
         up = target.upstream
         log = AttemptLog(target, role, datetime.now(UTC), self.clock())
         call.attempts.append(log)
         key = target.key
-        if self.stats is not None and not self.stats.available(key):
+        if not force and self.stats is not None and not self.stats.available(key):
             log.outcome = "skipped"
             log.latency_s = 0.0
             err = _Skipped(f"{key} is cooling down or its circuit is open; not tried", provider=up.provider)

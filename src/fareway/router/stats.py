@@ -291,6 +291,15 @@ class Stats:
         wait = retry_after
         if wait is None and headers:
             wait = parse_retry_after(headers, self.wall())
+        if status == 429:
+            # A rate limit is not a broken provider: it cools down for Retry-After (or the reset of
+            # its rate-limit bucket, or a short default) and does not count toward the circuit.
+            e.breaker.release()
+            if wait is not None:
+                self._cool(e, now, wait, f"retry-after {wait:g}s after status 429")
+            elif not self._limited(e, now, 0, 0)[0]:
+                self._cool(e, now, self.default_429_cooldown_s, "429 without retry hints")
+            return
         e.breaker.record_failure()
         if wait is not None:
             self._cool(e, now, wait, f"retry-after {wait:g}s after status {status}")

@@ -82,12 +82,14 @@ class Fault:
 class FaultTable:
     """Armed faults, first match wins.  Empty most of the time, so the check is one list test."""
 
-    __slots__ = ("_faults", "_rng", "_seed")
+    __slots__ = ("_faults", "_rngs", "_seed")
 
     def __init__(self, seed: int = 0) -> None:
         self._faults: list[Fault] = []
         self._seed = seed
-        self._rng = random.Random(seed ^ 0xFA17)
+        self._rngs: dict[str, random.Random] = {}
+        """One generator per provider, so one provider's fault draws never depend on the traffic
+        to another (rate-based storms stay reproducible per provider)."""
 
     def arm(self, fault: Fault) -> None:
         self._faults.append(fault)
@@ -96,7 +98,13 @@ class FaultTable:
         self._faults.clear()
 
     def reseed(self) -> None:
-        self._rng = random.Random(self._seed ^ 0xFA17)
+        self._rngs.clear()
+
+    def _rng(self, provider: str) -> random.Random:
+        rng = self._rngs.get(provider)
+        if rng is None:
+            rng = self._rngs[provider] = random.Random(f"{self._seed ^ 0xFA17}:{provider}")
+        return rng
 
     def list(self) -> list[dict[str, Any]]:
         return [f.to_obj() for f in self._faults]
@@ -110,7 +118,7 @@ class FaultTable:
             if f.model is not None and f.model != model:
                 continue
             if f.rate is not None:
-                if self._rng.random() < f.rate:
+                if self._rng(provider).random() < f.rate:
                     return f
                 continue
             if f.count is not None and f.count > 0:
