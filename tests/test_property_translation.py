@@ -14,8 +14,8 @@ For each dialect D in {openai, anthropic, gemini}:
 
 The ``expect_*`` functions (``translation_norms``) are the documented normalisation: each rule is
 an intended lossy point of that dialect (named in its comment).  A rule that would hide a real loss
-(an id, an argument, a text or an image changed or dropped) does not belong there; such cases are
-xfail(strict) tests below.
+(an id, an argument, a text or an image changed or dropped) does not belong there; such a case is
+a bug, pinned by a test of its own (as the Gemini signature history below).
 
 Two bags are ignored in comparisons (``_strip``): ``ChatResponse.extensions`` and
 ``Usage.extensions`` — per-dialect pass-through of wire fields, not part of the translation.
@@ -59,7 +59,6 @@ from .translation_norms import (
     GEMINI_MODEL,
     META,
     _expected_history,
-    _loses_signature,
     _strip,
     canon_args,
     expect_openai_response,
@@ -330,8 +329,6 @@ def test_every_upstream_answer_to_every_client(resp: ChatResponse, data: st.Data
 
 # ================================================== reporting: what a dialect drops is reported
 
-_SILENT = "the adapter strips the field without noting it in HttpRequest.dropped (x-fareway-dropped-params)"
-
 
 def _req_with(field: str) -> ChatRequest:
     user = Message("user", [TextPart("hi")])
@@ -358,14 +355,14 @@ def _req_with(field: str) -> ChatRequest:
     [
         ("openai", "top_k"),
         ("anthropic", "seed"),
-        pytest.param("anthropic", "name", marks=pytest.mark.xfail(strict=True, reason=_SILENT)),
-        pytest.param("anthropic", "metadata", marks=pytest.mark.xfail(strict=True, reason=_SILENT)),
-        pytest.param("anthropic", "detail", marks=pytest.mark.xfail(strict=True, reason=_SILENT)),
+        ("anthropic", "name"),
+        ("anthropic", "metadata"),
+        ("anthropic", "detail"),
         ("gemini", "user"),
         ("gemini", "detail"),
-        pytest.param("gemini", "name", marks=pytest.mark.xfail(strict=True, reason=_SILENT)),
-        pytest.param("gemini", "metadata", marks=pytest.mark.xfail(strict=True, reason=_SILENT)),
-        pytest.param("gemini", "strict", marks=pytest.mark.xfail(strict=True, reason=_SILENT)),
+        ("gemini", "name"),
+        ("gemini", "metadata"),
+        ("gemini", "strict"),
     ],
 )
 def test_lossy_field_is_reported(dialect: str, field: str) -> None:
@@ -449,17 +446,11 @@ def test_gemini_turn_roundtrips_through_history(parts: list[dict[str, Any]]) -> 
     """Gemini response parts -> canonical -> the same turn in the next request's history."""
     calls = [p["functionCall"] for p in parts if "functionCall" in p]
     ids = [c["id"] for c in calls if "id" in c]
-    if len(ids) != len(set(ids)) or _loses_signature(parts):
-        return  # Gemini never repeats a call id within a turn; the signature loss is an xfail
+    if len(ids) != len(set(ids)):
+        return  # Gemini never repeats a call id within a turn
     assert _history_of(parts) == _expected_history(parts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapters/gemini._model_parts keeps one pending signature: a signature-only ThinkingPart "
-    "followed by another signed part (a signed functionCall/text, or a second signature-only part) "
-    "overwrites it, so the first thoughtSignature is never sent back",
-)
 @pytest.mark.parametrize(
     "parts",
     [

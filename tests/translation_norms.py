@@ -283,13 +283,16 @@ def expect_gemini_request(req: ChatRequest) -> ChatRequest:
             out.append(Message("user", parts or [TextPart("")]))
             continue
         # assistant: thought text is not sent back, only signatures, each on the next
-        # text/functionCall part (the last of several consecutive signatures wins); empty text
-        # is not sent; redacted (Anthropic-only) thinking is dropped.
+        # text/functionCall part (of several consecutive signatures, all but the last go back on
+        # empty text parts of their own); empty text is not sent; redacted (Anthropic-only)
+        # thinking is dropped.
         parts = []
         pending: str | None = None
         for p in m.content:
             if isinstance(p, ThinkingPart):
                 if p.signature:
+                    if pending:
+                        parts.append(ThinkingPart(signature=pending))
                     pending = p.signature
             elif isinstance(p, TextPart):
                 if pending:
@@ -477,8 +480,9 @@ def _expected_history(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What the model turn looks like when sent back: thought summaries are not echoed (they only
     separate the texts around them); adjacent unsigned texts are one text; empty unsigned texts
     vanish; signatures and Gemini call ids stay on the part that carried them, except that the
-    signature of an empty text part moves to the next text/functionCall part (the canonical model
-    keeps a signature-only ThinkingPart, not which part carried it)."""
+    signature of an empty text part moves to the next unsigned text/functionCall part (the
+    canonical model keeps a signature-only ThinkingPart, not which part carried it).  A signature
+    is never lost: when another signed part comes first, it stays on its own empty text part."""
     out: list[dict[str, Any]] = []
     merge = False
     pending: str | None = None
@@ -487,9 +491,12 @@ def _expected_history(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             merge = False
             continue
         sig = p.get("thoughtSignature")
+        if pending and sig:
+            out.append({"text": "", "thoughtSignature": pending})
+            pending = None
         if "functionCall" in p:
             q = dict(p)
-            if pending and not sig:
+            if pending:
                 q["thoughtSignature"] = pending
             out.append(q)
             merge, pending = False, None
@@ -508,20 +515,3 @@ def _expected_history(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if pending:
         out.append({"text": "", "thoughtSignature": pending})
     return out or [{"text": ""}]
-
-
-def _loses_signature(parts: list[dict[str, Any]]) -> bool:
-    """A signature-only (empty text) part followed, before any part could take its signature,
-    by another signed part: the first signature is not sent back (see the xfail below)."""
-    pending = False
-    for p in parts:
-        if p.get("thought"):
-            continue
-        signed = bool(p.get("thoughtSignature"))
-        if pending and signed:
-            return True
-        if "functionCall" in p or p.get("text"):
-            pending = False
-        elif signed:
-            pending = True
-    return False

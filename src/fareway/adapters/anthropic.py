@@ -16,6 +16,10 @@ Request building (canonical -> Anthropic):
 * ``extensions["anthropic"]`` is merged back into the body: dict values one level deep
   (``thinking.display``, ``output_config.effort``, ``metadata``), ``tools`` appended after the
   client tools (server tools), anything else set as is.
+* Dropped (reported in HttpRequest.dropped): ``seed``, ``messages[].name``,
+  ``metadata`` keys other than ``user_id`` (a ``metadata.user_id`` stands in for a missing
+  ``user``), image ``detail`` (``image_detail``), OpenAI penalties/logprobs, ``tool_choice``
+  without tools, whitespace-only stop sequences, sampling fields on versions that reject them.
 * Normalisations (a same-dialect round trip differs only by these): string message content
   becomes a text block list; a tool_result whose content is one text block becomes a string;
   ``is_error: false`` is omitted; ``output_format`` becomes ``output_config.format``; server tools
@@ -44,7 +48,9 @@ from fareway.types import (
     ChatResponse,
     Dialect,
     HttpRequest,
+    ImagePart,
     Message,
+    Part,
     ThinkingConfig,
     ToolChoice,
     ToolResultPart,
@@ -83,8 +89,11 @@ class _Builder:
     # ------------------------------------------------------------------------------ messages
 
     def blocks(self, m: Message, i: int) -> list[dict[str, Any]]:
+        if m.name:
+            self.drop("messages[].name")  # Anthropic messages carry no participant name
         out = []
         for p in m.content:
+            self.note_image_detail(p)
             try:
                 b = part_to_block(p, upstream=True)
             except BlockError as exc:
@@ -92,6 +101,14 @@ class _Builder:
             if b is not None:
                 out.append(b)
         return out
+
+    def note_image_detail(self, p: Part) -> None:
+        """An OpenAI image ``detail`` has no Anthropic form (image_source drops it)."""
+        if isinstance(p, ImagePart) and p.detail not in (None, "auto"):
+            self.drop("image_detail")
+        elif isinstance(p, ToolResultPart):
+            for inner in p.content:
+                self.note_image_detail(inner)
 
     def system_and_messages(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         msgs = self.req.messages
@@ -214,8 +231,14 @@ class _Builder:
             )
         if req.thinking is not None:
             self.thinking(req.thinking, body)
-        if req.user is not None:
-            body["metadata"] = {"user_id": req.user}
+        meta = dict(req.metadata)
+        user = req.user
+        if user is None and isinstance(meta.get("user_id"), str):
+            user = meta.pop("user_id")
+        if user is not None:
+            body["metadata"] = {"user_id": user}
+        if meta:
+            self.drop("metadata")  # Anthropic's metadata takes only user_id
         if req.seed is not None:
             self.drop("seed")
         for key in _OPENAI_IGNORED:

@@ -13,9 +13,10 @@ Request translation (canonical -> Gemini):
   JSON object when the text is one, else ``{"result": text}`` (``{"error": text}`` for an error
   result, the key Gemini documents for failures).
 * Thought signatures: thought-summary text is not sent back; a ThinkingPart's ``signature`` goes back as ``thoughtSignature`` on the next
-  text/functionCall part of the same turn (the part Gemini put it on; see gemini_stream), or on a
-  trailing empty text part.  A ToolCallPart's own ``extensions["gemini"]["thoughtSignature"]`` is
-  used too.  Gemini 3 rejects a turn whose first function call lacks its signature; when a history
+  text/functionCall part of the same turn (the part Gemini put it on; see gemini_stream), or on an
+  empty text part of its own when another signed part (a second signed ThinkingPart, a call with
+  a different signature) comes first or the turn ends: every signature is sent back, in order.  A
+  ToolCallPart's own ``extensions["gemini"]["thoughtSignature"]`` is used too.  Gemini 3 rejects a turn whose first function call lacks its signature; when a history
   from another provider has none, the documented bypass value is sent (``_SKIP_SIGNATURE``).
 * Tool parameter schemas are reduced to the OpenAPI subset ``parameters`` accepts: ``$ref`` to
   ``$defs``/``definitions`` is inlined, ``const`` becomes ``enum``, ``oneOf`` becomes ``anyOf``,
@@ -25,7 +26,8 @@ Request translation (canonical -> Gemini):
   ``patternProperties``, ``exclusiveMinimum``...) are stripped and reported in ``dropped``.  A
   schema that cannot be reduced (recursive ``$ref``, ``allOf``, ``not``, non-string enums) is sent unchanged as
   ``parametersJsonSchema`` instead.
-* Dropped (reported in HttpRequest.dropped): ``user``, ``logit_bias``, ``parallel_tool_calls=false``
+* Dropped (reported in HttpRequest.dropped): ``user``, ``metadata``, ``messages[].name``,
+  ``tools[].strict`` (when true), ``logit_bias``, ``parallel_tool_calls=false``
   (Gemini cannot forbid parallel calls), image ``detail``, and other dialects' unmodelled fields.
   ``frequency_penalty``/``presence_penalty`` map to ``frequencyPenalty``/``presencePenalty``.
 """
@@ -163,6 +165,8 @@ def _reduce_schema(
 
 def gemini_tool(spec: ToolSpec, dropped: list[str]) -> dict[str, Any]:
     decl: dict[str, Any] = {"name": spec.name}
+    if spec.strict and "tools[].strict" not in dropped:
+        dropped.append("tools[].strict")  # Gemini has no strict mode for function declarations
     if spec.description is not None:
         decl["description"] = spec.description
     stripped: set[str] = set()
@@ -240,21 +244,40 @@ def _model_parts(msg: Message, model: str, dropped: list[str]) -> list[dict[str,
     parts: list[dict[str, Any]] = []
     pending: str | None = None  # signature waiting for the next text/functionCall part
     first_call = True
+
+    def flush() -> None:
+        # A pending signature that no part can take (another signed part comes first) goes back
+        # on its own empty text part, where Gemini put it.
+        nonlocal pending
+        if pending:
+            parts.append({"text": "", "thoughtSignature": pending})
+        pending = None
+
+    def take(own: str | None) -> str | None:
+        """The signature for the part about to be sent: its own, else the pending one."""
+        nonlocal pending
+        if own and pending and own != pending:
+            flush()
+        sig = own or pending
+        pending = None
+        return sig
+
     for p in msg.content:
         gem = p.extensions.get("gemini", {})
         if isinstance(p, ThinkingPart):
             # Thought summaries are not sent back (neither google's own clients in the recordings
             # nor Gemini need them); only the signature carries the reasoning state.
             if p.signature:
+                flush()
                 pending = p.signature
         elif isinstance(p, TextPart):
             part: dict[str, Any] = {"text": p.text}
-            sig = gem.get("thoughtSignature") or pending
+            if not p.text and not gem.get("thoughtSignature") and not pending:
+                continue
+            sig = take(gem.get("thoughtSignature"))
             if sig:
                 part["thoughtSignature"] = sig
-                pending = None
-            if p.text or sig:
-                parts.append(part)
+            parts.append(part)
         elif isinstance(p, ToolCallPart):
             try:
                 args = p.parsed_arguments()
@@ -264,8 +287,7 @@ def _model_parts(msg: Message, model: str, dropped: list[str]) -> list[dict[str,
             if gem.get("id") and gem["id"] == p.id:
                 call["id"] = p.id
             part = {"functionCall": call}
-            sig = gem.get("thoughtSignature") or pending
-            pending = None
+            sig = take(gem.get("thoughtSignature"))
             if not sig and first_call and _NEEDS_SIGNATURE.search(model):
                 sig = _SKIP_SIGNATURE
             if sig:
@@ -282,8 +304,7 @@ def _model_parts(msg: Message, model: str, dropped: list[str]) -> list[dict[str,
             parts.append(dict(p.data))
         else:
             raise BadRequest(f"a {p.kind} part cannot appear in an assistant message", param="messages")
-    if pending:
-        parts.append({"text": "", "thoughtSignature": pending})
+    flush()
     return parts
 
 
@@ -310,6 +331,8 @@ def build_contents(
     names: dict[str, tuple[str, bool]] = {}  # call id -> (function name, id issued by Gemini)
     prev_tool = False
     for msg in req.messages:
+        if msg.name and "messages[].name" not in dropped:
+            dropped.append("messages[].name")  # Gemini contents carry no participant name
         if msg.role == "system":
             system += [{"text": p.text} for p in msg.content if isinstance(p, TextPart)]
             if any(not isinstance(p, TextPart) for p in msg.content):
@@ -436,6 +459,8 @@ class GeminiAdapter:
         dropped: list[str] = []
         if req.user is not None:
             dropped.append("user")
+        if req.metadata:
+            dropped.append("metadata")
         system, contents = build_contents(req, up.model, dropped)
         body: dict[str, Any] = {"contents": contents}
         if system:
