@@ -8,9 +8,11 @@ requests/s and latency percentiles for each, in one run, and the ratios.
     python benchmarks/bench_gateway.py                # non-streaming, 10 s per target
     python benchmarks/bench_gateway.py --stream       # streaming
     python benchmarks/bench_gateway.py --duration 5 --connections 32
-    python benchmarks/bench_gateway.py --ledger-off   # Fareway with the ledger writer disabled
+    python benchmarks/bench_gateway.py --ledger-variants   # also Fareway with the ledger off and on Postgres
 
-Target (foundation issue): Fareway >= 50% of the bare proxy's requests/s, non-streaming.
+Targets: Fareway >= 50% of the bare proxy's requests/s, non-streaming (foundation issue); the
+ledger writer costs under 5% of Fareway's requests/s (cost-accounting issue): compare
+"fareway" (SQLite ledger, the default) with "fareway-noledger" in the same run.
 """
 
 from __future__ import annotations
@@ -162,8 +164,11 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--stream", action="store_true")
     ap.add_argument(
-        "--ledger-off", action="store_true", help="disable Fareway's ledger (to measure its cost)"
+        "--ledger-variants",
+        action="store_true",
+        help="also run Fareway with the ledger disabled and with the Postgres ledger (postgresql on 127.0.0.1)",
     )
+    ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     ap.add_argument("--only", choices=["direct", "proxy", "fareway"], action="append")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -173,7 +178,7 @@ def main() -> None:
     targets = a.only or ["direct", "proxy", "fareway"]
     payload = body(a.stream)
     tmp = Path(tempfile.mkdtemp(prefix="fareway-bench-"))
-    sim_port, proxy_port, fw_port = free_port(), free_port(), free_port()
+    sim_port, proxy_port = free_port(), free_port()
     fareway = (
         [PY, "-m", "fareway.cli"]
         if shutil.which("fareway") is None
@@ -217,33 +222,33 @@ def main() -> None:
             finally:
                 stop(proxy)
         if "fareway" in targets:
-            cfg = tmp / "fareway.toml"
-            ledger = "\n[ledger]\nenabled = false\n" if a.ledger_off else ""
-            cfg.write_text(
-                f'[server]\nstate_dir = "{tmp / "state"}"\n[providers.openai]\nbase_url = "{sim_url}/openai/v1"\n'
-                f'api_key = "sim"\n{ledger}'
-            )
-            fw = start(
-                pinned([*fareway, "serve", "--config", str(cfg), "--port", str(fw_port)], server_core),
-                {"FAREWAY_MASTER_KEY": KEY},
-            )
-            try:
-                wait_port(fw_port)
-                load(
-                    f"http://127.0.0.1:{fw_port}/v1/chat/completions", payload, 2, a.connections, load_core
-                )  # warm-up
-                results["fareway"] = load(
-                    f"http://127.0.0.1:{fw_port}/v1/chat/completions",
-                    payload,
-                    a.duration,
-                    a.connections,
-                    load_core,
+            variants = [("fareway", "")]
+            if a.ledger_variants:
+                variants += [
+                    ("fareway-noledger", "\n[ledger]\nenabled = false\n"),
+                    ("fareway-pgledger", f'\n[ledger]\nurl = "{a.pg_url}"\n'),
+                ]
+            for name, ledger in variants:
+                cfg = tmp / f"{name}.toml"
+                cfg.write_text(
+                    f'[server]\nstate_dir = "{tmp / name}"\n[providers.openai]\nbase_url = "{sim_url}/openai/v1"\n'
+                    f'api_key = "sim"\n{ledger}'
                 )
-            finally:
-                stop(fw)
-                err = fw.stderr.read().decode() if fw.stderr else ""
-                if "Traceback" in err:
-                    print(err[-3000:], file=sys.stderr)
+                port = free_port()
+                fw = start(
+                    pinned([*fareway, "serve", "--config", str(cfg), "--port", str(port)], server_core),
+                    {"FAREWAY_MASTER_KEY": KEY},
+                )
+                try:
+                    wait_port(port)
+                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                    load(url, payload, 2, a.connections, load_core)  # warm-up
+                    results[name] = load(url, payload, a.duration, a.connections, load_core)
+                finally:
+                    stop(fw)
+                    err = fw.stderr.read().decode() if fw.stderr else ""
+                    if "Traceback" in err:
+                        print(err[-3000:], file=sys.stderr)
     finally:
         stop(sim)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -265,6 +270,12 @@ def main() -> None:
         print(f"fareway / bare proxy requests/s: {results['fareway']['rps'] / results['proxy']['rps']:.1%}")
     if "direct" in results and "proxy" in results:
         print(f"bare proxy / direct requests/s:  {results['proxy']['rps'] / results['direct']['rps']:.1%}")
+    if "fareway-noledger" in results and "fareway" in results:
+        cost = 1 - results["fareway"]["rps"] / results["fareway-noledger"]["rps"]
+        print(f"SQLite ledger writer's cost in requests/s: {cost:.1%}")
+    if "fareway-noledger" in results and "fareway-pgledger" in results:
+        cost = 1 - results["fareway-pgledger"]["rps"] / results["fareway-noledger"]["rps"]
+        print(f"Postgres ledger writer's cost in requests/s: {cost:.1%}")
 
 
 if __name__ == "__main__":

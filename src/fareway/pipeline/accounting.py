@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from fareway.errors import FarewayError, NoRouteSucceeded, UpstreamError
+from fareway.ledger.records import AttemptRecord, CallRecord, rollup
 from fareway.router.executor import AttemptLog, CallLog
 from fareway.types import ChatRequest, Usage
 
@@ -99,10 +100,8 @@ class Accounting:
 
     def _needs_estimate(self, a: AttemptLog) -> bool:
         # A cancelled or cut-off attempt that reached the provider consumed at least its prompt.
-        return (
-            (a.usage is None
-            and a.outcome in ("cancelled", "ok"))
-            or (a.usage is None and a.outcome == "error" and a.output_chars > 0)
+        return (a.usage is None and a.outcome in ("cancelled", "ok")) or (
+            a.usage is None and a.outcome == "error" and a.output_chars > 0
         )
 
     def _record(
@@ -159,8 +158,6 @@ class Accounting:
         outcome: str,
         error: FarewayError | None,
     ) -> str | None:
-        from fareway.ledger.records import AttemptRecord, CallRecord, rollup
-
         attempts: list[AttemptRecord] = []
         sources: set[str] = set()
         for i, a in enumerate(call.attempts):

@@ -159,6 +159,7 @@ class _Entry:
     last_ttft: float | None = None
     cooldown_until: float = 0.0
     cooldown_reason: str = ""
+    limits_parsed_at: float = -1e18
     limits: dict[tuple[BucketKind, str], _Limit] = field(default_factory=dict)
 
 
@@ -202,6 +203,10 @@ class Stats:
         """How long an exhausted bucket with no reset time is avoided."""
         self._entries: dict[str, _Entry] = {}
         self._ids = itertools.count(1)
+        self.limits_refresh_s = 0.05
+        """Rate-limit headers are parsed at most this often per offer (they come on every response)."""
+        self.limits_low_water = 50.0
+        """...but on every response once a bucket's remaining count is at or under this."""
 
     # ------------------------------------------------------------------ entries
 
@@ -319,6 +324,14 @@ class Stats:
             e.cooldown_reason = reason
 
     def _update_limits(self, e: _Entry, headers: Mapping[str, str], now: float) -> None:
+        # Providers send rate-limit headers on every response; between two parses the local
+        # decrement in begin() keeps the count.  Parse at most every limits_refresh_s per offer,
+        # and always when a bucket is close to empty.
+        if now - e.limits_parsed_at < self.limits_refresh_s and not any(
+            lim.remaining <= self.limits_low_water for lim in e.limits.values()
+        ):
+            return
+        e.limits_parsed_at = now
         info = parse_rate_limit_headers(headers, self.wall())
         for b in info.buckets:
             reset_at = now + b.reset_in_s if b.reset_in_s is not None else None

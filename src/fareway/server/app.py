@@ -9,6 +9,7 @@ without internals.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -118,6 +119,7 @@ class App:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                _tune_gc()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await self.gateway.close()
@@ -163,6 +165,16 @@ class App:
             await send_stream(send, receive, reply.status, reply.stream, headers, reply.content_type)
         else:
             await send_body(send, reply.status, reply.body, headers, reply.content_type)
+
+
+def _tune_gc() -> None:
+    """After start-up: move everything alive now (modules, config, catalog, price data) out of
+    the collector's view and collect young objects less often.  A call allocates many short-lived
+    objects; with the default threshold (700) the collector runs every few calls and rescans the
+    long-lived heap.  Measured on the benchmark: a few percent of requests/s."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 def json_reply(data: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Reply:

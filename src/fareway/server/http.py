@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -17,8 +18,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+_ids = random.Random(os.urandom(16))
+
+
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """A unique, non-secret id (96 random bits from a generator seeded once from the OS)."""
+    return f"req_{_ids.getrandbits(96):024x}"
 
 
 def header_map(scope: Scope) -> dict[str, str]:
