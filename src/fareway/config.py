@@ -13,7 +13,8 @@ Top-level sections:
 ``[timeouts]``    connect, first_token, idle, total (seconds)
 ``[defaults]``    max_tokens (for Anthropic upstreams when an OpenAI client sends none)
 ``[ledger]``      url (``postgresql://...``; default: SQLite state_dir/fareway.db), batch_size,
-                  enabled (false: no ledger at all — for measuring its cost only)
+                  enabled (false: no ledger at all — for measuring its cost only),
+                  writer ("process", the default: SQLite written by a child process; "thread")
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] optional)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
@@ -85,6 +86,7 @@ class Config:
     default_max_tokens: int = 4096
     ledger_url: str | None = None
     ledger_enabled: bool = True
+    ledger_writer: str = "process"
     ledger_batch_size: int = 500
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
@@ -196,6 +198,9 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     cfg.ledger_url = expand_env(url, env) if isinstance(url, str) else None
     cfg.ledger_batch_size = int(ledger.get("batch_size", cfg.ledger_batch_size))
     cfg.ledger_enabled = bool(ledger.get("enabled", True))
+    cfg.ledger_writer = str(ledger.get("writer", cfg.ledger_writer))
+    if cfg.ledger_writer not in ("process", "thread"):
+        raise ConfigError('[ledger] writer must be "process" or "thread"')
 
     tables = _section(data, "providers")
     for name in BUILTIN_PROVIDERS:

@@ -93,6 +93,9 @@ def _row_maker(columns: tuple[str, ...], conv: list[Any]) -> Any:
 
 
 _call_row = _row_maker(CALL_COLUMNS, _CALL_CONV)
+_REQUEST_ID = CALL_COLUMNS.index("request_id")
+CallRows = tuple[list[Any], list[list[Any]]]
+"""One call's row and its attempts' rows, as written (money and times already text)."""
 _attempt_row = _row_maker(ATTEMPT_COLUMNS, _ATTEMPT_CONV)
 
 
@@ -290,35 +293,41 @@ class SqliteStore:
                     batch.append(item)
             self._write(conn, batch)
 
-    def _write(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> None:
-        if not batch:
+    def _write(self, conn: Any, batch: list[QueueItem]) -> None:
+        if batch:
+            self._write_rows(conn, [(_call_row(c), [_attempt_row(a) for a in atts]) for c, atts in batch])
+
+    def _write_rows(self, conn: sqlite3.Connection, rows: list[CallRows]) -> None:
+        """Commit ``rows`` in one transaction; retry transient failures (locked, I/O, disk full);
+        isolate a call the database refuses so the rest of its batch is still written."""
+        if not rows:
             return
         delay = 0.05
         failures = 0
         while True:
             try:
-                self._write_once(conn, batch)
+                self._write_once(conn, rows)
                 return
             except sqlite3.OperationalError as exc:  # locked, I/O error, disk full: transient
                 failures += 1
                 self.stats.retries += 1
                 if self._closing and failures > self.close_retries:
-                    self._give_up(batch, exc)
+                    self._give_up(rows, exc)
                     return
-                log.warning("ledger write failed (%s); retrying %d calls in %.2fs", exc, len(batch), delay)
+                log.warning("ledger write failed (%s); retrying %d calls in %.2fs", exc, len(rows), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except Exception as exc:  # a record the database (or conversion) refuses: isolate it
-                if len(batch) == 1:
-                    self._give_up(batch, exc)
+            except Exception as exc:  # a record the database refuses: isolate it
+                if len(rows) == 1:
+                    self._give_up(rows, exc)
                     return
-                for one in batch:
-                    self._write(conn, [one])
+                for one in rows:
+                    self._write_rows(conn, [one])
                 return
 
-    def _write_once(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> None:
-        calls = [_call_row(c) for c, _ in batch]
-        attempts = [_attempt_row(a) for _, atts in batch for a in atts]
+    def _write_once(self, conn: sqlite3.Connection, rows: list[CallRows]) -> None:
+        calls = [c for c, _ in rows]
+        attempts = [a for _, atts in rows for a in atts]
         conn.execute("BEGIN")
         try:
             conn.executemany(_INSERT_CALL, calls)
@@ -332,13 +341,13 @@ class SqliteStore:
         self.stats.attempts_written += len(attempts)
         self.stats.batches += 1
 
-    def _give_up(self, batch: list[QueueItem], exc: BaseException) -> None:
-        self.stats.dropped += len(batch)
+    def _give_up(self, rows: list[CallRows], exc: BaseException) -> None:
+        self.stats.dropped += len(rows)
         log.error(
             "ledger dropped %d call(s) after %s: request ids %s",
-            len(batch),
+            len(rows),
             exc,
-            ", ".join(c.request_id for c, _ in batch[:20]),
+            ", ".join(str(c[_REQUEST_ID]) for c, _ in rows[:20]),
         )
 
     # -- reads

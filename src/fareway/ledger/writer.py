@@ -62,9 +62,12 @@ class Ledger:
         batch_size: int = 500,
         max_delay: float = 0.05,
         capacity: int = 100_000,
+        writer: str = "process",
     ) -> Ledger:
         """A ledger on Postgres when ``url`` is ``postgres[ql]://...``, else on SQLite at ``path``
-        (``url`` may also be ``sqlite:///some/path.db``).  ``schema`` is the Postgres schema."""
+        (``url`` may also be ``sqlite:///some/path.db``).  ``schema`` is the Postgres schema.
+        ``writer`` (SQLite only): ``process`` (default; a child process owns the write connection,
+        see sqlite_process.py) or ``thread`` (a writer thread in this process)."""
         stats = LedgerStats()
         store: Store
         if url and url.startswith(("postgresql://", "postgres://")):
@@ -77,7 +80,14 @@ class Ledger:
             if url:
                 # sqlite:///relative.db or sqlite:////absolute/path.db (the SQLAlchemy spelling)
                 path = url.removeprefix("sqlite:").removeprefix("///") or path
-            store = SqliteStore(path, stats, batch_size=batch_size, max_delay=max_delay)
+            if writer == "process":
+                from fareway.ledger.sqlite_process import SqliteProcessStore
+
+                store = SqliteProcessStore(path, stats, batch_size=batch_size, max_delay=max_delay)
+            elif writer == "thread":
+                store = SqliteStore(path, stats, batch_size=batch_size, max_delay=max_delay)
+            else:
+                raise ValueError(f"unknown ledger writer {writer!r}: process or thread")
         else:
             raise ValueError(f"unsupported ledger_url {url!r}: use postgresql://... or sqlite:///path")
         return cls(store, capacity=capacity)

@@ -71,7 +71,10 @@ def build_gateway(config: Config) -> Gateway:
     metrics = Metrics()
     if config.ledger_enabled:
         ledger = Ledger.open(
-            config.ledger_url, path=str(config.ledger_file), batch_size=config.ledger_batch_size
+            config.ledger_url,
+            path=str(config.ledger_file),
+            batch_size=config.ledger_batch_size,
+            writer=config.ledger_writer,
         )
         metrics.bind_ledger(ledger)
     accounting = Accounting(pricebook=pricebook, ledger=ledger, metrics=metrics)
