@@ -38,7 +38,7 @@ async def _pg_reachable() -> str | None:
     return None
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", "sqlite-process", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def make_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
     backend = request.param
     schema = f"fw_test_{uuid.uuid4().hex[:12]}"
@@ -50,6 +50,8 @@ async def make_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
 
     def factory(**kw: Any) -> Ledger:
         url = PG_URL if backend == "postgres" else None
+        if backend == "sqlite-process":
+            kw.setdefault("writer", "process")
         ledger = Ledger.open(url, str(tmp_path / "data" / "fareway.db"), schema=schema, **kw)
         opened.append(ledger)
         return ledger

@@ -14,7 +14,8 @@ Top-level sections:
 ``[defaults]``    max_tokens (for Anthropic upstreams when an OpenAI client sends none)
 ``[ledger]``      url (``postgresql://...``; default: SQLite state_dir/fareway.db), batch_size,
                   enabled (false: no ledger at all — for measuring its cost only),
-                  writer ("process", the default: SQLite written by a child process; "thread")
+                  writer ("thread", the default: a writer thread; "process": a child process owns the
+                  SQLite write connection, keeping its work off the gateway's GIL)
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] optional)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
@@ -86,7 +87,7 @@ class Config:
     default_max_tokens: int = 4096
     ledger_url: str | None = None
     ledger_enabled: bool = True
-    ledger_writer: str = "process"
+    ledger_writer: str = "thread"
     ledger_batch_size: int = 500
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)

@@ -62,12 +62,12 @@ class Ledger:
         batch_size: int = 500,
         max_delay: float = 0.05,
         capacity: int = 100_000,
-        writer: str = "process",
+        writer: str = "thread",
     ) -> Ledger:
         """A ledger on Postgres when ``url`` is ``postgres[ql]://...``, else on SQLite at ``path``
         (``url`` may also be ``sqlite:///some/path.db``).  ``schema`` is the Postgres schema.
-        ``writer`` (SQLite only): ``process`` (default; a child process owns the write connection,
-        see sqlite_process.py) or ``thread`` (a writer thread in this process)."""
+        ``writer`` (SQLite only): ``thread`` (default; a writer thread in this process) or
+        ``process`` (a child process owns the write connection, see sqlite_process.py)."""
         stats = LedgerStats()
         store: Store
         if url and url.startswith(("postgresql://", "postgres://")):
