@@ -60,7 +60,6 @@ def _sqlite_v1(conn: sqlite3.Connection) -> None:
         );
         CREATE INDEX IF NOT EXISTS calls_time ON calls (time);
         CREATE INDEX IF NOT EXISTS calls_key_time ON calls (key_id, time);
-        CREATE INDEX IF NOT EXISTS calls_request ON calls (request_id);
         CREATE TABLE IF NOT EXISTS attempts (
             id INTEGER PRIMARY KEY,
             request_id TEXT NOT NULL,
@@ -90,7 +89,6 @@ def _sqlite_v1(conn: sqlite3.Connection) -> None:
         );
         CREATE INDEX IF NOT EXISTS attempts_request ON attempts (request_id);
         CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
-        CREATE INDEX IF NOT EXISTS attempts_provider_started ON attempts (provider, started_at);
         """,
     )
 
@@ -160,7 +158,6 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_time ON calls (time);
 CREATE INDEX IF NOT EXISTS calls_key_time ON calls (key_id, time);
-CREATE INDEX IF NOT EXISTS calls_request ON calls (request_id);
 CREATE TABLE IF NOT EXISTS attempts (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -190,7 +187,6 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_request ON attempts (request_id);
 CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
-CREATE INDEX IF NOT EXISTS attempts_provider_started ON attempts (provider, started_at);
 """
 
 
