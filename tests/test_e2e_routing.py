@@ -201,6 +201,16 @@ async def test_race_returns_the_faster_and_cancels_the_loser(rgw: LiveGateway, s
     assert (
         provider_count(after, "openai", "disconnects") == provider_count(before, "openai", "disconnects") + 1
     )
+    # ...and the cancelled loser has its own ledger record, with its (estimated) usage and cost.
+    ledger = rgw.app.gateway.accounting.ledger
+    await ledger.flush()
+    rid = raw.headers["x-request-id"]
+    row = next(r for r in await ledger.recent_calls(n=50) if r.call.request_id == rid)
+    by_provider = {a.provider: a for a in row.attempts}
+    loser = by_provider["openai"]
+    assert (loser.outcome, loser.role) == ("cancelled", "race")
+    assert loser.estimated and loser.input_tokens > 0 and loser.cost is not None
+    assert by_provider["groq"].outcome == "ok"
 
 
 async def test_one_of_three_providers_down_all_calls_succeed(rgw: LiveGateway, sim_control: Any) -> None:
