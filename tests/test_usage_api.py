@@ -3,7 +3,6 @@ records inserted through the Ledger, plus one real call through the simulator.""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -16,15 +15,11 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-import uvicorn
 
 from fareway.config import Config
 from fareway.ledger.records import AttemptRecord, CallRecord
-from fareway.ledger.writer import Ledger
 from fareway.server.app import App
-from fareway.server.factory import build_app
-from fareway.server.routes_admin import add_admin_routes
-from tests.conftest import MASTER_KEY, LiveGateway, free_port, gateway_config
+from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, start_gateway
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -32,34 +27,11 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 # ----------------------------------------------------------------------------- helpers
 
 
-def wire_usage(app: App, config: Config) -> App:
-    """Give the app a ledger and the admin routes unless the factory already did."""
-    gw = app.gateway
-    if getattr(gw.accounting, "ledger", None) is None:
-        gw.accounting.ledger = Ledger.open(
-            config.ledger_url, str(config.state_dir / "fareway.db"), max_delay=0.005
-        )
-    if ("GET", "/v1/usage") not in app.routes:
-        add_admin_routes(app, gw)
-    return app
-
-
 async def start_usage_gateway(config: Config) -> LiveGateway:
-    app = wire_usage(build_app(config), config)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", access_log=False)
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.ensure_future(server.serve())
-    for _ in range(500):
-        if server.started:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    assert server.started
-    return LiveGateway(f"http://127.0.0.1:{port}", app, config, server, task)
+    """A live gateway; the factory wires the ledger, the usage API and the dashboard."""
+    gw = await start_gateway(config)
+    assert ("GET", "/v1/usage") in gw.app.routes and gw.app.gateway.accounting.ledger is not None
+    return gw
 
 
 def call(
