@@ -2,19 +2,18 @@
 
 In order:
 
-1. an alias from the config (``[aliases]``): a single ``provider/model`` or a route table;
-2. ``auto``, ``auto:fast``, ``auto:cheap``: a routing policy (router.policies);
-3. ``provider/model`` where ``provider`` is configured: that provider, upstream model ``model``
+1. an alias from the config (``[aliases]``) or ``auto``, ``auto:fast``, ``auto:cheap``: the routing
+   policies build the route tree (router.policies.Router);
+2. ``provider/model`` where ``provider`` is configured: that provider, upstream model ``model``
    (everything after the first slash, so ``openrouter/meta-llama/llama-3.3-70b-instruct`` works);
-4. a bare model id known to the catalog: its offers on providers that have a key, as a fallback
+3. a bare model id known to the catalog: its offers on providers that have a key, as a fallback
    chain that keeps the model and changes the provider;
-5. anything else: 404 naming the model.
+4. anything else: 404 naming the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from fareway.config import Config
 from fareway.errors import NotFound
@@ -77,27 +76,6 @@ class Resolver:
             )
         return Target(up, label)
 
-    def _alias(self, name: str, spec: Any) -> Route:
-        if isinstance(spec, str):
-            return self._pinned(spec, f"alias:{name}")
-        if isinstance(spec, dict):
-            targets = [self._pinned(t, f"alias:{name}") for t in spec.get("targets", [])]
-            if not targets:
-                raise NotFound(f"alias `{name}` has no targets", param="model")
-            strategy = spec.get("strategy", "fallback")
-            if strategy in ("race", "hedge"):
-                from fareway.router.routes import Race
-
-                hedge = spec.get("hedge_ms") if strategy == "hedge" else None
-                return Race(list(targets), hedge_ms=float(hedge) if hedge is not None else None)
-            if strategy == "split":
-                from fareway.router.routes import Split
-
-                weights = spec.get("weights") or [1.0] * len(targets)
-                return Split([(float(w), t) for w, t in zip(weights, targets, strict=False)])
-            return targets[0] if len(targets) == 1 else Fallback(list(targets))
-        raise NotFound(f"alias `{name}` is malformed in the config", param="model")
-
     def resolve(self, req: ChatRequest) -> Route:
         return self.resolve_explained(req)[0]
 
@@ -106,9 +84,6 @@ class Resolver:
         name = req.model
         if name in self.config.aliases or name == "auto" or name.startswith("auto:"):
             if self.policy is None:
-                if name in self.config.aliases:
-                    route = self._alias(name, self.config.aliases[name])
-                    return route, f"policy=alias; route={describe(route)}"
                 raise NotFound(
                     f"The model `{name}` needs the routing policies, which are not enabled.", param="model"
                 )
