@@ -184,7 +184,7 @@ def main() -> None:
     targets = a.only or ["direct", "proxy", "fareway"]
     payload = body(a.stream)
     tmp = Path(tempfile.mkdtemp(prefix="fareway-bench-"))
-    sim_port, proxy_port = free_port(), free_port()
+    sim_port = free_port()
     fareway = (
         [PY, "-m", "fareway.cli"]
         if shutil.which("fareway") is None
@@ -199,69 +199,54 @@ def main() -> None:
             results["direct"] = load(
                 f"{sim_url}/openai/v1/chat/completions", payload, a.duration, a.connections, load_core
             )
+        # Every server under test runs --repeat times, interleaved (proxy, fareway, variants,
+        # proxy, ...), so drift on a shared machine hits them alike; the median run is reported.
+        servers: list[tuple[str, str | None]] = []
         if "proxy" in targets:
-            proxy = start(
-                pinned(
-                    [
-                        PY,
-                        str(HERE / "bare_proxy.py"),
-                        "--port",
-                        str(proxy_port),
-                        "--upstream",
-                        f"{sim_url}/openai",
-                    ],
-                    server_core,
-                )
-            )
-            try:
-                wait_port(proxy_port)
-                load(
-                    f"http://127.0.0.1:{proxy_port}/v1/chat/completions", payload, 2, a.connections, load_core
-                )  # warm-up
-                results["proxy"] = load(
-                    f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
-                    payload,
-                    a.duration,
-                    a.connections,
-                    load_core,
-                )
-            finally:
-                stop(proxy)
+            servers.append(("proxy", None))
         if "fareway" in targets:
-            variants = [("fareway", "")]
+            servers.append(("fareway", ""))
             if a.ledger_variants:
-                variants += [
+                servers += [
                     ("fareway-noledger", "\n[ledger]\nenabled = false\n"),
                     ("fareway-processledger", '\n[ledger]\nwriter = "process"\n'),
                     ("fareway-pgledger", f'\n[ledger]\nurl = "{a.pg_url}"\n'),
                 ]
-            runs: dict[str, list[dict[str, float]]] = {}
-            for name, ledger in [v for _ in range(a.repeat) for v in variants]:
+        runs: dict[str, list[dict[str, float]]] = {}
+        for name, ledger in [s for _ in range(a.repeat) for s in servers]:
+            port = free_port()
+            if ledger is None:
+                cmd = [
+                    PY,
+                    str(HERE / "bare_proxy.py"),
+                    "--port",
+                    str(port),
+                    "--upstream",
+                    f"{sim_url}/openai",
+                ]
+            else:
                 cfg = tmp / f"{name}.toml"
                 cfg.write_text(
                     f'[server]\nstate_dir = "{tmp / name}"\n[providers.openai]\nbase_url = "{sim_url}/openai/v1"\n'
                     f'api_key = "sim"\n{ledger}'
                 )
-                port = free_port()
-                fw = start(
-                    pinned([*fareway, "serve", "--config", str(cfg), "--port", str(port)], server_core),
-                    {"FAREWAY_MASTER_KEY": KEY},
-                )
-                try:
-                    wait_port(port)
-                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                    load(url, payload, 2, a.connections, load_core)  # warm-up
-                    runs.setdefault(name, []).append(load(url, payload, a.duration, a.connections, load_core))
-                finally:
-                    stop(fw)
-                    err = fw.stderr.read().decode() if fw.stderr else ""
-                    if "Traceback" in err:
-                        print(err[-3000:], file=sys.stderr)
-            for name, rs in runs.items():
-                rs.sort(key=lambda r: r["rps"])
-                results[name] = rs[len(rs) // 2]  # the median run
-                if len(rs) > 1:
-                    results[name]["all_rps"] = [round(r["rps"]) for r in rs]  # type: ignore[assignment]
+                cmd = [*fareway, "serve", "--config", str(cfg), "--port", str(port)]
+            proc = start(pinned(cmd, server_core), {"FAREWAY_MASTER_KEY": KEY})
+            try:
+                wait_port(port)
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                load(url, payload, 2, a.connections, load_core)  # warm-up
+                runs.setdefault(name, []).append(load(url, payload, a.duration, a.connections, load_core))
+            finally:
+                stop(proc)
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                if "Traceback" in err:
+                    print(err[-3000:], file=sys.stderr)
+        for name, rs in runs.items():
+            rs.sort(key=lambda r: r["rps"])
+            results[name] = rs[len(rs) // 2]  # the median run
+            if len(rs) > 1:
+                results[name]["all_rps"] = [round(r["rps"]) for r in rs]  # type: ignore[assignment]
     finally:
         stop(sim)
         shutil.rmtree(tmp, ignore_errors=True)

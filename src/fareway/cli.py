@@ -113,6 +113,7 @@ def serve(
         log_level=log_level,
         access_log=access_log,
         lifespan="on",
+        proxy_headers=False,  # Fareway does not use the client address; skip the per-request middleware
     )
 
 

@@ -126,19 +126,19 @@ class ModelRates:
     source: str
 
     def cost(self, usage: Usage) -> Cost:
+        # Buckets with no tokens cost exactly 0: skip their Decimal arithmetic (most calls have no
+        # cached, cache-write or separately priced reasoning tokens).
         prompt = usage.input_tokens
-        cached_rate = self.cached_input or self.input
-        write_rate = self.cache_write or self.input
-        c_input = self.input.at(prompt) * usage.uncached_input_tokens / PER_MILLION
-        c_cached = cached_rate.at(prompt) * usage.cached_input_tokens / PER_MILLION
-        c_write = write_rate.at(prompt) * usage.cache_write_tokens / PER_MILLION
-        if self.reasoning is not None:
-            reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-            c_reasoning = self.reasoning.at(prompt) * reasoning / PER_MILLION
-            c_output = self.output.at(prompt) * (usage.output_tokens - reasoning) / PER_MILLION
-        else:
-            c_reasoning = ZERO
-            c_output = self.output.at(prompt) * usage.output_tokens / PER_MILLION
+        n = usage.uncached_input_tokens
+        c_input = self.input.at(prompt) * n / PER_MILLION if n else ZERO
+        n = usage.cached_input_tokens
+        c_cached = (self.cached_input or self.input).at(prompt) * n / PER_MILLION if n else ZERO
+        n = usage.cache_write_tokens
+        c_write = (self.cache_write or self.input).at(prompt) * n / PER_MILLION if n else ZERO
+        reasoning = min(usage.reasoning_tokens, usage.output_tokens) if self.reasoning is not None else 0
+        c_reasoning = self.reasoning.at(prompt) * reasoning / PER_MILLION if reasoning and self.reasoning else ZERO
+        n = usage.output_tokens - reasoning
+        c_output = self.output.at(prompt) * n / PER_MILLION if n else ZERO
         total = c_input + c_cached + c_write + c_output + c_reasoning
         return Cost(c_input, c_cached, c_write, c_output, c_reasoning, total, self.source)
 
