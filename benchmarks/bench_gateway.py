@@ -210,6 +210,10 @@ def main() -> None:
                 servers += [
                     ("fareway-noledger", "\n[ledger]\nenabled = false\n"),
                     ("fareway-processledger", '\n[ledger]\nwriter = "process"\n'),
+                    (
+                        "fareway-processledger-cpu1",
+                        f'\n[ledger]\nwriter = "process"\nwriter_cpus = [{load_core or 0}]\n',
+                    ),
                     ("fareway-pgledger", f'\n[ledger]\nurl = "{a.pg_url}"\n'),
                 ]
         runs: dict[str, list[dict[str, float]]] = {}
@@ -276,6 +280,9 @@ def main() -> None:
     if "fareway-noledger" in results and "fareway-processledger" in results:
         cost = 1 - results["fareway-processledger"]["rps"] / results["fareway-noledger"]["rps"]
         print(f'SQLite ledger written by a child process instead (writer = "process"): {cost:.1%}')
+    if "fareway-noledger" in results and "fareway-processledger-cpu1" in results:
+        cost = 1 - results["fareway-processledger-cpu1"]["rps"] / results["fareway-noledger"]["rps"]
+        print(f"... child process on the other core (writer_cpus = [{load_core}]): {cost:.1%}")
     if "fareway-noledger" in results and "fareway-pgledger" in results:
         cost = 1 - results["fareway-pgledger"]["rps"] / results["fareway-noledger"]["rps"]
         print(f"Postgres ledger writer's cost in requests/s: {cost:.1%}")

@@ -501,3 +501,17 @@ def test_a_crash_loses_at_most_the_unflushed_calls(tmp_path: Path) -> None:
     ).fetchone()[0]
     assert orphans == 0
     conn.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+async def test_process_writer_can_be_pinned_to_other_cpus(tmp_path: Path) -> None:
+    cpu = min(os.sched_getaffinity(0))
+    ledger = Ledger.open(None, str(tmp_path / "p.db"), writer="process", writer_cpus=[cpu])
+    await ledger.start()
+    try:
+        assert os.sched_getaffinity(ledger.store._proc.pid) == {cpu}  # type: ignore[attr-defined]
+        ledger.record(*make_call(1))
+        await ledger.flush()
+        assert ledger.stats.written == 1
+    finally:
+        await ledger.close()

@@ -15,7 +15,8 @@ Top-level sections:
 ``[ledger]``      url (``postgresql://...``; default: SQLite state_dir/fareway.db), batch_size,
                   enabled (false: no ledger at all — for measuring its cost only),
                   writer ("thread", the default: a writer thread; "process": a child process owns the
-                  SQLite write connection, keeping its work off the gateway's GIL)
+                  SQLite write connection, keeping its work off the gateway's GIL),
+                  writer_cpus (with writer = "process": CPUs the writer may use, e.g. [1])
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] optional)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
@@ -88,6 +89,7 @@ class Config:
     ledger_url: str | None = None
     ledger_enabled: bool = True
     ledger_writer: str = "thread"
+    ledger_writer_cpus: list[int] | None = None
     ledger_batch_size: int = 500
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
@@ -202,6 +204,11 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     cfg.ledger_writer = str(ledger.get("writer", cfg.ledger_writer))
     if cfg.ledger_writer not in ("process", "thread"):
         raise ConfigError('[ledger] writer must be "process" or "thread"')
+    cpus = ledger.get("writer_cpus")
+    if cpus is not None:
+        if not isinstance(cpus, list) or not all(isinstance(c, int) and c >= 0 for c in cpus):
+            raise ConfigError("[ledger] writer_cpus must be a list of CPU numbers")
+        cfg.ledger_writer_cpus = list(cpus)
 
     tables = _section(data, "providers")
     for name in BUILTIN_PROVIDERS:

@@ -136,7 +136,9 @@ class ModelRates:
         n = usage.cache_write_tokens
         c_write = (self.cache_write or self.input).at(prompt) * n / PER_MILLION if n else ZERO
         reasoning = min(usage.reasoning_tokens, usage.output_tokens) if self.reasoning is not None else 0
-        c_reasoning = self.reasoning.at(prompt) * reasoning / PER_MILLION if reasoning and self.reasoning else ZERO
+        c_reasoning = (
+            self.reasoning.at(prompt) * reasoning / PER_MILLION if reasoning and self.reasoning else ZERO
+        )
         n = usage.output_tokens - reasoning
         c_output = self.output.at(prompt) * n / PER_MILLION if n else ZERO
         total = c_input + c_cached + c_write + c_output + c_reasoning

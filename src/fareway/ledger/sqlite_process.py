@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import pickle
 import signal
 import threading
@@ -42,8 +43,10 @@ _STOP_MSG = b"stop"
 
 
 class SqliteProcessStore(SqliteStore):
-    def __init__(self, path: str, stats: LedgerStats, **kw: Any) -> None:
+    def __init__(self, path: str, stats: LedgerStats, *, cpus: list[int] | None = None, **kw: Any) -> None:
         super().__init__(path, stats, **kw)
+        self.cpus = cpus
+        """CPUs the writer process may run on (None: inherit the gateway's affinity)."""
         self._proc: Any = None
         self._pipe: Connection | None = None
 
@@ -54,7 +57,7 @@ class SqliteProcessStore(SqliteStore):
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=_child_main,
-            args=(self.path, child, self.close_retries),
+            args=(self.path, child, self.close_retries, self.cpus),
             name="fareway-ledger-writer",
             daemon=True,
         )
@@ -127,9 +130,14 @@ class _ChildWriter(SqliteStore):
         self.refused.append((f"{type(exc).__name__}: {exc}", [str(c[_REQUEST_ID]) for c, _ in rows]))
 
 
-def _child_main(path: str, pipe: Connection, close_retries: int) -> None:
+def _child_main(path: str, pipe: Connection, close_retries: int, cpus: list[int] | None = None) -> None:
     """The writer process: open, migrate, then commit each batch it is sent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cpus:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except (AttributeError, OSError, ValueError) as exc:  # not Linux, or CPUs that do not exist
+            log.warning("ledger writer: could not pin to CPUs %s (%s); running unpinned", cpus, exc)
     try:
         conn = _connect(path)
         version = migrate_sqlite(conn)

@@ -63,6 +63,7 @@ class Ledger:
         max_delay: float = 0.05,
         capacity: int = 100_000,
         writer: str = "thread",
+        writer_cpus: list[int] | None = None,
     ) -> Ledger:
         """A ledger on Postgres when ``url`` is ``postgres[ql]://...``, else on SQLite at ``path``
         (``url`` may also be ``sqlite:///some/path.db``).  ``schema`` is the Postgres schema.
@@ -83,7 +84,9 @@ class Ledger:
             if writer == "process":
                 from fareway.ledger.sqlite_process import SqliteProcessStore
 
-                store = SqliteProcessStore(path, stats, batch_size=batch_size, max_delay=max_delay)
+                store = SqliteProcessStore(
+                    path, stats, batch_size=batch_size, max_delay=max_delay, cpus=writer_cpus
+                )
             elif writer == "thread":
                 store = SqliteStore(path, stats, batch_size=batch_size, max_delay=max_delay)
             else:

@@ -75,6 +75,7 @@ def build_gateway(config: Config) -> Gateway:
             path=str(config.ledger_file),
             batch_size=config.ledger_batch_size,
             writer=config.ledger_writer,
+            writer_cpus=config.ledger_writer_cpus,
         )
         metrics.bind_ledger(ledger)
     accounting = Accounting(pricebook=pricebook, ledger=ledger, metrics=metrics)
