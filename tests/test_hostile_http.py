@@ -197,3 +197,19 @@ async def test_model_name_with_newlines_cannot_inject_headers(app: Any) -> None:
     status, out = await call(app, "/v1/chat/completions", body, AUTH)
     assert status in (200, 404)
     _check(status, out, "openai")
+
+
+def test_request_ids_are_unique_and_sort_by_time() -> None:
+    """Time-ordered ids keep the ledger's request_id index append-only (see new_request_id)."""
+    import re
+    import time
+
+    from fareway.server.http import new_request_id
+
+    before = f"{time.time_ns() // 1_000_000:012x}"
+    ids = [new_request_id() for _ in range(5000)]
+    after = f"{time.time_ns() // 1_000_000:012x}"
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"req_[0-9a-f]{24}", i) for i in ids)
+    stamps = [i[4:16] for i in ids]
+    assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= after

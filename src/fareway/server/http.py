@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -22,8 +23,11 @@ _ids = random.Random(os.urandom(16))
 
 
 def new_request_id() -> str:
-    """A unique, non-secret id (96 random bits from a generator seeded once from the OS)."""
-    return f"req_{_ids.getrandbits(96):024x}"
+    """A unique, non-secret id that sorts by time: 48 bits of Unix milliseconds, then 48 random
+    bits (from a generator seeded once from the OS).  Time-ordered ids keep the ledger's index on
+    ``request_id`` append-only: random ones made each insert touch a random page of it, which
+    doubled SQLite's CPU per call on a ledger of 100,000 calls (measured 22 vs 45-50 us)."""
+    return f"req_{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(48):012x}"
 
 
 def header_map(scope: Scope) -> dict[str, str]:
