@@ -46,6 +46,10 @@ def test_config_key_wins_and_base_url_override(tmp_path: Path) -> None:
         ("[providers.x]\ndialect = 'openai'\nbase_url = 'ftp://a'\n", "base_url"),
         ("[providers]\nx = 3\n", "table"),
         ("not toml [", "not valid TOML"),
+        ("[ledger]\nwriter = 'fork'\n", "writer"),
+        ("[ledger]\nbatch_size = 0\n", "batch_size"),
+        ("[ledger]\nmax_delay = -1\n", "max_delay"),
+        ("[ledger]\nwriter_cpus = 1\n", "writer_cpus"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
@@ -54,6 +58,19 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) ->
     with pytest.raises(ConfigError) as ei:
         load_config(f, env={})
     assert message in ei.value.message
+
+
+def test_ledger_settings(tmp_path: Path) -> None:
+    f = tmp_path / "f.toml"
+    f.write_text('[ledger]\nbatch_size = 64\nmax_delay = 0.2\nwriter = "thread"\n')
+    cfg = load_config(f, env={})
+    assert (cfg.ledger_batch_size, cfg.ledger_max_delay, cfg.ledger_writer) == (64, 0.2, "thread")
+    default = load_config(None, env={})
+    assert (default.ledger_batch_size, default.ledger_max_delay, default.ledger_writer) == (
+        500,
+        0.05,
+        "process",
+    )
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

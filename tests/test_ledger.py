@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fareway.ledger import AttemptRecord, CallRecord, Ledger, PriceBook, rollup
-from fareway.ledger.migrations import migrate_sqlite
+from fareway.ledger.migrations import PG_MIGRATIONS, SQLITE_MIGRATIONS, migrate_sqlite
 from fareway.ledger.records import CALL_COLUMNS
 from fareway.ledger.sqlite_store import percentile_cont
 from fareway.types import Usage
@@ -38,7 +38,7 @@ async def _pg_reachable() -> str | None:
     return None
 
 
-@pytest.fixture(params=["sqlite", "sqlite-process", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", "sqlite-thread", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def make_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
     backend = request.param
     schema = f"fw_test_{uuid.uuid4().hex[:12]}"
@@ -50,8 +50,8 @@ async def make_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
 
     def factory(**kw: Any) -> Ledger:
         url = PG_URL if backend == "postgres" else None
-        if backend == "sqlite-process":
-            kw.setdefault("writer", "process")
+        if backend == "sqlite-thread":
+            kw.setdefault("writer", "thread")
         ledger = Ledger.open(url, str(tmp_path / "data" / "fareway.db"), schema=schema, **kw)
         opened.append(ledger)
         return ledger
@@ -138,17 +138,20 @@ async def test_migrations_are_idempotent(make_ledger: Factory) -> None:
     first = await started(make_ledger)
     await first.close()
     second = await started(make_ledger)
-    assert getattr(second.store, "schema_version", None) == 1
-    rows = await second.store.fetch("SELECT version FROM schema_version", [])
-    assert [r[0] for r in rows] == [1]
+    latest = len(SQLITE_MIGRATIONS)
+    assert len(PG_MIGRATIONS) == latest  # both backends at the same schema version
+    assert getattr(second.store, "schema_version", None) == latest
+    rows = await second.store.fetch("SELECT version FROM schema_version ORDER BY version", [])
+    assert [r[0] for r in rows] == list(range(1, latest + 1))
     assert await count(second, "calls") == 0
 
 
 def test_sqlite_migration_function_twice(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
-    assert migrate_sqlite(conn) == 1
-    assert migrate_sqlite(conn) == 1
-    assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    latest = len(SQLITE_MIGRATIONS)
+    assert migrate_sqlite(conn) == latest
+    assert migrate_sqlite(conn) == latest
+    assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == latest
     conn.close()
 
 
@@ -515,3 +518,86 @@ async def test_process_writer_can_be_pinned_to_other_cpus(tmp_path: Path) -> Non
         assert ledger.stats.written == 1
     finally:
         await ledger.close()
+
+
+# ------------------------------------------------------------------ the writer process
+
+
+async def test_writer_process_killed_is_restarted_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
+    """SIGKILL the writer with batches in flight: it is restarted, the unconfirmed batches are
+    sent again, and each call is stored exactly once."""
+    db = tmp_path / "k.db"
+    ledger = Ledger.open(None, str(db), writer="process", batch_size=50, max_delay=0.01)
+    await ledger.start()
+    store: Any = ledger.store
+    try:
+        for i in range(100):
+            ledger.record(*make_call(i, when=T0 + timedelta(seconds=i)))
+        await ledger.flush()
+        first = store._proc
+        for i in range(100, 400):
+            ledger.record(*make_call(i, when=T0 + timedelta(seconds=i)))  # 6 batches shipped at once
+        first.kill()
+        await ledger.flush()
+        assert store.restarts == 1 and store._proc is not first
+        assert ledger.stats.written == 400 and ledger.stats.dropped == 0 and ledger.stats.queued == 0
+    finally:
+        await ledger.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM calls").fetchone() == (400, 400)
+    assert conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 400
+    conn.close()
+
+
+def test_writer_process_stores_a_resent_batch_once(tmp_path: Path) -> None:
+    """The child's side of exactly-once: a batch whose sequence number is already committed for
+    this writer (a re-send after a crash between commit and acknowledgement) is acknowledged and
+    not written again; another writer's batch 1 is written."""
+    import subprocess
+    import sys
+
+    from fareway.ledger import frames
+    from fareway.ledger.sqlite_process import _CHILD_MAIN
+    from fareway.ledger.sqlite_store import _attempt_row_epoch, _call_row_epoch
+
+    db = str(tmp_path / "once.db")
+
+    def batch(seq: int, first: int) -> tuple[Any, ...]:
+        calls = [make_call(i, when=T0 + timedelta(seconds=i)) for i in range(first, first + 5)]
+        return (
+            seq,
+            False,
+            [(_call_row_epoch(c), [_attempt_row_epoch(a) for a in atts]) for c, atts in calls],
+        )
+
+    def session(writer: str, *batches: tuple[Any, ...]) -> list[Any]:
+        p = subprocess.Popen(
+            [sys.executable, "-c", _CHILD_MAIN, db, writer], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert p.stdin is not None and p.stdout is not None
+        out = [frames.read_frame(p.stdout)]
+        for b in batches:
+            frames.write_frame(p.stdin, b)
+            out.append(frames.read_frame(p.stdout))
+        p.stdin.close()
+        assert p.wait(30) == 0
+        return out
+
+    hello, ack = session("w1", batch(1, 0))
+    assert hello[0] == "ready" and hello[2] == 0 and ack[:3] == (1, 5, 5)
+    hello, again, ack2 = session("w1", batch(1, 0), batch(2, 5))
+    assert hello[2] == 1  # the child knows batch 1 is in
+    assert again[:3] == (1, 5, 5) and again[3] == 0  # acknowledged as stored, no new transaction
+    assert ack2[:4] == (2, 5, 5, 1)
+    hello, other = session("w2", batch(1, 10))
+    assert other[:4] == (1, 5, 5, 1)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM calls").fetchone() == (15, 15)
+    conn.close()
+
+
+async def test_writer_process_start_failure_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "a-directory.db").mkdir()  # SQLite cannot open a directory as a database
+    ledger = Ledger.open(None, str(tmp_path / "a-directory.db"), writer="process")
+    with pytest.raises(RuntimeError, match=r"could not open .*a-directory\.db: OperationalError"):
+        await ledger.start()

@@ -12,10 +12,12 @@ Top-level sections:
 ``[server]``      host, port, max_body_bytes, state_dir
 ``[timeouts]``    connect, first_token, idle, total (seconds)
 ``[defaults]``    max_tokens (for Anthropic upstreams when an OpenAI client sends none)
-``[ledger]``      url (``postgresql://...``; default: SQLite state_dir/fareway.db), batch_size,
+``[ledger]``      url (``postgresql://...``; default: SQLite state_dir/fareway.db),
+                  batch_size (calls per write, 500) and max_delay (seconds a call may wait to be
+                  written, 0.05: also what a crash of the gateway can lose),
                   enabled (false: no ledger at all — for measuring its cost only),
-                  writer ("thread", the default: a writer thread; "process": a child process owns the
-                  SQLite write connection, keeping its work off the gateway's GIL),
+                  writer ("process", the default: a child process owns the SQLite write
+                  connection; "thread": a writer thread in the gateway),
                   writer_cpus (with writer = "process": CPUs the writer may use, e.g. [1])
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] optional)
@@ -88,9 +90,10 @@ class Config:
     default_max_tokens: int = 4096
     ledger_url: str | None = None
     ledger_enabled: bool = True
-    ledger_writer: str = "thread"
+    ledger_writer: str = "process"
     ledger_writer_cpus: list[int] | None = None
     ledger_batch_size: int = 500
+    ledger_max_delay: float = 0.05
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -200,6 +203,9 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     url = ledger.get("url", env.get("FAREWAY_LEDGER_URL"))
     cfg.ledger_url = expand_env(url, env) if isinstance(url, str) else None
     cfg.ledger_batch_size = int(ledger.get("batch_size", cfg.ledger_batch_size))
+    cfg.ledger_max_delay = float(ledger.get("max_delay", cfg.ledger_max_delay))
+    if cfg.ledger_batch_size < 1 or not cfg.ledger_max_delay >= 0:
+        raise ConfigError("[ledger] batch_size must be at least 1 and max_delay at least 0")
     cfg.ledger_enabled = bool(ledger.get("enabled", True))
     cfg.ledger_writer = str(ledger.get("writer", cfg.ledger_writer))
     if cfg.ledger_writer not in ("process", "thread"):

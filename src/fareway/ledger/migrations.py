@@ -93,8 +93,15 @@ def _sqlite_v1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _sqlite_v2(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS ledger_writer_state (writer TEXT PRIMARY KEY, seq INTEGER NOT NULL)"
+    )
+
+
 SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "calls and attempts", _sqlite_v1),
+    (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
 ]
 
 
@@ -194,8 +201,15 @@ async def _pg_v1(conn: Any) -> None:
     await conn.execute(_PG_V1)
 
 
+async def _pg_v2(conn: Any) -> None:
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS ledger_writer_state (writer TEXT PRIMARY KEY, seq BIGINT NOT NULL)"
+    )
+
+
 PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (1, "calls and attempts", _pg_v1),
+    (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _pg_v2),
 ]
 
 _PG_LOCK_KEY = 0x4641524557  # "FAREW": serializes concurrent migrators on one database

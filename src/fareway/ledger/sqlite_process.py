@@ -1,45 +1,57 @@
-"""SQLite ledger written by a child process (``[ledger] writer = "process"``).
+"""SQLite ledger written by a child process (the default; ``[ledger] writer = "process"``).
 
-Why a process: the sqlite3 module releases and re-takes the GIL around every statement step, so a
-writer *thread* in the gateway's process hands the GIL back and forth with the event loop
-hundreds of times per batch; on one core that convoy cost more than the inserts themselves
-(see the measurements below).
+Why a process, and why no thread on the gateway's side: the sqlite3 module releases and re-takes
+the GIL around every statement step, so a writer *thread* in the gateway's process hands the GIL
+back and forth with the event loop for every row; on one core that convoy cost more than the
+inserts themselves.  Here the gateway process has no ledger thread at all:
 
-Here a shipper thread in the gateway gathers a batch (as the thread store does), turns the records
-into rows (money and times as text), and sends one pickled message per batch over a pipe; the
-child owns the only write connection and commits each batch in one transaction, with the same
-retry and isolate-the-bad-record rules (``SqliteStore._write_rows``), then answers with its
-counters.  Reads stay in the gateway process on their own connection (WAL).
+* ``submit()`` (from ``Ledger.record()``, on the event loop) appends the call to a list and, for
+  the first one, schedules a ship ``max_delay`` seconds later (at once when ``batch_size`` calls
+  wait, or for a flush);
+* a ship, still on the loop, turns the batch's records into rows (money as text, times as Unix
+  seconds), frames them with :mod:`marshal` and writes them to the child's stdin (a non-blocking
+  pipe write);
+* the child (:mod:`fareway.ledger.sqlite_child`) commits each batch in one transaction, with the
+  same retry and isolate-the-bad-record rules as the thread store, and acknowledges it; an ack
+  task on the loop updates the counters and resolves flushes.
 
-Measured (in-process harness, 64 concurrent calls, one core): the thread writer adds ~130 us of
-gateway-process CPU per call, this one ~55 us (rows and pickling); the child's own SQLite work
-runs on whatever core it gets.  It is not the default because it starts the child with the
-``spawn`` method, which re-imports the launching script: a script that builds the app at import
-time without an ``if __name__ == "__main__":`` guard would start again in the child.
+Batches stay in memory until acknowledged.  If the child dies, it is restarted and the
+unacknowledged batches are sent again; each batch's sequence number commits in the same
+transaction as its rows, so a batch that was committed before the crash is not stored twice.
 
-Shutdown: ``close()`` ships what is queued, tells the child to stop and waits for it.  The child
-ignores SIGINT (Ctrl-C reaches the whole process group; the gateway's graceful shutdown stops it)
-and exits by itself when the gateway's end of the pipe closes.  A crash of the gateway loses at
-most what was queued or in the pipe, as with the thread store.
+The child is started as ``python -c "from fareway.ledger.sqlite_child import main; ..."``, not
+with ``multiprocessing``, so it never re-imports the gateway's own script.
+
+What a crash loses: the child writes everything that reached its pipe, even after the gateway
+died; a gateway killed without shutdown loses only the calls recorded in the last ``max_delay``
+seconds (not yet shipped).  Reads stay in the gateway process on their own connection (WAL).
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import os
-import pickle
-import signal
-import threading
-from multiprocessing.connection import Connection
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fareway.ledger.base import LedgerStats, QueueItem, log
-from fareway.ledger.migrations import migrate_sqlite
-from fareway.ledger.sqlite_store import _REQUEST_ID, CallRows, SqliteStore, _attempt_row, _call_row, _connect
+from fareway.ledger import frames
+from fareway.ledger.base import FlushMarker, LedgerStats, QueueItem, log
+from fareway.ledger.sqlite_store import CallRows, SqliteStore, _attempt_row_epoch, _call_row_epoch
 
-_STOP_MSG = b"stop"
+
+@dataclass(slots=True)
+class _Shipped:
+    frame: bytes
+    calls: int
+    request_ids: list[str]
+    markers: list[FlushMarker] = field(default_factory=list)
+
+
+class WriterUnavailable(RuntimeError):
+    pass
 
 
 class SqliteProcessStore(SqliteStore):
@@ -47,132 +59,195 @@ class SqliteProcessStore(SqliteStore):
         super().__init__(path, stats, **kw)
         self.cpus = cpus
         """CPUs the writer process may run on (None: inherit the gateway's affinity)."""
-        self._proc: Any = None
-        self._pipe: Connection | None = None
+        self.writer_id = uuid.uuid4().hex
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pending: list[QueueItem] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._seq = 0
+        self._unacked: dict[int, _Shipped] = {}
+        self._acks: asyncio.Task[None] | None = None
+        self._loop_ref: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._restarting: asyncio.Future[None] | None = None
+
+    # -- lifecycle
 
     async def start(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=_child_main,
-            args=(self.path, child, self.close_retries, self.cpus),
-            name="fareway-ledger-writer",
-            daemon=True,
-        )
-        self._proc.start()
-        child.close()
-        self._pipe = parent
-        kind, value = await asyncio.to_thread(parent.recv)
-        if kind != "ready":
-            await asyncio.to_thread(self._proc.join, 5)
-            raise RuntimeError(f"the ledger writer process could not open {self.path}: {value}")
-        self.schema_version = int(value)
-        self._thread = threading.Thread(target=self._ship_loop, name="fareway-ledger-shipper", daemon=True)
-        self._thread.start()
-        from concurrent.futures import ThreadPoolExecutor
-
+        if self.path == ":memory:":
+            raise ValueError(
+                'an in-memory ledger cannot be written by another process: use writer = "thread"'
+            )
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._loop_ref = asyncio.get_running_loop()
+        self.schema_version = await self._spawn()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fareway-ledger-reader")
 
-    def _ship_loop(self) -> None:
-        try:
-            self._loop(self._pipe)  # type: ignore[arg-type]  # _write below takes the pipe
-        finally:
-            pipe = self._pipe
-            if pipe is not None:
-                try:
-                    pipe.send_bytes(_STOP_MSG)
-                except OSError:
-                    pass
-
-    def _write(self, conn: Any, batch: list[QueueItem]) -> None:
-        if not batch or self._pipe is None:
-            return
-        rows: list[CallRows] = [(_call_row(c), [_attempt_row(a) for a in atts]) for c, atts in batch]
-        try:
-            self._pipe.send_bytes(pickle.dumps((self._closing, rows), protocol=pickle.HIGHEST_PROTOCOL))
-            written, attempts, batches, retries, refused = self._pipe.recv()
-        except (OSError, EOFError) as exc:
-            self._give_up(rows, exc)
-            return
-        self.stats.written += written
-        self.stats.attempts_written += attempts
-        self.stats.batches += batches
-        self.stats.retries += retries
-        for reason, ids in refused:
-            self.stats.dropped += len(ids)
-            log.error(
-                "ledger dropped %d call(s) after %s: request ids %s", len(ids), reason, ", ".join(ids[:20])
-            )
+    async def _spawn(self) -> int:
+        args = [str(self.path), self.writer_id, str(self.close_retries)]
+        if self.cpus:
+            args.append(",".join(str(c) for c in self.cpus))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _CHILD_MAIN,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        hello = await _read(proc.stdout)
+        if not hello or hello[0] != "ready":
+            await proc.wait()
+            why = hello[1] if hello else f"it exited with status {proc.returncode}"
+            raise RuntimeError(f"the ledger writer process could not open {self.path}: {why}")
+        self._proc = proc
+        self._acks = asyncio.ensure_future(self._read_acks(proc))
+        for shipped in self._unacked.values():  # after a restart: send again what was not confirmed
+            proc.stdin.write(shipped.frame)
+        return int(hello[1])
 
     async def close(self) -> None:
-        if self._thread is None:
+        if self._loop_ref is None or self._stopping:
             return
-        await super().close()  # ships what is queued; the shipper then tells the child to stop
-        if self._proc is not None:
-            await asyncio.to_thread(self._proc.join, 30)
-            if self._proc.is_alive():
-                log.error("the ledger writer process did not stop in 30 s; terminating it")
-                self._proc.terminate()
-            self._proc = None
-        if self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
-
-
-class _ChildWriter(SqliteStore):
-    """In the child: refused calls are reported back to the gateway, which counts and logs them."""
-
-    refused: list[tuple[str, list[str]]] = []
-
-    def _give_up(self, rows: list[CallRows], exc: BaseException) -> None:
-        self.refused.append((f"{type(exc).__name__}: {exc}", [str(c[_REQUEST_ID]) for c, _ in rows]))
-
-
-def _child_main(path: str, pipe: Connection, close_retries: int, cpus: list[int] | None = None) -> None:
-    """The writer process: open, migrate, then commit each batch it is sent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if cpus:
-        try:
-            os.sched_setaffinity(0, cpus)
-        except (AttributeError, OSError, ValueError) as exc:  # not Linux, or CPUs that do not exist
-            log.warning("ledger writer: could not pin to CPUs %s (%s); running unpinned", cpus, exc)
-    try:
-        conn = _connect(path)
-        version = migrate_sqlite(conn)
-    except Exception as exc:  # reported to the gateway, which refuses to start
-        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    pipe.send(("ready", version))
-    writer = _ChildWriter(path, LedgerStats(), close_retries=close_retries)
-    try:
-        while True:
+        self._closing = True
+        self._ship()
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
             try:
-                msg = pipe.recv_bytes()
-            except EOFError:
-                return  # the gateway is gone
-            if msg == _STOP_MSG:
-                return
-            closing, rows = pickle.loads(msg)
-            writer._closing = closing
-            before = (
-                writer.stats.written,
-                writer.stats.attempts_written,
-                writer.stats.batches,
-                writer.stats.retries,
-            )
-            writer.refused = []
-            writer._write_rows(conn, rows)
-            s = writer.stats
-            pipe.send(
-                (
-                    s.written - before[0],
-                    s.attempts_written - before[1],
-                    s.batches - before[2],
-                    s.retries - before[3],
-                    writer.refused,
+                await proc.stdin.drain()
+            except (ConnectionError, OSError):
+                pass
+            proc.stdin.close()  # end of input: the child writes what it has, then exits
+        if self._acks is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._acks), 60)
+            except TimeoutError:
+                log.error("the ledger writer process did not finish in 60 s; terminating it")
+                if proc is not None:
+                    proc.terminate()
+        if proc is not None:
+            await proc.wait()
+        self._proc = None
+        for shipped in self._unacked.values():  # the writer died during shutdown
+            self._give_up_shipped(shipped, "the writer process stopped before confirming them")
+        self._unacked.clear()
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
+            reader.shutdown(wait=True)
+
+    # -- the request path (event loop)
+
+    def submit(self, item: QueueItem | FlushMarker) -> None:
+        if isinstance(item, FlushMarker):
+            self._ship()
+            if self._unacked:
+                self._unacked[self._seq].markers.append(item)
+            else:
+                item.resolve()
+            return
+        self._pending.append(item)
+        if len(self._pending) >= self.batch_size:
+            self._ship()
+        elif self._timer is None:
+            assert self._loop_ref is not None
+            self._timer = self._loop_ref.call_later(self.max_delay, self._ship)
+
+    def _ship(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        rows: list[CallRows] = [
+            (_call_row_epoch(c), [_attempt_row_epoch(a) for a in atts]) for c, atts in batch
+        ]
+        self._seq += 1
+        shipped = _Shipped(
+            frames.encode((self._seq, self._closing, rows)), len(rows), [c.request_id for c, _ in batch]
+        )
+        self._unacked[self._seq] = shipped
+        proc = self._proc
+        if proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.write(shipped.frame)
+        # else: the writer is restarting; the batch goes out with the others once it is back
+
+    # -- acknowledgements
+
+    async def _read_acks(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            ack = await _read(proc.stdout)
+            if ack is None:
+                break
+            seq, written, attempts, batches, retries, refused = ack
+            shipped = self._unacked.pop(seq, None)
+            self.stats.written += written
+            self.stats.attempts_written += attempts
+            self.stats.batches += batches
+            self.stats.retries += retries
+            for reason, ids in refused:
+                self.stats.dropped += len(ids)
+                log.error(
+                    "ledger dropped %d call(s) after %s: request ids %s",
+                    len(ids),
+                    reason,
+                    ", ".join(ids[:20]),
                 )
-            )
-    finally:
-        conn.close()
+            if shipped is not None:
+                for marker in shipped.markers:
+                    marker.resolve()
+        if self._stopping:
+            return
+        code = await proc.wait()
+        log.error(
+            "the ledger writer process exited (status %s) with %d batch(es) unconfirmed; restarting it",
+            code,
+            len(self._unacked),
+        )
+        self._proc = None
+        self._restarting = asyncio.ensure_future(self._restart())
+
+    async def _restart(self) -> None:
+        delay = 0.1
+        while not self._stopping:
+            self.restarts += 1
+            try:
+                await self._spawn()
+                return
+            except Exception as exc:
+                self.stats.retries += 1
+                log.error("the ledger writer process could not restart (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _give_up_shipped(self, shipped: _Shipped, reason: str) -> None:
+        self.stats.dropped += shipped.calls
+        log.error(
+            "ledger dropped %d call(s): %s; request ids %s",
+            shipped.calls,
+            reason,
+            ", ".join(shipped.request_ids[:20]),
+        )
+        for marker in shipped.markers:
+            marker.resolve()
+
+
+async def _read(stream: asyncio.StreamReader) -> Any:
+    try:
+        header = await stream.readexactly(frames.HEADER)
+        return frames.decode(await stream.readexactly(frames.payload_size(header)))
+    except asyncio.IncompleteReadError:
+        return None
+
+
+# The child runs the same interpreter; the directory this fareway was imported from is appended to
+# its path (never prepended, so it cannot shadow anything), for a gateway run from a source tree.
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+_CHILD_MAIN = (
+    f"import sys; sys.path.append({_SOURCE_ROOT!r}); "
+    "from fareway.ledger.sqlite_child import main; sys.exit(main(sys.argv[1:]))"
+)

@@ -14,8 +14,9 @@ same SQL shape as on Postgres.
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import math
-import operator
 import queue
 import sqlite3
 import threading
@@ -40,6 +41,13 @@ from fareway.ledger.records import (
 
 _STOP = object()
 
+# The sqlite3 module binds only int, float, str and bytes directly; every other value, None
+# included, first goes through the adapter lookup (two failed protocol lookups), which made a
+# NULL cost ~0.5 us to bind, more than a text value (measured: 27 NULL columns 16.2 us per row,
+# 6.4 us with this).  An identity adapter for None takes the fast path; the value bound is the
+# same SQL NULL.  Registering it is process-wide and changes nothing else.
+sqlite3.register_adapter(type(None), lambda _: None)
+
 
 def iso_utc(value: datetime) -> str:
     """Fixed-width ISO-8601 UTC text, so stored times sort and compare as strings."""
@@ -48,69 +56,101 @@ def iso_utc(value: datetime) -> str:
             value = value.replace(tzinfo=UTC)
         elif value.utcoffset():
             value = value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds")  # 2026-11-20T10:15:00.000000+00:00
+    # %-formatting: about half the CPU of isoformat(timespec="microseconds"), same text
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00" % (  # noqa: UP031  2026-11-20T10:15:00.000000+00:00
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
 
 
-def _converters(columns: tuple[str, ...]) -> list[Any]:
-    def money(v: Decimal | None) -> str | None:
-        return None if v is None else str(v)
-
-    def when(v: datetime) -> str:
-        return iso_utc(v)
-
-    def flag(v: bool) -> int:
-        return 1 if v else 0
-
-    out: list[Any] = []
-    for name in columns:
-        if name in MONEY_COLUMNS:
-            out.append(money)
-        elif name in TIME_COLUMNS:
-            out.append(when)
-        elif name in BOOL_COLUMNS:
-            out.append(flag)
+def _row_maker(columns: tuple[str, ...], name: str, times: str = "iso") -> Any:
+    """A row builder for ``columns``, generated as one tuple expression (money as the text of
+    the Decimal, flags as 0/1, the rest as they are; times as :func:`iso_utc` text, or with
+    ``times="epoch"`` as Unix seconds, a float, for :func:`epoch_times_to_iso` to finish in
+    the writer process).  Measured: about half the CPU of a generic attrgetter-and-fix-up loop;
+    rows are built for every call."""
+    parts = []
+    for col in columns:
+        if col in MONEY_COLUMNS:
+            parts.append(f"None if r.{col} is None else str(r.{col})")
+        elif col in TIME_COLUMNS:
+            parts.append(f"iso_utc(r.{col})" if times == "iso" else f"r.{col}.timestamp()")
+        elif col in BOOL_COLUMNS:
+            parts.append(f"1 if r.{col} else 0")
         else:
-            out.append(None)
-    return out
+            parts.append(f"r.{col}")
+    namespace: dict[str, Any] = {}
+    # the source is built above from the records' own field names
+    exec(f"def {name}(r):\n    return ({', '.join(parts)},)\n", {"iso_utc": iso_utc}, namespace)
+    return namespace[name]
 
 
-_CALL_CONV = _converters(CALL_COLUMNS)
-_ATTEMPT_CONV = _converters(ATTEMPT_COLUMNS)
+_call_row = _row_maker(CALL_COLUMNS, "call_row")
+_attempt_row = _row_maker(ATTEMPT_COLUMNS, "attempt_row")
+# For the writer process: formatting a time costs ~5x more than datetime.timestamp(), so the
+# gateway sends floats and the writer turns them into text (exact to the microsecond: a float
+# of Unix seconds resolves ~0.24 us until 2106).
+_call_row_epoch = _row_maker(CALL_COLUMNS, "call_row_epoch", times="epoch")
+_attempt_row_epoch = _row_maker(ATTEMPT_COLUMNS, "attempt_row_epoch", times="epoch")
+_CALL_TIMES = tuple(i for i, c in enumerate(CALL_COLUMNS) if c in TIME_COLUMNS)
+_ATTEMPT_TIMES = tuple(i for i, c in enumerate(ATTEMPT_COLUMNS) if c in TIME_COLUMNS)
 
 
-def _row_maker(columns: tuple[str, ...], conv: list[Any]) -> Any:
-    """A fast row builder: one attrgetter for all columns, conversions only where needed."""
-    get = operator.attrgetter(*columns)
-    fixes = [(i, fn) for i, fn in enumerate(conv) if fn is not None]
-
-    def row(obj: Any) -> list[Any]:
-        values = list(get(obj))
-        for i, fn in fixes:
-            values[i] = fn(values[i])
-        return values
-
-    return row
+def _iso_fields(row: tuple[Any, ...], at: tuple[int, ...]) -> tuple[Any, ...]:
+    values = list(row)
+    for i in at:
+        values[i] = iso_utc(datetime.fromtimestamp(values[i], UTC))
+    return tuple(values)
 
 
-_call_row = _row_maker(CALL_COLUMNS, _CALL_CONV)
+def epoch_times_to_iso(rows: list[Any]) -> list[Any]:
+    """Rows built with ``times="epoch"`` as written: their times as :func:`iso_utc` text."""
+    return [(_iso_fields(c, _CALL_TIMES), [_iso_fields(a, _ATTEMPT_TIMES) for a in atts]) for c, atts in rows]
+
+
 _REQUEST_ID = CALL_COLUMNS.index("request_id")
-CallRows = tuple[list[Any], list[list[Any]]]
+CallRows = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
 """One call's row and its attempts' rows, as written (money and times already text)."""
-_attempt_row = _row_maker(ATTEMPT_COLUMNS, _ATTEMPT_CONV)
 
 
 def call_row(c: CallRecord) -> tuple[Any, ...]:
-    return tuple(_call_row(c))
+    return _call_row(c)
 
 
 def attempt_row(a: AttemptRecord) -> tuple[Any, ...]:
-    return tuple(_attempt_row(a))
+    return _attempt_row(a)
 
 
-_INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
-_INSERT_ATTEMPT = (
-    f"INSERT INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))})"
-)
+_CHUNK = 64
+"""Rows per INSERT statement (27 columns x 64 = 1,728 parameters; SQLite allows 32,766)."""
+
+
+@functools.cache
+def _insert_sql(table: str, columns: tuple[str, ...], n: int) -> str:
+    one = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * n)}"
+
+
+def insert_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[Any]) -> None:
+    """Insert ``rows`` with multi-row ``INSERT ... VALUES (...), (...)`` statements of 64, 32, ...,
+    1 rows (so at most seven distinct statements stay in the connection's statement cache).
+
+    Not ``executemany``: the sqlite3 module releases and re-takes the GIL around every statement
+    step, i.e. per row with executemany; a writer thread then trades the GIL with the event loop
+    for every row.  Here it is once per 64 rows, for the same SQLite work."""
+    i, left = 0, len(rows)
+    while left:
+        n = _CHUNK
+        while n > left:
+            n //= 2
+        conn.execute(_insert_sql(table, columns, n), list(itertools.chain.from_iterable(rows[i : i + n])))
+        i += n
+        left -= n
 
 
 # ---------------------------------------------------------------------------- aggregates
@@ -209,6 +249,7 @@ class SqliteStore:
         self.close_retries = close_retries
         self.schema_version = 0
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._full = threading.Event()
         self._thread: threading.Thread | None = None
         self._closing = False
         self._reader: ThreadPoolExecutor | None = None
@@ -230,12 +271,17 @@ class SqliteStore:
 
     def submit(self, item: QueueItem | FlushMarker) -> None:
         self._q.put(item)
+        # wake the writer when a batch is full (once, as the backlog crosses batch_size: setting
+        # an Event takes a lock) or for a flush
+        if self._q.qsize() == self.batch_size or isinstance(item, FlushMarker):
+            self._full.set()
 
     async def close(self) -> None:
         if self._thread is None:
             return
         self._closing = True
         self._q.put(_STOP)
+        self._full.set()
         await asyncio.to_thread(self._thread.join)
         self._thread = None
         if self._reader is not None:
@@ -268,10 +314,11 @@ class SqliteStore:
                 and not isinstance(first, FlushMarker)
                 and self._q.qsize() < self.batch_size
             ):
-                # Gather for max_delay by sleeping, not by blocking on the queue: a get() with a
-                # timeout would wake this thread (and take the GIL from the event loop) on every
-                # single record put while the batch fills.
-                time.sleep(self.max_delay)
+                # Gather for max_delay, or until batch_size calls wait, by waiting on an event
+                # that submit() sets only then: a get() with a timeout would wake this thread
+                # (and take the GIL from the event loop) on every single record put.
+                self._full.wait(self.max_delay)
+                self._full.clear()
             while (
                 len(items) < self.batch_size
                 and items[-1] is not _STOP
@@ -330,9 +377,9 @@ class SqliteStore:
         attempts = [a for _, atts in rows for a in atts]
         conn.execute("BEGIN")
         try:
-            conn.executemany(_INSERT_CALL, calls)
-            if attempts:
-                conn.executemany(_INSERT_ATTEMPT, attempts)
+            insert_rows(conn, "calls", CALL_COLUMNS, calls)
+            insert_rows(conn, "attempts", ATTEMPT_COLUMNS, attempts)
+            self._in_transaction(conn, len(calls))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -340,6 +387,10 @@ class SqliteStore:
         self.stats.written += len(calls)
         self.stats.attempts_written += len(attempts)
         self.stats.batches += 1
+
+    def _in_transaction(self, conn: sqlite3.Connection, n_calls: int) -> None:
+        """A hook run inside each write transaction before COMMIT (the writer process records
+        the batch's sequence number there)."""
 
     def _give_up(self, rows: list[CallRows], exc: BaseException) -> None:
         self.stats.dropped += len(rows)

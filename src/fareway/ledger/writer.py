@@ -62,13 +62,14 @@ class Ledger:
         batch_size: int = 500,
         max_delay: float = 0.05,
         capacity: int = 100_000,
-        writer: str = "thread",
+        writer: str = "process",
         writer_cpus: list[int] | None = None,
     ) -> Ledger:
         """A ledger on Postgres when ``url`` is ``postgres[ql]://...``, else on SQLite at ``path``
         (``url`` may also be ``sqlite:///some/path.db``).  ``schema`` is the Postgres schema.
-        ``writer`` (SQLite only): ``thread`` (default; a writer thread in this process) or
-        ``process`` (a child process owns the write connection, see sqlite_process.py)."""
+        ``writer`` (SQLite only): ``process`` (default; a child process owns the write connection,
+        see sqlite_process.py) or ``thread`` (a writer thread in this process; the only choice
+        for ``:memory:``)."""
         stats = LedgerStats()
         store: Store
         if url and url.startswith(("postgresql://", "postgres://")):

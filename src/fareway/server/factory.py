@@ -74,6 +74,7 @@ def build_gateway(config: Config) -> Gateway:
             config.ledger_url,
             path=str(config.ledger_file),
             batch_size=config.ledger_batch_size,
+            max_delay=config.ledger_max_delay,
             writer=config.ledger_writer,
             writer_cpus=config.ledger_writer_cpus,
         )
