@@ -35,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 KEY = "bench-master-key"
+HAS_PROC = os.path.isdir("/proc/self/task")
 
 
 def free_port() -> int:
@@ -107,6 +108,7 @@ def run_wrk(url: str, payload: bytes, seconds: int, conns: int, core: int | None
         if m:
             v = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
             lat[pct] = v
+    total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     return {
@@ -116,7 +118,35 @@ def run_wrk(url: str, payload: bytes, seconds: int, conns: int, core: int | None
         "p99": lat.get("99", float("nan")),
         "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
         "socket_errors": 1.0 if errors else 0.0,
+        "requests": float(total.group(1)) if total else rps * seconds,
     }
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and all its live descendants (Linux /proc), in seconds.
+    With the server pinned to one core, CPU time per request is what that core would serve if it
+    were the server's alone: unlike requests/s it does not move when a neighbour on this shared
+    machine takes the core for a while (steal time is not counted)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo += [c for c, pp in parent.items() if pp == p]
+    return total
 
 
 async def _py_load(url: str, payload: bytes, seconds: int, conns: int) -> dict[str, float]:
@@ -149,6 +179,7 @@ async def _py_load(url: str, payload: bytes, seconds: int, conns: int) -> dict[s
         "p99": q[98],
         "non2xx": float(bad),
         "socket_errors": 0.0,
+        "requests": float(len(lat)),
     }
 
 
@@ -176,6 +207,11 @@ def main() -> None:
         help="run the Fareway variants this many times, interleaved; report medians",
     )
     ap.add_argument("--only", choices=["direct", "proxy", "fareway"], action="append")
+    ap.add_argument(
+        "--variants",
+        default="noledger,threadledger,processledger-cpu1,pgledger",
+        help="with --ledger-variants: which ones, comma-separated (default: all four)",
+    )
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     multi = (os.cpu_count() or 1) > 1
@@ -192,6 +228,7 @@ def main() -> None:
     )
     sim = start(pinned([*fareway, "sim", "--port", str(sim_port)], load_core))
     results: dict[str, dict[str, float]] = {}
+    rounds: dict[str, list[dict[str, float]]] = {}
     try:
         wait_port(sim_port)
         sim_url = f"http://127.0.0.1:{sim_port}"
@@ -207,15 +244,17 @@ def main() -> None:
         if "fareway" in targets:
             servers.append(("fareway", ""))
             if a.ledger_variants:
+                wanted = {f"fareway-{v.strip()}" for v in a.variants.split(",") if v.strip()}
                 servers += [
                     ("fareway-noledger", "\n[ledger]\nenabled = false\n"),
-                    ("fareway-processledger", '\n[ledger]\nwriter = "process"\n'),
+                    ("fareway-threadledger", '\n[ledger]\nwriter = "thread"\n'),
                     (
                         "fareway-processledger-cpu1",
                         f'\n[ledger]\nwriter = "process"\nwriter_cpus = [{load_core or 0}]\n',
                     ),
                     ("fareway-pgledger", f'\n[ledger]\nurl = "{a.pg_url}"\n'),
                 ]
+                servers = [s for s in servers if not s[0].startswith("fareway-") or s[0] in wanted]
         runs: dict[str, list[dict[str, float]]] = {}
         for name, ledger in [s for _ in range(a.repeat) for s in servers]:
             port = free_port()
@@ -240,17 +279,26 @@ def main() -> None:
                 wait_port(port)
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 load(url, payload, 2, a.connections, load_core)  # warm-up
-                runs.setdefault(name, []).append(load(url, payload, a.duration, a.connections, load_core))
+                cpu0 = tree_cpu_seconds(proc.pid) if HAS_PROC else 0.0
+                r = load(url, payload, a.duration, a.connections, load_core)
+                if HAS_PROC:
+                    r["cpu_us"] = (tree_cpu_seconds(proc.pid) - cpu0) / max(r["requests"], 1.0) * 1e6
+                runs.setdefault(name, []).append(r)
             finally:
                 stop(proc)
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 if "Traceback" in err:
                     print(err[-3000:], file=sys.stderr)
         for name, rs in runs.items():
-            rs.sort(key=lambda r: r["rps"])
+            rounds[name] = list(rs)  # in run order: round i of every server ran back to back
+            rs = sorted(rs, key=lambda r: r["rps"])
             results[name] = rs[len(rs) // 2]  # the median run
             if len(rs) > 1:
                 results[name]["all_rps"] = [round(r["rps"]) for r in rs]  # type: ignore[assignment]
+            cpus = sorted(r["cpu_us"] for r in rs if "cpu_us" in r)
+            if cpus:
+                results[name]["cpu_us"] = statistics.median(cpus)
+                results[name]["all_cpu_us"] = [round(c) for c in cpus]  # type: ignore[assignment]
     finally:
         stop(sim)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -263,29 +311,45 @@ def main() -> None:
     print(
         f"# {mode}, {a.connections} connections, {a.duration}s each, load by {gen}; server pinned to core {server_core}"
     )
-    print(f"{'target':<22} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(
+        f"{'target':<26} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>10}"
+    )
     for name, r in results.items():
         runs_note = f"  runs: {r['all_rps']}" if "all_rps" in r else ""
+        if "all_cpu_us" in r and len(r["all_cpu_us"]) > 1:  # type: ignore[arg-type]
+            runs_note += f" req/s; {r['all_cpu_us']} CPU us/req"
+        cpu = f"{r['cpu_us']:>10.0f}" if "cpu_us" in r else f"{'-':>10}"
         print(
-            f"{name:<22} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} {r['p99']:>8.2f}"
-            f" {r['non2xx']:>8.0f}{runs_note}"
+            f"{name:<26} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p90']:>8.2f} {r['p99']:>8.2f}"
+            f" {r['non2xx']:>8.0f} {cpu}{runs_note}"
         )
     if "proxy" in results and "fareway" in results:
         print(f"fareway / bare proxy requests/s: {results['fareway']['rps'] / results['proxy']['rps']:.1%}")
     if "direct" in results and "proxy" in results:
         print(f"bare proxy / direct requests/s:  {results['proxy']['rps'] / results['direct']['rps']:.1%}")
-    if "fareway-noledger" in results and "fareway" in results:
-        cost = 1 - results["fareway"]["rps"] / results["fareway-noledger"]["rps"]
-        print(f"SQLite ledger writer's (thread, the default) cost in requests/s: {cost:.1%}")
-    if "fareway-noledger" in results and "fareway-processledger" in results:
-        cost = 1 - results["fareway-processledger"]["rps"] / results["fareway-noledger"]["rps"]
-        print(f'SQLite ledger written by a child process instead (writer = "process"): {cost:.1%}')
-    if "fareway-noledger" in results and "fareway-processledger-cpu1" in results:
-        cost = 1 - results["fareway-processledger-cpu1"]["rps"] / results["fareway-noledger"]["rps"]
-        print(f"... child process on the other core (writer_cpus = [{load_core}]): {cost:.1%}")
-    if "fareway-noledger" in results and "fareway-pgledger" in results:
-        cost = 1 - results["fareway-pgledger"]["rps"] / results["fareway-noledger"]["rps"]
-        print(f"Postgres ledger writer's cost in requests/s: {cost:.1%}")
+    base = results.get("fareway-noledger")
+    if base is not None:
+        print(
+            "ledger cost vs fareway-noledger: in req/s (median runs) | in server CPU per request (medians)"
+            " | paired: median over rounds of the req/s cost within the round"
+        )
+        for name, label in (
+            ("fareway", "SQLite, the default: writer process on the server's core"),
+            ("fareway-threadledger", 'SQLite, writer = "thread"'),
+            ("fareway-processledger-cpu1", f"SQLite, writer process on core {load_core} (writer_cpus)"),
+            ("fareway-pgledger", "PostgreSQL"),
+        ):
+            r = results.get(name)
+            if r is None:
+                continue
+            by_rps = 1 - r["rps"] / base["rps"]
+            by_cpu = f"{1 - base['cpu_us'] / r['cpu_us']:.1%}" if "cpu_us" in r and "cpu_us" in base else "-"
+            pairs = sorted(
+                1 - v["rps"] / b["rps"]
+                for v, b in zip(rounds[name], rounds["fareway-noledger"], strict=False)
+            )
+            paired = f"{statistics.median(pairs):.1%} (rounds: {', '.join(f'{x:.1%}' for x in pairs)})"
+            print(f"  {label:<58} {by_rps:>6.1%} | {by_cpu} | {paired}")
 
 
 if __name__ == "__main__":

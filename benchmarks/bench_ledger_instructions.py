@@ -1,0 +1,180 @@
+"""The ledger's cost in CPU instructions per request, counted by valgrind (callgrind).
+
+bench_gateway.py measures requests/s, which on a shared machine moves by +-10-30 % from one run
+to the next (neighbours take the core).  Instruction counts do not: the same program fed the same
+requests executes the same instructions whatever else the machine does.  This script runs the
+real server (``fareway serve``, and its ledger writer process) under callgrind against the
+provider simulator, sends the same N non-streaming requests to each variant, and counts the
+instructions executed by the server and its children while those requests were served (the
+start-up and the warm-up are not counted: instrumentation is switched on for the measured
+window only).
+
+    python benchmarks/bench_ledger_instructions.py                 # 1,280 requests per variant
+    python benchmarks/bench_ledger_instructions.py -n 640 --variants noledger,default
+
+The ledger batches by count here (batch_size 64, no time trigger), so every variant writes the
+same batches whatever valgrind's slowdown: 64 is what the default 50 ms window gathers at
+~1,300 requests/s.  What this does not count: the kernel's work (pipe and file writes, fsync);
+bench_gateway.py's CPU-time column includes it.  Needs valgrind (Debian package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KEY = "bench-master-key"
+_NEXT_TO_PYTHON = Path(sys.executable).parent / "fareway"
+FAREWAY = [str(_NEXT_TO_PYTHON)] if _NEXT_TO_PYTHON.exists() else [sys.executable, "-m", "fareway.cli"]
+BATCH = 64
+VARIANTS = {
+    "noledger": "[ledger]\nenabled = false\n",
+    "default": f"[ledger]\nbatch_size = {BATCH}\nmax_delay = 3600\n",
+    "thread": f'[ledger]\nwriter = "thread"\nbatch_size = {BATCH}\nmax_delay = 3600\n',
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+async def send(url: str, n: int, concurrency: int) -> int:
+    import aiohttp
+
+    body = b'{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":16}'
+    headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+    todo = iter(range(n))
+    ok = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
+
+        async def worker() -> None:
+            nonlocal ok
+            for _ in todo:
+                async with s.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    ok += r.status == 200
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ok
+
+
+def callgrind_control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def run_variant(name: str, ledger: str, sim_url: str, n: int, tmp: Path) -> tuple[int, int]:
+    """Instructions counted over the n requests (the server + its children), and requests ok."""
+    out = tmp / name
+    out.mkdir()
+    cfg = out / "fareway.toml"
+    cfg.write_text(
+        f'[server]\nstate_dir = "{out / "state"}"\n[providers.openai]\nbase_url = "{sim_url}/openai/v1"\n'
+        f'api_key = "sim"\n{ledger}'
+    )
+    port = free_port()
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--trace-children=yes",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}/cg.%p",
+        *FAREWAY,
+        "serve",
+        "--config",
+        str(cfg),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "FAREWAY_MASTER_KEY": KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=open(out / "stderr.txt", "wb"),
+    )
+    try:
+        wait_port(port, 600)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        asyncio.run(send(url, BATCH * 2, 8))  # warm-up: two full ledger batches
+        callgrind_control("-z")  # zero what start-up and warm-up counted
+        callgrind_control("-i", "on")
+        ok = asyncio.run(send(url, n, 16))
+        callgrind_control("-i", "off")
+        callgrind_control("-d")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    total = 0
+    for f in glob.glob(str(out / "cg.*")):
+        text = Path(f).read_text(errors="replace")
+        # one file per process and dump: the dump taken after the measured window holds its
+        # count; the final part written at exit holds 0 (instrumentation was off by then)
+        total += sum(int(m) for m in re.findall(r"^totals:\s+(\d+)", text, re.M))
+    return total, ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=BATCH * 20, help="requests per variant (default 1,280)")
+    ap.add_argument("--variants", default="noledger,default,thread")
+    ap.add_argument("--keep", action="store_true", help="keep the callgrind files (for callgrind_annotate)")
+    a = ap.parse_args()
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        sys.exit("needs valgrind (apt-get install valgrind)")
+    names = [v.strip() for v in a.variants.split(",") if v.strip()]
+    tmp = Path(tempfile.mkdtemp(prefix="fareway-cg-"))
+    sim_port = free_port()
+    sim = subprocess.Popen(
+        [*FAREWAY, "sim", "--port", str(sim_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results: dict[str, tuple[int, int]] = {}
+    try:
+        wait_port(sim_port, 30)
+        for name in names:
+            results[name] = run_variant(name, VARIANTS[name], f"http://127.0.0.1:{sim_port}", a.n, tmp)
+            total, ok = results[name]
+            print(f"{name:<10} {total / a.n:>12,.0f} instructions/request  ({ok}/{a.n} ok)", flush=True)
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.wait(10)
+        if a.keep:
+            print(f"callgrind files kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    base = results.get("noledger")
+    if base:
+        for name, (total, _) in results.items():
+            if name != "noledger":
+                print(f"ledger cost ({name}): {1 - base[0] / total:.1%} of the instructions per request")
+
+
+if __name__ == "__main__":
+    main()
