@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fareway.ledger import AttemptRecord, CallRecord, Ledger, PriceBook, rollup
 from fareway.ledger.migrations import PG_MIGRATIONS, SQLITE_MIGRATIONS, migrate_sqlite
@@ -476,10 +478,43 @@ async def main() -> None:
     await ledger.flush()
     for i in range(300, 600):
         ledger.record(*make_call(i, n_attempts=1 + i % 3, when=T0 + timedelta(seconds=i)))
+    {before_exit}
     os._exit(0)  # die without close(): the unflushed calls may be lost, nothing else
 
 asyncio.run(main())
 """
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="watches the orphaned writer through /proc")
+def test_a_crash_of_the_gateway_loses_nothing_the_writer_process_received(tmp_path: Path) -> None:
+    """The writer process outlives a gateway killed without close(): every call shipped to it
+    (here: all of them, the last ones after max_delay) is written once, with all its attempts."""
+    import subprocess
+    import sys
+    import time
+
+    db = str(tmp_path / "crash.db")
+    before_exit = "await asyncio.sleep(0.5); print(ledger.store._proc.pid, flush=True)"
+    script = _CRASHER.format(tests=str(Path(__file__).parent), db=db, before_exit=before_exit)
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, timeout=60, capture_output=True, text=True
+    )
+    writer_pid = int(out.stdout.split()[-1])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the orphaned writer finishes its input, then exits
+        try:
+            with open(f"/proc/{writer_pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break  # exited; not yet reaped by whoever adopted it
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the writer process did not exit after its gateway died")
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM calls").fetchone() == (600, 600)
+    assert conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == sum(1 + i % 3 for i in range(600))
+    conn.close()
 
 
 def test_a_crash_loses_at_most_the_unflushed_calls(tmp_path: Path) -> None:
@@ -489,7 +524,7 @@ def test_a_crash_loses_at_most_the_unflushed_calls(tmp_path: Path) -> None:
     import sys
 
     db = str(tmp_path / "crash.db")
-    script = _CRASHER.format(tests=str(Path(__file__).parent), db=db)
+    script = _CRASHER.format(tests=str(Path(__file__).parent), db=db, before_exit="pass")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     conn = sqlite3.connect(db)
     n_calls = conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
@@ -601,3 +636,15 @@ async def test_writer_process_start_failure_is_reported(tmp_path: Path) -> None:
     ledger = Ledger.open(None, str(tmp_path / "a-directory.db"), writer="process")
     with pytest.raises(RuntimeError, match=r"could not open .*a-directory\.db: OperationalError"):
         await ledger.start()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 12, 31), timezones=st.just(UTC)))
+def test_fast_row_times_are_exactly_iso_utc(when: datetime) -> None:
+    """The writer's fast time formatting (from a datetime, and from the epoch float the gateway
+    ships to the writer process) gives the same text as iso_utc, to the microsecond."""
+    from fareway.ledger.sqlite_store import iso_from_epoch, iso_utc, row_time
+
+    assert row_time(when) == iso_utc(when)
+    assert iso_from_epoch(when.timestamp()) == iso_utc(when)
+    assert iso_from_epoch(when.timestamp()) == iso_utc(datetime.fromtimestamp(when.timestamp(), UTC))

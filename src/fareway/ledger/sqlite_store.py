@@ -21,6 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Context, Decimal
@@ -68,6 +69,35 @@ def iso_utc(value: datetime) -> str:
     )
 
 
+_THREE_DIGITS = tuple(f"{i:03d}" for i in range(1000))
+_last_second: tuple[int, str] = (-(2**62), "")
+
+
+def iso_from_epoch(ts: float) -> str:
+    """:func:`iso_utc` of the UTC time ``ts`` Unix seconds, rounded to the microsecond as
+    ``datetime.fromtimestamp`` rounds (half to even), without building a datetime: the
+    ``YYYY-MM-DDTHH:MM:SS.`` prefix is kept for the last second seen, and the microseconds come
+    from a table.  Ledger rows are stamped within the same second in bursts, so this formats a
+    time for about a tenth of the instructions of %-formatting or ``isoformat()``."""
+    global _last_second
+    sec = math.floor(ts)
+    us = round((ts - sec) * 1e6)
+    if us >= 1_000_000:
+        sec += 1
+        us -= 1_000_000
+    last = _last_second
+    if last[0] != sec:
+        last = _last_second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)))
+    return f"{last[1]}{_THREE_DIGITS[us // 1000]}{_THREE_DIGITS[us % 1000]}+00:00"
+
+
+def row_time(value: datetime) -> str:
+    """A record's time as stored: :func:`iso_utc`, by the fast path for UTC times."""
+    if value.tzinfo is UTC:
+        return iso_from_epoch(value.timestamp())
+    return iso_utc(value)
+
+
 def _row_maker(columns: tuple[str, ...], name: str, times: str = "iso") -> Any:
     """A row builder for ``columns``, generated as one tuple expression (money as the text of
     the Decimal, flags as 0/1, the rest as they are; times as :func:`iso_utc` text, or with
@@ -79,14 +109,14 @@ def _row_maker(columns: tuple[str, ...], name: str, times: str = "iso") -> Any:
         if col in MONEY_COLUMNS:
             parts.append(f"None if r.{col} is None else str(r.{col})")
         elif col in TIME_COLUMNS:
-            parts.append(f"iso_utc(r.{col})" if times == "iso" else f"r.{col}.timestamp()")
+            parts.append(f"row_time(r.{col})" if times == "iso" else f"r.{col}.timestamp()")
         elif col in BOOL_COLUMNS:
             parts.append(f"1 if r.{col} else 0")
         else:
             parts.append(f"r.{col}")
     namespace: dict[str, Any] = {}
     # the source is built above from the records' own field names
-    exec(f"def {name}(r):\n    return ({', '.join(parts)},)\n", {"iso_utc": iso_utc}, namespace)
+    exec(f"def {name}(r):\n    return ({', '.join(parts)},)\n", {"row_time": row_time}, namespace)
     return namespace[name]
 
 
@@ -101,11 +131,11 @@ _CALL_TIMES = tuple(i for i, c in enumerate(CALL_COLUMNS) if c in TIME_COLUMNS)
 _ATTEMPT_TIMES = tuple(i for i, c in enumerate(ATTEMPT_COLUMNS) if c in TIME_COLUMNS)
 
 
-def _iso_fields(row: tuple[Any, ...], at: tuple[int, ...]) -> tuple[Any, ...]:
+def _iso_fields(row: tuple[Any, ...], at: tuple[int, ...]) -> list[Any]:
     values = list(row)
     for i in at:
-        values[i] = iso_utc(datetime.fromtimestamp(values[i], UTC))
-    return tuple(values)
+        values[i] = iso_from_epoch(values[i])
+    return values
 
 
 def epoch_times_to_iso(rows: list[Any]) -> list[Any]:
@@ -114,7 +144,7 @@ def epoch_times_to_iso(rows: list[Any]) -> list[Any]:
 
 
 _REQUEST_ID = CALL_COLUMNS.index("request_id")
-CallRows = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
+CallRows = tuple[Sequence[Any], list[Sequence[Any]]]
 """One call's row and its attempts' rows, as written (money and times already text)."""
 
 

@@ -21,11 +21,15 @@ episode, sets :attr:`Ledger.saturated`, and :meth:`Ledger.wait_capacity` lets a 
 wait apply backpressure (e.g. the pipeline before accepting new work).  ``stats.dropped`` stays 0
 unless the database refuses a record or stays down through shutdown; both are logged at ERROR.
 
-What a crash can lose: a process killed without ``close()`` loses the calls still in memory, i.e.
-at most ``stats.queued`` calls (the FIFO plus the one batch being written; a half-written batch is
-rolled back by the database, never half-stored).  Everything counted in ``stats.written`` is
-committed (SQLite runs WAL with ``synchronous=NORMAL``: committed data survives a process crash;
-an OS crash or power cut may lose the last transactions).
+What a crash can lose.  With the SQLite writer process (the default), a gateway killed without
+``close()`` loses only the calls recorded in its last ``max_delay`` seconds (50 ms by default),
+not yet shipped: whatever reached the writer's pipe is still written, and if the writer process
+dies instead, it is restarted and the batches it had not confirmed are sent again (stored once:
+each batch's number commits with it).  With the writer thread or Postgres, a killed gateway loses
+what was still in memory: at most ``stats.queued`` calls (the FIFO plus the batch being written).
+A half-written batch is rolled back by the database, never half-stored.  Everything counted in
+``stats.written`` is committed (SQLite runs WAL with ``synchronous=NORMAL``: committed data
+survives a process crash; an OS crash or power cut may lose the last transactions).
 """
 
 from __future__ import annotations
