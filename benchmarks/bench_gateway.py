@@ -209,7 +209,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["direct", "proxy", "fareway"], action="append")
     ap.add_argument(
         "--variants",
-        default="noledger,threadledger,processledger-cpu1,pgledger",
+        default="noledger,processledger,processledger-cpu1,pgledger",
         help="with --ledger-variants: which ones, comma-separated (default: all four)",
     )
     ap.add_argument("--json", action="store_true")
@@ -247,7 +247,7 @@ def main() -> None:
                 wanted = {f"fareway-{v.strip()}" for v in a.variants.split(",") if v.strip()}
                 servers += [
                     ("fareway-noledger", "\n[ledger]\nenabled = false\n"),
-                    ("fareway-threadledger", '\n[ledger]\nwriter = "thread"\n'),
+                    ("fareway-processledger", '\n[ledger]\nwriter = "process"\n'),
                     (
                         "fareway-processledger-cpu1",
                         f'\n[ledger]\nwriter = "process"\nwriter_cpus = [{load_core or 0}]\n',
@@ -334,8 +334,8 @@ def main() -> None:
             " | paired: median over rounds of the req/s cost within the round"
         )
         for name, label in (
-            ("fareway", "SQLite, the default: writer process on the server's core"),
-            ("fareway-threadledger", 'SQLite, writer = "thread"'),
+            ("fareway", "SQLite, the default (auto: the writer thread, one core)"),
+            ("fareway-processledger", "SQLite, writer process on the server's core"),
             ("fareway-processledger-cpu1", f"SQLite, writer process on core {load_core} (writer_cpus)"),
             ("fareway-pgledger", "PostgreSQL"),
         ):

@@ -14,12 +14,15 @@ is the share of a request's CPU that the ledger adds, with the noise cancelled. 
 instances and the simulator run on the other core.  Rounds alternate which server starts first.
 
     python benchmarks/bench_ledger_duel.py                      # default ledger, 5 rounds of 6 s
+    python benchmarks/bench_ledger_duel.py --variant process
     python benchmarks/bench_ledger_duel.py --variant thread --rounds 7
     python benchmarks/bench_ledger_duel.py --variant writer-cpu1  # writer process on core 1
 
-Variants: ``default`` (SQLite, writer process, sharing the server's core), ``writer-cpu1`` (the
-writer process on the other core, as on a machine where it gets a core of its own), ``thread``
-(SQLite writer thread), ``pg`` (Postgres on 127.0.0.1; its server processes are not pinned).
+Variants: ``default`` (SQLite, ``writer = "auto"``: the writer thread here, since the server is
+confined to one core), ``process`` (the writer process sharing the server's core),
+``writer-cpu1`` (the writer process on the other core, as ``auto`` picks on a machine where the
+gateway may use more than one core), ``thread``, ``pg`` (Postgres on 127.0.0.1; its server
+processes are not pinned).
 Needs Linux (taskset, autogroups: /proc/sys/kernel/sched_autogroup_enabled = 1; for writer-cpu1
 a writable /sys/fs/cgroup/cpu) and wrk.
 """
@@ -40,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import KEY, PY, body, free_port, run_wrk, wait_port
 
 VARIANTS = {
-    "default": "",
+    "default": "",  # writer = "auto": the thread here, the server being confined to one core
+    "process": '[ledger]\nwriter = "process"\n',  # the writer process on the server's core
     "writer-cpu1": '[ledger]\nwriter = "process"\nwriter_cpus = [1]\n',
     "thread": '[ledger]\nwriter = "thread"\n',
     "pg": '[ledger]\nurl = "postgresql://postgres@127.0.0.1:5432/test"\n',

@@ -10,7 +10,7 @@ start-up and the warm-up are not counted: instrumentation is switched on for the
 window only).
 
     python benchmarks/bench_ledger_instructions.py                 # 1,280 requests per variant
-    python benchmarks/bench_ledger_instructions.py -n 640 --variants noledger,default
+    python benchmarks/bench_ledger_instructions.py -n 640 --variants noledger,process
 
 The ledger batches by count here (batch_size 64, no time trigger), so every variant writes the
 same batches whatever valgrind's slowdown: 64 is what the default 50 ms window gathers at
@@ -40,7 +40,7 @@ FAREWAY = [str(_NEXT_TO_PYTHON)] if _NEXT_TO_PYTHON.exists() else [sys.executabl
 BATCH = 64
 VARIANTS = {
     "noledger": "[ledger]\nenabled = false\n",
-    "default": f"[ledger]\nbatch_size = {BATCH}\nmax_delay = 3600\n",
+    "process": f'[ledger]\nwriter = "process"\nbatch_size = {BATCH}\nmax_delay = 3600\n',
     "thread": f'[ledger]\nwriter = "thread"\nbatch_size = {BATCH}\nmax_delay = 3600\n',
 }
 
@@ -147,7 +147,7 @@ def run_variant(name: str, ledger: str, sim_url: str, n: int, tmp: Path) -> tupl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=BATCH * 20, help="requests per variant (default 1,280)")
-    ap.add_argument("--variants", default="noledger,default,thread")
+    ap.add_argument("--variants", default="noledger,process,thread")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files (for callgrind_annotate)")
     a = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):

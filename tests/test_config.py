@@ -69,7 +69,7 @@ def test_ledger_settings(tmp_path: Path) -> None:
     assert (default.ledger_batch_size, default.ledger_max_delay, default.ledger_writer) == (
         500,
         0.05,
-        "process",
+        "auto",
     )
 
 

@@ -40,7 +40,9 @@ async def _pg_reachable() -> str | None:
     return None
 
 
-@pytest.fixture(params=["sqlite", "sqlite-thread", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=["sqlite-process", "sqlite-thread", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def make_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
     backend = request.param
     schema = f"fw_test_{uuid.uuid4().hex[:12]}"
@@ -52,8 +54,8 @@ async def make_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
 
     def factory(**kw: Any) -> Ledger:
         url = PG_URL if backend == "postgres" else None
-        if backend == "sqlite-thread":
-            kw.setdefault("writer", "thread")
+        if backend.startswith("sqlite-"):
+            kw.setdefault("writer", backend.removeprefix("sqlite-"))
         ledger = Ledger.open(url, str(tmp_path / "data" / "fareway.db"), schema=schema, **kw)
         opened.append(ledger)
         return ledger
@@ -648,3 +650,14 @@ def test_fast_row_times_are_exactly_iso_utc(when: datetime) -> None:
     assert row_time(when) == iso_utc(when)
     assert iso_from_epoch(when.timestamp()) == iso_utc(when)
     assert iso_from_epoch(when.timestamp()) == iso_utc(datetime.fromtimestamp(when.timestamp(), UTC))
+
+
+def test_auto_writer_takes_the_process_only_with_a_cpu_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fareway.ledger import writer as writer_mod
+
+    monkeypatch.setattr(writer_mod.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert writer_mod.auto_writer("x.db") == "process"
+    assert writer_mod.auto_writer(":memory:") == "thread"
+    monkeypatch.setattr(writer_mod.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert writer_mod.auto_writer("x.db") == "thread"
+    assert writer_mod.auto_writer("x.db", writer_cpus=[1]) == "process"

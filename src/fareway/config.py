@@ -16,8 +16,9 @@ Top-level sections:
                   batch_size (calls per write, 500) and max_delay (seconds a call may wait to be
                   written, 0.05: also what a crash of the gateway can lose),
                   enabled (false: no ledger at all — for measuring its cost only),
-                  writer ("process", the default: a child process owns the SQLite write
-                  connection; "thread": a writer thread in the gateway),
+                  writer ("process": a child process owns the SQLite write connection; "thread":
+                  a writer thread in the gateway; "auto", the default: the process when the
+                  gateway may use more than one CPU, else the thread),
                   writer_cpus (with writer = "process": CPUs the writer may use, e.g. [1])
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] optional)
@@ -90,7 +91,7 @@ class Config:
     default_max_tokens: int = 4096
     ledger_url: str | None = None
     ledger_enabled: bool = True
-    ledger_writer: str = "process"
+    ledger_writer: str = "auto"
     ledger_writer_cpus: list[int] | None = None
     ledger_batch_size: int = 500
     ledger_max_delay: float = 0.05
@@ -208,8 +209,8 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
         raise ConfigError("[ledger] batch_size must be at least 1 and max_delay at least 0")
     cfg.ledger_enabled = bool(ledger.get("enabled", True))
     cfg.ledger_writer = str(ledger.get("writer", cfg.ledger_writer))
-    if cfg.ledger_writer not in ("process", "thread"):
-        raise ConfigError('[ledger] writer must be "process" or "thread"')
+    if cfg.ledger_writer not in ("auto", "process", "thread"):
+        raise ConfigError('[ledger] writer must be "auto", "process" or "thread"')
     cpus = ledger.get("writer_cpus")
     if cpus is not None:
         if not isinstance(cpus, list) or not all(isinstance(c, int) and c >= 0 for c in cpus):

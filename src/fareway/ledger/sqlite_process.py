@@ -1,4 +1,5 @@
-"""SQLite ledger written by a child process (the default; ``[ledger] writer = "process"``).
+"""SQLite ledger written by a child process (``[ledger] writer = "process"``, or ``"auto"``, the
+default, when the gateway may use more than one CPU).
 
 Why a process, and why no thread on the gateway's side: the sqlite3 module releases and re-takes
 the GIL around every statement step, so a writer *thread* in the gateway's process hands the GIL
