@@ -661,3 +661,23 @@ def test_auto_writer_takes_the_process_only_with_a_cpu_to_spare(monkeypatch: pyt
     monkeypatch.setattr(writer_mod.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
     assert writer_mod.auto_writer("x.db") == "thread"
     assert writer_mod.auto_writer("x.db", writer_cpus=[1]) == "process"
+
+
+async def test_writer_process_killed_just_before_shutdown_loses_nothing(tmp_path: Path) -> None:
+    """The writer dies and close() comes before the gateway noticed: shutdown starts a writer
+    to take the unconfirmed batches; nothing is dropped."""
+    db = tmp_path / "late.db"
+    ledger = Ledger.open(None, str(db), writer="process", batch_size=25, max_delay=10)
+    await ledger.start()
+    store: Any = ledger.store
+    for i in range(100):
+        ledger.record(*make_call(i, when=T0 + timedelta(seconds=i)))
+    await ledger.flush()
+    store._proc.kill()  # no await until close(): the gateway has not noticed
+    for i in range(100, 160):
+        ledger.record(*make_call(i, when=T0 + timedelta(seconds=i)))
+    await ledger.close()
+    assert ledger.stats.written == 160 and ledger.stats.dropped == 0
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM calls").fetchone() == (160, 160)
+    conn.close()

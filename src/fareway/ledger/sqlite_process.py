@@ -31,6 +31,7 @@ seconds (not yet shipped).  Reads stay in the gateway process on their own conne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -113,13 +114,46 @@ class SqliteProcessStore(SqliteStore):
             return
         self._closing = True
         self._ship()
+        for _ in range(3):
+            await self._await_restart()
+            self._stopping = True
+            await self._finish_writer()
+            if not self._unacked:
+                break
+            # The writer died with batches unconfirmed (just before or during shutdown): start
+            # one more to take them (it skips any it had committed).
+            log.error("the ledger writer process stopped with %d batch(es) unconfirmed", len(self._unacked))
+            self._stopping = False
+            try:
+                await self._spawn()
+            except Exception as exc:
+                log.error("the ledger writer process could not restart for shutdown: %s", exc)
+                break
         self._stopping = True
+        for shipped in self._unacked.values():
+            self._give_up_shipped(shipped, "the writer process stopped before confirming them")
+        self._unacked.clear()
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
+            reader.shutdown(wait=True)
+
+    async def _await_restart(self) -> None:
+        """If the writer is being restarted, give it a chance to take what it has not confirmed."""
+        if self._restarting is not None and not self._restarting.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._restarting), 10)
+            except TimeoutError:
+                self._restarting.cancel()  # it stays down: what it missed is logged as dropped
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._restarting
+
+    async def _finish_writer(self) -> None:
+        """End the writer's input and wait until it has written and confirmed what it got."""
         proc = self._proc
         if proc is not None and proc.stdin is not None:
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await proc.stdin.drain()
-            except (ConnectionError, OSError):
-                pass
             proc.stdin.close()  # end of input: the child writes what it has, then exits
         if self._acks is not None:
             try:
@@ -131,13 +165,6 @@ class SqliteProcessStore(SqliteStore):
         if proc is not None:
             await proc.wait()
         self._proc = None
-        for shipped in self._unacked.values():  # the writer died during shutdown
-            self._give_up_shipped(shipped, "the writer process stopped before confirming them")
-        self._unacked.clear()
-        if self._reader is not None:
-            reader, self._reader = self._reader, None
-            await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
-            reader.shutdown(wait=True)
 
     # -- the request path (event loop)
 
