@@ -52,10 +52,6 @@ class _Shipped:
     markers: list[FlushMarker] = field(default_factory=list)
 
 
-class WriterUnavailable(RuntimeError):
-    pass
-
-
 class SqliteProcessStore(SqliteStore):
     def __init__(self, path: str, stats: LedgerStats, *, cpus: list[int] | None = None, **kw: Any) -> None:
         super().__init__(path, stats, **kw)
