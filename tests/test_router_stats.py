@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fareway.errors import retry_after_seconds
 from fareway.providers.catalog import Catalog, Offer, Prior
 from fareway.router.breaker import BreakerConfig, CircuitBreaker, counts_as_failure
 from fareway.router.ratelimit import (
     parse_duration,
     parse_rate_limit_headers,
-    parse_retry_after,
     parse_rfc3339,
 )
 from fareway.router.stats import CallToken, Stats, percentile
@@ -73,11 +73,11 @@ def test_parse_rfc3339() -> None:
 
 
 def test_retry_after_forms() -> None:
-    assert parse_retry_after({"Retry-After": "31"}, WALL0) == 31.0
-    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}, WALL0) == 1.5
-    assert parse_retry_after({"retry-after": "Sun, 05 Apr 2026 10:24:04 GMT"}, WALL0) == pytest.approx(10.0)
-    assert parse_retry_after({"retry-after": "garbage"}, WALL0) is None
-    assert parse_retry_after({}, WALL0) is None
+    assert retry_after_seconds({"Retry-After": "31"}, WALL0) == 31.0
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}, WALL0) == 1.5
+    assert retry_after_seconds({"retry-after": "Sun, 05 Apr 2026 10:24:04 GMT"}, WALL0) == pytest.approx(10.0)
+    assert retry_after_seconds({"retry-after": "garbage"}, WALL0) is None
+    assert retry_after_seconds({}, WALL0) is None
 
 
 def test_openai_groq_headers() -> None:

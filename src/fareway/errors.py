@@ -30,12 +30,40 @@ provider does not echo keys back), and ``redact`` is applied to anything we form
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 _KEYLIKE = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|gsk_[A-Za-z0-9]{8,}|csk-[A-Za-z0-9]{8,}|xai-[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,}|fw-[A-Za-z0-9_\-]{8,})"
 )
+
+
+def retry_after_seconds(headers: Mapping[str, str], wall_now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` (OpenAI) or ``retry-after`` (delta seconds, or an
+    HTTP date measured against ``wall_now``, the Unix time, default now); None when absent or
+    unreadable.  Header names in any case."""
+    h = {k.lower(): v for k, v in headers.items()}
+    ms = h.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = h.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(ra).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if wall_now is None else wall_now))
 
 
 def redact(text: str) -> str:

@@ -10,8 +10,6 @@ raises UpstreamConnectionError.
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +33,7 @@ from fareway.errors import (
     UpstreamRateLimited,
     UpstreamServerError,
     UpstreamTimeout,
+    retry_after_seconds,
 )
 from fareway.events import Finish, PartDelta, PartEnd, PartStart, ResponseStart, StreamEvent, UsageUpdate
 from fareway.sse import SseEvent, SseParser
@@ -45,22 +44,6 @@ _CONTEXT_MARKERS = ("prompt is too long", "context window", "context length", "t
 
 
 # ------------------------------------------------------------------------------------ errors
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    lower = {str(k).lower(): v for k, v in headers.items()}
-    raw = lower.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def error_from_body(
@@ -78,7 +61,7 @@ def error_from_body(
         "provider": up.provider,
         "body": body,
         "headers": {str(k).lower(): str(v) for k, v in headers.items()},
-        "retry_after": _retry_after(headers),
+        "retry_after": retry_after_seconds(headers),
         "code": etype,
     }
     if status and status != 200:

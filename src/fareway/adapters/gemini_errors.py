@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -28,6 +26,7 @@ from fareway.errors import (
     UpstreamOverloaded,
     UpstreamRateLimited,
     UpstreamServerError,
+    retry_after_seconds,
 )
 
 _CONTEXT_LENGTH = re.compile(
@@ -60,17 +59,7 @@ def _retry_after(err: Mapping[str, Any], headers: Mapping[str, str]) -> float | 
                     return float(m.group(1))
             elif isinstance(delay, dict):  # {"seconds": 13, "nanos": 0} in some renderings
                 return float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(headers)
 
 
 def _reasons(err: Mapping[str, Any]) -> set[str]:

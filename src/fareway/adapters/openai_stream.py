@@ -24,8 +24,6 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
-from time import time
 from typing import Any
 
 import orjson
@@ -41,6 +39,7 @@ from fareway.errors import (
     UpstreamServerError,
     UpstreamTimeout,
     redact,
+    retry_after_seconds,
 )
 from fareway.events import (
     DeltaKind,
@@ -156,28 +155,6 @@ def _sanitize(text: str, up: Upstream) -> str:
     if up.api_key and len(up.api_key) >= 8:
         text = text.replace(up.api_key, "[redacted]")
     return redact(text)
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """``retry-after-ms``, then ``retry-after`` (seconds or an HTTP date)."""
-    h = {k.lower(): v for k, v in headers.items()}
-    ms = h.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    ra = h.get("retry-after")
-    if not ra:
-        return None
-    try:
-        return max(0.0, float(ra))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(ra).timestamp() - time())
-    except (TypeError, ValueError, IndexError):
-        return None
 
 
 def _error_fields(payload: Any) -> dict[str, Any]:

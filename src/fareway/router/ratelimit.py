@@ -24,7 +24,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Literal
 
 BucketKind = Literal["requests", "tokens", "input_tokens", "output_tokens"]
@@ -78,29 +77,6 @@ def _reset_in(text: str, wall_now: float) -> float | None:
     if at is not None:
         return max(0.0, at - wall_now)
     return None
-
-
-def parse_retry_after(headers: Mapping[str, str], wall_now: float) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (delta seconds or HTTP date)."""
-    h = _lower(headers)
-    ms = h.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    ra = h.get("retry-after")
-    if ra is None:
-        return None
-    try:
-        return max(0.0, float(ra))
-    except ValueError:
-        pass
-    try:
-        dt = parsedate_to_datetime(ra)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, dt.timestamp() - wall_now)
 
 
 @dataclass(frozen=True, slots=True)

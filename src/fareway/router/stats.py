@@ -34,9 +34,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from fareway.errors import retry_after_seconds
 from fareway.providers.catalog import DEFAULT_PRIOR, Catalog, Prior
 from fareway.router.breaker import BreakerConfig, CircuitBreaker, Clock, State, counts_as_failure
-from fareway.router.ratelimit import BucketKind, need_for, parse_rate_limit_headers, parse_retry_after
+from fareway.router.ratelimit import BucketKind, need_for, parse_rate_limit_headers
 
 Key = str | tuple[str, str]
 """``"provider/model"`` (what ``Target.key`` gives) or ``(provider, model)``."""
@@ -295,7 +296,7 @@ class Stats:
             return
         wait = retry_after
         if wait is None and headers:
-            wait = parse_retry_after(headers, self.wall())
+            wait = retry_after_seconds(headers, self.wall())
         if status == 429:
             # A rate limit is not a broken provider: it cools down for Retry-After (or the reset of
             # its rate-limit bucket, or a short default) and does not count toward the circuit.
