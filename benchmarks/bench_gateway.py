@@ -75,6 +75,12 @@ def stop(p: subprocess.Popen[bytes]) -> None:
         p.kill()
 
 
+def fareway_cmd() -> list[str]:
+    """The fareway CLI of this interpreter's environment (``python -m fareway.cli`` without one)."""
+    exe = Path(PY).parent / "fareway"
+    return [str(exe)] if exe.exists() else [PY, "-m", "fareway.cli"]
+
+
 def body(stream: bool) -> bytes:
     return json.dumps(
         {
@@ -221,11 +227,7 @@ def main() -> None:
     payload = body(a.stream)
     tmp = Path(tempfile.mkdtemp(prefix="fareway-bench-"))
     sim_port = free_port()
-    fareway = (
-        [PY, "-m", "fareway.cli"]
-        if shutil.which("fareway") is None
-        else [shutil.which("fareway") or "fareway"]
-    )
+    fareway = fareway_cmd()
     sim = start(pinned([*fareway, "sim", "--port", str(sim_port)], load_core))
     results: dict[str, dict[str, float]] = {}
     rounds: dict[str, list[dict[str, float]]] = {}

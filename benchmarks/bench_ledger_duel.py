@@ -40,7 +40,7 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import KEY, PY, body, free_port, run_wrk, wait_port
+from bench_gateway import KEY, body, fareway_cmd, free_port, run_wrk, wait_port
 
 VARIANTS = {
     "default": "",  # writer = "auto": the thread here, the server being confined to one core
@@ -50,11 +50,6 @@ VARIANTS = {
     "pg": '[ledger]\nurl = "postgresql://postgres@127.0.0.1:5432/test"\n',
 }
 NO_LEDGER = "[ledger]\nenabled = false\n"
-
-
-def fareway_cmd() -> list[str]:
-    exe = Path(PY).parent / "fareway"
-    return [str(exe)] if exe.exists() else [PY, "-m", "fareway.cli"]
 
 
 def serve(name: str, ledger: str, sim_url: str, tmp: Path, core: int) -> tuple[subprocess.Popen[bytes], int]:

@@ -27,16 +27,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-KEY = "bench-master-key"
-_NEXT_TO_PYTHON = Path(sys.executable).parent / "fareway"
-FAREWAY = [str(_NEXT_TO_PYTHON)] if _NEXT_TO_PYTHON.exists() else [sys.executable, "-m", "fareway.cli"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gateway import KEY, body, fareway_cmd, free_port, wait_port
+
+FAREWAY = fareway_cmd()
 BATCH = 64
 VARIANTS = {
     "noledger": "[ledger]\nenabled = false\n",
@@ -45,27 +44,10 @@ VARIANTS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
-
-
 async def send(url: str, n: int, concurrency: int) -> int:
     import aiohttp
 
-    body = b'{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":16}'
+    payload = body(False)
     headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
     todo = iter(range(n))
     ok = 0
@@ -74,7 +56,7 @@ async def send(url: str, n: int, concurrency: int) -> int:
         async def worker() -> None:
             nonlocal ok
             for _ in todo:
-                async with s.post(url, data=body, headers=headers) as r:
+                async with s.post(url, data=payload, headers=headers) as r:
                     await r.read()
                     ok += r.status == 200
 
