@@ -681,3 +681,20 @@ async def test_writer_process_killed_just_before_shutdown_loses_nothing(tmp_path
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM calls").fetchone() == (160, 160)
     conn.close()
+
+
+def test_writer_process_names_the_calls_it_gives_up(caplog: pytest.LogCaptureFixture) -> None:
+    """Batches the writer never confirmed are counted as dropped and logged with their request
+    ids (read back from the frame that was shipped)."""
+    from fareway.ledger import frames
+    from fareway.ledger.base import LedgerStats
+    from fareway.ledger.sqlite_process import SqliteProcessStore, _Shipped
+    from fareway.ledger.sqlite_store import _attempt_row_epoch, _call_row_epoch
+
+    calls = [make_call(i) for i in (7, 8)]
+    rows = [(_call_row_epoch(c), [_attempt_row_epoch(a) for a in atts]) for c, atts in calls]
+    store = SqliteProcessStore("unused.db", LedgerStats())
+    with caplog.at_level("ERROR", logger="fareway.ledger"):
+        store._give_up_shipped(_Shipped(frames.encode((1, True, rows)), len(rows)), "the writer is gone")
+    assert store.stats.dropped == 2
+    assert "req-000007, req-000008" in caplog.text and "the writer is gone" in caplog.text

@@ -41,14 +41,19 @@ from typing import Any
 
 from fareway.ledger import frames
 from fareway.ledger.base import FlushMarker, LedgerStats, QueueItem, log
-from fareway.ledger.sqlite_store import CallRows, SqliteStore, _attempt_row_epoch, _call_row_epoch
+from fareway.ledger.sqlite_store import (
+    _REQUEST_ID,
+    CallRows,
+    SqliteStore,
+    _attempt_row_epoch,
+    _call_row_epoch,
+)
 
 
 @dataclass(slots=True)
 class _Shipped:
     frame: bytes
     calls: int
-    request_ids: list[str]
     markers: list[FlushMarker] = field(default_factory=list)
 
 
@@ -190,9 +195,7 @@ class SqliteProcessStore(SqliteStore):
             (_call_row_epoch(c), [_attempt_row_epoch(a) for a in atts]) for c, atts in batch
         ]
         self._seq += 1
-        shipped = _Shipped(
-            frames.encode((self._seq, self._closing, rows)), len(rows), [c.request_id for c, _ in batch]
-        )
+        shipped = _Shipped(frames.encode((self._seq, self._closing, rows)), len(rows))
         self._unacked[self._seq] = shipped
         proc = self._proc
         if proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
@@ -254,7 +257,7 @@ class SqliteProcessStore(SqliteStore):
             "ledger dropped %d call(s): %s; request ids %s",
             shipped.calls,
             reason,
-            ", ".join(shipped.request_ids[:20]),
+            ", ".join(str(c[_REQUEST_ID]) for c, _ in frames.decode(shipped.frame[frames.HEADER :])[2][:20]),
         )
         for marker in shipped.markers:
             marker.resolve()

@@ -36,8 +36,6 @@ from fareway.ledger.records import (
     CALL_COLUMNS,
     MONEY_COLUMNS,
     TIME_COLUMNS,
-    AttemptRecord,
-    CallRecord,
 )
 
 _STOP = object()
@@ -146,14 +144,6 @@ def epoch_times_to_iso(rows: list[Any]) -> list[Any]:
 _REQUEST_ID = CALL_COLUMNS.index("request_id")
 CallRows = tuple[Sequence[Any], list[Sequence[Any]]]
 """One call's row and its attempts' rows, as written (money and times already text)."""
-
-
-def call_row(c: CallRecord) -> tuple[Any, ...]:
-    return _call_row(c)
-
-
-def attempt_row(a: AttemptRecord) -> tuple[Any, ...]:
-    return _attempt_row(a)
 
 
 _CHUNK = 64
