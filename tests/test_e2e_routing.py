@@ -284,7 +284,7 @@ async def test_race_cost_cap_does_not_start_a_contender_past_it(rgw: LiveGateway
 async def test_hedge_delay_defaults_to_the_first_offers_p90_ttft(rgw: LiveGateway) -> None:
     from fareway.types import ChatRequest, Message, TextPart
 
-    router = rgw.app.gateway.resolver.policy
+    router = rgw.app.gateway.resolver.router
     req = ChatRequest(model="hedge-p90", messages=[Message("user", [TextPart("hi")])])
     decision = router.decide(req)
     p90 = rgw.app.gateway.stats.snapshot("openai/gpt-4o-mini").ttft_p90

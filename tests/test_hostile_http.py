@@ -34,7 +34,7 @@ _BODY = orjson.dumps(
 
 class _Resp:
     status = 200
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = {"content-type": "application/json"}
 
     async def read(self) -> bytes:
         return _BODY

@@ -13,6 +13,7 @@ import click
 
 from fareway import __version__
 from fareway.config import Config, ConfigError, load_config
+from fareway.errors import FarewayError
 
 DEMO_KEY = "demo"
 
@@ -283,12 +284,11 @@ def route_explain(
         else None,
     )
     gw = build_gateway(cfg)
-    policy = gw.resolver.policy
-    if policy is not None and (model in cfg.aliases or model == "auto" or model.startswith("auto:")):
-        data = policy.explain(req)  # type: ignore[attr-defined]
-    else:
-        _, note = gw.resolver.resolve_explained(req)
-        data = {"model": model, "header": note}
+    try:
+        data = gw.resolver.router.explain(req)
+    except FarewayError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
     if as_json:
         click.echo(_json.dumps(data, indent=2, default=str))
         return

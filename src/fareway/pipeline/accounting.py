@@ -16,15 +16,22 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fareway.errors import FarewayError, NoRouteSucceeded, UpstreamError
+from fareway.errors import FarewayError
 from fareway.ledger.records import AttemptRecord, CallRecord, rollup
+from fareway.pipeline.context import CallContext
 from fareway.router.executor import AttemptLog, CallLog
-from fareway.types import ChatRequest, Usage
-
-if TYPE_CHECKING:
-    from fareway.pipeline.gateway import CallInfo
+from fareway.types import (
+    ChatRequest,
+    ImagePart,
+    Part,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+)
 
 log = logging.getLogger("fareway.accounting")
 
@@ -32,8 +39,21 @@ _SYNC_ESTIMATE_CHARS = 32_000
 """Prompts shorter than this are counted inline (well under a millisecond); longer ones in a thread."""
 
 
+def _part_chars(p: Part) -> int:
+    if isinstance(p, TextPart | ThinkingPart):
+        return len(p.text)
+    if isinstance(p, ToolCallPart):
+        return len(p.name) + len(p.arguments)
+    if isinstance(p, ToolResultPart):
+        return sum(_part_chars(q) for q in p.content)
+    if isinstance(p, ImagePart):
+        return 0
+    return 0
+
+
 def _prompt_chars(req: ChatRequest) -> int:
-    return sum(len(getattr(p, "text", "") or "") for m in req.messages for p in m.content)
+    """The prompt's size in characters, to decide whether estimating its tokens may block the loop."""
+    return sum(_part_chars(p) for m in req.messages for p in m.content)
 
 
 class Accounting:
@@ -71,30 +91,34 @@ class Accounting:
 
     # ------------------------------------------------------------------- calls
 
-    def call_done(
-        self,
-        info: CallInfo,
-        call: CallLog,
-        req: ChatRequest,
-        winner: AttemptLog,
-        usage: Usage | None,
-        *,
-        status: int,
-        error: FarewayError | None = None,
-    ) -> str | None:
-        """Record a call that committed (fully served, interrupted, or abandoned by the client).
-        Returns its cost as a decimal string, or None when unknown."""
-        if winner.usage is None and usage is not None:
-            winner.usage = usage
-        outcome = "ok" if error is None and status == 200 else ("cancelled" if status == 499 else "error")
-        return self._record(info, call, req, winner, status, outcome, error)
-
-    def call_failed(self, info: CallInfo, call: CallLog, req: ChatRequest, exc: FarewayError) -> None:
-        """Record a call that never committed (every attempt failed, or the request was refused)."""
-        status = exc.client_status if isinstance(exc, UpstreamError) else exc.status
-        if isinstance(exc, NoRouteSucceeded):
-            status = exc.status
-        self._record(info, call, req, None, status, "error", exc)
+    def account(self, ctx: CallContext) -> str | None:
+        """Record the finished call ``ctx`` (one call row and a row per attempt), whatever its
+        outcome.  Returns its cost as a decimal string, or None when unknown (or not yet known:
+        a long prompt's estimate runs in a thread and the record follows).  A second call for the
+        same context does nothing."""
+        if ctx.accounted:
+            return ctx.cost_usd
+        ctx.accounted = True
+        committed = ctx.committed
+        winner = committed.log if committed is not None else None
+        if winner is not None and winner.usage is None and ctx.usage is not None:
+            winner.usage = ctx.usage
+        req = ctx.req if ctx.req is not None else ChatRequest(model=ctx.requested_model, messages=[])
+        needs = [a for a in ctx.attempts.attempts if self._needs_estimate(a)]
+        try:
+            big = bool(needs) and _prompt_chars(req) > _SYNC_ESTIMATE_CHARS
+        except Exception:  # never lose the row over a size guess
+            log.exception("prompt size of %s could not be measured", ctx.request_id)
+            big = True
+        if big:
+            task = asyncio.ensure_future(self._record_later(ctx, req, winner, needs))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return None
+        if needs:
+            self._estimate_safely(ctx, req, needs)
+        ctx.cost_usd = self._write(ctx, ctx.attempts, winner)
+        return ctx.cost_usd
 
     # ---------------------------------------------------------------- internals
 
@@ -104,41 +128,20 @@ class Accounting:
             a.usage is None and a.outcome == "error" and a.output_chars > 0
         )
 
-    def _record(
-        self,
-        info: CallInfo,
-        call: CallLog,
-        req: ChatRequest,
-        winner: AttemptLog | None,
-        status: int,
-        outcome: str,
-        error: FarewayError | None,
-    ) -> str | None:
-        needs = [a for a in call.attempts if self._needs_estimate(a)]
-        if needs and _prompt_chars(req) > _SYNC_ESTIMATE_CHARS:
-            task = asyncio.ensure_future(
-                self._record_later(info, call, req, winner, status, outcome, error, needs)
-            )
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-            return None
-        if needs:
-            self._estimate(req, needs)
-        return self._write(info, call, winner, status, outcome, error)
-
     async def _record_later(
-        self,
-        info: CallInfo,
-        call: CallLog,
-        req: ChatRequest,
-        winner: AttemptLog | None,
-        status: int,
-        outcome: str,
-        error: FarewayError | None,
-        needs: list[AttemptLog],
+        self, ctx: CallContext, req: ChatRequest, winner: AttemptLog | None, needs: list[AttemptLog]
     ) -> None:
-        await asyncio.to_thread(self._estimate, req, needs)
-        self._write(info, call, winner, status, outcome, error)
+        try:
+            await asyncio.to_thread(self._estimate, req, needs)
+        except Exception:
+            log.exception("token estimate for %s failed; recorded without it", ctx.request_id)
+        ctx.cost_usd = self._write(ctx, ctx.attempts, winner)
+
+    def _estimate_safely(self, ctx: CallContext, req: ChatRequest, needs: list[AttemptLog]) -> None:
+        try:
+            self._estimate(req, needs)
+        except Exception:  # an estimate is a nicety; the row is not
+            log.exception("token estimate for %s failed; recorded without it", ctx.request_id)
 
     def _estimate(self, req: ChatRequest, needs: list[AttemptLog]) -> None:
         from fareway.tokens import count_tokens
@@ -149,21 +152,14 @@ class Accounting:
             out = (a.output_chars + 3) // 4
             a.usage = Usage(input_tokens=prompt, output_tokens=out, estimated=True)
 
-    def _write(
-        self,
-        info: CallInfo,
-        call: CallLog,
-        winner: AttemptLog | None,
-        status: int,
-        outcome: str,
-        error: FarewayError | None,
-    ) -> str | None:
+    def _write(self, ctx: CallContext, call: CallLog, winner: AttemptLog | None) -> str | None:
+        status, outcome, error = ctx.status, ctx.outcome, ctx.error
         attempts: list[AttemptRecord] = []
         sources: set[str] = set()
         for i, a in enumerate(call.attempts):
             up = a.target.upstream
             rec = AttemptRecord(
-                request_id=info.request_id,
+                request_id=ctx.request_id,
                 attempt_no=i,
                 provider=up.provider,
                 model=up.model,
@@ -190,19 +186,19 @@ class Accounting:
         latency_s = max((a.latency_s or 0.0) for a in call.attempts) if call.attempts else 0.0
         last = winner or (call.attempts[-1] if call.attempts else None)
         rec_call = CallRecord(
-            request_id=info.request_id,
-            requested_model=info.requested_model,
+            request_id=ctx.request_id,
+            requested_model=ctx.requested_model,
             time=datetime.now(UTC),
-            key_id=info.principal.key_id,
-            key_name=info.principal.name,
-            client_dialect=info.dialect,
+            key_id=ctx.principal.key_id,
+            key_name=ctx.principal.name,
+            client_dialect=ctx.dialect,
             provider=last.target.upstream.provider if last is not None else None,
             upstream_model=last.target.upstream.model if last is not None else None,
             status=status,
-            outcome=outcome,  # type: ignore[arg-type]
-            stream=info.stream,
-            route=info.route,
-            error=error.message if error is not None else None,
+            outcome=outcome,
+            stream=ctx.stream,
+            route=ctx.route,
+            error=_error_text(error),
             ttft_ms=winner.ttft_s * 1000 if winner is not None and winner.ttft_s is not None else None,
             latency_ms=latency_s * 1000,
         )
@@ -221,3 +217,7 @@ def _money(d: Decimal) -> str:
     """A cost as a plain decimal string without exponent or trailing zeros ("0.0000123")."""
     s = format(d.normalize(), "f")
     return s if s != "-0" else "0"
+
+
+def _error_text(error: FarewayError | None) -> str | None:
+    return error.message if error is not None else None

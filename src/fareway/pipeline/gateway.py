@@ -1,7 +1,11 @@
 """The gateway: one object that owns the long-lived parts (transport, executor, keys, ledger,
-stats) and runs one call through them: parse -> resolve -> execute -> encode -> account.
+stats) and runs one call through its stages (pipeline.stages)::
+
+    admit -> parse -> resolve -> lookup -> execute -> encode -> account -> after
 
 Server routes are thin: they read the body, authenticate, and hand over to :meth:`Gateway.chat`.
+Accounting happens in one place, :meth:`Gateway._account`, from the call's context, for every
+outcome: success, refusal, upstream failure, client cancel, in-stream error.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,40 +21,17 @@ import orjson
 from fareway.adapters.base import Adapter
 from fareway.config import Config
 from fareway.errors import FarewayError, NoRouteSucceeded, StreamInterrupted
-from fareway.events import UsageUpdate
+from fareway.events import StreamEvent, UsageUpdate
 from fareway.keys.store import KeyStore, Principal
 from fareway.pipeline.accounting import Accounting
+from fareway.pipeline.context import CallContext, Reply
 from fareway.pipeline.resolve import Resolver
-from fareway.router.executor import CallLog, Committed, Executor
-from fareway.router.routes import describe
+from fareway.pipeline.stages import Admission, Admit, AfterHook, Parse, Resolve, Stage, StreamWrapper
+from fareway.router.executor import Executor
 from fareway.transport import Transport
-from fareway.types import ChatRequest, Usage
-from fareway.wire.base import ResponseMeta, WireDialect
+from fareway.wire.base import ResponseMeta, StreamEncoder, WireDialect
 
 log = logging.getLogger("fareway")
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
-    content_type: str = "application/json"
-
-
-@dataclass(slots=True)
-class CallInfo:
-    """What accounting needs to know about one call beyond the executor's log."""
-
-    request_id: str
-    principal: Principal
-    dialect: str
-    requested_model: str
-    stream: bool
-    t0: float
-    route: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Gateway:
@@ -66,6 +46,7 @@ class Gateway:
         executor: Executor,
         accounting: Accounting,
         stats: Any = None,
+        admissions: list[Admission] | None = None,
     ) -> None:
         self.config = config
         self.keys = keys
@@ -78,6 +59,14 @@ class Gateway:
         self.started = time.time()
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_close: list[Callable[[], Awaitable[None]]] = []
+        self.admit = Admit(list(admissions or []))
+        self.lookups: list[Stage] = []
+        """Stages between resolve and execute that may answer early (the cache, when it lands)."""
+        self.wrappers: list[StreamWrapper] = []
+        self.after_hooks: list[AfterHook] = []
+        self._parse = Parse()
+        self._resolve = Resolve(resolver)
+        self._after_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.transport.start()
@@ -88,6 +77,8 @@ class Gateway:
     async def close(self) -> None:
         for hook in self.on_close:
             await hook()
+        if self._after_tasks:
+            await asyncio.gather(*self._after_tasks, return_exceptions=True)
         await self.transport.close()
         await self.accounting.close()
 
@@ -111,6 +102,11 @@ class Gateway:
 
     # ------------------------------------------------------------------ calls
 
+    @property
+    def stages(self) -> list[Stage]:
+        """The stages before execution, in order."""
+        return [self.admit, self._parse, self._resolve, *self.lookups]
+
     async def chat(
         self,
         wire: WireDialect,
@@ -120,75 +116,175 @@ class Gateway:
         request_id: str,
     ) -> Reply:
         """Run one chat call.  Raises FarewayError before anything was sent to the client (the
-        server encodes it in the client's dialect); after the commit point errors are in-stream."""
-        t0 = time.monotonic()
-        call = CallLog(request_id)
+        server encodes it in the client's dialect); after the commit point errors are in-stream.
+        Every path through here leaves exactly one ledger record."""
+        ctx = CallContext(request_id, principal, wire, body, headers)
+        return await self.run(ctx)
+
+    async def run(self, ctx: CallContext) -> Reply:
         try:
-            req = wire.parse_request(body, headers)
+            for stage in self.stages:
+                early = await stage.run(ctx)
+                if early is not None:
+                    if ctx.status == 0:
+                        ctx.succeeded()
+                    self._account(ctx)
+                    return early
+            assert ctx.req is not None and ctx.decision is not None
+            req = ctx.req
+            ctx.committed = await self.executor.run(ctx.decision.route, req, ctx.attempts)
+            if not req.stream:
+                return await self._whole(ctx)
         except FarewayError as exc:
-            # A refused request is still a ledger row (status 400, no attempts): nothing is lost.
-            bad = ChatRequest(model=_model_of(body), messages=[])
-            info = CallInfo(request_id, principal, wire.name, bad.model, False, t0)
-            self.accounting.call_failed(info, call, bad, exc)
+            ctx.fail(exc)
+            self._account(ctx)
             raise
-        info = CallInfo(request_id, principal, wire.name, req.model, req.stream, t0)
-        try:
-            route, note = self.resolver.resolve_explained(req)
-            info.route = describe(route)
-            info.extra["route_note"] = note
-            committed = await self.executor.run(route, req, call)
-        except FarewayError as exc:
-            self.accounting.call_failed(info, call, req, exc)
+        except asyncio.CancelledError:
+            # the client went away (the server cancels the call): accounted as its cancel
+            if ctx.committed is not None:
+                ctx.committed.abort()
+            ctx.cancelled()
+            self._account(ctx)
             raise
-        target = committed.target
-        meta = ResponseMeta(request_id, provider=target.upstream.provider)
-        hdrs = [
-            ("x-fareway-provider", target.upstream.provider),
-            ("x-fareway-model", target.upstream.model),
-            ("x-fareway-route", self._route_header(note, call)),
-        ]
-        if committed.log.dropped:
-            hdrs.append(("x-fareway-dropped-params", ",".join(committed.log.dropped)))
-        if committed.response is not None:
-            resp = committed.response
-            cost = self.accounting.call_done(info, call, req, committed.log, resp.usage, status=200)
-            meta.cost_usd = cost
-            if cost is not None:
-                hdrs.append(("x-fareway-cost-usd", cost))
-            return Reply(200, hdrs, wire.encode_response(resp, req, meta))
+        except Exception:
+            # a bug: the client gets a 500 from the server; the call is still accounted
+            if ctx.committed is not None:
+                ctx.committed.abort()
+            ctx.fail(FarewayError("internal error"))
+            self._account(ctx)
+            raise
+        meta = ResponseMeta(ctx.request_id, provider=ctx.committed.target.upstream.provider)
         return Reply(
             200,
-            hdrs,
-            stream=self._stream(wire, req, committed, call, info, meta),
+            self._headers(ctx),
+            stream=CallStream(self, ctx, meta),
             content_type="text/event-stream",
         )
 
-    def _route_header(self, note: str, call: CallLog) -> str:
-        tried = ",".join(
-            f"{a.target.key}={'committed' if a.outcome == 'pending' else a.outcome}" for a in call.attempts
-        )
-        return f"{note}; attempts={tried}"
+    async def _whole(self, ctx: CallContext) -> Reply:
+        """A non-streamed answer: the committed attempt's response, or its stream folded."""
+        committed, req = ctx.committed, ctx.req
+        assert committed is not None and req is not None
+        if self.wrappers:
+            events: AsyncIterator[StreamEvent] = committed.events()
+            for w in self.wrappers:
+                events = w.wrap(ctx, events)
+            async for _ in events:
+                pass
+        try:
+            resp = await committed.collect()
+        except StreamInterrupted as exc:
+            # nothing was sent to the client yet: it gets the upstream's error, not half an answer
+            raise exc.cause from exc
+        ctx.response = resp
+        ctx.usage = resp.usage
+        ctx.succeeded()
+        cost = self._account(ctx)
+        meta = ResponseMeta(ctx.request_id, provider=committed.target.upstream.provider, cost_usd=cost)
+        hdrs = self._headers(ctx)
+        if cost is not None:
+            hdrs.append(("x-fareway-cost-usd", cost))
+        return Reply(200, hdrs, ctx.wire.encode_response(resp, req, meta))
 
-    async def _stream(
-        self,
-        wire: WireDialect,
-        req: ChatRequest,
-        committed: Committed,
-        call: CallLog,
-        info: CallInfo,
-        meta: ResponseMeta,
-    ) -> AsyncIterator[bytes]:
-        enc = wire.stream_encoder(req, meta)
-        usage: Usage | None = None
+    def _headers(self, ctx: CallContext) -> list[tuple[str, str]]:
+        committed = ctx.committed
+        assert committed is not None
+        target = committed.target
+        hdrs = [
+            ("x-fareway-provider", target.upstream.provider),
+            ("x-fareway-model", target.upstream.model),
+            ("x-fareway-route", self._route_header(ctx)),
+        ]
+        if committed.log.dropped:
+            hdrs.append(("x-fareway-dropped-params", ",".join(committed.log.dropped)))
+        return hdrs
+
+    def _route_header(self, ctx: CallContext) -> str:
+        tried = ",".join(
+            f"{a.target.key}={'committed' if a.outcome == 'pending' else a.outcome}"
+            for a in ctx.attempts.attempts
+        )
+        return f"{ctx.route_note}; attempts={tried}"
+
+    def _account(self, ctx: CallContext) -> str | None:
+        """The account stage: settle admissions, write the record, schedule after-call hooks."""
+        if ctx.accounted:
+            return ctx.cost_usd
+        cost = None
+        try:
+            cost = self.accounting.account(ctx)
+        except Exception:  # accounting must never turn a call into a 500; the log says why
+            log.exception("accounting failed for request %s", ctx.request_id)
+        for a in ctx.notes.get("admitted", ()):
+            try:
+                a.settle(ctx)
+            except Exception:
+                log.exception("settling %s failed for request %s", type(a).__name__, ctx.request_id)
+        for hook in self.after_hooks:
+            task = asyncio.ensure_future(self._after(hook, ctx))
+            self._after_tasks.add(task)
+            task.add_done_callback(self._after_tasks.discard)
+        return cost
+
+    async def _after(self, hook: AfterHook, ctx: CallContext) -> None:
+        try:
+            await hook.after(ctx)
+        except Exception:
+            log.exception("after-call hook %s failed for request %s", type(hook).__name__, ctx.request_id)
+
+
+class CallStream:
+    """The client's byte stream of a committed streamed call.  Whatever way it ends (completed,
+    interrupted upstream, the client gone mid-way, or closed before it was ever iterated), the
+    call is accounted exactly once and the upstream connection is closed."""
+
+    __slots__ = ("_gen", "_started", "ctx", "gateway", "meta")
+
+    def __init__(self, gateway: Gateway, ctx: CallContext, meta: ResponseMeta) -> None:
+        self.gateway = gateway
+        self.ctx = ctx
+        self.meta = meta
+        self._gen: AsyncIterator[bytes] | None = None
+        self._started = False
+
+    def __aiter__(self) -> CallStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._gen is None:
+            self._started = True
+            self._gen = self._run()
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        gen = self._gen
+        if gen is not None:
+            await gen.aclose()  # type: ignore[attr-defined]
+        if not self.ctx.accounted:
+            # closed before (or without) running to its end: the client went away
+            committed = self.ctx.committed
+            if committed is not None:
+                committed.abort()
+            self.ctx.cancelled()
+            self.gateway._account(self.ctx)
+
+    async def _run(self) -> AsyncIterator[bytes]:
+        ctx, gw, meta = self.ctx, self.gateway, self.meta
+        committed, req = ctx.committed, ctx.req
+        assert committed is not None and req is not None
+        enc: StreamEncoder = ctx.wire.stream_encoder(req, meta)
+        events: AsyncIterator[StreamEvent] = committed.events()
+        for w in gw.wrappers:
+            events = w.wrap(ctx, events)
         error: FarewayError | None = None
         completed = False
         try:
             first = enc.start()
             if first:
                 yield first
-            async for event in committed.events():
+            async for event in events:
                 if isinstance(event, UsageUpdate):
-                    usage = event.usage
+                    ctx.usage = event.usage
                 chunk = enc.encode(event)
                 if chunk:
                     yield chunk
@@ -198,12 +294,12 @@ class Gateway:
         finally:
             if not completed and error is None:
                 committed.abort()  # the client went away: stop the upstream generating
-                error_status = 499
+                ctx.cancelled()
+            elif error is not None:
+                ctx.interrupted(error)
             else:
-                error_status = 200 if error is None else error.status
-            meta.cost_usd = self.accounting.call_done(
-                info, call, req, committed.log, committed.log.usage or usage, status=error_status, error=error
-            )
+                ctx.succeeded()
+            meta.cost_usd = gw._account(ctx)
         if error is not None:
             yield enc.error(error)
         else:
@@ -212,14 +308,4 @@ class Gateway:
                 yield tail
 
 
-def _model_of(body: bytes) -> str:
-    """The model a refused request named, if it is readable at all (for its ledger row)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ""
-    model = data.get("model") if isinstance(data, dict) else None
-    return model[:200] if isinstance(model, str) else ""
-
-
-__all__ = ["CallInfo", "Gateway", "NoRouteSucceeded", "Reply"]
+__all__ = ["CallContext", "CallStream", "Gateway", "NoRouteSucceeded", "Reply"]

@@ -13,6 +13,7 @@ circuit was open, so no request was sent).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -30,7 +31,7 @@ from fareway.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from fareway.events import Accumulator, StreamEvent, is_content
+from fareway.events import Accumulator, StreamEvent, is_content, response_to_events
 from fareway.router.routes import Fallback, Race, Route, Split, Target
 from fareway.transport import Transport, UpstreamResponse
 from fareway.types import ChatRequest, ChatResponse, Usage
@@ -99,6 +100,16 @@ class _Skipped(UpstreamError):
     type = "api_error"
 
 
+def _is_json(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-type", "").startswith("application/json")
+
+
+def _streamable(req: ChatRequest) -> bool:
+    """Whether a non-streamed request can be read as a stream: a canonical stream carries one
+    choice, so ``n > 1`` is sent as asked (and gets only the total timeout)."""
+    return req.n is None or req.n <= 1
+
+
 def _expected_cost(route: Route) -> float | None:
     """The policy's cost estimate of a contender (the first Target's, for a subtree)."""
     if isinstance(route, Target):
@@ -144,6 +155,22 @@ class Committed:
             raise StreamInterrupted(exc) from exc
         finally:
             live.finish()
+
+    async def collect(self) -> ChatResponse:
+        """The whole answer, for a client that did not ask for a stream: the response itself, or
+        the rest of the committed upstream stream folded into one.  Raises StreamInterrupted if
+        the upstream fails after the commit point."""
+        if self.response is not None:
+            return self.response
+        live = self._live
+        if live is None:
+            acc = Accumulator()
+            for e in self._buffered:
+                acc.add(e)
+            return acc.result()
+        async for _ in self.events():
+            pass  # the live reader folds every event into its accumulator
+        return live.acc.result()
 
     def abort(self) -> None:
         """The client went away (or this attempt lost a race after committing)."""
@@ -245,6 +272,7 @@ class Executor:
         stats: StatsHook | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stream_whole_answers: bool = True,
     ) -> None:
         self.transport = transport
         self.adapters = adapters
@@ -254,6 +282,8 @@ class Executor:
         self.stats = stats
         self.rng = rng or random.Random()
         self.clock = clock
+        self.stream_whole_answers = stream_whole_answers
+        """Read non-streamed calls from the upstream as streams (see ``_attempt``)."""
 
     # ------------------------------------------------------------------ public
 
@@ -391,13 +421,18 @@ class Executor:
         adapter = self.adapters.get(up.dialect)
         if adapter is None:
             raise UpstreamServerError(f"no adapter for dialect {up.dialect}", provider=up.provider)
-        http = adapter.build_request(req, up)  # BadRequest propagates: the caller's problem
+        # A call whose client wants one answer is still read from the upstream as a stream when it
+        # can be (one choice): so the first-token and idle timeouts catch a stalled provider and the
+        # call falls back as a stream does, instead of waiting for the total timeout.
+        upstream_stream = req.stream or (self.stream_whole_answers and _streamable(req))
+        out_req = req if upstream_stream == req.stream else dataclasses.replace(req, stream=True)
+        http = adapter.build_request(out_req, up)  # BadRequest propagates: the caller's problem
         log.dropped = http.dropped
         if self.stats is not None:
             log.stats_token = self.stats.begin(key)
         resp: UpstreamResponse | None = None
         try:
-            if not req.stream:
+            if not upstream_stream:
                 resp = await self.transport.send(
                     http, up.provider, total=self.total_timeout, idle=self.idle_timeout
                 )
@@ -443,6 +478,13 @@ class Executor:
                     resp.release()
                     raise adapter.parse_error(resp.status, resp.headers, body, up)
                 log.status = resp.status
+                if _is_json(resp.headers):
+                    # A server that ignores `stream: true` and answers with one JSON body
+                    # (some self-hosted OpenAI-compatible servers do): take it as the whole answer.
+                    whole = await self._whole_answer(log, adapter, resp)
+                    if req.stream:
+                        return Committed(log, buffered=response_to_events(whole))
+                    return Committed(log, response=whole)
                 live = _Live(self, log, resp, adapter.stream_parser(up), log.t0 + self.total_timeout)
                 buffered: list[StreamEvent] = []
                 while True:
@@ -468,6 +510,18 @@ class Executor:
         if self.stats is not None:
             self.stats.first_token(log.stats_token or log.target.key, log.ttft_s)
         return Committed(log, buffered=buffered, live=live)
+
+    async def _whole_answer(self, log: AttemptLog, adapter: Adapter, resp: UpstreamResponse) -> ChatResponse:
+        body = await resp.read()
+        resp.release()
+        response = adapter.parse_response(body, log.target.upstream)
+        log.outcome = "ok"
+        log.latency_s = self.clock() - log.t0
+        log.ttft_s = log.latency_s
+        log.usage = response.usage
+        log.response_model = response.model
+        self._stats_end(log, ok=True, headers=resp.headers)
+        return response
 
     # ---------------------------------------------------------------- stats
 

@@ -170,6 +170,10 @@ class Decision:
     def chosen(self) -> Target:
         return targets(self.route)[0]
 
+    @property
+    def route_text(self) -> str:
+        return describe(self.route)
+
     def explain(self) -> dict[str, Any]:
         ts = targets(self.route)
         return {
@@ -216,6 +220,8 @@ class Router:
         aliases: Mapping[str, Any] | None = None,
         config: PolicyConfig | None = None,
         estimate_tokens: TokenEstimator = estimate_prompt_tokens,
+        providers: Collection[str] | None = None,
+        key_hint: Callable[[str], str | None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.stats = stats
@@ -225,6 +231,9 @@ class Router:
         self.aliases: dict[str, Any] = dict(aliases or {})
         self.config = config or PolicyConfig()
         self.estimate_tokens = estimate_tokens
+        self.providers = frozenset(providers) if providers is not None else None
+        """Configured provider names: ``name/...`` pins that provider (None: the catalog's)."""
+        self.key_hint = key_hint or (lambda provider: None)
 
     # ------------------------------------------------------------------ entry points
 
@@ -253,9 +262,10 @@ class Router:
             mode: Mode = m.group(1) or "auto"  # type: ignore[assignment]
             floor = int(m.group(2)) if m.group(2) else self.config.quality_floor
             return self.auto(req, mode, floor=floor, prompt_tokens=prompt_tokens, name=name)
-        if name == "auto" or name.startswith("auto:"):
+        if name == "auto" or name.startswith(("auto:", "auto@")):
             raise NotFound(
-                f"Unknown routing policy `{name}` (auto, auto:cheap, auto:fast, optionally @1..5)."
+                f"Unknown routing policy `{name}` (auto, auto:cheap, auto:fast, optionally @1..5).",
+                param="model",
             )
         return self.by_name(name, req, prompt_tokens=prompt_tokens)
 
@@ -390,39 +400,49 @@ class Router:
     # ------------------------------------------------------------------ names and aliases
 
     def by_name(self, name: str, req: ChatRequest, *, prompt_tokens: int | None = None) -> Decision:
-        """``provider/model`` (pinned) or a bare model id (its offers, cheapest first)."""
+        """``provider/model`` (pinned: that provider, any model id passes through) or a bare model
+        id (its offers that can serve this request, cheapest first for it, as a fallback chain)."""
         need = self.requirements(req, prompt_tokens)
-        offers = self.catalog.lookup(name)
         provider, _, model = name.partition("/")
-        pinned = len(offers) == 1 and offers[0].key == name
-        if not offers and model:
-            # a provider/model the catalog does not list (user-defined providers accept anything)
+        known = self.providers if self.providers is not None else frozenset(self.catalog.providers())
+        if model and provider in known:
+            offer = self.catalog.offer(provider, model)
             up = self._upstream(provider, model)
             if up is None:
+                hint = self.key_hint(provider)
                 raise NotFound(
-                    f"The model `{name}` does not exist or its provider has no API key configured."
+                    f"The model `{name}` is not available: provider `{provider}` has no API key configured"
+                    + (f" ({hint})." if hint else "."),
+                    param="model",
+                    code="provider_not_configured",
                 )
-            return Decision(
-                name,
-                "pinned",
-                Target(up, "pinned"),
-                [],
-                need,
-                None,
-                ["not in the catalog: no capability checks"],
-            )
-        if not offers:
-            raise NotFound(f"The model `{name}` does not exist or you do not have access to it.")
-        cands = [self._candidate(o, need) for o in offers]
-        if pinned:
-            c = cands[0]
-            if c.upstream is None:
-                raise NotFound(
-                    f"The model `{name}` is not available: provider `{provider}` has no API key configured."
+            if offer is None:
+                return Decision(
+                    name,
+                    "pinned",
+                    Target(up, "pinned"),
+                    [],
+                    need,
+                    None,
+                    ["not in the catalog: passed through, no capability checks"],
                 )
+            c = self._candidate(offer, need)
             c.role = "pinned"
             notes = [f"pinned despite: {'; '.join(c.reasons)}"] if c.reasons else []
-            return Decision(name, "pinned", Target(c.upstream, "pinned"), cands, need, None, notes)
+            return Decision(name, "pinned", Target(up, "pinned"), [c], need, None, notes)
+        offers = self.catalog.by_model_id(name)
+        if not offers:
+            raise NotFound(
+                f"The model `{name}` does not exist or you do not have access to it.", param="model"
+            )
+        cands = [self._candidate(o, need) for o in offers]
+        if all(c.upstream is None for c in cands):
+            names = ", ".join(sorted({c.offer.provider for c in cands}))
+            raise NotFound(
+                f"The model `{name}` is served by {names}, but none of them has an API key configured.",
+                param="model",
+                code="provider_not_configured",
+            )
         eligible = sorted((c for c in cands if c.kept), key=Candidate.cost_key)
         if not eligible:
             raise self._no_route(name, "family", cands, need, None)

@@ -56,8 +56,10 @@ def build_gateway(config: Config) -> Gateway:
         resolver.upstream,
         keyed=config.keyed_providers(),
         aliases=config.aliases,
+        providers=config.providers,
+        key_hint=resolver.key_hint,
     )
-    resolver.policy = router
+    resolver.router = router
     t = config.timeouts
     executor = Executor(
         transport,

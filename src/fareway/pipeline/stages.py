@@ -1,0 +1,107 @@
+"""The stages of a call, and the typed seams where later features plug in.
+
+::
+
+    admit     Admission.admit for each admission (scope, rate limit, budget reservation): raise a
+              FarewayError to refuse (401/403/402/429 in the caller's dialect)
+    parse     client bytes -> canonical request (the wire dialect checks limits while parsing)
+    resolve   the model name -> a routing Decision (pinned, bare id, alias, auto with @floor)
+    lookup    each Lookup may answer early with a Reply (a cache hit)
+    execute   the route tree until an attempt commits (fallback, race, hedge)
+    encode    canonical events -> client bytes; each StreamWrapper wraps the committed events
+              (tee into a cache, settle a budget as tokens arrive)
+    account   one ledger record from the context for every outcome; Admission.settle runs here
+    after     AfterHook.after, off the request path (judge sampling, shadow calls, alerts)
+
+A stage reads and writes the :class:`~fareway.pipeline.context.CallContext` only; it never reaches
+into another stage.  The gateway (pipeline.gateway) runs them in this order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from fareway.events import StreamEvent
+from fareway.pipeline.context import CallContext, Reply
+from fareway.pipeline.resolve import Resolver
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One step before execution.  Returns a Reply to answer early, None to go on; raises a
+    FarewayError to refuse (the gateway accounts the refusal and the server encodes it)."""
+
+    name: str
+
+    async def run(self, ctx: CallContext) -> Reply | None: ...
+
+
+@runtime_checkable
+class Admission(Protocol):
+    """A check before the call that may hold something until the call is accounted (a budget
+    reservation, a concurrency slot).  ``settle`` runs exactly once for every admitted call, with
+    the finished context (its usage and cost, whatever the outcome)."""
+
+    async def admit(self, ctx: CallContext) -> None: ...
+
+    def settle(self, ctx: CallContext) -> None: ...
+
+
+@runtime_checkable
+class StreamWrapper(Protocol):
+    """Wraps the committed event stream of a call (streamed or not: a non-streamed call's
+    upstream answer passes through as events too)."""
+
+    def wrap(self, ctx: CallContext, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]: ...
+
+
+@runtime_checkable
+class AfterHook(Protocol):
+    """Runs after the call was accounted, off the request path (its errors are logged)."""
+
+    async def after(self, ctx: CallContext) -> None: ...
+
+
+# ------------------------------------------------------------------------ the built-in stages
+
+
+class Admit:
+    name = "admit"
+
+    def __init__(self, admissions: list[Admission] | None = None) -> None:
+        self.admissions: list[Admission] = list(admissions or [])
+
+    async def run(self, ctx: CallContext) -> Reply | None:
+        admitted: list[Admission] = ctx.notes.setdefault("admitted", [])
+        for a in self.admissions:
+            await a.admit(ctx)
+            admitted.append(a)
+        return None
+
+
+class Parse:
+    name = "parse"
+
+    async def run(self, ctx: CallContext) -> Reply | None:
+        ctx.req = ctx.wire.parse_request(ctx.body, ctx.headers)
+        return None
+
+
+class Resolve:
+    name = "resolve"
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+
+    async def run(self, ctx: CallContext) -> Reply | None:
+        assert ctx.req is not None, "resolve runs after parse"
+        decision = self.resolver.decide(ctx.req)
+        ctx.decision = decision
+        ctx.route = decision.route_text
+        note = decision.header()
+        if decision.candidates:
+            kept = sum(1 for c in decision.candidates if c.kept)
+            note += f"; candidates={kept}/{len(decision.candidates)}"
+        ctx.route_note = note
+        return None
