@@ -9,7 +9,8 @@
     │   ├── PermissionDenied         403 key lacks the right (admin route, model not allowed)
     │   ├── NotFound                 404 unknown model or route
     │   ├── PayloadTooLarge          413 body over the configured limit
-    │   └── Unprocessable            422 well-formed but semantically wrong
+    │   ├── Unprocessable            422 well-formed but semantically wrong
+    │   └── RateLimited              429 over a limit of the gateway's own (retry_after)
     ├── UpstreamError                a provider failed; carries status/body/headers/retry_after
     │   ├── UpstreamRateLimited      429 (rate limit) — fallback trigger, starts a cooldown
     │   ├── UpstreamQuotaExceeded    429/402 insufficient_quota, credits exhausted — fallback trigger
@@ -117,6 +118,19 @@ class PayloadTooLarge(ClientError):
 
 class Unprocessable(ClientError):
     status = 422
+
+
+class RateLimited(ClientError):
+    """The caller is over a limit of the gateway's own (a key's rate limit, failed key guesses).
+    ``retry_after`` (seconds) goes into the ``retry-after`` header."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
 
 
 class UpstreamError(FarewayError):

@@ -201,13 +201,18 @@ class _Live:
     async def read(self) -> list[StreamEvent]:
         if self.eof:
             return []
-        if time.monotonic() > self.deadline:
-            raise UpstreamTimeout(
-                "the upstream stream exceeded the total timeout",
-                phase="total",
-                provider=self.log.target.upstream.provider,
-            )
-        chunk = await self.resp.next_chunk()
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._over_total()
+        if remaining < self.executor.idle_timeout:
+            # the total limit falls before the idle one: wait no longer than it
+            try:
+                async with asyncio.timeout(remaining):
+                    chunk = await self.resp.next_chunk()
+            except TimeoutError as exc:
+                raise self._over_total() from exc
+        else:
+            chunk = await self.resp.next_chunk()
         if chunk:
             events = self.parser.feed(chunk)
         else:
@@ -216,6 +221,13 @@ class _Live:
         for e in events:
             self.acc.add(e)
         return events
+
+    def _over_total(self) -> UpstreamTimeout:
+        return UpstreamTimeout(
+            "the upstream stream exceeded the total timeout",
+            phase="total",
+            provider=self.log.target.upstream.provider,
+        )
 
     async def rest(self) -> AsyncIterator[StreamEvent]:
         try:

@@ -1,0 +1,370 @@
+"""The call as stages (issue: staged call): one path for model names over HTTP, accounting exactly
+once for every way a call ends, and the timeouts of non-streamed calls — through a live gateway
+over the simulator, with the official SDKs and raw HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from genai_prices import Usage as GPUsage
+from genai_prices import calc_price
+
+from fareway.config import ProviderConfig
+from fareway.errors import RateLimited
+from fareway.pipeline.context import CallContext
+from fareway.providers.registry import ProviderSpec
+from tests.conftest import MASTER_KEY, LiveGateway, free_port, gateway_config, start_gateway
+
+ALIASES = {
+    "chain": {"strategy": "fallback", "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"]},
+    "refused-first": {
+        "strategy": "fallback",
+        "targets": ["dead/any-model", "groq/llama-3.1-8b-instant"],
+    },
+    "always-groq": {
+        "strategy": "split",
+        "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"],
+        "weights": [0, 1],
+    },
+}
+
+# The gpt-oss-120b family as the built-in catalog lists it (provider -> upstream id, max output),
+# without DeepInfra (genai-prices has no DeepInfra prices, so the test disables it).
+GPT_OSS = {
+    "cerebras": ("gpt-oss-120b", 32768),
+    "groq": ("openai/gpt-oss-120b", 65536),
+    "openrouter": ("openai/gpt-oss-120b", 16384),
+}
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    return free_port()
+
+
+@pytest.fixture
+async def sgw(sim: Any, tmp_path: Any) -> AsyncIterator[LiveGateway]:
+    cfg = gateway_config(sim.url, tmp_path)
+    providers = dict(cfg.providers)
+    providers["deepinfra"] = ProviderConfig(providers["deepinfra"].spec, api_key=None)
+    providers["dead"] = ProviderConfig(
+        ProviderSpec("dead", "openai", f"http://127.0.0.1:{_closed_port()}/v1", builtin=False), api_key="k"
+    )
+    cfg = dataclasses.replace(cfg, providers=providers, aliases=ALIASES)
+    gw = await start_gateway(cfg)
+    yield gw
+    await gw.stop()
+
+
+def oai(gw: LiveGateway) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+def attempts(route_header: str) -> dict[str, str]:
+    part = route_header.split("attempts=", 1)[1]
+    return dict(item.rsplit("=", 1) for item in part.split(",") if item)
+
+
+def cheapest_by_genai_prices(output_tokens: int) -> list[str]:
+    """The gpt-oss-120b providers that can give ``output_tokens``, cheapest first by genai-prices
+    (a short prompt: the output price decides)."""
+    costs: list[tuple[Decimal, str]] = []
+    for provider, (model, max_out) in GPT_OSS.items():
+        if output_tokens > max_out:
+            continue
+        p = calc_price(GPUsage(input_tokens=20, output_tokens=output_tokens), model, provider_id=provider)
+        costs.append((p.total_price, provider))
+    return [p for _, p in sorted(costs)]
+
+
+# ------------------------------------------------------------------ one path for model names
+
+
+async def test_a_bare_id_goes_to_the_cheapest_provider_for_the_request(sgw: LiveGateway) -> None:
+    order = cheapest_by_genai_prices(1000)
+    raw = await oai(sgw).chat.completions.with_raw_response.create(
+        model="gpt-oss-120b", messages=[{"role": "user", "content": "hi"}], max_tokens=1000
+    )
+    assert raw.headers["x-fareway-provider"] == order[0]
+    route = raw.headers["x-fareway-route"]
+    assert "policy=family" in route
+    # the fallbacks behind it are the other providers, cheapest next
+    chain = route.split("route=fallback(", 1)[1].split(")", 1)[0].split(",")
+    assert [c.split("/", 1)[0] for c in chain] == order
+
+
+async def test_a_bare_id_skips_a_provider_that_cannot_serve_the_request(sgw: LiveGateway) -> None:
+    # 20,000 output tokens: more than OpenRouter's max output for this model (16,384)
+    order = cheapest_by_genai_prices(20_000)
+    assert "openrouter" not in order
+    raw = await oai(sgw).chat.completions.with_raw_response.create(
+        model="gpt-oss-120b", messages=[{"role": "user", "content": "hi"}], max_tokens=20_000
+    )
+    assert raw.headers["x-fareway-provider"] == order[0]
+    assert "openrouter" not in raw.headers["x-fareway-route"]
+
+
+async def test_auto_with_a_floor_routes_at_that_floor(sgw: LiveGateway) -> None:
+    raw = await oai(sgw).chat.completions.with_raw_response.create(
+        model="auto@4", messages=[{"role": "user", "content": "hi"}]
+    )
+    route = raw.headers["x-fareway-route"]
+    assert "policy=auto" in route and "floor=4" in route
+    chosen = f"{raw.headers['x-fareway-provider']}/{raw.headers['x-fareway-model']}"
+    offer = sgw.app.gateway.resolver.router.catalog.lookup(chosen)[0]
+    assert offer.quality >= 4
+
+
+async def test_auto_over_http_on_the_real_catalog(sgw: LiveGateway) -> None:
+    """`auto` picks an offer the catalog has, at the default floor, with fallbacks behind."""
+    reply = await oai(sgw).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "hello"}]
+    )
+    route = reply.headers["x-fareway-route"]
+    assert "policy=auto" in route and "floor=3" in route and "route=fallback(" in route
+    assert reply.parse().choices[0].message.content
+
+
+@pytest.mark.parametrize("model", ["auto@9", "auto:slow", "no-such-model", "openai/"])
+async def test_unknown_names_are_a_clean_404(sgw: LiveGateway, model: str) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        await oai(sgw).chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    assert "Traceback" not in str(info.value.body)
+
+
+async def test_a_provider_prefix_passes_any_model_id_through(sgw: LiveGateway) -> None:
+    raw = await oai(sgw).chat.completions.with_raw_response.create(
+        model="groq/a-model-the-catalog-does-not-list", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-fareway-provider"] == "groq"
+    assert raw.headers["x-fareway-model"] == "a-model-the-catalog-does-not-list"
+
+
+async def test_models_list_owner_matches_where_a_call_goes(sgw: LiveGateway) -> None:
+    models = {m.id: m.owned_by for m in (await oai(sgw).models.list()).data}
+    assert models.get("openai/gpt-oss-120b") in (None, "openai")
+    for mid in ("groq/openai/gpt-oss-120b", "cerebras/gpt-oss-120b"):
+        raw = await oai(sgw).chat.completions.with_raw_response.create(
+            model=mid, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.headers["x-fareway-provider"] == models[mid]
+
+
+# ------------------------------------------------------------------ the route tree over HTTP
+
+
+async def test_split_with_a_zero_weight_never_takes_that_arm(sgw: LiveGateway) -> None:
+    for _ in range(5):
+        raw = await oai(sgw).chat.completions.with_raw_response.create(
+            model="always-groq", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.headers["x-fareway-provider"] == "groq"
+        assert "split(" in raw.headers["x-fareway-route"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_connection_refused_falls_back(sgw: LiveGateway, stream: bool) -> None:
+    raw = await oai(sgw).chat.completions.with_raw_response.create(
+        model="refused-first", messages=[{"role": "user", "content": "echo:ok"}], stream=stream
+    )
+    assert raw.headers["x-fareway-provider"] == "groq"
+    assert attempts(raw.headers["x-fareway-route"])["dead/any-model"] == "error"
+
+
+async def test_a_streamed_call_answered_non_2xx_falls_back(sgw: LiveGateway, sim_control: Any) -> None:
+    await sim_control.fault(provider="openai", kind="500", count=1)
+    raw = await oai(sgw).chat.completions.with_raw_response.create(
+        model="chain", messages=[{"role": "user", "content": "echo:second"}], stream=True
+    )
+    assert raw.headers["x-fareway-provider"] == "groq"
+    assert attempts(raw.headers["x-fareway-route"])["openai/gpt-4o-mini"] == "error"
+    text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+    assert text == "second"
+
+
+async def test_a_non_streamed_call_to_a_stalled_upstream_falls_back_at_the_first_token_timeout(
+    sgw: LiveGateway, sim_control: Any
+) -> None:
+    await sim_control.fault(provider="openai", kind="stall", count=1)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    raw = await oai(sgw).chat.completions.with_raw_response.create(
+        model="chain", messages=[{"role": "user", "content": "echo:after stall"}]
+    )
+    elapsed = loop.time() - t0
+    assert raw.headers["x-fareway-provider"] == "groq"
+    assert attempts(raw.headers["x-fareway-route"])["openai/gpt-4o-mini"] == "error"
+    assert raw.parse().choices[0].message.content == "after stall"
+    # the first-token timeout of this gateway is 1.5 s, its total timeout 30 s
+    assert elapsed < sgw.config.timeouts.total / 2
+    row = await _row(sgw, raw.headers["x-request-id"])
+    assert "no first token within 1.5s" in row.attempts[0].error
+
+
+async def test_idle_timeout_after_the_first_token_ends_the_stream_with_an_error(
+    sgw: LiveGateway, sim_control: Any
+) -> None:
+    await sim_control.fault(provider="openai", kind="stall_after_first", count=1)
+    raw = await oai(sgw).chat.completions.with_raw_response.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "tell me a story"}], stream=True
+    )
+    with pytest.raises(openai.APIError) as info:
+        async for _ in raw.parse():
+            pass
+    assert "sent nothing for 1.5s" in str(info.value)
+    row = await _row(sgw, raw.headers["x-request-id"])
+    assert row.call.outcome == "error" and row.call.stream
+
+
+async def test_the_total_limit_bounds_a_stream(sim: Any, tmp_path: Any, sim_control: Any) -> None:
+    from fareway.config import Timeouts
+
+    cfg = gateway_config(sim.url, tmp_path)
+    cfg = dataclasses.replace(cfg, timeouts=Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=0.4))
+    gw = await start_gateway(cfg)
+    try:
+        # the upstream stalls after its first token: the idle timeout (5 s) would not fire in time
+        await sim_control.fault(provider="openai", kind="stall_after_first", count=1)
+        raw = await oai(gw).chat.completions.with_raw_response.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "a story"}], stream=True
+        )
+        with pytest.raises(openai.APIError) as info:
+            async for _ in raw.parse():
+                pass
+        assert "total timeout" in str(info.value)
+    finally:
+        await gw.stop()
+
+
+# ------------------------------------------------------------------ accounting exactly once
+
+
+TOOL_HISTORY = [
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"},
+    {"role": "user", "content": "And what should I wear? Please answer at length."},
+]
+
+
+async def _cancel_after(gw: LiveGateway, model: str, lines: int) -> None:
+    """Stream a call with tool history and walk away after ``lines`` SSE lines."""
+    body = {"model": model, "messages": TOOL_HISTORY, "stream": True, "max_tokens": 300}
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(
+            gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {MASTER_KEY}"}
+        )
+        n = 0
+        async for _ in resp.content:
+            n += 1
+            if n >= lines:
+                break
+        resp.close()
+
+
+def _send_and_hang_up(port: int, model: str) -> None:
+    """Send a whole request and close the socket before reading anything."""
+    body = json.dumps({"model": model, "messages": TOOL_HISTORY, "stream": True}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {MASTER_KEY}\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + body)
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "cerebras/llama3.1-8b"])
+async def test_a_cancel_at_every_point_of_a_stream_leaves_exactly_one_row(
+    sim: Any, tmp_path: Any, sim_control: Any, model: str
+) -> None:
+    gw = await start_gateway(gateway_config(sim.url, tmp_path))
+    provider = model.split("/", 1)[0]
+    port = int(gw.url.rsplit(":", 1)[1])
+    # Cut while the upstream is still generating (it stalls after its first content chunk, so
+    # the attempt has no usage yet and its tokens must be estimated from a history that holds a
+    # tool call and its result), then at every line of a complete stream, then before any byte.
+    stalled_cuts = [1, 2, 3, 4]
+    cut_points = [1, 2, 3, 4, 6, 8, 12, 20]
+    try:
+        for lines in stalled_cuts:
+            await sim_control.fault(provider=provider, kind="stall_after_first", count=1)
+            await _cancel_after(gw, model, lines)
+        await sim_control.clear()
+        for lines in cut_points:
+            await _cancel_after(gw, model, lines)
+        for _ in range(3):
+            await asyncio.to_thread(_send_and_hang_up, port, model)
+    finally:
+        await gw.stop()  # drains the ledger
+    expected = len(stalled_cuts) + len(cut_points) + 3
+    db = sqlite3.connect(gw.config.ledger_file)
+    try:
+        rows = db.execute("SELECT request_id, outcome, status FROM calls").fetchall()
+    finally:
+        db.close()
+    assert len(rows) == expected, rows
+    assert len({r[0] for r in rows}) == expected
+    assert {r[1] for r in rows} <= {"cancelled", "ok"}
+    assert sum(1 for r in rows if r[1] == "cancelled") >= len(stalled_cuts)
+
+
+async def test_a_refusing_admission_answers_in_the_callers_dialect_and_is_recorded(
+    sgw: LiveGateway,
+) -> None:
+    """The admit stage's seam: a check that refuses gets the caller's error shape and a row; a
+    check that admits is settled exactly once with the finished call."""
+    settled: list[tuple[str, str]] = []
+
+    class OnlyShort:
+        async def admit(self, ctx: CallContext) -> None:
+            if len(ctx.body) > 400:
+                raise RateLimited("too long for this test key", retry_after=3)
+
+        def settle(self, ctx: CallContext) -> None:
+            settled.append((ctx.request_id, ctx.outcome))
+
+    gw = sgw.app.gateway
+    gw.admit.admissions.append(OnlyShort())
+    try:
+        with pytest.raises(openai.RateLimitError) as info:
+            await oai(sgw).chat.completions.create(
+                model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x" * 500}]
+            )
+        assert info.value.response.headers["retry-after"] == "3"
+        refused = await _row(sgw, info.value.response.headers["x-request-id"])
+        assert refused.call.status == 429 and refused.call.attempts == 0
+        raw = await oai(sgw).chat.completions.with_raw_response.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "short"}]
+        )
+        assert settled == [(raw.headers["x-request-id"], "ok")]
+    finally:
+        gw.admit.admissions.clear()
+
+
+async def _row(gw: LiveGateway, request_id: str) -> Any:
+    ledger = gw.app.gateway.accounting.ledger
+    await ledger.flush()
+    for row in await ledger.recent_calls(n=200):
+        if row.call.request_id == request_id:
+            return row
+    raise AssertionError(f"no ledger row for {request_id}")
