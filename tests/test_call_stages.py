@@ -368,3 +368,160 @@ async def _row(gw: LiveGateway, request_id: str) -> Any:
         if row.call.request_id == request_id:
             return row
     raise AssertionError(f"no ledger row for {request_id}")
+
+
+# ------------------------------------------------------------------ model ids as clients write them
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "upstream"),
+    [
+        # Claude Code's default ids (dated snapshots, optionally with its 1M-context marker)
+        ("claude-sonnet-4-5-20250929", "anthropic", "claude-sonnet-4-5"),
+        ("claude-sonnet-4-5-20250929[1m]", "anthropic", "claude-sonnet-4-5"),
+        ("claude-haiku-4-5-20251001", "anthropic", "claude-haiku-4-5"),
+        ("anthropic/claude-sonnet-4-5-20250929", "anthropic", "claude-sonnet-4-5-20250929"),
+        ("anthropic/claude-sonnet-4-5-20250929[1m]", "anthropic", "claude-sonnet-4-5-20250929"),
+        ("gpt-4o-mini-2024-07-18", "openai", "gpt-4o-mini"),
+        ("claude-sonnet-4-5-latest", "anthropic", "claude-sonnet-4-5"),
+    ],
+)
+async def test_dated_and_marked_ids_route(sgw: LiveGateway, model: str, provider: str, upstream: str) -> None:
+    import anthropic
+
+    client = anthropic.AsyncAnthropic(base_url=sgw.url, api_key=MASTER_KEY, max_retries=0)
+    raw = await client.messages.with_raw_response.create(
+        model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-fareway-provider"] == provider
+    assert raw.headers["x-fareway-model"] == upstream
+
+
+async def test_default_model_takes_names_nothing_routes(sim: Any, tmp_path: Any) -> None:
+    cfg = dataclasses.replace(gateway_config(sim.url, tmp_path), default_model="groq/llama-3.1-8b-instant")
+    gw = await start_gateway(cfg)
+    try:
+        raw = await oai(gw).chat.completions.with_raw_response.create(
+            model="some-model-this-gateway-does-not-know", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.headers["x-fareway-provider"] == "groq"
+        row = await _row(gw, raw.headers["x-request-id"])
+        assert row.call.requested_model == "some-model-this-gateway-does-not-know"
+    finally:
+        await gw.stop()
+
+
+def test_default_model_must_be_a_string(tmp_path: Any) -> None:
+    from fareway.config import ConfigError, load_config
+
+    f = tmp_path / "c.toml"
+    f.write_text("[server]\ndefault_model = 3\n")
+    with pytest.raises(ConfigError, match="default_model"):
+        load_config(f, env={})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_stream_wrappers_see_the_committed_events_and_after_hooks_run(
+    sgw: LiveGateway, stream: bool
+) -> None:
+    """The encode stage's seam (a cache tee, a budget settling as tokens arrive) and the after
+    stage's (a judge): both see the call, streamed or not."""
+    from fareway.events import PartDelta
+
+    seen: list[str] = []
+    after: list[tuple[str, str | None]] = []
+    done = asyncio.Event()
+
+    class Tee:
+        def wrap(self, ctx: CallContext, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            async def run() -> AsyncIterator[Any]:
+                async for e in events:
+                    if isinstance(e, PartDelta) and e.kind == "text":
+                        seen.append(e.text)
+                    yield e
+
+            return run()
+
+    class Judge:
+        async def after(self, ctx: CallContext) -> None:
+            after.append((ctx.request_id, ctx.outcome))
+            done.set()
+
+    gw = sgw.app.gateway
+    gw.wrappers.append(Tee())
+    gw.after_hooks.append(Judge())
+    try:
+        raw = await oai(sgw).chat.completions.with_raw_response.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "echo:one two"}], stream=stream
+        )
+        if stream:
+            text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+        else:
+            text = raw.parse().choices[0].message.content or ""
+        assert text == "one two" and "".join(seen) == "one two"
+        await asyncio.wait_for(done.wait(), 10)
+        assert after == [(raw.headers["x-request-id"], "ok")]
+    finally:
+        gw.wrappers.clear()
+        gw.after_hooks.clear()
+
+
+@pytest.mark.parametrize("stream_upstream", [True, False])
+async def test_how_a_non_streamed_call_is_sent_upstream(
+    sim: Any, tmp_path: Any, stream_upstream: bool
+) -> None:
+    """By default a non-streamed call is read as a stream (so its first-token timeout holds);
+    `[timeouts] stream_upstream = false` sends it as asked."""
+    from aiohttp import web
+
+    from fareway.config import Timeouts
+
+    seen: list[Any] = []
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        seen.append(body.get("stream"))
+        answer = {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": body["model"],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    cfg = gateway_config(sim.url, tmp_path)
+    providers = dict(cfg.providers)
+    providers["rec"] = ProviderConfig(
+        ProviderSpec("rec", "openai", f"http://127.0.0.1:{port}/v1", builtin=False), api_key="k"
+    )
+    t = Timeouts(connect=2.0, first_token=1.5, idle=1.5, total=30.0, stream_upstream=stream_upstream)
+    gw = await start_gateway(dataclasses.replace(cfg, providers=providers, timeouts=t))
+    try:
+        reply = await oai(gw).chat.completions.create(
+            model="rec/m", messages=[{"role": "user", "content": "x"}]
+        )
+        assert reply.choices[0].message.content == "hi"
+        assert seen == [stream_upstream]
+    finally:
+        await gw.stop()
+        await runner.cleanup()
+
+
+def test_stream_upstream_must_be_a_boolean(tmp_path: Any) -> None:
+    from fareway.config import ConfigError, load_config
+
+    f = tmp_path / "c.toml"
+    f.write_text('[timeouts]\nstream_upstream = "yes"\n')
+    with pytest.raises(ConfigError, match="stream_upstream"):
+        load_config(f, env={})

@@ -9,8 +9,10 @@ Example (the smallest useful config)::
 
 Top-level sections:
 
-``[server]``      host, port, max_body_bytes, state_dir
-``[timeouts]``    connect, first_token, idle, total (seconds)
+``[server]``      host, port, max_body_bytes, state_dir, default_model (where a request for a
+                  model nothing routes goes; unset: a 404)
+``[timeouts]``    connect, first_token, idle, total (seconds); stream_upstream (true: non-streamed
+                  calls are read from the upstream as streams, so first_token and idle apply)
 ``[defaults]``    max_tokens (for Anthropic upstreams when an OpenAI client sends none)
 ``[ledger]``      url (``postgresql://...``; default: SQLite state_dir/fareway.db),
                   batch_size (calls per write, 500) and max_delay (seconds a call may wait to be
@@ -71,6 +73,10 @@ class Timeouts:
     first_token: float = 30.0
     idle: float = 30.0
     total: float = 600.0
+    stream_upstream: bool = True
+    """Read non-streamed calls from the upstream as streams, so ``first_token`` and ``idle`` apply
+    to them too (a stalled provider is left after ``first_token``, not ``total``).  False: a
+    non-streamed call is sent as one and bounded by ``total`` only (less CPU per call)."""
 
 
 @dataclass(slots=True)
@@ -87,6 +93,8 @@ class Config:
     port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
     state_dir: Path = Path("fareway-data")
+    default_model: str | None = None
+    """Where a request for a model nothing routes goes (None: such a request is a 404)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     default_max_tokens: int = 4096
     ledger_url: str | None = None
@@ -197,8 +205,20 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     cfg.port = int(server.get("port", cfg.port))
     cfg.max_body_bytes = int(server.get("max_body_bytes", cfg.max_body_bytes))
     cfg.state_dir = Path(str(server.get("state_dir", env.get("FAREWAY_STATE_DIR", cfg.state_dir))))
+    default_model = server.get("default_model")
+    if default_model is not None and (not isinstance(default_model, str) or not default_model):
+        raise ConfigError("[server] default_model must be a model name (a string)")
+    cfg.default_model = default_model
     t = _section(data, "timeouts")
-    cfg.timeouts = Timeouts(**{k: float(v) for k, v in t.items() if k in Timeouts.__dataclass_fields__})
+    stream_upstream = t.get("stream_upstream", True)
+    if not isinstance(stream_upstream, bool):
+        raise ConfigError("[timeouts] stream_upstream must be true or false")
+    cfg.timeouts = Timeouts(
+        **{
+            k: float(v) for k, v in t.items() if k in Timeouts.__dataclass_fields__ and k != "stream_upstream"
+        },
+        stream_upstream=stream_upstream,
+    )
     cfg.default_max_tokens = int(_section(data, "defaults").get("max_tokens", cfg.default_max_tokens))
     ledger = _section(data, "ledger")
     url = ledger.get("url", env.get("FAREWAY_LEDGER_URL"))

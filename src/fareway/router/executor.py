@@ -142,6 +142,9 @@ class Committed:
     async def events(self) -> AsyncIterator[StreamEvent]:
         """The committed stream: the buffered events, then the rest.  Raises StreamInterrupted
         if the upstream fails after the commit point."""
+        if self.response is not None and self._live is None and not self._buffered:
+            # a whole answer, as the events a stream of it would give (for stream wrappers)
+            self._buffered = response_to_events(self.response)
         for e in self._buffered:
             yield e
         self._buffered = []

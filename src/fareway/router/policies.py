@@ -56,6 +56,26 @@ MakeUpstream = Callable[[str, str], Upstream | None]
 Mode = Literal["auto", "cheap", "fast"]
 STRATEGIES = ("fallback", "race", "hedge", "split", "single")
 _AUTO = re.compile(r"^auto(?::(cheap|fast))?(?:@([1-5]))?$")
+_CONTEXT_SUFFIX = re.compile(r"\[\d+[km]\]$", re.IGNORECASE)
+_DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2}|\d{4})$")
+_LATEST_SUFFIX = re.compile(r"-latest$")
+
+
+def model_id_forms(model: str) -> list[str]:
+    """The ids to look a model up by, most specific first: as given, then without a context-size
+    marker (Claude Code's ``[1m]``), a snapshot date (``-20250929``, ``-2024-07-18``, ``-2507``) or
+    ``-latest``.  ``claude-sonnet-4-5-20250929[1m]`` -> ``claude-sonnet-4-5-20250929``,
+    ``claude-sonnet-4-5``."""
+    forms = [model]
+    m = _CONTEXT_SUFFIX.sub("", model)
+    if m != model:
+        forms.append(m)
+    for pat in (_DATE_SUFFIX, _LATEST_SUFFIX):
+        n = pat.sub("", m)
+        if n != m and n:
+            forms.append(n)
+            m = n
+    return forms
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +242,7 @@ class Router:
         estimate_tokens: TokenEstimator = estimate_prompt_tokens,
         providers: Collection[str] | None = None,
         key_hint: Callable[[str], str | None] | None = None,
+        default_model: str | None = None,
     ) -> None:
         self.catalog = catalog
         self.stats = stats
@@ -234,6 +255,8 @@ class Router:
         self.providers = frozenset(providers) if providers is not None else None
         """Configured provider names: ``name/...`` pins that provider (None: the catalog's)."""
         self.key_hint = key_hint or (lambda provider: None)
+        self.default_model = default_model
+        """Where a name nothing routes goes (``[server] default_model``); None: a 404."""
 
     # ------------------------------------------------------------------ entry points
 
@@ -247,12 +270,17 @@ class Router:
     def explain(self, req: ChatRequest, *, prompt_tokens: int | None = None) -> dict[str, Any]:
         """The explanation dict; a request no offer can serve explains why instead of raising."""
         try:
-            return self.decide(req, prompt_tokens=prompt_tokens).explain()
+            return self.decide(req, prompt_tokens=prompt_tokens, explain=True).explain()
         except NoEligibleRoute as exc:
             return exc.explain
 
     def decide(
-        self, req: ChatRequest, *, model: str | None = None, prompt_tokens: int | None = None
+        self,
+        req: ChatRequest,
+        *,
+        model: str | None = None,
+        prompt_tokens: int | None = None,
+        explain: bool = False,
     ) -> Decision:
         name = model if model is not None else req.model
         if name in self.aliases:
@@ -267,7 +295,7 @@ class Router:
                 f"Unknown routing policy `{name}` (auto, auto:cheap, auto:fast, optionally @1..5).",
                 param="model",
             )
-        return self.by_name(name, req, prompt_tokens=prompt_tokens)
+        return self.by_name(name, req, prompt_tokens=prompt_tokens, explain=explain)
 
     # ------------------------------------------------------------------ helpers
 
@@ -399,15 +427,21 @@ class Router:
 
     # ------------------------------------------------------------------ names and aliases
 
-    def by_name(self, name: str, req: ChatRequest, *, prompt_tokens: int | None = None) -> Decision:
+    def by_name(
+        self, name: str, req: ChatRequest, *, prompt_tokens: int | None = None, explain: bool = False
+    ) -> Decision:
         """``provider/model`` (pinned: that provider, any model id passes through) or a bare model
-        id (its offers that can serve this request, cheapest first for it, as a fallback chain)."""
-        need = self.requirements(req, prompt_tokens)
+        id (its offers that can serve this request, cheapest first for it, as a fallback chain).
+
+        A pinned call weighs no candidates (it goes where it was sent): its offer's numbers and
+        what it lacks for the request are worked out only when ``explain`` asks (route explain)."""
         provider, _, model = name.partition("/")
         known = self.providers if self.providers is not None else frozenset(self.catalog.providers())
         if model and provider in known:
-            offer = self.catalog.offer(provider, model)
-            up = self._upstream(provider, model)
+            forms = model_id_forms(model)
+            offer = next((o for f in forms if (o := self.catalog.offer(provider, f)) is not None), None)
+            sent = _CONTEXT_SUFFIX.sub("", model)  # the marker is Claude Code's, not an upstream id
+            up = self._upstream(provider, sent)
             if up is None:
                 hint = self.key_hint(provider)
                 raise NotFound(
@@ -422,16 +456,34 @@ class Router:
                     "pinned",
                     Target(up, "pinned"),
                     [],
-                    need,
+                    None,
                     None,
                     ["not in the catalog: passed through, no capability checks"],
                 )
+            if not explain:
+                return Decision(name, "pinned", Target(up, "pinned"))
+            need = self.requirements(req, prompt_tokens)
             c = self._candidate(offer, need)
             c.role = "pinned"
             notes = [f"pinned despite: {'; '.join(c.reasons)}"] if c.reasons else []
+            if offer.model != sent:
+                notes.append(f"capabilities and prices of {offer.key}")
             return Decision(name, "pinned", Target(up, "pinned"), [c], need, None, notes)
-        offers = self.catalog.by_model_id(name)
+        need = self.requirements(req, prompt_tokens)
+        offers: list[Offer] = []
+        notes = []
+        for form in model_id_forms(name):
+            offers = self.catalog.by_model_id(form)
+            if offers:
+                if form != name:
+                    notes.append(f"`{name}` read as `{form}`")
+                break
         if not offers:
+            if self.default_model and name != self.default_model:
+                d = self.decide(req, model=self.default_model, prompt_tokens=prompt_tokens, explain=explain)
+                d.notes.append(f"`{name}` is not routed here: [server] default_model `{self.default_model}`")
+                d.model = name
+                return d
             raise NotFound(
                 f"The model `{name}` does not exist or you do not have access to it.", param="model"
             )
@@ -449,7 +501,7 @@ class Router:
         eligible[0].role = f"chosen: cheapest provider {_usd(eligible[0].cost)}"
         for c in eligible[1:]:
             c.role = "fallback:same-family"
-        return Decision(name, "family", _chain([_target(c) for c in eligible]), cands, need, None)
+        return Decision(name, "family", _chain([_target(c) for c in eligible]), cands, need, None, notes)
 
     def alias(self, name: str, spec: Any, req: ChatRequest) -> Decision:
         """A declared alias -> its route tree (see the module docstring for the table form)."""

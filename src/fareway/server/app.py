@@ -162,7 +162,14 @@ class App:
             return
         headers = [("x-request-id", rid), *reply.headers]
         if reply.stream is not None:
-            await send_stream(send, receive, reply.status, reply.stream, headers, reply.content_type)
+            try:
+                await send_stream(send, receive, reply.status, reply.stream, headers, reply.content_type)
+            finally:
+                # however the send ended (even before the stream was first read), close it: that
+                # ends the upstream call and accounts it
+                aclose = getattr(reply.stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         else:
             await send_body(send, reply.status, reply.body, headers, reply.content_type)
 

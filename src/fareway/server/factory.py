@@ -58,6 +58,7 @@ def build_gateway(config: Config) -> Gateway:
         aliases=config.aliases,
         providers=config.providers,
         key_hint=resolver.key_hint,
+        default_model=config.default_model,
     )
     resolver.router = router
     t = config.timeouts
@@ -68,6 +69,7 @@ def build_gateway(config: Config) -> Gateway:
         idle_timeout=t.idle,
         total_timeout=t.total,
         stats=stats,
+        stream_whole_answers=t.stream_upstream,
     )
     ledger = None
     metrics = Metrics()
