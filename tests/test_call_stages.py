@@ -525,3 +525,32 @@ def test_stream_upstream_must_be_a_boolean(tmp_path: Any) -> None:
     f.write_text('[timeouts]\nstream_upstream = "yes"\n')
     with pytest.raises(ConfigError, match="stream_upstream"):
         load_config(f, env={})
+
+
+async def test_a_non_streamed_call_is_cancelled_when_its_client_goes_away(
+    sgw: LiveGateway, sim_control: Any
+) -> None:
+    await sim_control.fault(provider="openai", kind="stall", count=1)
+    body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await s.post(
+                    sgw.url + "/v1/chat/completions",
+                    json=body,
+                    headers={"authorization": f"Bearer {MASTER_KEY}"},
+                )
+    ledger = sgw.app.gateway.accounting.ledger
+    deadline = asyncio.get_running_loop().time() + 10
+    rows: list[Any] = []
+    while asyncio.get_running_loop().time() < deadline:
+        await ledger.flush()
+        rows = [r for r in await ledger.recent_calls(n=20) if r.call.status == 499]
+        if rows:
+            break
+        await asyncio.sleep(0.05)
+    assert rows, "no cancelled row"
+    call = rows[0].call
+    assert call.outcome == "cancelled" and not call.stream
+    # cancelled well before the gateway's first-token timeout (1.5 s) would have fired
+    assert rows[0].attempts[0].outcome == "cancelled"

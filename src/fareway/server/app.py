@@ -9,6 +9,8 @@ without internals.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import Awaitable, Callable
@@ -142,7 +144,9 @@ class App:
                     raise PermissionDenied("This route needs an admin key.")
             if route.read_body:
                 req.body = await read_body(receive, self.gateway.config.max_body_bytes)
-            reply = await route.handler(req)
+                reply = await _unless_disconnected(route.handler(req), receive)
+            else:
+                reply = await route.handler(req)
         except FarewayError as exc:
             status, body = wire.encode_error(exc)
             headers = [("x-request-id", rid)]
@@ -172,6 +176,30 @@ class App:
                     await aclose()
         else:
             await send_body(send, reply.status, reply.body, headers, reply.content_type)
+
+
+async def _unless_disconnected(work: Awaitable[Reply], receive: Receive) -> Reply:
+    """Run a handler while watching the client: if it disconnects first, the handler is cancelled
+    (the gateway closes the upstream connection and accounts the call as the client's cancel) and
+    ConnectionResetError is raised.  The body has been read, so the next message is a disconnect."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        if not watch.done():
+            watch.cancel()
+    if task.done():
+        return task.result()
+    if watch.result().get("type") != "http.disconnect":
+        return await task  # not a disconnect (no more body is expected): just wait for the call
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ConnectionResetError("client disconnected")
 
 
 def _tune_gc() -> None:
