@@ -39,6 +39,8 @@ class SseParser:
         self._buf += text
         out: list[SseEvent] = []
         buf = self._buf
+        if "\r" not in buf:
+            return self._feed_lf(buf, out)
         start = 0
         n = len(buf)
         while start < n:
@@ -60,6 +62,35 @@ class SseParser:
             self._line(buf[start:end], out)
             start = nxt
         self._buf = buf[start:]
+        return out
+
+    def _feed_lf(self, buf: str, out: list[SseEvent]) -> list[SseEvent]:
+        """The common case, LF line ends only: split once and handle each line inline (the same
+        rules as :meth:`_line`, about a third of the cost per line)."""
+        lines = buf.split("\n")
+        self._buf = lines.pop()  # the unterminated rest ("" when buf ended in a line end)
+        data = self._data
+        for line in lines:
+            if not line:
+                if data:
+                    out.append(SseEvent("\n".join(data), self._event, self._id))
+                    data = self._data = []
+                self._event = None
+                continue
+            if line.startswith("data: "):
+                data.append(line[6:])
+                continue
+            if line[0] == ":":
+                continue
+            name, sep, value = line.partition(":")
+            if sep and value.startswith(" "):
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                self._event = value
+            elif name == "id":
+                self._id = value
         return out
 
     def close(self) -> list[SseEvent]:

@@ -355,10 +355,16 @@ class OpenAIStreamParser:
         self._chunk(chunk, out)
 
     def _chunk(self, chunk: dict[str, Any], out: list[StreamEvent]) -> None:
-        extras = {k: v for k, v in chunk.items() if k not in _CHUNK_KNOWN}
-        for k, v in extras.items():
-            old = self._extras.get(k)
-            self._extras[k] = {**old, **v} if isinstance(old, dict) and isinstance(v, dict) else v
+        # (the hot path of every streamed call: key tests before building anything)
+        extras: dict[str, Any] = {}
+        if not chunk.keys() <= _CHUNK_KNOWN:
+            ext = self._extras
+            for k, v in chunk.items():
+                if k in _CHUNK_KNOWN:
+                    continue
+                extras[k] = v
+                old = ext.get(k)
+                ext[k] = {**old, **v} if isinstance(old, dict) and isinstance(v, dict) else v
         if not self._started:
             self._started = True
             created = chunk.get("created")
@@ -370,12 +376,15 @@ class OpenAIStreamParser:
                     extensions={D: dict(extras)} if extras else {},
                 )
             )
-        for choice in chunk.get("choices") or []:
-            if isinstance(choice, dict) and (choice.get("index") or 0) == 0:
-                self._choice(choice, out)
-        usage = usage_of_chunk(chunk)
-        if usage is not None:
-            out.append(UsageUpdate(usage))
+        choices = chunk.get("choices")
+        if choices:
+            for choice in choices:
+                if isinstance(choice, dict) and (choice.get("index") or 0) == 0:
+                    self._choice(choice, out)
+        if chunk.get("usage") is not None or "x_groq" in chunk:
+            usage = usage_of_chunk(chunk)
+            if usage is not None:
+                out.append(UsageUpdate(usage))
 
     def _choice(self, choice: dict[str, Any], out: list[StreamEvent]) -> None:
         delta = choice.get("delta")
@@ -388,18 +397,12 @@ class OpenAIStreamParser:
             self._end_all(out)
 
     def _delta(self, delta: dict[str, Any], out: list[StreamEvent]) -> None:
-        for field in ("reasoning_content", "reasoning"):
-            text = delta.get(field)
-            if isinstance(text, str) and text:
-                self._free_delta("thinking", text, out, field)
-        details = delta.get("reasoning_details")
-        if isinstance(details, list):
-            for d in details:
-                sig = d.get("signature") if isinstance(d, dict) else None
-                if isinstance(sig, str) and sig:
-                    self._free_delta("signature", sig, out, "reasoning")
+        if "reasoning_content" in delta or "reasoning" in delta or "reasoning_details" in delta:
+            self._reasoning_delta(delta, out)
         content = delta.get("content")
-        if isinstance(content, str):
+        if not content:
+            pass
+        elif isinstance(content, str):
             if content:
                 self._free_delta("text", content, out)
         elif isinstance(content, list):  # Mistral typed chunks
@@ -419,11 +422,25 @@ class OpenAIStreamParser:
                         if isinstance(t, str) and t:
                             self._free_delta("thinking", t, out, "content")
         refusal = delta.get("refusal")
-        if isinstance(refusal, str) and refusal:
+        if refusal and isinstance(refusal, str):
             self._free_delta("refusal", refusal, out)
-        for tc in delta.get("tool_calls") or []:
-            if isinstance(tc, dict):
-                self._tool_delta(tc, out)
+        tool_calls = delta.get("tool_calls")
+        if tool_calls:
+            for tc in tool_calls:
+                if isinstance(tc, dict):
+                    self._tool_delta(tc, out)
+
+    def _reasoning_delta(self, delta: dict[str, Any], out: list[StreamEvent]) -> None:
+        for field in ("reasoning_content", "reasoning"):
+            text = delta.get(field)
+            if isinstance(text, str) and text:
+                self._free_delta("thinking", text, out, field)
+        details = delta.get("reasoning_details")
+        if isinstance(details, list):
+            for d in details:
+                sig = d.get("signature") if isinstance(d, dict) else None
+                if isinstance(sig, str) and sig:
+                    self._free_delta("signature", sig, out, "reasoning")
 
     def _start(self, part: TextPart | ThinkingPart | ToolCallPart, out: list[StreamEvent]) -> int:
         i = self._next
