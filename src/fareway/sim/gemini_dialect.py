@@ -69,6 +69,37 @@ def _parts_text(parts: Any) -> tuple[str, bool]:
     return "\n".join(out), has_response
 
 
+def _g(d: Any, camel: str, snake: str) -> Any:
+    """A field under its JSON (camelCase) or proto (snake_case) name: the API accepts both."""
+    if not isinstance(d, dict):
+        return None
+    v = d.get(camel)
+    return d.get(snake) if v is None else v
+
+
+def _output(gc: dict[str, Any]) -> tuple[str, Any]:
+    """(output kind, schema) from ``responseMimeType`` and ``responseJsonSchema``/``responseSchema``."""
+    mime = str(_g(gc, "responseMimeType", "response_mime_type") or "text/plain").lower()
+    schema = _g(gc, "responseJsonSchema", "response_json_schema")
+    if schema is None:
+        schema = _g(gc, "responseSchema", "response_schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise BadRequest(400, "* GenerationConfig.response_schema: invalid schema")
+    if mime == "application/json":
+        return "json", schema
+    if mime == "text/x.enum":
+        if schema is None or not isinstance(schema.get("enum"), list):
+            raise BadRequest(400, "* GenerationConfig.response_schema: text/x.enum needs an enum schema")
+        return "enum", schema
+    if schema is not None:
+        raise BadRequest(
+            400,
+            "* GenerationConfig.response_mime_type: a response schema needs response_mime_type "
+            "application/json or text/x.enum",
+        )
+    return "text", None
+
+
 class GeminiDialect(Dialect):
     def auth_ok(self, request: web.Request, provider: str) -> bool:
         return bool(request.headers.get("x-goog-api-key") or request.query.get("key"))
@@ -86,10 +117,12 @@ class GeminiDialect(Dialect):
         key_parts: list[str] = []
         n_words = 0
         si = data.get("systemInstruction") or data.get("system_instruction")
+        system_text = ""
         if isinstance(si, dict):
             text, _ = _parts_text(si.get("parts"))
             n_words += words(text)
             key_parts.append("system:" + text)
+            system_text = text
         has_response = False
         for c in contents:
             if not isinstance(c, dict):
@@ -123,17 +156,22 @@ class GeminiDialect(Dialect):
             else {}
         )
         mode = "auto"
+        allowed: tuple[str, ...] | None = None
         fmode = str(fcc.get("mode", "AUTO")).upper()
         if fmode == "NONE":
             mode = "none"
         elif fmode == "ANY":
-            allowed = fcc.get("allowedFunctionNames") or []
-            mode = "tool:" + allowed[0] if len(allowed) == 1 else "required"
-        gc = data.get("generationConfig") or {}
-        tc = gc.get("thinkingConfig") or {}
-        thinking = _is_thinking_model(model) and tc.get("thinkingBudget") != 0
+            names = _g(fcc, "allowedFunctionNames", "allowed_function_names") or []
+            mode = "tool:" + names[0] if len(names) == 1 else "required"
+            allowed = tuple(str(n) for n in names) or None
+        gc = data.get("generationConfig") or data.get("generation_config") or {}
+        if not isinstance(gc, dict):
+            raise BadRequest(400, "* GenerateContentRequest.generation_config: invalid value")
+        tc = _g(gc, "thinkingConfig", "thinking_config") or {}
+        thinking = _is_thinking_model(model) and _g(tc, "thinkingBudget", "thinking_budget") != 0
         last = contents[-1]
         echo = None
+        last_text = ""
         parts = last.get("parts") if isinstance(last, dict) else None
         if (
             last.get("role", "user") == "user"
@@ -141,10 +179,15 @@ class GeminiDialect(Dialect):
             and parts
             and isinstance(parts[0], dict)
         ):
+            last_text, _ = _parts_text(parts)
             t0 = parts[0].get("text")
             if isinstance(t0, str) and t0.startswith("echo:"):
                 echo = t0[5:].removeprefix(" ")
-        max_out = gc.get("maxOutputTokens")
+        max_out = _g(gc, "maxOutputTokens", "max_output_tokens")
+        stops = _g(gc, "stopSequences", "stop_sequences") or []
+        if not isinstance(stops, list) or len(stops) > 5:
+            raise BadRequest(400, "* GenerationConfig.stop_sequences: at most 5 stop sequences are allowed")
+        output, schema = _output(gc)
         ask = Ask(
             key="\x00".join(key_parts).encode(),
             prompt_tokens=prompt,
@@ -154,9 +197,16 @@ class GeminiDialect(Dialect):
             last_is_tool_result=has_response,
             echo=echo,
             thinking=thinking,
+            allowed=allowed,
+            stop=tuple(x for x in stops if isinstance(x, str) and x),
+            output=output,
+            schema=schema,
+            json_indent=True,
+            hint=f"{system_text}\n{last_text}",
         )
         stream = method == "streamGenerateContent"
-        opts = {"include_thoughts": bool(tc.get("includeThoughts")), "sse": request.query.get("alt") == "sse"}
+        include = bool(_g(tc, "includeThoughts", "include_thoughts"))
+        opts = {"include_thoughts": include, "sse": request.query.get("alt") == "sse"}
         return Parsed(model=model, stream=stream, ask=ask, opts=opts)
 
     def stream_type(self, parsed: Parsed) -> tuple[str, str | None]:
@@ -269,6 +319,7 @@ class GeminiDialect(Dialect):
         etype: str | None = None,
         code: Any = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
         details: list[Any] | None = None,
     ) -> web.Response:
         err: dict[str, Any] = {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN")}
