@@ -337,7 +337,7 @@ def logprob_entries(pieces: list[str], seed: int, top: int) -> list[dict[str, An
     """OpenAI ``logprobs.content`` entries for ``pieces``: the chosen token first among its alternatives."""
     out = []
     for i, p in enumerate(pieces):
-        h = content_seed(seed, p.encode() + i.to_bytes(4, "little"))
+        h = content_seed(seed & 0x7FFF_FFFF_FFFF_FFFF, p.encode() + i.to_bytes(4, "little"))
         lp = -round((h % 100_000) / 100_000 * 0.6, 6)
         alts = [{"token": p, "logprob": lp, "bytes": list(p.encode())}] if top > 0 else []
         lead = " " if p.startswith(" ") else ""
