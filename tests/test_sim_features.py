@@ -706,3 +706,20 @@ def test_generated_values_validate_for_generated_schemas(
         }
     value = value_for(schema, random.Random(seed))
     assert_valid(value, schema)
+
+
+async def test_gemini_candidate_count(http: aiohttp.ClientSession, sim_url: str) -> None:
+    body: dict[str, Any] = {"contents": contents("describe"), "generationConfig": {"candidateCount": 2}}
+    doc = (await gemini(http, sim_url, body))[0]
+    cands = doc["candidates"]
+    assert [c["index"] for c in cands] == [0, 1] and all(c["finishReason"] == "STOP" for c in cands)
+    texts = [c["content"]["parts"][0]["text"] for c in cands]
+    assert texts[0] != texts[1]
+    assert doc["usageMetadata"]["candidatesTokenCount"] == sum(len(t.split()) for t in texts)
+    docs = await gemini(http, sim_url, body, stream=True)
+    streamed = {0: "", 1: ""}
+    for d in docs:
+        for c in d["candidates"]:
+            streamed[c["index"]] += "".join(p.get("text", "") for p in c["content"]["parts"])
+    assert list(streamed.values()) == texts
+    assert docs[-1]["usageMetadata"]["candidatesTokenCount"] == doc["usageMetadata"]["candidatesTokenCount"]
