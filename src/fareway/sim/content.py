@@ -306,6 +306,14 @@ def plan_reply(ask: Ask, config_seed: int, default_len: int, choice: int = 0) ->
         n_think = 8 + seed % 17
         reply.thinking = list(lorem(seed ^ 0x5EED, n_think))
     forced = ask.tool_mode == "required" or ask.tool_mode.startswith("tool:")
+    if limit is not None and reply.thinking and not (ask.tools and ask.tool_mode != "none"):
+        # the output limit covers thinking too (OpenAI reasoning, Anthropic budgets, Gemini 2.5):
+        # thinking that reaches it leaves an empty answer cut for length
+        if len(reply.thinking) >= limit:
+            reply.thinking = reply.thinking[:limit]
+            reply.finish = "length"
+            return reply
+        limit -= len(reply.thinking)
     if ask.echo is not None and not forced:
         return _end(reply, split_pieces(ask.echo), ask.stop, limit)
     if ask.tools and ask.tool_mode != "none" and not (ask.last_is_tool_result and not forced):
