@@ -4,6 +4,11 @@ cache counters, named SSE events whose ``data:`` JSON is padded with random spac
 brace, ``ping`` after the first block start, a no-argument tool streamed as one ``partial_json: ""``,
 and a ``message_delta`` with cumulative usage.
 
+Request features honoured: ``stop_sequences`` (``stop_reason: "stop_sequence"`` with ``stop_sequence``
+set), ``max_tokens`` (``"max_tokens"``), ``tool_choice`` ``auto``/``any``/``tool``/``none`` with
+``disable_parallel_tool_use`` (several ``tool_use`` blocks otherwise), and structured output through
+``output_config.format`` (or the older ``output_format``) of type ``json_schema``: a JSON text block.
+
 Prompt caching is simulated: every ``cache_control`` breakpoint (on tools, system blocks, message
 blocks, or the top-level ``cache_control``, which marks the end of the last message) names the prefix
 up to it.  A prefix seen before (within its TTL) is read from the cache; the rest of the prefix up

@@ -1,17 +1,41 @@
-"""Deterministic reply content: lorem text, tool-call arguments from JSON schemas, token counts.
+"""Deterministic reply content: lorem text, JSON from schemas, tool calls, token counts.
 
 Each dialect module reduces its request to a :class:`Ask` (what was asked, dialect-free) and calls
-:func:`plan_reply`, which returns a :class:`Reply` the dialect then renders in its wire shape.
+:func:`plan_replies`, which returns one :class:`Reply` per choice; the dialect renders them in its
+wire shape.
+
+What a reply honours, in this order:
+
+* ``echo: TEXT`` as the last user message: the reply is exactly ``TEXT`` (unless a tool is forced);
+* tools (not ``none``, and the last message is not a tool result unless a tool is forced): tool calls
+  whose arguments are generated from each tool's schema (:mod:`fareway.sim.schema`).  The tools named
+  in the system or last user text are called, in the order named; otherwise each of the first
+  :data:`MAX_PARALLEL_TOOLS` tools once.  A prompt asking for a number of calls ("3 parallel calls",
+  "two tool calls") repeats them up to that many (at most :data:`MAX_CALLS`).  When parallel calls
+  are not allowed (OpenAI ``parallel_tool_calls: false``, Anthropic ``disable_parallel_tool_use``),
+  only the first call is made;
+* structured output: JSON of the requested schema, or, with no schema (OpenAI ``json_object``), of
+  the first JSON schema embedded in the system or last user text (instructor's JSON mode), else a
+  small object; a prompt that says "json" and embeds a schema gets JSON even without a
+  ``response_format`` (instructor's MD_JSON and Anthropic JSON modes); Gemini ``text/x.enum`` gives
+  one enum value;
+* otherwise lorem text of the profile's length.
+
+Then stop sequences cut the text before the first one found (finish ``stop``, the sequence noted),
+and the output limit truncates it (finish ``length``).  The limit covers thinking tokens first, so a
+thinking model with a small limit answers empty, cut for length, as Gemini 2.5 does.
 
 Determinism: the content seed is ``blake2b(config seed, dialect-neutral bytes of the conversation)``,
 so the same seed and the same messages (and tools) always give the same words and arguments,
-whatever the provider, the model, or streaming vs not.
+whatever the provider, the model, or streaming vs not.  Choice ``i > 0`` of ``n`` adds ``i`` to the
+key; choice 0 is what a single-choice request gets.
 
 Token counts (a documented approximation, not a tokenizer):
 
 * prompt tokens = whitespace-separated words of every text in the prompt + 3 per message + 3,
   plus ``len(json(tools)) // 4`` for tool definitions;
-* output tokens = the generated pieces (one lorem word = one token), a tool call costs
+* output tokens = the generated pieces (one lorem word = one token; JSON is cut into word,
+  number and punctuation pieces), plus the stop sequence's token, a tool call costs
   ``len(arguments) // 3 + 4``, thinking costs its words.
 """
 

@@ -9,6 +9,12 @@ llm-gemini recordings.
   id-present path is exercised.)
 * Thinking models (2.5, 3) report ``thoughtsTokenCount``; ``thinkingConfig.includeThoughts`` adds
   ``thought: true`` text parts.  ``candidatesTokenCount`` excludes thoughts.
+* ``generationConfig`` (camelCase or snake_case): ``maxOutputTokens`` (``MAX_TOKENS``; thinking
+  counts against it), ``stopSequences`` (at most 5; ``STOP``), ``candidateCount`` (1-8 candidates
+  with their ``index``, streamed one candidate per chunk), ``responseMimeType`` ``application/json``
+  with ``responseJsonSchema`` or the OpenAPI-style ``responseSchema`` (two-space indented JSON, as
+  recorded), ``text/x.enum`` (one enum value).  Several function declarations give parallel calls;
+  ``allowedFunctionNames`` narrows them.
 * Errors are ``{"error": {"code", "message", "status"}}``; 429 is ``RESOURCE_EXHAUSTED`` with a
   ``RetryInfo`` detail.  Auth is ``x-goog-api-key`` (or ``?key=``).
 """

@@ -9,6 +9,12 @@ error`` in-stream), Mistral (hex ids, usage on the finish chunk, flat ``{"object
 9-character tool-call ids enforced), OpenRouter (``gen-`` ids, ``provider``, ``native_finish_reason``,
 ``usage.cost``, ``: OPENROUTER PROCESSING`` comments, a usage chunk that repeats a choice, errors as a
 chunk with a top-level ``error``).  xAI, DeepInfra and any other name get the plain OpenAI shape.
+
+Each choice of ``n`` renders the same way under its own ``index``; streamed choices interleave chunk by
+chunk and finish one by one before the usage chunk.  With ``logprobs`` each choice carries
+``logprobs.content`` entries (token, logprob, bytes, ``top_logprobs``), streamed one per content chunk,
+on the flavors that have the field.  Requests are read in :mod:`fareway.sim.openai_request`, flavors
+live in :mod:`fareway.sim.openai_flavor`.
 """
 
 from __future__ import annotations
@@ -402,9 +408,15 @@ def _content_frames(
         reasoning_frames()
         top = ctx.opts.get("logprobs") if fl.logprobs else None
         entries = logprob_entries(reply.pieces, reply.seed, top) if top is not None else None
-        for k, piece in enumerate(reply.pieces):
-            lp = {"content": [entries[k]], "refusal": None} if entries is not None else None
-            out.append((ch.chunk([choice(delta({"content": piece}), lp)]), 1))
+        if entries is None:
+            cf, chunk = ch.choice, ch.chunk
+            for piece in reply.pieces:
+                d = {"role": "assistant", "content": piece} if orr else {"content": piece}
+                out.append((chunk([cf(d, None, index)]), 1))
+        else:
+            for k, piece in enumerate(reply.pieces):
+                lp = {"content": [entries[k]], "refusal": None}
+                out.append((ch.chunk([choice(delta({"content": piece}), lp)]), 1))
     return out
 
 

@@ -63,12 +63,13 @@ def _tool_mode(tc: Any) -> tuple[str, tuple[str, ...] | None]:
     return "auto", None
 
 
-def _output(data: dict[str, Any], fl: Flavor, all_text: str) -> tuple[str, Any]:
+def _output(data: dict[str, Any], fl: Flavor, key_parts: list[str]) -> tuple[str, Any]:
     rf = data.get("response_format")
     if not isinstance(rf, dict):
         return "text", None
     kind = rf.get("type")
     if kind == "json_object":
+        all_text = "\n".join(p.partition(":")[2] for p in key_parts)
         if fl.json_word_required and "json" not in all_text.lower():
             raise _param(
                 "'messages' must contain the word 'json' in some form, to use 'response_format' of type "
@@ -180,7 +181,7 @@ def parse_chat(data: dict[str, Any], fl: Flavor) -> Parsed:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > fl.max_n:
         at_most = "at most 1" if fl.max_n == 1 else f"between 1 and {fl.max_n}"
         raise _param(f"'n' : number must be {at_most}", "n")
-    output, schema = _output(data, fl, "\n".join(p.partition(":")[2] for p in key_parts))
+    output, schema = _output(data, fl, key_parts)
     ask = Ask(
         key="\x00".join(key_parts).encode(),
         prompt_tokens=prompt,
