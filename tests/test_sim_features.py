@@ -723,3 +723,29 @@ async def test_gemini_candidate_count(http: aiohttp.ClientSession, sim_url: str)
             streamed[c["index"]] += "".join(p.get("text", "") for p in c["content"]["parts"])
     assert list(streamed.values()) == texts
     assert docs[-1]["usageMetadata"]["candidatesTokenCount"] == doc["usageMetadata"]["candidatesTokenCount"]
+
+
+async def test_thinking_counts_against_the_output_limit(
+    http: aiohttp.ClientSession, sim_url: str, oai: openai.AsyncOpenAI
+) -> None:
+    # as recorded (fixtures/gemini/test_google_model_max_tokens_thinking_model_empty_response.yaml):
+    # a 2.5 model whose thoughts use the limit answers with no parts, MAX_TOKENS, no candidate tokens
+    body = {
+        "contents": contents("What is the capital of France?"),
+        "generationConfig": {"maxOutputTokens": 5},
+    }
+    path = f"{sim_url}/gemini/v1beta/models/gemini-2.5-pro:generateContent"
+    async with http.post(path, json=body, headers=GOOG) as r:
+        doc = await r.json()
+    cand = doc["candidates"][0]
+    assert cand["content"] == {"role": "model"} and cand["finishReason"] == "MAX_TOKENS"
+    meta = doc["usageMetadata"]
+    assert "candidatesTokenCount" not in meta and meta["thoughtsTokenCount"] == 5
+    assert meta["totalTokenCount"] == meta["promptTokenCount"] + 5
+    r2 = await oai.chat.completions.create(
+        model="o3", messages=user("think"), reasoning_effort="high", max_completion_tokens=6
+    )
+    assert r2.choices[0].finish_reason == "length" and r2.choices[0].message.content == ""
+    assert r2.usage is not None and r2.usage.completion_tokens == 6
+    assert r2.usage.completion_tokens_details is not None
+    assert r2.usage.completion_tokens_details.reasoning_tokens == 6
