@@ -4,6 +4,11 @@ cache counters, named SSE events whose ``data:`` JSON is padded with random spac
 brace, ``ping`` after the first block start, a no-argument tool streamed as one ``partial_json: ""``,
 and a ``message_delta`` with cumulative usage.
 
+Request features honoured: ``stop_sequences`` (``stop_reason: "stop_sequence"`` with ``stop_sequence``
+set), ``max_tokens`` (``"max_tokens"``), ``tool_choice`` ``auto``/``any``/``tool``/``none`` with
+``disable_parallel_tool_use`` (several ``tool_use`` blocks otherwise), and structured output through
+``output_config.format`` (or the older ``output_format``) of type ``json_schema``: a JSON text block.
+
 Prompt caching is simulated: every ``cache_control`` breakpoint (on tools, system blocks, message
 blocks, or the top-level ``cache_control``, which marks the end of the last message) names the prefix
 up to it.  A prefix seen before (within its TTL) is read from the cache; the rest of the prefix up
@@ -147,6 +152,19 @@ def parse_prompt(data: dict[str, Any]) -> tuple[_Prompt, list[tuple[str, Any]]]:
     return p, tools
 
 
+def _output_schema(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema of structured output: ``output_config.format`` (or the older ``output_format``)."""
+    oc = data.get("output_config")
+    fmt = oc.get("format") if isinstance(oc, dict) else None
+    if fmt is None:
+        fmt = data.get("output_format")
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise BadRequest(400, "output_config.format: a json_schema format needs a schema object")
+    return dict(fmt["schema"])
+
+
 def count_tokens_body(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest(400, "the request body must be a JSON object")
@@ -194,6 +212,7 @@ class AnthropicDialect(Dialect):
                 echo = t[5:].removeprefix(" ")
         tc = data.get("tool_choice")
         mode = "auto"
+        parallel = True
         if isinstance(tc, dict):
             kind = tc.get("type")
             if kind == "any":
@@ -202,8 +221,15 @@ class AnthropicDialect(Dialect):
                 mode = "none"
             elif kind == "tool" and isinstance(tc.get("name"), str):
                 mode = "tool:" + tc["name"]
+            parallel = tc.get("disable_parallel_tool_use") is not True
         thinking = data.get("thinking")
         think = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+        stops = data.get("stop_sequences")
+        if stops is not None and not (isinstance(stops, list) and all(isinstance(x, str) for x in stops)):
+            raise BadRequest(400, "stop_sequences: Input should be a valid list of strings")
+        schema = _output_schema(data)
+        system_text = "\n".join(_block_text(b) for b in _blocks(data.get("system")))
+        last_text = "\n".join(_block_text(b) for b in last_blocks if b.get("type") == "text")
         ask = Ask(
             key="\x00".join(p.key_parts).encode(),
             prompt_tokens=p.total,
@@ -213,6 +239,11 @@ class AnthropicDialect(Dialect):
             last_is_tool_result=last_is_result,
             echo=echo,
             thinking=think,
+            parallel=parallel,
+            stop=tuple(x for x in stops or () if x),
+            output="json" if schema is not None else "text",
+            schema=schema,
+            hint=f"{system_text}\n{last_text}" if last.get("role") == "user" else system_text,
         )
         return Parsed(model=model, stream=bool(data.get("stream")), ask=ask, opts={"cache": self._cache(p)})
 
@@ -257,8 +288,10 @@ class AnthropicDialect(Dialect):
         return u
 
     def _stop_reason(self, ctx: Ctx) -> str:
-        f = ctx.reply.finish
-        return {"tool": "tool_use", "length": "max_tokens"}.get(f, "end_turn")
+        r = ctx.reply
+        if r.finish == "stop" and r.stop_sequence is not None:
+            return "stop_sequence"
+        return {"tool": "tool_use", "length": "max_tokens"}.get(r.finish, "end_turn")
 
     def render_json(self, ctx: Ctx) -> bytes:
         r = ctx.reply
@@ -283,7 +316,7 @@ class AnthropicDialect(Dialect):
             "role": "assistant",
             "content": content,
             "stop_reason": self._stop_reason(ctx),
-            "stop_sequence": None,
+            "stop_sequence": r.stop_sequence,
             "usage": usage,
         }
         return orjson.dumps(body)
@@ -370,7 +403,7 @@ class AnthropicDialect(Dialect):
         final["output_tokens"] = r.output_tokens
         md = {
             "type": "message_delta",
-            "delta": {"stop_reason": self._stop_reason(ctx), "stop_sequence": None},
+            "delta": {"stop_reason": self._stop_reason(ctx), "stop_sequence": r.stop_sequence},
             "usage": final,
         }
         out.append((ev(ctx, b"message_delta", md), 0))
@@ -387,6 +420,7 @@ class AnthropicDialect(Dialect):
         etype: str | None = None,
         code: Any = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> web.Response:
         etype = _TYPES.get(status, "api_error") if etype is None or etype not in _TYPES.values() else etype
         rid = _request_id()

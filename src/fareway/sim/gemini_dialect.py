@@ -9,6 +9,12 @@ llm-gemini recordings.
   id-present path is exercised.)
 * Thinking models (2.5, 3) report ``thoughtsTokenCount``; ``thinkingConfig.includeThoughts`` adds
   ``thought: true`` text parts.  ``candidatesTokenCount`` excludes thoughts.
+* ``generationConfig`` (camelCase or snake_case): ``maxOutputTokens`` (``MAX_TOKENS``; thinking
+  counts against it), ``stopSequences`` (at most 5; ``STOP``), ``candidateCount`` (1-8 candidates
+  with their ``index``, streamed one candidate per chunk), ``responseMimeType`` ``application/json``
+  with ``responseJsonSchema`` or the OpenAPI-style ``responseSchema`` (two-space indented JSON, as
+  recorded), ``text/x.enum`` (one enum value).  Several function declarations give parallel calls;
+  ``allowedFunctionNames`` narrows them.
 * Errors are ``{"error": {"code", "message", "status"}}``; 429 is ``RESOURCE_EXHAUSTED`` with a
   ``RetryInfo`` detail.  Auth is ``x-goog-api-key`` (or ``?key=``).
 """
@@ -22,7 +28,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fareway.sim.content import Ask, rand_id, words
+from fareway.sim.content import Ask, Reply, rand_id, words
 from fareway.sim.faults import Fault
 from fareway.sim.runtime import BadRequest, Ctx, Dialect, Frame, Parsed
 
@@ -69,6 +75,45 @@ def _parts_text(parts: Any) -> tuple[str, bool]:
     return "\n".join(out), has_response
 
 
+def _g(d: Any, camel: str, snake: str) -> Any:
+    """A field under its JSON (camelCase) or proto (snake_case) name: the API accepts both."""
+    if not isinstance(d, dict):
+        return None
+    v = d.get(camel)
+    return d.get(snake) if v is None else v
+
+
+def _output(gc: dict[str, Any]) -> tuple[str, Any]:
+    """(output kind, schema) from ``responseMimeType`` and ``responseJsonSchema``/``responseSchema``."""
+    mime = str(_g(gc, "responseMimeType", "response_mime_type") or "text/plain").lower()
+    schema = _g(gc, "responseJsonSchema", "response_json_schema")
+    if schema is None:
+        schema = _g(gc, "responseSchema", "response_schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise BadRequest(400, "* GenerationConfig.response_schema: invalid schema")
+    if mime == "application/json":
+        return "json", schema
+    if mime == "text/x.enum":
+        if schema is None or not isinstance(schema.get("enum"), list):
+            raise BadRequest(400, "* GenerationConfig.response_schema: text/x.enum needs an enum schema")
+        return "enum", schema
+    if schema is not None:
+        raise BadRequest(
+            400,
+            "* GenerationConfig.response_mime_type: a response schema needs response_mime_type "
+            "application/json or text/x.enum",
+        )
+    return "text", None
+
+
+def _replies(ctx: Ctx) -> list[Reply]:
+    return ctx.replies or [ctx.reply]
+
+
+def _visible(reply: Reply) -> int:
+    return reply.output_tokens - reply.thinking_tokens
+
+
 class GeminiDialect(Dialect):
     def auth_ok(self, request: web.Request, provider: str) -> bool:
         return bool(request.headers.get("x-goog-api-key") or request.query.get("key"))
@@ -86,10 +131,12 @@ class GeminiDialect(Dialect):
         key_parts: list[str] = []
         n_words = 0
         si = data.get("systemInstruction") or data.get("system_instruction")
+        system_text = ""
         if isinstance(si, dict):
             text, _ = _parts_text(si.get("parts"))
             n_words += words(text)
             key_parts.append("system:" + text)
+            system_text = text
         has_response = False
         for c in contents:
             if not isinstance(c, dict):
@@ -123,17 +170,22 @@ class GeminiDialect(Dialect):
             else {}
         )
         mode = "auto"
+        allowed: tuple[str, ...] | None = None
         fmode = str(fcc.get("mode", "AUTO")).upper()
         if fmode == "NONE":
             mode = "none"
         elif fmode == "ANY":
-            allowed = fcc.get("allowedFunctionNames") or []
-            mode = "tool:" + allowed[0] if len(allowed) == 1 else "required"
-        gc = data.get("generationConfig") or {}
-        tc = gc.get("thinkingConfig") or {}
-        thinking = _is_thinking_model(model) and tc.get("thinkingBudget") != 0
+            names = _g(fcc, "allowedFunctionNames", "allowed_function_names") or []
+            mode = "tool:" + names[0] if len(names) == 1 else "required"
+            allowed = tuple(str(n) for n in names) or None
+        gc = data.get("generationConfig") or data.get("generation_config") or {}
+        if not isinstance(gc, dict):
+            raise BadRequest(400, "* GenerateContentRequest.generation_config: invalid value")
+        tc = _g(gc, "thinkingConfig", "thinking_config") or {}
+        thinking = _is_thinking_model(model) and _g(tc, "thinkingBudget", "thinking_budget") != 0
         last = contents[-1]
         echo = None
+        last_text = ""
         parts = last.get("parts") if isinstance(last, dict) else None
         if (
             last.get("role", "user") == "user"
@@ -141,10 +193,20 @@ class GeminiDialect(Dialect):
             and parts
             and isinstance(parts[0], dict)
         ):
+            last_text, _ = _parts_text(parts)
             t0 = parts[0].get("text")
             if isinstance(t0, str) and t0.startswith("echo:"):
                 echo = t0[5:].removeprefix(" ")
-        max_out = gc.get("maxOutputTokens")
+        max_out = _g(gc, "maxOutputTokens", "max_output_tokens")
+        stops = _g(gc, "stopSequences", "stop_sequences") or []
+        if not isinstance(stops, list) or len(stops) > 5:
+            raise BadRequest(400, "* GenerationConfig.stop_sequences: at most 5 stop sequences are allowed")
+        output, schema = _output(gc)
+        n = _g(gc, "candidateCount", "candidate_count")
+        if n is None:
+            n = 1
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 8:
+            raise BadRequest(400, "* GenerationConfig.candidate_count: must be between 1 and 8")
         ask = Ask(
             key="\x00".join(key_parts).encode(),
             prompt_tokens=prompt,
@@ -154,9 +216,17 @@ class GeminiDialect(Dialect):
             last_is_tool_result=has_response,
             echo=echo,
             thinking=thinking,
+            allowed=allowed,
+            n=n,
+            stop=tuple(x for x in stops if isinstance(x, str) and x),
+            output=output,
+            schema=schema,
+            json_indent=True,
+            hint=f"{system_text}\n{last_text}",
         )
         stream = method == "streamGenerateContent"
-        opts = {"include_thoughts": bool(tc.get("includeThoughts")), "sse": request.query.get("alt") == "sse"}
+        include = bool(_g(tc, "includeThoughts", "include_thoughts"))
+        opts = {"include_thoughts": include, "sse": request.query.get("alt") == "sse"}
         return Parsed(model=model, stream=stream, ask=ask, opts=opts)
 
     def stream_type(self, parsed: Parsed) -> tuple[str, str | None]:
@@ -165,7 +235,7 @@ class GeminiDialect(Dialect):
     # --- rendering -------------------------------------------------------------------------------
 
     def _usage(self, ctx: Ctx, candidates: int) -> dict[str, Any]:
-        thoughts = ctx.reply.thinking_tokens
+        thoughts = sum(r.thinking_tokens for r in _replies(ctx))
         u: dict[str, Any] = {"promptTokenCount": ctx.prompt_tokens}
         if candidates:
             u["candidatesTokenCount"] = candidates
@@ -175,82 +245,88 @@ class GeminiDialect(Dialect):
             u["thoughtsTokenCount"] = thoughts
         return u
 
-    def _call_parts(self, ctx: Ctx) -> list[dict[str, Any]]:
+    def _call_parts(self, ctx: Ctx, reply: Reply) -> list[dict[str, Any]]:
         model = ctx.model
         with_id = "gemini-3" in model
         signed = _is_thinking_model(model)
         parts = []
-        for i, c in enumerate(ctx.reply.tool_calls):
+        for i, c in enumerate(reply.tool_calls):
             fc: dict[str, Any] = {"name": c.name, "args": c.args}
             if with_id:
                 fc["id"] = rand_id(8).lower()
             part: dict[str, Any] = {"functionCall": fc}
             if signed and i == 0:
-                part["thoughtSignature"] = _thought_signature(ctx.reply.seed, i)
+                part["thoughtSignature"] = _thought_signature(reply.seed, i)
             parts.append(part)
         return parts
 
-    def _response(
-        self, ctx: Ctx, parts: list[dict[str, Any]] | None, finish: str | None, candidates: int, rid: str
+    def _candidate(
+        self, reply: Reply, index: int, parts: list[dict[str, Any]] | None, finish: bool
     ) -> dict[str, Any]:
         content: dict[str, Any] = (
             {"parts": parts, "role": "model"} if parts is not None else {"role": "model"}
         )
         cand: dict[str, Any] = {"content": content}
-        if finish is not None:
-            cand["finishReason"] = finish
-            if ctx.reply.tool_calls:
+        if finish:
+            cand["finishReason"] = "MAX_TOKENS" if reply.finish == "length" else "STOP"
+            if reply.tool_calls:
                 cand["finishMessage"] = "Model generated function call(s)."
-        cand["index"] = 0
+        cand["index"] = index
+        return cand
+
+    def _doc(self, ctx: Ctx, cands: list[dict[str, Any]], candidates: int, rid: str) -> dict[str, Any]:
         return {
-            "candidates": [cand],
+            "candidates": cands,
             "usageMetadata": self._usage(ctx, candidates),
             "modelVersion": ctx.model,
             "responseId": rid,
         }
 
-    def _finish(self, ctx: Ctx) -> str:
-        return "MAX_TOKENS" if ctx.reply.finish == "length" else "STOP"
-
-    def _visible_tokens(self, ctx: Ctx) -> int:
-        return ctx.reply.output_tokens - ctx.reply.thinking_tokens
-
     def render_json(self, ctx: Ctx) -> bytes:
-        r = ctx.reply
-        parts: list[dict[str, Any]] = []
-        if r.thinking and ctx.opts.get("include_thoughts"):
-            parts.append({"text": "".join(r.thinking), "thought": True})
-        if r.tool_calls:
-            parts.extend(self._call_parts(ctx))
-        elif r.pieces:
-            parts.append({"text": r.text})
-        body = self._response(ctx, parts or None, self._finish(ctx), self._visible_tokens(ctx), rand_id(23))
-        return orjson.dumps(body)
+        cands = []
+        for i, r in enumerate(_replies(ctx)):
+            parts: list[dict[str, Any]] = []
+            if r.thinking and ctx.opts.get("include_thoughts"):
+                parts.append({"text": "".join(r.thinking), "thought": True})
+            if r.tool_calls:
+                parts.extend(self._call_parts(ctx, r))
+            elif r.pieces:
+                parts.append({"text": r.text})
+            cands.append(self._candidate(r, i, parts or None, True))
+        visible = sum(_visible(r) for r in _replies(ctx))
+        return orjson.dumps(self._doc(ctx, cands, visible, rand_id(23)))
 
-    def render_frames(self, ctx: Ctx) -> list[Frame]:
-        r = ctx.reply
-        rid = rand_id(23)
-        sse = bool(ctx.opts.get("sse"))
-        bodies: list[tuple[dict[str, Any], int]] = []
+    def _stream_entries(self, ctx: Ctx, r: Reply, i: int) -> list[tuple[dict[str, Any], int, int]]:
+        """(candidate, tokens the chunk carries, visible tokens it adds) for one candidate's chunks."""
+        out: list[tuple[dict[str, Any], int, int]] = []
         if r.thinking and ctx.opts.get("include_thoughts"):
             part = {"text": "".join(r.thinking), "thought": True}
-            bodies.append((self._response(ctx, [part], None, 0, rid), r.thinking_tokens))
-        finish = self._finish(ctx)
+            out.append((self._candidate(r, i, [part], False), r.thinking_tokens, 0))
         if r.tool_calls:
-            n = self._visible_tokens(ctx)
-            bodies.append((self._response(ctx, self._call_parts(ctx), None, n, rid), n))
-            bodies.append((self._response(ctx, [{"text": ""}], finish, n, rid), 0))
+            n = _visible(r)
+            out.append((self._candidate(r, i, self._call_parts(ctx, r), False), n, n))
+            out.append((self._candidate(r, i, [{"text": ""}], True), 0, 0))
         elif r.pieces:
-            sent = 0
             total = len(r.pieces)
-            for i in range(0, total, _CHUNK_PIECES):
-                chunk = r.pieces[i : i + _CHUNK_PIECES]
-                sent += len(chunk)
-                last = sent >= total
-                body = self._response(ctx, [{"text": "".join(chunk)}], finish if last else None, sent, rid)
-                bodies.append((body, len(chunk)))
+            for k in range(0, total, _CHUNK_PIECES):
+                chunk = r.pieces[k : k + _CHUNK_PIECES]
+                last = k + _CHUNK_PIECES >= total
+                cand = self._candidate(r, i, [{"text": "".join(chunk)}], last)
+                out.append((cand, len(chunk), len(chunk) + (r.hidden_tokens if last else 0)))
         else:
-            bodies.append((self._response(ctx, [{"text": ""}], finish, 0, rid), 0))
+            out.append((self._candidate(r, i, [{"text": ""}], True), 0, r.hidden_tokens))
+        return out
+
+    def render_frames(self, ctx: Ctx) -> list[Frame]:
+        rid = rand_id(23)
+        sse = bool(ctx.opts.get("sse"))
+        groups = [self._stream_entries(ctx, r, i) for i, r in enumerate(_replies(ctx))]
+        entries = [e for k in range(max(map(len, groups))) for g in groups if k < len(g) for e in (g[k],)]
+        bodies: list[tuple[dict[str, Any], int]] = []
+        sent = 0
+        for cand, tokens, visible in entries:
+            sent += visible
+            bodies.append((self._doc(ctx, [cand], sent, rid), tokens))
         if sse:
             return [(b"data: " + orjson.dumps(b) + b"\r\n\r\n", t) for b, t in bodies]
         frames: list[Frame] = []
@@ -269,6 +345,7 @@ class GeminiDialect(Dialect):
         etype: str | None = None,
         code: Any = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
         details: list[Any] | None = None,
     ) -> web.Response:
         err: dict[str, Any] = {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN")}

@@ -9,133 +9,32 @@ error`` in-stream), Mistral (hex ids, usage on the finish chunk, flat ``{"object
 9-character tool-call ids enforced), OpenRouter (``gen-`` ids, ``provider``, ``native_finish_reason``,
 ``usage.cost``, ``: OPENROUTER PROCESSING`` comments, a usage chunk that repeats a choice, errors as a
 chunk with a top-level ``error``).  xAI, DeepInfra and any other name get the plain OpenAI shape.
+
+Each choice of ``n`` renders the same way under its own ``index``; streamed choices interleave chunk by
+chunk and finish one by one before the usage chunk.  With ``logprobs`` each choice carries
+``logprobs.content`` entries (token, logprob, bytes, ``top_logprobs``), streamed one per content chunk,
+on the flavors that have the field.  Requests are read in :mod:`fareway.sim.openai_request`, flavors
+live in :mod:`fareway.sim.openai_flavor`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from fareway.sim.content import Ask, fragments, rand_hex, rand_id, rand_uuid, words
+from fareway.sim.content import Reply, fragments, logprob_entries, rand_hex, rand_id
 from fareway.sim.faults import Fault
-from fareway.sim.runtime import BadRequest, Ctx, Dialect, Frame, Parsed
+from fareway.sim.openai_flavor import FLAVORS, OPENAI, Flavor, completion_id, flavor_of, tool_id
+from fareway.sim.openai_request import parse_chat
+from fareway.sim.runtime import Ctx, Dialect, Frame, Parsed
 from fareway.sse import frame
+
+__all__ = ["FLAVORS", "OPENAI", "Flavor", "OpenAIDialect", "flavor_of", "models_body", "parse_chat"]
 
 _JSON = {"Content-Type": "application/json"}
 _DONE = b"data: [DONE]\n\n"
-_MISTRAL_ID = re.compile(r"^[a-zA-Z0-9]{9}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Flavor:
-    name: str
-    ids: str = "openai"  # openai | uuid | hex | gen
-    tool_ids: str = "call"  # call | nine | fc
-    fingerprint: bool = True
-    service_tier: str | None = "default"
-    logprobs: bool = True
-    message: str = "openai"  # openai | plain | mistral | openrouter
-    usage: str = "openai"  # openai | cerebras | groq | mistral | openrouter
-    usage_mode: str = "chunk"  # chunk | last | finish | groq | openrouter
-    tools_whole: bool = False
-    stream_error: str = "openai"  # openai | groq | cerebras | openrouter
-    errors: str = "openai"  # openai | groq | flat | mistral | openrouter
-    ratelimit: str = "openai"  # openai | cerebras | none
-    retry_after_ms: bool = False
-    check_tool_ids: bool = False
-    keepalive: bytes | None = None
-    reasoning: str | None = "reasoning_content"
-    """Field carrying reasoning text in messages and deltas; None keeps it hidden (tokens only)."""
-
-
-OPENAI = Flavor("openai", retry_after_ms=True, reasoning=None)
-FLAVORS: dict[str, Flavor] = {
-    "openai": OPENAI,
-    "cerebras": Flavor(
-        "cerebras",
-        ids="uuid",
-        tool_ids="nine",
-        service_tier=None,
-        logprobs=False,
-        message="plain",
-        usage="cerebras",
-        usage_mode="last",
-        stream_error="cerebras",
-        errors="flat",
-        ratelimit="cerebras",
-        reasoning="reasoning",
-    ),
-    "groq": Flavor(
-        "groq",
-        ids="uuid",
-        tool_ids="fc",
-        service_tier="on_demand",
-        message="plain",
-        usage="groq",
-        usage_mode="groq",
-        tools_whole=True,
-        stream_error="groq",
-        errors="groq",
-        reasoning="reasoning",
-    ),
-    "mistral": Flavor(
-        "mistral",
-        ids="hex",
-        tool_ids="nine",
-        fingerprint=False,
-        service_tier=None,
-        logprobs=False,
-        message="mistral",
-        usage="mistral",
-        usage_mode="finish",
-        tools_whole=True,
-        errors="mistral",
-        check_tool_ids=True,
-        reasoning=None,
-    ),
-    "openrouter": Flavor(
-        "openrouter",
-        ids="gen",
-        tool_ids="call",
-        fingerprint=False,
-        service_tier=None,
-        message="openrouter",
-        usage="openrouter",
-        usage_mode="openrouter",
-        stream_error="openrouter",
-        errors="openrouter",
-        ratelimit="none",
-        keepalive=b": OPENROUTER PROCESSING\n\n",
-        reasoning="reasoning",
-    ),
-}
-
-
-def flavor_of(provider: str) -> Flavor:
-    f = FLAVORS.get(provider)
-    return f if f is not None else replace(OPENAI, name=provider, retry_after_ms=False, service_tier=None)
-
-
-def _completion_id(fl: Flavor, created: int) -> str:
-    if fl.ids == "uuid":
-        return "chatcmpl-" + rand_uuid()
-    if fl.ids == "hex":
-        return rand_hex(32)
-    if fl.ids == "gen":
-        return f"gen-{created}-{rand_id(20)}"
-    return "chatcmpl-" + rand_id(29)
-
-
-def _tool_id(fl: Flavor) -> str:
-    if fl.tool_ids == "nine":
-        return rand_id(9)
-    if fl.tool_ids == "fc":
-        return "fc_" + rand_uuid()
-    return "call_" + rand_id(24)
 
 
 def _fingerprint(ctx: Ctx) -> str:
@@ -149,123 +48,22 @@ def _or_provider(model: str) -> str:
     )
 
 
-# --- request --------------------------------------------------------------------------------------
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for p in content:
-            if isinstance(p, dict):
-                t = p.get("text")
-                if isinstance(t, str):
-                    out.append(t)
-            elif isinstance(p, str):
-                out.append(p)
-        return "\n".join(out)
-    return ""
-
-
-def parse_chat(data: dict[str, Any], fl: Flavor) -> Parsed:
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest(400, "you must provide a model parameter")
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest(400, "'messages' must be a non-empty array", code="invalid_value")
-    key_parts: list[str] = []
-    n_words = 0
-    for m in messages:
-        if not isinstance(m, dict):
-            raise BadRequest(400, "each message must be an object", code="invalid_value")
-        role = str(m.get("role", ""))
-        text = _text_of(m.get("content"))
-        for tc in m.get("tool_calls") or ():
-            fn = tc.get("function") or {} if isinstance(tc, dict) else {}
-            text += f"\n{fn.get('name', '')} {fn.get('arguments', '')}"
-            if fl.check_tool_ids:
-                _check_mistral_id(tc.get("id") if isinstance(tc, dict) else None)
-        if fl.check_tool_ids and role == "tool":
-            _check_mistral_id(m.get("tool_call_id"))
-        n_words += words(text)
-        key_parts.append(f"{'system' if role == 'developer' else role}:{text}")
-    tools: list[tuple[str, Any]] = []
-    raw_tools = data.get("tools") or []
-    for t in raw_tools:
-        fn = t.get("function") if isinstance(t, dict) else None
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            tools.append((fn["name"], fn.get("parameters") or {}))
-    prompt = n_words + 3 * len(messages) + 3
-    if tools:
-        prompt += len(orjson.dumps(raw_tools)) // 4
-        key_parts.append("tools:" + ",".join(n for n, _ in tools))
-    tc = data.get("tool_choice")
-    mode = "auto"
-    if tc in ("none", "required", "auto"):
-        mode = tc
-    elif tc == "any":
-        mode = "required"
-    elif isinstance(tc, dict):
-        name = (tc.get("function") or {}).get("name")
-        if isinstance(name, str):
-            mode = "tool:" + name
-    last = messages[-1]
-    echo = None
-    if last.get("role") == "user":
-        lt = _text_of(last.get("content"))
-        if lt.startswith("echo:"):
-            echo = lt[5:].removeprefix(" ")
-    max_tokens = data.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = data.get("max_tokens")
-    effort = data.get("reasoning_effort")
-    rfmt = data.get("reasoning_format")
-    orr = data.get("reasoning")
-    thinking = (
-        "gpt-oss" in model
-        or effort not in (None, "none")
-        or (isinstance(orr, dict) and orr.get("enabled", True))
-    )
-    if effort == "none" or rfmt == "hidden" or data.get("disable_reasoning") is True:
-        thinking = False
-    so = data.get("stream_options")
-    include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
-    ask = Ask(
-        key="\x00".join(key_parts).encode(),
-        prompt_tokens=prompt,
-        max_tokens=int(max_tokens) if isinstance(max_tokens, int | float) and max_tokens > 0 else None,
-        tools=tools,
-        tool_mode=mode,
-        last_is_tool_result=last.get("role") == "tool",
-        echo=echo,
-        thinking=thinking,
-    )
-    return Parsed(
-        model=model, stream=bool(data.get("stream")), ask=ask, opts={"include_usage": include_usage}
-    )
-
-
-def _check_mistral_id(tid: Any) -> None:
-    if not isinstance(tid, str) or not _MISTRAL_ID.match(tid):
-        raise BadRequest(
-            400, f"Tool call id was {tid} but must be a-z, A-Z, 0-9, with a length of 9.", code="3280"
-        )
-
-
 # --- response pieces ------------------------------------------------------------------------------
 
 
-def _finish_reason(ctx: Ctx) -> str:
-    f = ctx.reply.finish
+def _finish_reason(reply: Reply) -> str:
+    f = reply.finish
     return "tool_calls" if f == "tool" else f
+
+
+def _replies(ctx: Ctx) -> list[Reply]:
+    return ctx.replies or [ctx.reply]
 
 
 def _usage(fl: Flavor, ctx: Ctx, stream: bool) -> dict[str, Any]:
     p = ctx.prompt_tokens
-    c = ctx.reply.output_tokens
-    r = ctx.reply.thinking_tokens
+    c = ctx.output_tokens
+    r = sum(x.thinking_tokens for x in _replies(ctx))
     u = _usage_body(fl, ctx, stream, p, c, r)
     if r and fl.usage in ("groq", "cerebras"):
         u["completion_tokens_details"] = {"reasoning_tokens": r}
@@ -325,7 +123,7 @@ def _usage_body(fl: Flavor, ctx: Ctx, stream: bool, p: int, c: int, r: int) -> d
 def _timings(ctx: Ctx) -> dict[str, float]:
     queue = round(0.1 * ctx.ttft + 0.0002, 9)
     prompt = round(0.9 * ctx.ttft + ctx.prompt_tokens * 2e-6, 9)
-    completion = round(ctx.reply.output_tokens * 1e-4, 9)
+    completion = round(ctx.output_tokens * 1e-4, 9)
     return {
         "queue_time": queue,
         "prompt_time": prompt,
@@ -345,23 +143,23 @@ def _time_info(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-def _tool_calls(fl: Flavor, ctx: Ctx) -> list[dict[str, Any]]:
+def _tool_calls(fl: Flavor, reply: Reply) -> list[dict[str, Any]]:
     out = []
-    for i, c in enumerate(ctx.reply.tool_calls):
+    for i, c in enumerate(reply.tool_calls):
         fn = {"name": c.name, "arguments": c.arguments}
         if fl.message == "mistral":
-            out.append({"id": _tool_id(fl), "function": fn, "index": i})
+            out.append({"id": tool_id(fl), "function": fn, "index": i})
         elif fl.message == "openrouter":
-            out.append({"index": i, "id": _tool_id(fl), "type": "function", "function": fn})
+            out.append({"index": i, "id": tool_id(fl), "type": "function", "function": fn})
         else:
-            out.append({"id": _tool_id(fl), "type": "function", "function": fn})
+            out.append({"id": tool_id(fl), "type": "function", "function": fn})
     return out
 
 
-def _message(fl: Flavor, ctx: Ctx) -> dict[str, Any]:
-    m = _message_body(fl, ctx)
-    if fl.reasoning and ctx.reply.thinking:
-        m[fl.reasoning] = "".join(ctx.reply.thinking)
+def _message(fl: Flavor, reply: Reply) -> dict[str, Any]:
+    m = _message_body(fl, reply)
+    if fl.reasoning and reply.thinking:
+        m[fl.reasoning] = "".join(reply.thinking)
         if fl.message == "openrouter":
             m["reasoning_details"] = [
                 {"type": "reasoning.text", "text": m[fl.reasoning], "format": "unknown", "index": 0}
@@ -369,9 +167,9 @@ def _message(fl: Flavor, ctx: Ctx) -> dict[str, Any]:
     return m
 
 
-def _message_body(fl: Flavor, ctx: Ctx) -> dict[str, Any]:
-    text = ctx.reply.text
-    calls = _tool_calls(fl, ctx) if ctx.reply.tool_calls else None
+def _message_body(fl: Flavor, reply: Reply) -> dict[str, Any]:
+    text = reply.text
+    calls = _tool_calls(fl, reply) if reply.tool_calls else None
     if fl.message == "openai":
         m: dict[str, Any] = {"role": "assistant", "content": None if calls else text}
         if calls:
@@ -391,15 +189,44 @@ def _message_body(fl: Flavor, ctx: Ctx) -> dict[str, Any]:
     return {"role": "assistant", "content": text}
 
 
+def _logprobs(fl: Flavor, ctx: Ctx, reply: Reply) -> dict[str, Any] | None:
+    """The ``logprobs`` object of a whole choice, or None when not asked (or not offered)."""
+    top = ctx.opts.get("logprobs")
+    if top is None or not fl.logprobs:
+        return None
+    if reply.tool_calls and not reply.pieces:
+        return {"content": None, "refusal": None}
+    return {"content": logprob_entries(reply.pieces, reply.seed, top), "refusal": None}
+
+
+def _choice_json(fl: Flavor, ctx: Ctx, index: int, reply: Reply) -> dict[str, Any]:
+    fr = _finish_reason(reply)
+    msg = _message(fl, reply)
+    if fl.name == "cerebras":
+        return {"finish_reason": fr, "index": index, "message": msg}
+    if fl.message == "openrouter":
+        return {
+            "logprobs": _logprobs(fl, ctx, reply),
+            "finish_reason": fr,
+            "native_finish_reason": fr,
+            "index": index,
+            "message": msg,
+        }
+    choice: dict[str, Any] = {"index": index, "message": msg}
+    if fl.logprobs:
+        choice["logprobs"] = _logprobs(fl, ctx, reply)
+    choice["finish_reason"] = fr
+    return choice
+
+
 def render_completion(fl: Flavor, ctx: Ctx) -> bytes:
-    fr = _finish_reason(ctx)
-    msg = _message(fl, ctx)
-    cid = _completion_id(fl, ctx.created)
+    choices = [_choice_json(fl, ctx, i, r) for i, r in enumerate(_replies(ctx))]
+    cid = completion_id(fl, ctx.created)
     usage = _usage(fl, ctx, False)
     if fl.name == "cerebras":
         body: dict[str, Any] = {
             "id": cid,
-            "choices": [{"finish_reason": fr, "index": 0, "message": msg}],
+            "choices": choices,
             "created": ctx.created,
             "model": ctx.model,
             "system_fingerprint": _fingerprint(ctx),
@@ -415,25 +242,13 @@ def render_completion(fl: Flavor, ctx: Ctx) -> bytes:
             "model": ctx.model,
             "object": "chat.completion",
             "created": ctx.created,
-            "choices": [
-                {
-                    "logprobs": None,
-                    "finish_reason": fr,
-                    "native_finish_reason": fr,
-                    "index": 0,
-                    "message": msg,
-                }
-            ],
+            "choices": choices,
             "usage": usage,
             "system_fingerprint": None,
         }
         return orjson.dumps(body)
-    choice: dict[str, Any] = {"index": 0, "message": msg}
-    if fl.logprobs:
-        choice["logprobs"] = None
-    choice["finish_reason"] = fr
     body = {"id": cid, "object": "chat.completion", "created": ctx.created, "model": ctx.model}
-    body["choices"] = [choice]
+    body["choices"] = choices
     body["usage"] = usage
     if fl.name == "groq":
         body["usage_breakdown"] = None
@@ -455,7 +270,7 @@ class _Chunker:
 
     def __init__(self, fl: Flavor, ctx: Ctx, include_usage: bool) -> None:
         self.fl = fl
-        cid = _completion_id(fl, ctx.created)
+        cid = completion_id(fl, ctx.created)
         if fl.name == "cerebras":
             head: dict[str, Any] = {"id": cid}
         elif fl.message == "openrouter":
@@ -486,21 +301,27 @@ class _Chunker:
         else:
             self.tail = b""
 
-    def choice(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    def choice(
+        self,
+        delta: dict[str, Any],
+        finish: str | None = None,
+        index: int = 0,
+        logprobs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         fl = self.fl
         if fl.name == "cerebras":
-            return {"delta": delta, "finish_reason": finish, "index": 0}
+            return {"delta": delta, "finish_reason": finish, "index": index}
         if fl.message == "openrouter":
             return {
-                "index": 0,
+                "index": index,
                 "delta": delta,
                 "finish_reason": finish,
                 "native_finish_reason": finish,
-                "logprobs": None,
+                "logprobs": logprobs,
             }
-        c: dict[str, Any] = {"index": 0, "delta": delta}
+        c: dict[str, Any] = {"index": index, "delta": delta}
         if fl.logprobs:
-            c["logprobs"] = None
+            c["logprobs"] = logprobs
         c["finish_reason"] = finish
         return c
 
@@ -511,14 +332,15 @@ class _Chunker:
         return frame(body + b"}")
 
 
-def render_chunks(fl: Flavor, ctx: Ctx) -> list[Frame]:
-    include_usage = bool(ctx.opts.get("include_usage"))
-    ch = _Chunker(fl, ctx, include_usage)
-    reply = ctx.reply
+def _content_frames(
+    fl: Flavor, ctx: Ctx, ch: _Chunker, reply: Reply, index: int, first_extra: dict[str, Any] | None
+) -> list[Frame]:
+    """The frames of one choice up to (not including) its finish chunk."""
     out: list[Frame] = []
     orr = fl.message == "openrouter"
-    groq_id = "req_" + rand_id(26, "0123456789abcdefghjkmnpqrstvwxyz") if fl.name == "groq" else ""
-    first_extra = {"x_groq": {"id": groq_id, "seed": reply.seed & 0x7FFFFFFF}} if groq_id else None
+
+    def choice(d: dict[str, Any], lp: dict[str, Any] | None = None) -> dict[str, Any]:
+        return ch.choice(d, None, index, lp)
 
     def delta(d: dict[str, Any]) -> dict[str, Any]:
         return {"role": "assistant", **d} if orr else d
@@ -540,13 +362,13 @@ def render_chunks(fl: Flavor, ctx: Ctx) -> list[Frame]:
                         {"type": "reasoning.text", "text": piece, "format": "unknown", "index": 0}
                     ],
                 }
-            out.append((ch.chunk([ch.choice(d)]), 1))
+            out.append((ch.chunk([choice(d)]), 1))
 
     if reply.tool_calls:
-        calls = _tool_calls(fl, ctx)
+        calls = _tool_calls(fl, reply)
         if fl.tools_whole:
             first = {"role": "assistant", "content": ""}
-            out.append((ch.chunk([ch.choice(first)], first_extra), 0))
+            out.append((ch.chunk([choice(first)], first_extra), 0))
             reasoning_frames()
             whole = []
             for i, c in enumerate(calls):
@@ -554,12 +376,10 @@ def render_chunks(fl: Flavor, ctx: Ctx) -> list[Frame]:
                     whole.append(c)
                 else:
                     whole.append({"id": c["id"], "type": "function", "function": c["function"], "index": i})
-            out.append((ch.chunk([ch.choice({"tool_calls": whole})]), reply.output_tokens))
+            out.append((ch.chunk([choice({"tool_calls": whole})]), reply.output_tokens))
         else:
             if reply.thinking and fl.reasoning:
-                out.append(
-                    (ch.chunk([ch.choice(delta({"role": "assistant", "content": ""}))], first_extra), 0)
-                )
+                out.append((ch.chunk([choice(delta({"role": "assistant", "content": ""}))], first_extra), 0))
                 first_extra = None
                 reasoning_frames()
             for i, c in enumerate(calls):
@@ -575,38 +395,81 @@ def render_chunks(fl: Flavor, ctx: Ctx) -> list[Frame]:
                     d["refusal"] = None
                 elif i > 0:
                     d = delta({"tool_calls": [header]})
-                out.append((ch.chunk([ch.choice(d)], first_extra if i == 0 else None), 1))
+                out.append((ch.chunk([choice(d)], first_extra if i == 0 else None), 1))
                 frags = fragments(fn["arguments"], ctx.rng)
                 for piece in frags:
                     fd = delta({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
-                    out.append((ch.chunk([ch.choice(fd)]), 1))
+                    out.append((ch.chunk([choice(fd)]), 1))
     else:
         first = {"role": "assistant", "content": ""}
         if fl.name == "openai":
             first["refusal"] = None  # type: ignore[assignment]
-        out.append((ch.chunk([ch.choice(first)], first_extra), 0))
+        out.append((ch.chunk([choice(first)], first_extra), 0))
         reasoning_frames()
-        for piece in reply.pieces:
-            out.append((ch.chunk([ch.choice(delta({"content": piece}))]), 1))
+        top = ctx.opts.get("logprobs") if fl.logprobs else None
+        entries = logprob_entries(reply.pieces, reply.seed, top) if top is not None else None
+        if entries is None:
+            cf, chunk = ch.choice, ch.chunk
+            for piece in reply.pieces:
+                d = {"role": "assistant", "content": piece} if orr else {"content": piece}
+                out.append((chunk([cf(d, None, index)]), 1))
+        else:
+            for k, piece in enumerate(reply.pieces):
+                lp = {"content": [entries[k]], "refusal": None}
+                out.append((ch.chunk([choice(delta({"content": piece}), lp)]), 1))
+    return out
 
-    fr = _finish_reason(ctx)
+
+def _interleave(groups: list[list[Frame]]) -> list[Frame]:
+    """Frames of several choices taken in turn (how OpenAI streams ``n > 1``)."""
+    if len(groups) == 1:
+        return groups[0]
+    out: list[Frame] = []
+    for k in range(max(len(g) for g in groups)):
+        for g in groups:
+            if k < len(g):
+                out.append(g[k])
+    return out
+
+
+def render_chunks(fl: Flavor, ctx: Ctx) -> list[Frame]:
+    include_usage = bool(ctx.opts.get("include_usage"))
+    ch = _Chunker(fl, ctx, include_usage)
+    replies = _replies(ctx)
+    orr = fl.message == "openrouter"
+    groq_id = "req_" + rand_id(26, "0123456789abcdefghjkmnpqrstvwxyz") if fl.name == "groq" else ""
+    first_extra = {"x_groq": {"id": groq_id, "seed": ctx.reply.seed & 0x7FFFFFFF}} if groq_id else None
+    groups = [
+        _content_frames(fl, ctx, ch, r, i, first_extra if i == 0 else None) for i, r in enumerate(replies)
+    ]
+    out = _interleave(groups)
+
+    def delta(d: dict[str, Any]) -> dict[str, Any]:
+        return {"role": "assistant", **d} if orr else d
+
     mode = fl.usage_mode
     usage = _usage(fl, ctx, True)
-    if mode == "groq":
-        extra = {"x_groq": {"id": groq_id, "usage": usage}, "usage": usage}
-        out.append((ch.chunk([ch.choice({}, fr)], extra), 0))
-    elif mode == "finish":
-        out.append((ch.chunk([ch.choice({"content": ""}, fr)], {"usage": usage}), 0))
-    elif mode == "last":
-        out.append((ch.chunk([ch.choice({}, fr)], {"usage": usage, "time_info": _time_info(ctx)}), 0))
-    elif mode == "openrouter":
-        out.append((ch.chunk([ch.choice(delta({"content": ""}), fr)]), 0))
-        if include_usage:
-            out.append((ch.chunk([ch.choice(delta({"content": ""}))], {"usage": usage}), 0))
-    else:
-        out.append((ch.chunk([ch.choice({}, fr)]), 0))
-        if include_usage:
-            out.append((ch.chunk([], {"usage": usage}, tail=False), 0))
+    last = len(replies) - 1
+    for i, r in enumerate(replies):
+        fr = _finish_reason(r)
+        if mode == "groq":
+            gx = {"x_groq": {"id": groq_id, "usage": usage}, "usage": usage} if i == last else None
+            out.append((ch.chunk([ch.choice({}, fr, i)], gx), 0))
+        elif mode == "finish":
+            out.append(
+                (ch.chunk([ch.choice({"content": ""}, fr, i)], {"usage": usage} if i == last else None), 0)
+            )
+        elif mode == "last":
+            extra = {"usage": usage, "time_info": _time_info(ctx)} if i == last else None
+            out.append((ch.chunk([ch.choice({}, fr, i)], extra), 0))
+        elif mode == "openrouter":
+            out.append((ch.chunk([ch.choice(delta({"content": ""}), fr, i)]), 0))
+        else:
+            out.append((ch.chunk([ch.choice({}, fr, i)]), 0))
+    if include_usage and mode == "openrouter":
+        out.append((ch.chunk([ch.choice(delta({"content": ""}))], {"usage": usage}), 0))
+    elif include_usage and mode == "chunk":
+        out.append((ch.chunk([], {"usage": usage}, tail=False), 0))
     out.append((_DONE, 0))
     return out
 
@@ -624,15 +487,17 @@ _DEFAULT_TYPES = {
 }
 
 
-def error_body(fl: Flavor, status: int, message: str, etype: str | None, code: Any) -> bytes:
+def error_body(
+    fl: Flavor, status: int, message: str, etype: str | None, code: Any, param: str | None = None
+) -> bytes:
     etype = etype or _DEFAULT_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     if fl.errors == "groq":
         return orjson.dumps({"error": {"message": message, "type": etype, "code": code}})
     if fl.errors == "flat":
-        return orjson.dumps({"message": message, "type": etype, "param": None, "code": code})
+        return orjson.dumps({"message": message, "type": etype, "param": param, "code": code})
     if fl.errors == "mistral":
         return orjson.dumps(
-            {"object": "error", "message": message, "type": etype, "param": None, "code": code}
+            {"object": "error", "message": message, "type": etype, "param": param, "code": code}
         )
     if fl.errors == "openrouter":
         return orjson.dumps(
@@ -641,7 +506,7 @@ def error_body(fl: Flavor, status: int, message: str, etype: str | None, code: A
     if status == 401 and etype == "authentication_error":
         etype = "invalid_request_error"
         code = code or "invalid_api_key"
-    return orjson.dumps({"error": {"message": message, "type": etype, "param": None, "code": code}})
+    return orjson.dumps({"error": {"message": message, "type": etype, "param": param, "code": code}})
 
 
 def ratelimit_headers(fl: Flavor, retry_after: float) -> dict[str, str]:
@@ -704,8 +569,9 @@ class OpenAIDialect(Dialect):
         etype: str | None = None,
         code: Any = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> web.Response:
-        body = error_body(flavor_of(provider), status, message, etype, code)
+        body = error_body(flavor_of(provider), status, message, etype, code, param)
         return web.Response(body=body, status=status, headers={**_JSON, **(headers or {})})
 
     def fault_response(self, provider: str, fault: Fault) -> web.Response:

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 from aiohttp.client_exceptions import ClientConnectionResetError
 
-from fareway.sim.content import Ask, Reply, plan_reply
+from fareway.sim.content import Ask, Reply, plan_replies
 from fareway.sim.faults import HTTP_KINDS, Fault, FaultTable, Stats
 from fareway.sim.profiles import SimConfig
 
@@ -34,12 +34,20 @@ Frame = tuple[bytes, int]
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, message: str, etype: str = "invalid_request_error", code: Any = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        etype: str = "invalid_request_error",
+        code: Any = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.etype = etype
         self.code = code
+        self.param = param
 
 
 @dataclass(slots=True)
@@ -58,11 +66,18 @@ class Ctx:
     model: str
     stream: bool
     reply: Reply
+    """The first choice (the only one unless the request asked for several)."""
     prompt_tokens: int
     opts: dict[str, Any]
     created: int
     ttft: float
     rng: random.Random
+    replies: list[Reply] = field(default_factory=list)
+    """Every choice, ``reply`` first."""
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r.output_tokens for r in self.replies) if self.replies else self.reply.output_tokens
 
 
 class SimState:
@@ -110,6 +125,7 @@ class Dialect:
         etype: str | None = None,
         code: Any = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> web.Response:
         raise NotImplementedError
 
@@ -195,7 +211,7 @@ async def handle(
     except orjson.JSONDecodeError as e:
         return dialect.error_response(provider, 400, f"malformed JSON in the request body: {e}")
     except BadRequest as e:
-        return dialect.error_response(provider, e.status, e.message, e.etype, e.code)
+        return dialect.error_response(provider, e.status, e.message, e.etype, e.code, param=e.param)
 
     counters.in_flight += 1
     out = _Outcome()
@@ -235,7 +251,8 @@ async def _serve(
 
     rng = state.latency_rng(provider)
     ttft = 0.0 if profile.ttft.is_zero else profile.ttft.draw(rng)
-    reply = plan_reply(parsed.ask, config.seed, profile.output_tokens)
+    replies = plan_replies(parsed.ask, config.seed, profile.output_tokens)
+    reply = replies[0]
     ctx = Ctx(
         provider=provider,
         model=parsed.model,
@@ -246,13 +263,14 @@ async def _serve(
         created=int(time.time()),
         ttft=ttft,
         rng=random.Random(reply.seed) if parsed.stream else _NO_RNG,
+        replies=replies,
     )
     tps = profile.tokens_per_s
 
     if not parsed.stream:
         delay = ttft
         if not math.isinf(tps) and tps > 0:
-            delay += reply.output_tokens / tps
+            delay += ctx.output_tokens / tps
         if delay > 0:
             await asyncio.sleep(delay)
         body = dialect.render_json(ctx)
