@@ -11,6 +11,7 @@ window only).
 
     python benchmarks/bench_ledger_instructions.py                 # 1,280 requests per variant
     python benchmarks/bench_ledger_instructions.py -n 640 --variants noledger,process
+    python benchmarks/bench_ledger_instructions.py -n 320 --variants noledger,noledger-direct --stream
 
 The ledger batches by count here (batch_size 64, no time trigger), so every variant writes the
 same batches whatever valgrind's slowdown: 64 is what the default 50 ms window gathers at
@@ -41,13 +42,16 @@ VARIANTS = {
     "noledger": "[ledger]\nenabled = false\n",
     "process": f'[ledger]\nwriter = "process"\nbatch_size = {BATCH}\nmax_delay = 3600\n',
     "thread": f'[ledger]\nwriter = "thread"\nbatch_size = {BATCH}\nmax_delay = 3600\n',
+    # non-streamed calls sent upstream as one JSON request instead of read as a stream
+    "noledger-direct": "[ledger]\nenabled = false\n[timeouts]\nstream_upstream = false\n",
 }
+STREAM = False
 
 
 async def send(url: str, n: int, concurrency: int) -> int:
     import aiohttp
 
-    payload = body(False)
+    payload = body(STREAM)
     headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
     todo = iter(range(n))
     ok = 0
@@ -131,7 +135,10 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=BATCH * 20, help="requests per variant (default 1,280)")
     ap.add_argument("--variants", default="noledger,process,thread")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files (for callgrind_annotate)")
+    ap.add_argument("--stream", action="store_true", help="streamed requests (default: non-streamed)")
     a = ap.parse_args()
+    global STREAM
+    STREAM = a.stream
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("needs valgrind (apt-get install valgrind)")
     names = [v.strip() for v in a.variants.split(",") if v.strip()]
@@ -145,7 +152,8 @@ def main() -> None:
     results: dict[str, tuple[int, int, int]] = {}
     try:
         wait_port(sim_port, 30)
-        print(f"# {a.n} non-streaming requests per variant; instructions per request (callgrind)")
+        kind = "streamed" if a.stream else "non-streamed"
+        print(f"# {a.n} {kind} requests per variant; instructions per request (callgrind)")
         print(f"{'variant':<10} {'gateway':>12} {'writer':>10} {'total':>12}   ok")
         for name in names:
             gw, wr, ok = results[name] = run_variant(
