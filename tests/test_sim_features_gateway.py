@@ -162,11 +162,6 @@ async def test_n_choices_gemini(client: openai.AsyncOpenAI) -> None:
     assert [c.index for c in r.choices] == [0, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway: upstream logprobs are dropped (adapters/openai_stream.py lists 'logprobs' as a known "
-    "choice field but keeps it nowhere; wire/openai_chat.py writes logprobs: null)",
-)
 async def test_logprobs_openai(client: openai.AsyncOpenAI) -> None:
     r = await client.chat.completions.create(
         model=MODELS[0], messages=user("echo: a b c"), logprobs=True, top_logprobs=2

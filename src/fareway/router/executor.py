@@ -105,9 +105,12 @@ def _is_json(headers: Mapping[str, str]) -> bool:
 
 
 def _streamable(req: ChatRequest) -> bool:
-    """Whether a non-streamed request can be read as a stream: a canonical stream carries one
-    choice, so ``n > 1`` is sent as asked (and gets only the total timeout)."""
-    return req.n is None or req.n <= 1
+    """Whether a non-streamed request can be read as a stream without losing anything: a canonical
+    stream carries one choice and no token logprobs, so ``n > 1`` and ``logprobs`` are sent as
+    asked (and get only the total timeout)."""
+    if req.n is not None and req.n > 1:
+        return False
+    return not req.extensions.get("openai", {}).get("logprobs")
 
 
 def _expected_cost(route: Route) -> float | None:
