@@ -172,6 +172,8 @@ class PostgresStore:
         self._spool_requested = False
         self._spool_broken = False
         self._closing = False
+        self._stopping = False
+        """Set by ``close()`` (after the last flush): the intake ends once its queue is empty."""
         self._deadline: float | None = None
         self._markers = 0
 
@@ -275,6 +277,9 @@ class PostgresStore:
         if self._intake_task is None or self._commit_task is None or self._loop is None:
             return
         self.begin_close()
+        self._stopping = True
+        assert self._wake is not None
+        self._wake.set()
         await self._intake_task
         assert self._deadline is not None
         done, _ = await asyncio.wait({self._commit_task}, timeout=self._deadline - self._loop.time() + 1.0)
@@ -318,10 +323,9 @@ class PostgresStore:
         """``ok``, or why the ledger is degraded (it still accepts every call)."""
         if self._db_ok and not self._spooled:
             return "ok"
-        where = self._spool_file()
         if not self._db_ok:
-            return f"degraded: database unreachable, spooling to {where} ({self.stats.spooled} calls)"
-        return f"degraded: draining the spool {where} ({self.stats.spooled} calls)"
+            return f"degraded: database unreachable, spooling ({self.stats.spooled} calls spooled)"
+        return f"degraded: draining the spool ({self.stats.spooled} calls spooled)"
 
     # ------------------------------------------------------------------ intake task
 
@@ -331,7 +335,7 @@ class PostgresStore:
             if self._spool_requested:
                 await self._spool_outbox()
             if not self._items:
-                if self._closing:
+                if self._stopping:
                     self._kick_committer()
                     return
                 await self._wake.wait()
