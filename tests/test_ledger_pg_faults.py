@@ -23,7 +23,6 @@ import pytest
 from fareway.ledger import Ledger
 from fareway.ledger.base import StoreUnavailable
 from fareway.ledger.pg_batch import Batch, decode, encode
-from fareway.ledger.records import attempt_values, call_values
 from fareway.ledger.spool import HEADER, Spool, encode_frame
 from tests.test_ledger import PG_URL, T0, _pg_reachable, make_call
 
@@ -276,12 +275,10 @@ def settled(ledger: Ledger, written: int) -> Callable[[], bool]:
     return lambda: ledger.stats.written == written and ledger.stats.spooled == 0 and ledger.health() == "ok"
 
 
-pytestmark = pytest.mark.postgres
-
-
 # ----------------------------------------------------------------------------- faults
 
 
+@pytest.mark.postgres
 async def test_a_muted_database_loses_and_doubles_nothing(
     env: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -307,6 +304,7 @@ async def test_a_muted_database_loses_and_doubles_nothing(
     assert any("writing a batch of" in m and "call(s)" in m for m in failures)  # never silent
 
 
+@pytest.mark.postgres
 async def test_a_lost_commit_reply_does_not_store_a_batch_twice(env: dict[str, Any]) -> None:
     proxy: PgProxy = env["proxy"]
     ledger = env["open"]()
@@ -321,6 +319,7 @@ async def test_a_lost_commit_reply_does_not_store_a_batch_twice(env: dict[str, A
     assert ledger.store.already_committed >= proxy.dropped_replies  # type: ignore[attr-defined]
 
 
+@pytest.mark.postgres
 async def test_refused_connections_then_recovery(env: dict[str, Any]) -> None:
     proxy: PgProxy = env["proxy"]
     ledger = env["open"]()
@@ -338,6 +337,7 @@ async def test_refused_connections_then_recovery(env: dict[str, Any]) -> None:
     await assert_exactly_once(env["schema"], 2000, attempts)
 
 
+@pytest.mark.postgres
 async def test_start_while_the_database_is_down_then_drain(env: dict[str, Any]) -> None:
     proxy: PgProxy = env["proxy"]
     await proxy.refuse()
@@ -358,6 +358,7 @@ async def test_start_while_the_database_is_down_then_drain(env: dict[str, Any]) 
     assert len(rows) == 3
 
 
+@pytest.mark.postgres
 async def test_close_during_an_outage_is_bounded_and_the_next_start_writes_the_spool(
     env: dict[str, Any],
 ) -> None:
@@ -409,6 +410,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.postgres
 async def test_sigkill_during_an_outage_loses_nothing_that_reached_the_spool(env: dict[str, Any]) -> None:
     proxy: PgProxy = env["proxy"]
     proxy.mute()
@@ -443,17 +445,22 @@ async def test_sigkill_during_an_outage_loses_nothing_that_reached_the_spool(env
 
 
 def _batch(n: int, block: int = 1) -> Batch:
-    rows = []
-    for i in range(n):
-        call, atts = make_call(i, n_attempts=1 + i % 3, when=T0 + timedelta(microseconds=i * 7 + 1))
-        rows.append((call_values(call), [attempt_values(a) for a in atts]))
-    return Batch("pg-test", block, rows)
+    items = [
+        make_call(i, n_attempts=1 + i % 3, when=T0 + timedelta(microseconds=i * 7 + 1)) for i in range(n)
+    ]
+    return Batch.of("pg-test", block, items)
 
 
 def test_a_batch_reads_back_from_the_spool_exactly() -> None:
     batch = _batch(25)
     back = decode(encode(batch), "pg-test")
-    assert back.rows == batch.rows  # Decimal money and microsecond times unchanged
+    # Decimal money and microsecond times unchanged
+    assert (back.call_rows, back.attempt_rows, back.counts) == (
+        batch.call_rows,
+        batch.attempt_rows,
+        batch.counts,
+    )
+    assert back.one(3) == batch.one(3) and len(back.one(3)[1]) == 1 + 3 % 3
     assert (back.writer, back.block, back.own, back.calls, back.attempts) == (
         "pg-test",
         1,
@@ -510,9 +517,31 @@ def test_a_spool_held_by_a_live_process_is_not_shared(tmp_path: Path) -> None:
     second.close()
 
 
+def test_the_spool_of_a_process_that_is_gone_is_adopted(tmp_path: Path) -> None:
+    from fareway.ledger.spool import adopt_orphans, discard, own_spool
+
+    dead = Spool(tmp_path / "spool.4242")  # left by process 4242, which died
+    assert dead.try_open()
+    dead.append([(encode(_batch(4, block=7)), 4, 5)])
+    dead.close()
+    alive = own_spool(tmp_path / "spool.77")  # held by a live process: not adopted
+    own = own_spool(tmp_path / "spool")
+    found = adopt_orphans(tmp_path / "spool", own)
+    assert [(o.path.name, [(c, a) for _, c, a in frames]) for o, frames in found] == [
+        ("spool.4242", [(4, 5)])
+    ]
+    assert decode(found[0][1][0][0], "x").block == 7
+    for orphan, _ in found:
+        discard(orphan)
+    assert not (tmp_path / "spool.4242").exists() and (tmp_path / "spool.77").exists()
+    own.close()
+    alive.close()
+
+
 # ----------------------------------------------------------------------------- the gateway
 
 
+@pytest.mark.postgres
 async def test_the_gateway_starts_serves_and_answers_503_while_its_ledger_database_is_down(
     env: dict[str, Any], sim: Any
 ) -> None:
@@ -566,3 +595,26 @@ async def test_the_gateway_starts_serves_and_answers_503_while_its_ledger_databa
     finally:
         await gw.stop()
     assert (tmp / "state" / "ledger-spool").exists()
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_the_ledger_config_keys(tmp_path: Path) -> None:
+    from fareway.config import ConfigError, load_config
+
+    path = tmp_path / "fareway.toml"
+    path.write_text(
+        '[server]\nstate_dir = "/srv/fw"\n[ledger]\nschema = "acct"\nconnect_timeout = 2\n'
+        "statement_timeout = 3.5\nclose_timeout = 4\nspool_after = 0.5\n"
+    )
+    cfg = load_config(path, env={})
+    assert (cfg.ledger_schema, cfg.ledger_connect_timeout, cfg.ledger_statement_timeout) == ("acct", 2.0, 3.5)
+    assert (cfg.ledger_close_timeout, cfg.ledger_spool_after) == (4.0, 0.5)
+    assert cfg.ledger_spool == Path("/srv/fw/ledger-spool")
+    path.write_text('[ledger]\nspool_path = "/var/spool/fw"\n')
+    assert load_config(path, env={}).ledger_spool == Path("/var/spool/fw")
+    for bad in ("statement_timeout = 0", 'close_timeout = "5"', "connect_timeout = true"):
+        path.write_text(f"[ledger]\n{bad}\n")
+        with pytest.raises(ConfigError, match=bad.split()[0]):
+            load_config(path, env={})

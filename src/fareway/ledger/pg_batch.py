@@ -26,14 +26,22 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from fareway.ledger.records import ATTEMPT_COLUMNS, CALL_COLUMNS, MONEY_COLUMNS, TIME_COLUMNS
+from fareway.ledger.base import QueueItem
+from fareway.ledger.records import (
+    ATTEMPT_COLUMNS,
+    CALL_COLUMNS,
+    MONEY_COLUMNS,
+    TIME_COLUMNS,
+    attempt_values,
+    call_values,
+)
 
 BLOCK_BITS = 16
 MAX_BATCH = (1 << BLOCK_BITS) - 2
 """Calls per batch at most (each needs a number of its own inside the block)."""
 
-Row = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
-"""A call's column values and its attempts' column values (the order of the *_COLUMNS)."""
+Values = tuple[Any, ...]
+"""One row's column values, in the order of CALL_COLUMNS or ATTEMPT_COLUMNS."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -46,9 +54,15 @@ _FORMAT = 1
 
 @dataclass(slots=True)
 class Batch:
+    """Flat lists, as COPY takes them (and as few objects per call as possible: the collector
+    walks every one of them while they wait)."""
+
     writer: str
     block: int
-    rows: list[Row]
+    call_rows: list[Values]
+    attempt_rows: list[Values]
+    counts: list[int]
+    """Attempts per call (``attempt_rows`` holds them call after call)."""
     singles: bool = False
     """Written one call per transaction (the database refused a record of it)."""
     done: int = 0
@@ -59,8 +73,23 @@ class Batch:
     attempts: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.calls = len(self.rows)
-        self.attempts = sum(len(atts) for _, atts in self.rows)
+        self.calls = len(self.call_rows)
+        self.attempts = len(self.attempt_rows)
+
+    @classmethod
+    def of(cls, writer: str, block: int, items: list[QueueItem]) -> Batch:
+        return cls(
+            writer,
+            block,
+            [call_values(c) for c, _ in items],
+            [attempt_values(a) for _, atts in items for a in atts],
+            [len(atts) for _, atts in items],
+        )
+
+    def one(self, k: int) -> tuple[list[Values], list[Values]]:
+        """Call ``k``'s row and its attempts' rows."""
+        start = sum(self.counts[:k])
+        return self.call_rows[k : k + 1], self.attempt_rows[start : start + self.counts[k]]
 
     @property
     def seq(self) -> int:
@@ -78,7 +107,7 @@ class Batch:
 
     def request_ids(self, limit: int = 20) -> str:
         rid = CALL_COLUMNS.index("request_id")
-        return ", ".join(str(c[rid]) for c, _ in self.rows[:limit])
+        return ", ".join(str(c[rid]) for c in self.call_rows[:limit])
 
 
 # ------------------------------------------------------------------------ spool encoding
@@ -107,22 +136,26 @@ def _dec(values: list[Any], times: tuple[int, ...], money: tuple[int, ...]) -> t
 
 
 def encode(batch: Batch) -> bytes:
-    rows = [
-        (_enc(c, _CALL_TIMES, _CALL_MONEY), [_enc(a, _ATT_TIMES, _ATT_MONEY) for a in atts])
-        for c, atts in batch.rows
-    ]
-    return marshal.dumps((_FORMAT, batch.writer, batch.block, batch.singles, rows))
+    calls = [_enc(c, _CALL_TIMES, _CALL_MONEY) for c in batch.call_rows]
+    attempts = [_enc(a, _ATT_TIMES, _ATT_MONEY) for a in batch.attempt_rows]
+    return marshal.dumps((_FORMAT, batch.writer, batch.block, batch.singles, calls, attempts, batch.counts))
 
 
 def decode(payload: bytes, own_writer: str) -> Batch:
-    fmt, writer, block, singles, rows = marshal.loads(payload)
+    fmt, writer, block, singles, calls, attempts, counts = marshal.loads(payload)
     if fmt != _FORMAT:
         raise ValueError(f"unknown ledger spool frame format {fmt!r}")
-    decoded: list[Row] = [
-        (_dec(c, _CALL_TIMES, _CALL_MONEY), [_dec(a, _ATT_TIMES, _ATT_MONEY) for a in atts])
-        for c, atts in rows
-    ]
-    return Batch(writer, block, decoded, singles=singles, own=writer == own_writer)
+    if len(counts) != len(calls) or sum(counts) != len(attempts):
+        raise ValueError("ledger spool frame: attempt counts do not match")
+    return Batch(
+        writer,
+        block,
+        [_dec(c, _CALL_TIMES, _CALL_MONEY) for c in calls],
+        [_dec(a, _ATT_TIMES, _ATT_MONEY) for a in attempts],
+        list(counts),
+        singles=singles,
+        own=writer == own_writer,
+    )
 
 
 # ------------------------------------------------------------------------ the write
@@ -160,7 +193,7 @@ async def write_whole(conn: Any, schema: str, batch: Batch) -> bool:
             if last is not None and last < batch.seq:
                 raise SplitUnderWay(batch.seq)
             return False
-        await _copy(conn, schema, batch.rows)
+        await _copy(conn, schema, batch.call_rows, batch.attempt_rows)
     return True
 
 
@@ -170,15 +203,12 @@ async def write_one(conn: Any, schema: str, batch: Batch, k: int) -> bool:
     async with conn.transaction():
         if await conn.fetchval(_claim_sql(schema), batch.writer, seq, seq) is None:
             return False
-        await _copy(conn, schema, batch.rows[k : k + 1])
+        await _copy(conn, schema, *batch.one(k))
     return True
 
 
-async def _copy(conn: Any, schema: str, rows: list[Row]) -> None:
-    await conn.copy_records_to_table(
-        "calls", records=[c for c, _ in rows], columns=CALL_COLUMNS, schema_name=schema
-    )
-    attempts = [a for _, atts in rows for a in atts]
+async def _copy(conn: Any, schema: str, calls: list[Values], attempts: list[Values]) -> None:
+    await conn.copy_records_to_table("calls", records=calls, columns=CALL_COLUMNS, schema_name=schema)
     if attempts:
         await conn.copy_records_to_table(
             "attempts", records=attempts, columns=ATTEMPT_COLUMNS, schema_name=schema

@@ -47,9 +47,12 @@ from fareway.ledger import pg_batch, spool
 from fareway.ledger.base import FlushMarker, LedgerStats, QueueItem, StoreUnavailable, log
 from fareway.ledger.migrations import migrate_postgres
 from fareway.ledger.pg_batch import Batch
-from fareway.ledger.records import attempt_values, call_values
+from fareway.ledger.records import CALL_COLUMNS
 
 T = TypeVar("T")
+
+_LOOKAHEAD = 2
+"""Batches the intake prepares ahead of the committer (unless spooling: then it spools all)."""
 
 
 class PostgresDialect:
@@ -341,19 +344,23 @@ class PostgresStore:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
+            if not self._spooling() and sum(isinstance(b, Batch) for b in self._outbox) >= _LOOKAHEAD:
+                # the committer has enough to do; the rest waits as records (as compact as it gets)
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             await self._gather()
-            rows: list[pg_batch.Row] = []
-            while self._items and len(rows) < self.batch_size:
+            items: list[QueueItem] = []
+            while self._items and len(items) < self.batch_size:
                 item = self._items.popleft()
                 if isinstance(item, FlushMarker):
                     self._markers -= 1
-                    await self._emit(rows)
-                    rows = []
+                    await self._emit(items)
+                    items = []
                     self._emit_marker(item)
                 else:
-                    call, attempts = item
-                    rows.append((call_values(call), [attempt_values(a) for a in attempts]))
-            await self._emit(rows)
+                    items.append(item)
+            await self._emit(items)
 
     async def _gather(self) -> None:
         """Under light load, wait up to ``max_delay`` for a batch to fill; a flush or close
@@ -373,11 +380,11 @@ class PostgresStore:
     def _spooling(self) -> bool:
         return bool(self._spooled) or not self._db_ok or self._past_deadline()
 
-    async def _emit(self, rows: list[pg_batch.Row]) -> None:
-        if not rows:
+    async def _emit(self, items: list[QueueItem]) -> None:
+        if not items:
             return
         self._block += 1
-        batch = Batch(self.writer_id, self._block, rows)
+        batch = Batch.of(self.writer_id, self._block, items)
         if self._spooling() and not self._spool_broken:
             await self._spool_outbox(batch)
         else:
@@ -556,6 +563,8 @@ class PostgresStore:
             elif self._spooled:
                 self.stats.spooled -= self._spooled.popleft().calls
             self._resolve_markers()
+            if self._wake is not None:
+                self._wake.set()  # room in the outbox
             if not self._spooled and self._spool.end:
                 try:
                     await asyncio.to_thread(self._spool.reset)
@@ -612,14 +621,14 @@ class PostgresStore:
             )
         if head.own:
             self.stats.written += calls
-            self.stats.attempts_written += sum(len(atts) for _, atts in head.rows[lo:hi])
+            self.stats.attempts_written += sum(head.counts[lo:hi])
         elif fresh:
             self.stats.recovered += calls
 
     def _refuse(self, head: Batch, k: int, exc: BaseException) -> None:
         if head.own:
             self.stats.dropped += 1
-        rid = Batch(head.writer, head.block, head.rows[k : k + 1]).request_ids()
+        rid = str(head.call_rows[k][CALL_COLUMNS.index("request_id")])
         log.error("ledger dropped 1 call after %s: %s: request ids %s", type(exc).__name__, exc, rid)
 
     def _failed(self, head: Batch | None, exc: BaseException, failures: int) -> None:
