@@ -320,6 +320,29 @@ async def test_a_lost_commit_reply_does_not_store_a_batch_twice(env: dict[str, A
 
 
 @pytest.mark.postgres
+async def test_a_table_lock_stalls_nothing_for_long_and_loses_nothing(env: dict[str, Any]) -> None:
+    import asyncpg
+
+    ledger = env["open"](PG_URL)
+    await ledger.start()
+    attempts = await record_calls(ledger, 0, 200)
+    await ledger.flush()
+    locker = await asyncpg.connect(PG_URL)
+    try:
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute(f'LOCK TABLE "{env["schema"]}".calls IN ACCESS EXCLUSIVE MODE')
+        attempts += await record_calls(ledger, 200, 1500)
+        await ledger.flush()  # returns while the lock is held: the calls went to the spool
+        assert ledger.stats.spooled > 0 and ledger.health().startswith("degraded")
+        await tx.rollback()
+    finally:
+        await locker.close()
+    await poll(settled(ledger, 1500), what="the spool drained")
+    await assert_exactly_once(env["schema"], 1500, attempts)
+
+
+@pytest.mark.postgres
 async def test_refused_connections_then_recovery(env: dict[str, Any]) -> None:
     proxy: PgProxy = env["proxy"]
     ledger = env["open"]()

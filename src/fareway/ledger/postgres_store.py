@@ -298,20 +298,26 @@ class PostgresStore:
         if lost:  # the spool could not be written either
             self.stats.dropped += lost
             log.error("ledger closed with %d call(s) neither written nor spooled", lost)
-        if not self._spooled and self._conn is not None:
+
+        # tidying up, within what is left of the bound (at least a moment)
+        def left() -> float:
+            assert self._loop is not None and self._deadline is not None
+            return min(1.0, max(0.1, self._deadline - self._loop.time()))
+
+        if not self._spooled and self._conn is not None and self._writers_seen:
             with contextlib.suppress(Exception):  # best effort: a leftover row is harmless
                 await asyncio.wait_for(
-                    pg_batch.forget_writers(self._conn, self.schema, sorted(self._writers_seen)), 1.0
+                    pg_batch.forget_writers(self._conn, self.schema, sorted(self._writers_seen)), left()
                 )
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:
-                await asyncio.wait_for(conn.close(), 1.0)
+                await asyncio.wait_for(conn.close(), left())
             except Exception:
                 conn.terminate()
         try:
-            await asyncio.wait_for(self._pool.close(), max(0.1, self._deadline - self._loop.time()))
-        except (TimeoutError, Exception):
+            await asyncio.wait_for(self._pool.close(), left())
+        except Exception:
             self._pool.terminate()
         self._pool = None
         if self._spooled:
