@@ -67,11 +67,14 @@ class PgProxy:
         self.port = 0
         self.muted = False
         self.drop_commit_every = 0
+        self.mute_on_copy = False
+        """Go mute right after forwarding the next COPY's first data message: the server is
+        left inside a transaction, waiting for the rest."""
         self.commits = 0
         self.dropped_replies = 0
         self._server: asyncio.Server | None = None
         self._conns: set[_Conn] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._zombies: list[asyncio.StreamWriter] = []
 
     @property
     def url(self) -> str:
@@ -96,10 +99,16 @@ class PgProxy:
     def mute(self) -> None:
         self.muted = True
 
-    def unmute(self) -> None:
+    def unmute(self, *, keep_server_side: bool = False) -> None:
+        """With ``keep_server_side``, the server's ends of the cut connections stay open (as
+        after a network partition: the server does not learn that its client is gone, and a
+        transaction it was in holds its locks)."""
         self.muted = False
         for c in list(self._conns):
             if c.tainted:
+                if keep_server_side and c.server is not None:
+                    self._zombies.append(c.server)
+                    c.server = None
                 c.abort()
 
     async def stop(self) -> None:
@@ -107,6 +116,8 @@ class PgProxy:
             await self.refuse()
         for c in list(self._conns):
             c.abort()
+        for z in self._zombies:
+            z.transport.abort()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Conn(writer)
@@ -156,12 +167,19 @@ class PgProxy:
                 msg = bytes(buf[: 1 + n])
                 del buf[: 1 + n]
                 out += msg
+                if msg[:1] == b"d" and self.mute_on_copy:  # the first CopyData goes through, then silence
+                    self.mute_on_copy = False
+                    self.muted = conn.tainted = True
+                    buf.clear()
+                    break
                 if msg[:1] == b"Q" and msg[5:].lstrip().upper().startswith(b"COMMIT"):
                     self.commits += 1
                     if self.drop_commit_every and self.commits % self.drop_commit_every == 0:
                         conn.drop_reply = True
             server.write(out)
             await server.drain()
+            if conn.tainted:
+                continue
 
     async def _server_to_client(
         self, conn: _Conn, reader: asyncio.StreamReader, client: asyncio.StreamWriter
@@ -302,6 +320,37 @@ async def test_a_muted_database_loses_and_doubles_nothing(
     await assert_exactly_once(env["schema"], 2500, attempts)
     failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert any("writing a batch of" in m and "call(s)" in m for m in failures)  # never silent
+
+
+@pytest.mark.postgres
+async def test_a_partition_that_leaves_the_server_in_a_transaction_heals(env: dict[str, Any]) -> None:
+    """The writer's connection is cut mid-write and the server keeps its end (and the writer's
+    row lock) open: the writer ends that stale session when it reconnects, instead of waiting
+    for the server to notice (TCP keepalive: hours by default)."""
+    proxy: PgProxy = env["proxy"]
+    ledger = env["open"]()
+    await ledger.start()
+    attempts = await record_calls(ledger, 0, 200)
+    await ledger.flush()
+    proxy.mute_on_copy = True
+    attempts += await record_calls(ledger, 200, 1200)
+    await poll(lambda: proxy.muted, what="a COPY cut short")
+    await ledger.flush()
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URL)  # the server's view: a session still in the transaction
+    try:
+        stuck = await conn.fetchval(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND state = 'active'"
+            " AND application_name = $1",
+            ledger.store.writer_id,  # type: ignore[attr-defined]
+        )
+    finally:
+        await conn.close()
+    assert stuck == 1
+    proxy.unmute(keep_server_side=True)
+    await poll(settled(ledger, 1200), what="the spool drained")
+    await assert_exactly_once(env["schema"], 1200, attempts)
 
 
 @pytest.mark.postgres

@@ -23,8 +23,11 @@ exponential backoff and jitter, each failure logged once with the batch size and
 
 Timeouts: ``connect_timeout`` for each connection, ``statement_timeout`` for each write or
 query (on the client, which also catches a mute network, and on the server, which also catches
-a lock wait).  ``close()`` waits at most ``close_timeout`` seconds for the database, then
-spools what is left and returns; the next start drains it.
+a lock wait).  The writer's connection carries its writer id as ``application_name``; each
+reconnect ends the writer's earlier sessions the server still holds (a network failure leaves
+one inside a transaction, holding the writer's row lock, until TCP keepalive notices: hours).
+``close()`` waits at most ``close_timeout`` seconds for the database, then spools what is left
+and returns; the next start drains it.
 
 ``flush()`` (a :class:`FlushMarker`) resolves when everything before it is *durable*: in the
 database, or in the spool.
@@ -683,9 +686,10 @@ class PostgresStore:
             self.url,
             timeout=self.connect_timeout,
             command_timeout=self.statement_timeout,
-            server_settings=self._server_settings(),
+            server_settings={**self._server_settings(), "application_name": self.writer_id},
         )
         try:
+            await self._end_stale_sessions(conn)
             if not self.schema_version:
                 self.schema_version = await asyncio.wait_for(
                     migrate_postgres(conn, self.schema), self.statement_timeout
@@ -694,6 +698,26 @@ class PostgresStore:
             conn.terminate()
             raise
         self._conn = conn
+
+    async def _end_stale_sessions(self, conn: Any) -> None:
+        """End this writer's earlier sessions that the server still thinks alive (the network
+        failed under them: the server learns it only from TCP keepalive, hours by default).
+        One may be inside a transaction holding the writer's row lock, which would stall every
+        write of this writer until then.  Whatever it was doing is rolled back or was
+        committed; the batch numbers make the re-send right either way."""
+        import asyncpg
+
+        try:
+            ended = await conn.fetchval(
+                "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                self.writer_id,
+            )
+        except asyncpg.PostgresError as exc:  # e.g. not allowed: then the server's timeouts end them
+            log.warning("ledger: could not end stale writer sessions: %s", exc)
+            return
+        if ended:
+            log.warning("ledger: ended %d stale session(s) of this writer left by a network failure", ended)
 
     def _drop_conn(self) -> None:
         conn, self._conn = self._conn, None
