@@ -21,7 +21,11 @@ Top-level sections:
                   writer ("process": a child process owns the SQLite write connection; "thread":
                   a writer thread in the gateway; "auto", the default: the process when the
                   gateway may use more than one CPU, else the thread),
-                  writer_cpus (with writer = "process": CPUs the writer may use, e.g. [1])
+                  writer_cpus (with writer = "process": CPUs the writer may use, e.g. [1]);
+                  Postgres: schema ("fareway"), connect_timeout (5) and statement_timeout (10)
+                  seconds, close_timeout (5: how long shutdown waits for the database before
+                  spooling), spool_path (state_dir/ledger-spool), spool_after (1: seconds a write
+                  may hang before the calls behind it are spooled)
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] optional)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
@@ -103,12 +107,23 @@ class Config:
     ledger_writer_cpus: list[int] | None = None
     ledger_batch_size: int = 500
     ledger_max_delay: float = 0.05
+    ledger_schema: str = "fareway"
+    ledger_connect_timeout: float = 5.0
+    ledger_statement_timeout: float = 10.0
+    ledger_close_timeout: float = 5.0
+    ledger_spool_path: Path | None = None
+    ledger_spool_after: float = 1.0
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     master_key: str | None = None
     demo: bool = False
     source: str = "<defaults>"
+
+    @property
+    def ledger_spool(self) -> Path:
+        """Where the Postgres ledger spools batches the database cannot take now."""
+        return self.ledger_spool_path or self.state_dir / "ledger-spool"
 
     @property
     def ledger_file(self) -> Path:
@@ -236,6 +251,14 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
         if not isinstance(cpus, list) or not all(isinstance(c, int) and c >= 0 for c in cpus):
             raise ConfigError("[ledger] writer_cpus must be a list of CPU numbers")
         cfg.ledger_writer_cpus = list(cpus)
+    cfg.ledger_schema = str(ledger.get("schema", cfg.ledger_schema))
+    for name in ("connect_timeout", "statement_timeout", "close_timeout", "spool_after"):
+        value = ledger.get(name, getattr(cfg, f"ledger_{name}"))
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"[ledger] {name} must be a number of seconds above 0")
+        setattr(cfg, f"ledger_{name}", float(value))
+    if "spool_path" in ledger:
+        cfg.ledger_spool_path = Path(str(ledger["spool_path"]))
 
     tables = _section(data, "providers")
     for name in BUILTIN_PROVIDERS:

@@ -12,7 +12,9 @@ Failure policy (never silent):
 * a record the database refuses (a data error) is retried alone; if it still fails it is counted
   in ``dropped`` and logged at ERROR with its request id.  ``dropped`` stays 0 otherwise;
 * after ``close()`` is asked for, a batch that keeps failing transiently is retried
-  ``close_retries`` times, then counted in ``dropped`` and logged, so shutdown cannot hang.
+  ``close_retries`` times, then counted in ``dropped`` and logged, so shutdown cannot hang
+  (SQLite; Postgres instead spools it to a local file within ``close_timeout`` and writes it at
+  the next start, see postgres_store.py).
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ class LedgerStats:
     retries: int = 0
     dropped: int = 0
     """Calls given up on (a record the database refused, or shutdown with a dead database)."""
+    spooled: int = 0
+    """Postgres: calls in the local spool now, waiting for the database (part of ``queued``
+    when recorded by this process)."""
+    recovered: int = 0
+    """Postgres: calls from an earlier run's spool written by this one."""
 
     @property
     def queued(self) -> int:
@@ -72,7 +79,13 @@ class LedgerStats:
             "batches": self.batches,
             "retries": self.retries,
             "dropped": self.dropped,
+            "spooled": self.spooled,
+            "recovered": self.recovered,
         }
+
+
+class StoreUnavailable(RuntimeError):
+    """A read could not reach the database (down, unreachable, timed out); try again later."""
 
 
 class Dialect(Protocol):

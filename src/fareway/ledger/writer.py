@@ -25,8 +25,11 @@ What a crash can lose.  With the SQLite writer process (the default), a gateway 
 ``close()`` loses only the calls recorded in its last ``max_delay`` seconds (50 ms by default),
 not yet shipped: whatever reached the writer's pipe is still written, and if the writer process
 dies instead, it is restarted and the batches it had not confirmed are sent again (stored once:
-each batch's number commits with it).  With the writer thread or Postgres, a killed gateway loses
-what was still in memory: at most ``stats.queued`` calls (the FIFO plus the batch being written).
+each batch's number commits with it).  With the writer thread, a killed gateway loses what was
+still in memory: at most ``stats.queued`` calls (the FIFO plus the batch being written).  With
+Postgres, the same while the database answers; while it does not, calls go to a local spool
+(fsync'd) within ``spool_after`` seconds, and what reached the spool survives a SIGKILL and is
+written, once, when the database is back or at the next start (postgres_store.py).
 A half-written batch is rolled back by the database, never half-stored.  Everything counted in
 ``stats.written`` is committed (SQLite runs WAL with ``synchronous=NORMAL``: committed data
 survives a process crash; an OS crash or power cut may lose the last transactions).
@@ -87,18 +90,40 @@ class Ledger:
         capacity: int = 100_000,
         writer: str = "auto",
         writer_cpus: list[int] | None = None,
+        connect_timeout: float = 5.0,
+        statement_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+        spool_path: str | None = None,
+        spool_after: float = 1.0,
     ) -> Ledger:
         """A ledger on Postgres when ``url`` is ``postgres[ql]://...``, else on SQLite at ``path``
         (``url`` may also be ``sqlite:///some/path.db``).  ``schema`` is the Postgres schema.
         ``writer`` (SQLite only): ``process`` (a child process owns the write connection, see
         sqlite_process.py), ``thread`` (a writer thread in this process; the only choice for
-        ``:memory:``) or ``auto`` (the default: :func:`auto_writer`)."""
+        ``:memory:``) or ``auto`` (the default: :func:`auto_writer`).
+
+        Postgres only: ``connect_timeout`` and ``statement_timeout`` (seconds, each connection
+        and each write or query), ``close_timeout`` (how long ``close()`` waits for the
+        database before spooling what is left), ``spool_path`` (the local spool for batches the
+        database cannot take now; default ``ledger-spool`` beside ``path``) and ``spool_after``
+        (seconds a write may hang before the calls waiting behind it are spooled)."""
         stats = LedgerStats()
         store: Store
         if url and url.startswith(("postgresql://", "postgres://")):
             from fareway.ledger.postgres_store import PostgresStore
 
-            store = PostgresStore(url, stats, schema=schema, batch_size=batch_size, max_delay=max_delay)
+            store = PostgresStore(
+                url,
+                stats,
+                schema=schema,
+                batch_size=batch_size,
+                max_delay=max_delay,
+                connect_timeout=connect_timeout,
+                statement_timeout=statement_timeout,
+                close_timeout=close_timeout,
+                spool_path=spool_path or os.path.join(os.path.dirname(path) or ".", "ledger-spool"),
+                spool_after=spool_after,
+            )
         elif not url or url.startswith("sqlite:"):
             from fareway.ledger.sqlite_store import SqliteStore
 
@@ -144,6 +169,9 @@ class Ledger:
         if self._closed:
             return
         if self._started:
+            begin_close = getattr(self.store, "begin_close", None)
+            if begin_close is not None:  # a store whose close is bounded starts its clock now
+                begin_close()
             await self.flush()
             self._closed = True
             await self.store.close()
@@ -174,6 +202,12 @@ class Ledger:
                 self.stats.queued,
                 self.capacity,
             )
+
+    def health(self) -> str:
+        """``ok``, or ``degraded: ...`` while the database is unreachable and calls are being
+        spooled (Postgres; every call is still accepted)."""
+        health = getattr(self.store, "health", None)
+        return "ok" if health is None else str(health())
 
     @property
     def saturated(self) -> bool:

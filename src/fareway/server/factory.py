@@ -81,6 +81,12 @@ def build_gateway(config: Config) -> Gateway:
             max_delay=config.ledger_max_delay,
             writer=config.ledger_writer,
             writer_cpus=config.ledger_writer_cpus,
+            schema=config.ledger_schema,
+            connect_timeout=config.ledger_connect_timeout,
+            statement_timeout=config.ledger_statement_timeout,
+            close_timeout=config.ledger_close_timeout,
+            spool_path=str(config.ledger_spool),
+            spool_after=config.ledger_spool_after,
         )
         metrics.bind_ledger(ledger)
     accounting = Accounting(pricebook=pricebook, ledger=ledger, metrics=metrics)

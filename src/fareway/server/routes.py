@@ -58,8 +58,9 @@ def add_routes(
 
     async def readyz(req: Request) -> Reply:
         checks = await gateway.readiness()
-        ok = all(v == "ok" for v in checks.values())
-        return json_reply({"status": "ready" if ok else "not_ready", "checks": checks}, 200 if ok else 503)
+        ok = all(v == "ok" or v.startswith("degraded") for v in checks.values())
+        status = "not_ready" if not ok else "ready" if all(v == "ok" for v in checks.values()) else "degraded"
+        return json_reply({"status": status, "checks": checks}, 200 if ok else 503)
 
     app.add("GET", "/healthz", healthz, auth="none")
     app.add("GET", "/readyz", readyz, auth="none")

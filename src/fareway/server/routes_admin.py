@@ -15,16 +15,19 @@
     on a private network); it carries provider/model names and spend, which is why it is not public
     by default.
 
-Bad parameters are a 400 in the OpenAI error shape; no ledger configured is a 503.
+Bad parameters are a 400 in the OpenAI error shape; no ledger configured, or its database
+unreachable (a Postgres outage), is a 503 in the same shape.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from fareway.dashboard import data
 from fareway.errors import BadRequest, FarewayError
+from fareway.ledger.base import StoreUnavailable
 from fareway.metrics import CONTENT_TYPE, Metrics
 from fareway.pipeline.gateway import Gateway, Reply
 from fareway.server.app import App, Request, json_reply
@@ -33,12 +36,24 @@ USAGE_PARAMS = {"since", "until", "group_by", "format", "key_id"}
 EXPORT_PARAMS = {"since", "until", "key_id"}
 LOGS_PARAMS = {"n", "model", "key_id"}
 CSV = "text/csv; charset=utf-8"
+T = TypeVar("T")
 
 
 class LedgerUnavailable(FarewayError):
     status = 503
     type = "service_unavailable"
     code = "ledger_unavailable"
+
+
+async def ledger_read(aw: Awaitable[T]) -> T:
+    """A ledger query; its database being unreachable is a 503, not a 500."""
+    try:
+        return await aw
+    except StoreUnavailable as exc:
+        raise LedgerUnavailable(
+            "The usage ledger's database is unavailable right now (calls are still being served and "
+            "recorded); try again shortly."
+        ) from exc
 
 
 def query_params(req: Request, allowed: set[str]) -> dict[str, str]:
@@ -89,7 +104,7 @@ async def usage_reply(req: Request, gateway: Gateway, *, own_key: str | None) ->
     if fmt not in ("json", "csv"):
         raise BadRequest(f"Invalid `format`: {fmt!r}. Use json or csv.", param="format")
     key_id = own_key if own_key is not None else (params.get("key_id") or None)
-    rows = await ledger_of(gateway).usage(since, until, group_by, key_id)
+    rows = await ledger_read(ledger_of(gateway).usage(since, until, group_by, key_id))
     payload = data.usage_payload(rows, group_by, since, until, key_id)
     if fmt == "csv":
         disposition = ("content-disposition", 'attachment; filename="fareway-usage.csv"')
@@ -116,7 +131,7 @@ def add_admin_routes(app: App, gateway: Gateway, *, metrics_public: bool | None 
     async def export(req: Request) -> Reply:
         params = query_params(req, EXPORT_PARAMS)
         since, until = _window(params)
-        body = await ledger_of(gateway).export_csv(since, until, _scope(req, params))
+        body = await ledger_read(ledger_of(gateway).export_csv(since, until, _scope(req, params)))
         disposition = ("content-disposition", 'attachment; filename="fareway-calls.csv"')
         return Reply(200, [disposition], body.encode(), content_type=CSV)
 
@@ -124,7 +139,7 @@ def add_admin_routes(app: App, gateway: Gateway, *, metrics_public: bool | None 
         params = query_params(req, LOGS_PARAMS)
         n = data.parse_int(params.get("n"), "n", 20, 1, data.MAX_LOGS)
         model = params.get("model") or None
-        calls = await ledger_of(gateway).recent_calls(n, model, _scope(req, params))
+        calls = await ledger_read(ledger_of(gateway).recent_calls(n, model, _scope(req, params)))
         return json_reply(data.logs_payload(calls))
 
     async def metrics(req: Request) -> Reply:
