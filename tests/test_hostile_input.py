@@ -20,6 +20,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from fareway.config import load_config
+from fareway.errors import BadRequest
+from fareway.wire.limits import check_depth
 
 from .conftest import MASTER_KEY, LiveGateway, start_gateway
 from .echo_upstream import EchoUpstream, start_echo_upstream
@@ -370,3 +372,32 @@ async def test_generated_malformed_bodies_get_4xx_or_a_clean_answer(hgw: LiveGat
     assert len(refused) > len(cases) // 2, statuses  # most generated bodies are bad ones
     counts = await ledger_rows(hgw, refused)
     assert counts == dict.fromkeys(refused, 1)
+
+
+def _reference_depth(v: Any) -> int:
+    if isinstance(v, dict):
+        return 1 + max((_reference_depth(x) for x in v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max((_reference_depth(x) for x in v), default=0)
+    return 0
+
+
+_NESTED = st.recursive(
+    st.none() | st.integers() | st.sampled_from(['a]}[{"\\', "[[[", "{{"]),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(["a", "b]", '"{']), kids, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(value=_NESTED, limit=st.integers(min_value=1, max_value=10))
+def test_depth_check_agrees_with_a_recursive_count(value: Any, limit: int) -> None:
+    body = json.dumps(value).encode()
+    try:
+        check_depth(body, value, limit)
+        refused = False
+    except BadRequest:
+        refused = True
+    assert refused == (_reference_depth(value) > limit)
