@@ -195,7 +195,8 @@ async def test_oversized_body_in_chunks_is_413(app: Any) -> None:
 async def test_model_name_with_newlines_cannot_inject_headers(app: Any) -> None:
     body = orjson.dumps({"model": "openai/gpt\r\nx-evil: 1", "messages": [{"role": "user", "content": "hi"}]})
     status, out = await call(app, "/v1/chat/completions", body, AUTH)
-    assert status in (200, 404)
+    assert status == 400  # refused at parse time: a model name is printable text
+    assert orjson.loads(out)["error"]["param"] == "model"
     _check(status, out, "openai")
 
 

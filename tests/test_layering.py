@@ -1,6 +1,6 @@
 """The import direction of docs/architecture.md, kept true by parsing every module's imports.
 
-types, events, errors, sse          <- the canonical core; imports nothing above it
+types, events, errors, sse, scrub   <- the canonical core; imports nothing above it
 dialects                            <- pure mapping tables shared by wire and adapters
 wire (inbound)  |  adapters (outbound)   never import each other
 ledger, keys                        <- depend only on the core
@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "fareway"
-CORE = {"types", "events", "errors", "sse"}
+CORE = {"types", "events", "errors", "sse", "scrub"}
 
 # package/module -> the top-level fareway modules it may import (besides itself)
 ALLOWED: dict[str, set[str]] = {
     "types": set(),
-    "errors": set(),
+    "scrub": set(),
+    "errors": {"scrub"},
     "sse": set(),
     "events": {"types"},
     "dialects": CORE,
@@ -32,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "adapters": CORE | {"dialects", "providers"},
     "providers": CORE,
     "ledger": {"types"},
-    "keys": {"types", "errors"},
+    "keys": {"types", "errors", "scrub"},
     "cache": {"types", "errors", "events"},
     "transport": CORE,
     "config": CORE | {"providers"},

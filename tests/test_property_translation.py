@@ -100,7 +100,10 @@ def _refused(dialect: str, req: ChatRequest) -> bool:
         return req.n is not None and req.n > 1 and req.stream
     if dialect == "anthropic":
         rf = req.response_format
-        return (req.n is not None and req.n > 1) or (rf is not None and rf.type == "json_object")
+        # Anthropic needs a non-empty turn: a conversation whose turns all translate to nothing
+        # is refused by the adapter instead of being sent as `messages: []`.
+        no_turns = not any(m.role != "system" for m in EXPECT_REQUEST["anthropic"](req).messages)
+        return (req.n is not None and req.n > 1) or (rf is not None and rf.type == "json_object") or no_turns
     tc = req.tool_choice
     return tc is not None and not req.tools and tc.mode in ("required", "tool")
 

@@ -11,6 +11,7 @@
     │   ├── PayloadTooLarge          413 body over the configured limit
     │   ├── Unprocessable            422 well-formed but semantically wrong
     │   └── RateLimited              429 over a limit of the gateway's own (retry_after)
+    │       └── TooManyFailedLogins  429 this address presented too many wrong keys
     ├── UpstreamError                a provider failed; carries status/body/headers/retry_after
     │   ├── UpstreamRateLimited      429 (rate limit) — fallback trigger, starts a cooldown
     │   ├── UpstreamQuotaExceeded    429/402 insufficient_quota, credits exhausted — fallback trigger
@@ -24,22 +25,21 @@
     │   └── StreamInterrupted        failure after the commit point (first content event sent)
     └── NoRouteSucceeded             every attempt failed; ``attempts`` lists each one
 
-Messages never contain a provider key: upstream bodies are kept as the provider sent them (a
-provider does not echo keys back), and ``redact`` is applied to anything we format ourselves.
+Messages never contain a provider key: every UpstreamError an adapter produces goes through
+:func:`scrub_error` (message, code, type, param, body, headers, the cause it carries), and the wire
+encoders apply ``redact`` (the same :func:`fareway.scrub.scrub`) to anything they format.  Some
+providers do echo the key they were sent, raw, after ``Bearer``, url-encoded or inside JSON.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-_KEYLIKE = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|gsk_[A-Za-z0-9]{8,}|csk-[A-Za-z0-9]{8,}|xai-[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,}|fw-[A-Za-z0-9_\-]{8,})"
-)
+from fareway.scrub import scrub, scrub_bytes
 
 
 def retry_after_seconds(headers: Mapping[str, str], wall_now: float | None = None) -> float | None:
@@ -68,8 +68,9 @@ def retry_after_seconds(headers: Mapping[str, str], wall_now: float | None = Non
 
 
 def redact(text: str) -> str:
-    """Replace anything shaped like an API key with a marker."""
-    return _KEYLIKE.sub("[redacted]", text)
+    """Replace every known provider key, and anything shaped like an API key, by its fingerprint
+    (:func:`fareway.scrub.scrub`)."""
+    return scrub(text)
 
 
 class FarewayError(Exception):
@@ -131,6 +132,10 @@ class RateLimited(ClientError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class TooManyFailedLogins(RateLimited):
+    code = "too_many_failed_authentications"
 
 
 class UpstreamError(FarewayError):
@@ -284,3 +289,43 @@ def client_status(exc: FarewayError) -> int:
     if isinstance(exc, UpstreamError):
         return exc.client_status
     return exc.status
+
+
+_FIELD_CAP = 200
+"""Longest code / type / param an upstream may put in front of a client (they are identifiers)."""
+
+
+def _scrub_field(value: Any, key: str | None) -> Any:
+    if not isinstance(value, str):
+        return value
+    return scrub(value, key)[:_FIELD_CAP]
+
+
+def scrub_error(exc: UpstreamError, key: str | None = None) -> UpstreamError:
+    """``exc`` (changed in place and returned) with every known key and ``key`` (the key of the
+    upstream that answered) replaced by its fingerprint in every string it carries: message,
+    ``args``, code, type, param, body, header values, and the same for a StreamInterrupted's
+    cause.  A chained exception whose text holds a key is dropped from the chain."""
+    exc.message = scrub(exc.message, key)
+    exc.args = (exc.message, *(scrub(a, key) if isinstance(a, str) else a for a in exc.args[1:]))
+    for name in ("code", "param"):
+        value = getattr(exc, name, None)
+        if value is not None:
+            setattr(exc, name, _scrub_field(value, key))
+    if "type" in vars(exc):
+        exc.type = _scrub_field(exc.type, key)
+    if exc.body:
+        exc.body = scrub_bytes(exc.body, key)
+    if exc.headers:
+        exc.headers = {k: scrub(v, key) if isinstance(v, str) else v for k, v in exc.headers.items()}
+    if isinstance(exc, StreamInterrupted):
+        scrub_error(exc.cause, key)
+    for chained in (exc.__cause__, exc.__context__):
+        if chained is not None:
+            text = str(chained)
+            if scrub(text, key) != text:
+                exc.__cause__ = None
+                exc.__context__ = None
+                exc.__suppress_context__ = True
+                break
+    return exc

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from fareway.adapters.anthropic_stream import AnthropicStreamParser, error_from_body
+from fareway.adapters.base import ScrubbingAdapter
 from fareway.dialects.anthropic_blocks import (
     DIALECT,
     STOP_TO_FINISH,
@@ -183,6 +184,14 @@ class _Builder:
                 "n > 1 is not supported by Anthropic upstreams (one choice per request)", param="n"
             )
         system, messages = self.system_and_messages()
+        if not messages:
+            # Anthropic refuses an empty list (and empty turns are dropped above): say so here
+            # rather than send a request that can only come back as a 400.
+            raise BadRequest(
+                "nothing to send to an Anthropic upstream: every message is empty or a system prompt "
+                "(Anthropic needs at least one user or assistant turn with content)",
+                param="messages",
+            )
         body: dict[str, Any] = {"model": up.model, "messages": messages}
         if system:
             plain = all(set(b) == {"type", "text"} and b["type"] == "text" for b in system)
@@ -264,10 +273,10 @@ class _Builder:
         return DEFAULT_VERSION
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(ScrubbingAdapter):
     dialect: Dialect = "anthropic"
 
-    def build_request(self, req: ChatRequest, up: Upstream) -> HttpRequest:
+    def _build_request(self, req: ChatRequest, up: Upstream) -> HttpRequest:
         b = _Builder(req)
         body = b.build(up)
         headers: dict[str, str] = {"content-type": "application/json", "accept": "application/json"}
@@ -295,7 +304,7 @@ class AnthropicAdapter:
             dropped=b.dropped,
         )
 
-    def parse_response(self, body: bytes, up: Upstream) -> ChatResponse:
+    def _parse_response(self, body: bytes, up: Upstream) -> ChatResponse:
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -310,7 +319,7 @@ class AnthropicAdapter:
             raise error_from_body(data, 200, {}, body, up)
         return response_from_wire(data, up, body)
 
-    def parse_error(
+    def _parse_error(
         self, status: int, headers: Mapping[str, str], body: bytes, up: Upstream
     ) -> UpstreamError:
         try:
@@ -319,7 +328,7 @@ class AnthropicAdapter:
             data = None
         return error_from_body(data, status, headers, body, up)
 
-    def stream_parser(self, up: Upstream) -> AnthropicStreamParser:
+    def _stream_parser(self, up: Upstream) -> AnthropicStreamParser:
         return AnthropicStreamParser(up)
 
 

@@ -1,8 +1,13 @@
 """The contract every outbound adapter (one per upstream dialect) fulfils.  Sans-IO: an adapter
 builds the HTTP request and parses bytes; the transport (pipeline.transport) does the I/O.
 
-Adapters import only ``types``, ``events``, ``errors``, ``sse`` and ``providers.quirks``; never
+Adapters import only ``types``, ``events``, ``errors``, ``sse``, ``scrub`` and ``providers``; never
 ``wire`` (inbound dialects) — the canonical model sits between the two.
+
+Every adapter derives from :class:`ScrubbingAdapter`: whatever error leaves it
+(``parse_error``, an error in disguise in ``parse_response``, an in-stream error from the stream
+parser's ``feed``/``close``) has passed :func:`fareway.errors.scrub_error`, so no provider key
+reaches a client, a log line or the ledger, whichever dialect and code path produced the error.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from fareway.errors import UpstreamError
+from fareway.errors import UpstreamError, scrub_error
 from fareway.events import StreamEvent
+from fareway.scrub import KEYRING
 from fareway.types import ChatRequest, ChatResponse, Dialect, HttpRequest, Upstream
 
 
@@ -49,3 +55,69 @@ class Adapter(Protocol):
         ...
 
     def stream_parser(self, up: Upstream) -> StreamParser: ...
+
+
+class _ScrubbedParser:
+    __slots__ = ("_inner", "_key")
+
+    def __init__(self, inner: StreamParser, key: str | None) -> None:
+        self._inner = inner
+        self._key = key
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        try:
+            return self._inner.feed(chunk)
+        except UpstreamError as exc:
+            scrub_error(exc, self._key)
+            raise
+
+    def close(self) -> list[StreamEvent]:
+        try:
+            return self._inner.close()
+        except UpstreamError as exc:
+            scrub_error(exc, self._key)
+            raise
+
+
+class ScrubbingAdapter:
+    """The base of every outbound adapter: the public :class:`Adapter` methods scrub whatever
+    error leaves them (see the module docstring); a subclass implements ``_build_request``,
+    ``_parse_response``, ``_parse_error`` and ``_stream_parser``."""
+
+    dialect: Dialect
+
+    def build_request(self, req: ChatRequest, up: Upstream) -> HttpRequest:
+        if up.api_key and up.api_key not in KEYRING:
+            KEYRING.add(up.api_key)
+        return self._build_request(req, up)
+
+    def parse_response(self, body: bytes, up: Upstream) -> ChatResponse:
+        try:
+            return self._parse_response(body, up)
+        except UpstreamError as exc:
+            scrub_error(exc, up.api_key)
+            raise
+
+    def parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, up: Upstream
+    ) -> UpstreamError:
+        return scrub_error(self._parse_error(status, headers, body, up), up.api_key)
+
+    def stream_parser(self, up: Upstream) -> StreamParser:
+        return _ScrubbedParser(self._stream_parser(up), up.api_key)
+
+    # ------------------------------------------------------------ for subclasses
+
+    def _build_request(self, req: ChatRequest, up: Upstream) -> HttpRequest:
+        raise NotImplementedError
+
+    def _parse_response(self, body: bytes, up: Upstream) -> ChatResponse:
+        raise NotImplementedError
+
+    def _parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, up: Upstream
+    ) -> UpstreamError:
+        raise NotImplementedError
+
+    def _stream_parser(self, up: Upstream) -> StreamParser:
+        raise NotImplementedError

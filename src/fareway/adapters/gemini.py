@@ -38,10 +38,11 @@ import mimetypes
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import orjson
 
+from fareway.adapters.base import ScrubbingAdapter
 from fareway.adapters.gemini_errors import classify, error_object
 from fareway.adapters.gemini_stream import ChunkProcessor, GeminiStreamParser
 from fareway.errors import BadRequest, UpstreamError
@@ -106,6 +107,12 @@ _PENALTIES = {"frequency_penalty": "frequencyPenalty", "presence_penalty": "pres
 _IGNORED_EXTENSION_KEYS = frozenset({"stream_options", "parallel_tool_calls", "role"})
 
 
+MAX_SCHEMA_DEPTH = 64
+"""Deepest tool schema (objects within objects, ``$ref`` hops counted) translated for Gemini."""
+MAX_SCHEMA_NODES = 5_000
+"""Most schema objects visited while translating one tool's parameters."""
+
+
 class _Unreducible(Exception):
     """The schema uses a feature ``parameters`` cannot express."""
 
@@ -119,27 +126,53 @@ def _resolve_ref(ref: str, root: Mapping[str, Any]) -> dict[str, Any]:
     raise _Unreducible(f"unresolvable $ref {ref}")
 
 
+class _Budget:
+    """Bounds on one schema's translation: nesting (refused beyond it, before Python's recursion
+    limit) and nodes visited (a ``$ref`` used twice per level doubles the work per level: past the
+    budget the schema goes to Gemini untranslated, as ``parametersJsonSchema``)."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self) -> None:
+        self.nodes = 0
+
+
 def _reduce_schema(
-    schema: Any, root: Mapping[str, Any], stripped: set[str], seen: tuple[str, ...] = ()
+    schema: Any,
+    root: Mapping[str, Any],
+    stripped: set[str],
+    seen: tuple[str, ...] = (),
+    depth: int = 0,
+    budget: _Budget | None = None,
 ) -> Any:
     if not isinstance(schema, dict):
         return schema
+    if depth > MAX_SCHEMA_DEPTH:
+        raise BadRequest(
+            f"a tool's parameters schema nests deeper than {MAX_SCHEMA_DEPTH} levels; flatten it",
+            param="tools",
+        )
+    budget = budget or _Budget()
+    budget.nodes += 1
+    if budget.nodes > MAX_SCHEMA_NODES:
+        raise _Unreducible("schema too large to translate")
+    sub = depth + 1
     if "$ref" in schema:
         ref = str(schema["$ref"])
         if ref in seen:
             raise _Unreducible("recursive $ref")
         merged = {**_resolve_ref(ref, root), **{k: v for k, v in schema.items() if k != "$ref"}}
-        return _reduce_schema(merged, root, stripped, (*seen, ref))
+        return _reduce_schema(merged, root, stripped, (*seen, ref), sub, budget)
     if "allOf" in schema or "not" in schema:
         raise _Unreducible("allOf/not")
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key == "properties" and isinstance(value, dict):
-            out[key] = {k: _reduce_schema(v, root, stripped, seen) for k, v in value.items()}
+            out[key] = {k: _reduce_schema(v, root, stripped, seen, sub, budget) for k, v in value.items()}
         elif key == "items":
-            out[key] = _reduce_schema(value, root, stripped, seen)
+            out[key] = _reduce_schema(value, root, stripped, seen, sub, budget)
         elif key in ("anyOf", "oneOf") and isinstance(value, list):
-            out["anyOf"] = [_reduce_schema(v, root, stripped, seen) for v in value]
+            out["anyOf"] = [_reduce_schema(v, root, stripped, seen, sub, budget) for v in value]
         elif key in ("const", "enum"):
             values = [value] if key == "const" else value
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -161,6 +194,30 @@ def _reduce_schema(
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     return out
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}")
+"""A Gemini model (or tuned model) id: what every published id looks like, and nothing that could
+change the URL it is put in (no ``/``, ``?``, ``#``, ``%``, ``:``, dot segments or spaces)."""
+
+
+def model_resource(model: str) -> str:
+    """The URL path segment(s) naming ``model``: ``gemini-2.5-flash`` and ``models/gemini-2.5-flash``
+    are ``models/gemini-2.5-flash``; ``tunedModels/x`` stays.  Raises BadRequest for anything else,
+    so a model name can never reach another path of the provider's host (with the stored key)."""
+    collection, name = "models", model
+    for prefix in ("models/", "tunedModels/"):
+        if model.startswith(prefix):
+            collection, name = prefix[:-1], model[len(prefix) :]
+            break
+    if not _MODEL_NAME.fullmatch(name):
+        shown = model if len(model) <= 80 else model[:80] + "..."
+        raise BadRequest(
+            f"{shown!r} is not a valid Gemini model id (letters, digits, '.', '_' and '-' only, "
+            "optionally after 'models/' or 'tunedModels/')",
+            param="model",
+        )
+    return f"{collection}/{quote(name, safe='')}"
 
 
 def gemini_tool(spec: ToolSpec, dropped: list[str]) -> dict[str, Any]:
@@ -452,10 +509,10 @@ def _foreign_extensions(req: ChatRequest, cfg: dict[str, Any], dropped: list[str
                 dropped.append(key)
 
 
-class GeminiAdapter:
+class GeminiAdapter(ScrubbingAdapter):
     dialect: Dialect = "gemini"
 
-    def build_request(self, req: ChatRequest, up: Upstream) -> HttpRequest:
+    def _build_request(self, req: ChatRequest, up: Upstream) -> HttpRequest:
         dropped: list[str] = []
         if req.user is not None:
             dropped.append("user")
@@ -481,8 +538,7 @@ class GeminiAdapter:
             else:
                 body.setdefault(key, value)
         base = up.base_url.rstrip("/")
-        # "gemini-2.5-flash", "models/gemini-2.5-flash" and "tunedModels/x" all name a resource.
-        resource = up.model if up.model.startswith(("models/", "tunedModels/")) else f"models/{up.model}"
+        resource = model_resource(up.model)
         if req.stream:
             url = f"{base}/{resource}:streamGenerateContent?alt=sse"
         else:
@@ -492,7 +548,7 @@ class GeminiAdapter:
             headers[up.auth_header] = f"{up.auth_scheme} {up.api_key}" if up.auth_scheme else up.api_key
         return HttpRequest("POST", url, headers, orjson.dumps(body), stream=req.stream, dropped=dropped)
 
-    def parse_response(self, body: bytes, up: Upstream) -> ChatResponse:
+    def _parse_response(self, body: bytes, up: Upstream) -> ChatResponse:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -512,12 +568,12 @@ class GeminiAdapter:
             resp.extensions.setdefault("gemini", {})["candidates"] = proc.extra_candidates
         return resp
 
-    def parse_error(
+    def _parse_error(
         self, status: int, headers: Mapping[str, str], body: bytes, up: Upstream
     ) -> UpstreamError:
         return classify(status, headers, body, provider=up.provider)
 
-    def stream_parser(self, up: Upstream) -> GeminiStreamParser:
+    def _stream_parser(self, up: Upstream) -> GeminiStreamParser:
         return GeminiStreamParser(up)
 
 

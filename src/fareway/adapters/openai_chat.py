@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from fareway.adapters.base import Adapter, StreamParser
+from fareway.adapters.base import Adapter, ScrubbingAdapter, StreamParser
 from fareway.adapters.openai_stream import (
     D,
     OpenAIStreamParser,
@@ -427,12 +427,12 @@ def parse_chat_response(body: bytes, up: Upstream) -> ChatResponse:
 # ------------------------------------------------------------------------------------ adapter
 
 
-class OpenAIChatAdapter:
+class OpenAIChatAdapter(ScrubbingAdapter):
     """The :class:`~fareway.adapters.base.Adapter` for OpenAI-compatible chat completions."""
 
     dialect: Dialect = "openai"
 
-    def build_request(self, req: ChatRequest, up: Upstream) -> HttpRequest:
+    def _build_request(self, req: ChatRequest, up: Upstream) -> HttpRequest:
         q = quirks_of(up)
         if req.n is not None and req.n > 1:
             if req.stream:
@@ -467,15 +467,15 @@ class OpenAIChatAdapter:
             dropped=dropped,
         )
 
-    def parse_response(self, body: bytes, up: Upstream) -> ChatResponse:
+    def _parse_response(self, body: bytes, up: Upstream) -> ChatResponse:
         return parse_chat_response(body, up)
 
-    def parse_error(
+    def _parse_error(
         self, status: int, headers: Mapping[str, str], body: bytes, up: Upstream
     ) -> UpstreamError:
         return classify_error(status, headers, body, up)
 
-    def stream_parser(self, up: Upstream) -> StreamParser:
+    def _stream_parser(self, up: Upstream) -> StreamParser:
         return OpenAIStreamParser(up)
 
 

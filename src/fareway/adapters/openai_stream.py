@@ -38,7 +38,6 @@ from fareway.errors import (
     UpstreamRateLimited,
     UpstreamServerError,
     UpstreamTimeout,
-    redact,
     retry_after_seconds,
 )
 from fareway.events import (
@@ -51,6 +50,7 @@ from fareway.events import (
     StreamEvent,
     UsageUpdate,
 )
+from fareway.scrub import scrub
 from fareway.sse import SseEvent, SseParser
 from fareway.types import FinishReason, TextPart, ThinkingPart, ToolCallPart, Upstream, Usage
 
@@ -150,13 +150,6 @@ _TYPE_STATUS = {
 }
 
 
-def _sanitize(text: str, up: Upstream) -> str:
-    # Keys shorter than 8 characters are test placeholders; replacing them would mangle words.
-    if up.api_key and len(up.api_key) >= 8:
-        text = text.replace(up.api_key, "[redacted]")
-    return redact(text)
-
-
 def _error_fields(payload: Any) -> dict[str, Any]:
     """message/type/code/param/status_code/metadata from any known error body shape."""
     if isinstance(payload, list) and payload:  # Gemini's OpenAI-compatible endpoint
@@ -217,7 +210,7 @@ def classify_error(
     if not message:
         snippet = body[:300].decode("utf-8", "replace").strip()
         message = f"{up.provider or 'upstream'} returned HTTP {status}" + (f": {snippet}" if snippet else "")
-    message = _sanitize(str(message), up)
+    message = scrub(str(message), up.api_key)  # the code, param and body: by ScrubbingAdapter
     text = f"{etype or ''} {code or ''} {message}".lower()
     kw: dict[str, Any] = {
         "provider": up.provider,

@@ -65,20 +65,27 @@ def parse_time(value: str | None, param: str, now: datetime | None = None) -> da
     m = _RELATIVE.match(value)
     if m:
         amount = float(m.group(1))
-        return now - timedelta(seconds=amount * _UNIT_SECONDS[m.group(2).lower()])
+        try:
+            return now - timedelta(seconds=amount * _UNIT_SECONDS[m.group(2).lower()])
+        except (OverflowError, ValueError):
+            raise BadRequest(
+                f"Invalid `{param}`: {value[:40]!r} reaches before the year 1; use a shorter span or an ISO date.",
+                param=param,
+            ) from None
     text = value.strip()
     try:
         if len(text) == 10:
             d = date.fromisoformat(text)
             return datetime(d.year, d.month, d.day, tzinfo=UTC)
         dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+", 1) if "T" in text else text)
-    except ValueError:
+        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise BadRequest(
             f"Invalid `{param}`: {value!r}. Use an ISO date (2025-01-31), an ISO datetime "
             "(2025-01-31T12:00:00Z) or a relative span such as 7d, 24h, 30m.",
             param=param,
         ) from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return dt
 
 
 def parse_group_by(value: str | Sequence[str] | None) -> list[GroupBy]:

@@ -4,6 +4,11 @@ A key looks like ``fw-<43 url-safe chars>`` (256 random bits), so a plain SHA-25
 hash: there is nothing to brute-force, and lookup by hash keeps the secret itself out of the DB
 and out of any timing-dependent comparison.  The master key (``FAREWAY_MASTER_KEY``) is compared
 in constant time.
+
+Failed guesses are logged (the fingerprint of the presented key and the client's address, never
+the key) and throttled per address by :class:`FailedAuthThrottle`: after ``limit`` wrong keys
+within ``window`` seconds, that address is answered 429 (with Retry-After) until the window that
+began with its first failure has passed, whatever key it presents.
 """
 
 from __future__ import annotations
@@ -11,14 +16,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fareway.errors import AuthenticationFailed
+from fareway.errors import AuthenticationFailed, TooManyFailedLogins
+from fareway.scrub import fingerprint
+
+log = logging.getLogger("fareway.auth")
 
 KEY_PREFIX = "fw-"
 
@@ -51,6 +61,66 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+class FailedAuthThrottle:
+    """Wrong keys counted per client address in fixed windows of ``window`` seconds (the first
+    failure opens one); at ``limit`` failures the address is refused until its window closes.
+    At most ``max_addresses`` addresses are tracked (expired windows go first, then the oldest)."""
+
+    def __init__(
+        self,
+        limit: int = 10,
+        window: float = 60.0,
+        *,
+        max_addresses: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_addresses = max_addresses
+        self.clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}  # address -> (window end, failures)
+
+    def check(self, address: str | None) -> None:
+        """Raise TooManyFailedLogins if ``address`` is refused right now."""
+        if address is None:
+            return
+        entry = self._windows.get(address)
+        if entry is None:
+            return
+        end, failures = entry
+        now = self.clock()
+        if now >= end:
+            del self._windows[address]
+        elif failures >= self.limit:
+            raise TooManyFailedLogins(
+                f"Too many failed authentication attempts from this address; retry in {end - now:.0f}s.",
+                retry_after=max(1.0, end - now),
+            )
+
+    def failed(self, address: str | None) -> int:
+        """Count one failure from ``address``; the failures in its current window."""
+        if address is None:
+            return 0
+        now = self.clock()
+        entry = self._windows.get(address)
+        if entry is None or now >= entry[0]:
+            if len(self._windows) >= self.max_addresses:
+                self._evict(now)
+            entry = (now + self.window, 0)
+        end, failures = entry[0], entry[1] + 1
+        self._windows[address] = (end, failures)
+        return failures
+
+    def _evict(self, now: float) -> None:
+        for addr in [a for a, (end, _) in self._windows.items() if end <= now]:
+            del self._windows[addr]
+        while len(self._windows) >= self.max_addresses:
+            del self._windows[next(iter(self._windows))]
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateway_keys (
     key_id TEXT PRIMARY KEY,
@@ -68,10 +138,18 @@ class KeyStore:
     """Keys in ``state.db``.  Lookups are cached in memory for ``cache_ttl`` seconds, so a
     revocation takes effect within that time on a running gateway."""
 
-    def __init__(self, path: Path, *, master_key: str | None = None, cache_ttl: float = 2.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        master_key: str | None = None,
+        cache_ttl: float = 2.0,
+        throttle: FailedAuthThrottle | None = None,
+    ) -> None:
         self.path = path
         self.master_key = master_key
         self.cache_ttl = cache_ttl
+        self.throttle = throttle or FailedAuthThrottle()
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +202,11 @@ class KeyStore:
             ).fetchone()
         return Principal(*row) if row else None
 
-    async def authenticate(self, presented: str | None) -> Principal:
-        """The principal for a presented key; AuthenticationFailed otherwise."""
+    async def authenticate(self, presented: str | None, client: str | None = None) -> Principal:
+        """The principal for a presented key; AuthenticationFailed otherwise (logged, and counted
+        against ``client``, the caller's address); TooManyFailedLogins while ``client`` is
+        throttled."""
+        self.throttle.check(client)
         if not presented:
             raise AuthenticationFailed(
                 "Missing API key. Send your Fareway key as `Authorization: Bearer <key>` (or `x-api-key`)."
@@ -143,5 +224,19 @@ class KeyStore:
                 self._cache.clear()
             self._cache[digest] = (now + self.cache_ttl, principal)
         if principal is None:
+            failures = self.throttle.failed(client)
+            log.warning(
+                "failed authentication from %s: unknown key %s (%d in this window)",
+                client or "an unknown address",
+                fingerprint(presented),
+                failures,
+            )
+            if failures == self.throttle.limit:
+                log.warning(
+                    "throttling %s for up to %.0fs after %d failed authentications",
+                    client,
+                    self.throttle.window,
+                    failures,
+                )
             raise AuthenticationFailed("Incorrect API key provided. Create one with `fareway keys create`.")
         return principal

@@ -137,7 +137,10 @@ class App:
             if route is None:
                 raise NotFound(f"Unknown route: {req.method} {req.path}", code="unknown_url")
             if route.auth != "none":
-                req.principal = await self.gateway.keys.authenticate(req.presented_key())
+                client = scope.get("client")
+                req.principal = await self.gateway.keys.authenticate(
+                    req.presented_key(), client=client[0] if client else None
+                )
                 if route.auth == "admin" and not req.principal.is_admin:
                     from fareway.errors import PermissionDenied
 

@@ -15,6 +15,7 @@ from fareway.providers.catalog import Catalog
 from fareway.router.executor import Executor
 from fareway.router.policies import Router
 from fareway.router.stats import Stats
+from fareway.scrub import register as register_secrets
 from fareway.server.app import App
 from fareway.server.routes import add_routes
 from fareway.server.routes_admin import add_admin_routes
@@ -42,6 +43,8 @@ def build_adapters() -> dict[str, Adapter]:
 
 def build_gateway(config: Config) -> Gateway:
     config.state_dir.mkdir(parents=True, exist_ok=True)
+    # Every stored provider key is scrubbed from whatever an upstream says (fareway.scrub).
+    register_secrets([config.master_key, *(p.api_key for p in config.providers.values())])
     keys = KeyStore(config.state_dir / "state.db", master_key=config.master_key)
     transport = Transport(connect_timeout=config.timeouts.connect)
     adapters = build_adapters()

@@ -55,6 +55,7 @@ from fareway.types import (
     ToolSpec,
 )
 from fareway.wire.base import ResponseMeta, StreamEncoder
+from fareway.wire.limits import MAX_OUTPUT_TOKENS, bounded_int, bounded_number, check_depth, check_model
 
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
@@ -300,9 +301,11 @@ def _parse(body: bytes, headers: Mapping[str, str], *, count_only: bool) -> Chat
         raise _bad(f"The request body is not valid JSON: {exc}", None) from None
     if not isinstance(data, dict):
         raise _bad("The request body must be a JSON object", None)
+    check_depth(body, data)
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model: Field required", "model")
+    check_model(model)
     if "messages" not in data:
         raise _bad("messages: Field required", "messages")
     ext: dict[str, Any] = {k: v for k, v in data.items() if k not in _MODELLED}
@@ -311,6 +314,10 @@ def _parse(body: bytes, headers: Mapping[str, str], *, count_only: bool) -> Chat
     max_tokens = _integer(data, "max_tokens", minimum=1)
     if max_tokens is None and not count_only:
         raise _bad("max_tokens: Field required", "max_tokens")
+    if max_tokens is not None:
+        bounded_int(max_tokens, "max_tokens", 1, MAX_OUTPUT_TOKENS)
+    if data["messages"] == [] and not count_only:
+        raise _bad("messages: at least one message is required", "messages")
     stop = data.get("stop_sequences")
     if stop is None:
         stop = []
@@ -334,14 +341,22 @@ def _parse(body: bytes, headers: Mapping[str, str], *, count_only: bool) -> Chat
             ext["metadata"] = rest
     messages = _system(data.get("system")) + _messages(data["messages"])
     top_k = _integer(data, "top_k", minimum=0)
+    if top_k is not None:
+        bounded_int(top_k, "top_k", 0, MAX_OUTPUT_TOKENS)
+    temperature = _number(data, "temperature")
+    if temperature is not None:  # Anthropic's own range is 0..1; the call may go to an OpenAI upstream
+        bounded_number(temperature, "temperature", 0, 2)
+    top_p = _number(data, "top_p")
+    if top_p is not None:
+        bounded_number(top_p, "top_p", 0, 1)
     return ChatRequest(
         model=model,
         messages=messages,
         max_tokens=max_tokens,
         stream=stream and not count_only,
         include_usage=True,
-        temperature=_number(data, "temperature"),
-        top_p=_number(data, "top_p"),
+        temperature=temperature,
+        top_p=top_p,
         top_k=top_k,
         stop=list(stop),
         tools=_tools(data.get("tools"), ext),

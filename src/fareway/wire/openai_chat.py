@@ -67,6 +67,14 @@ from fareway.types import (
     ToolSpec,
 )
 from fareway.wire.base import ResponseMeta
+from fareway.wire.limits import (
+    INT64,
+    MAX_OUTPUT_TOKENS,
+    bounded_int,
+    bounded_number,
+    check_depth,
+    check_model,
+)
 from fareway.wire.openai_stream import (
     OpenAIStreamEncoder,
     error_object,
@@ -418,6 +426,7 @@ def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> Chat
         ) from None
     if not isinstance(data, dict):
         raise _bad(f"the request body must be a JSON object, got {_type_name(data)}", None)
+    check_depth(body, data)
 
     for legacy, modern in (("functions", "tools"), ("function_call", "tool_choice")):
         if data.get(legacy) is not None:
@@ -426,7 +435,7 @@ def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> Chat
     model = data.get("model")
     if model is None:
         raise _bad("you must provide a 'model' parameter", "model")
-    model = _want_str(model, "model", nonempty=True)
+    model = check_model(_want_str(model, "model", nonempty=True))
 
     raw_messages = data.get("messages")
     if raw_messages is None:
@@ -442,14 +451,18 @@ def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> Chat
 
     mct, mt = get("max_completion_tokens"), get("max_tokens")
     if mct is not None:
-        req.max_tokens = _want_int(mct, "max_completion_tokens", minimum=1)
+        req.max_tokens = bounded_int(
+            _want_int(mct, "max_completion_tokens", minimum=1), "max_completion_tokens", 1, MAX_OUTPUT_TOKENS
+        )
         if mt is not None and _want_int(mt, "max_tokens", minimum=1) != req.max_tokens:
             raise _bad(
                 "give either 'max_tokens' or 'max_completion_tokens', not two different values", "max_tokens"
             )
         req.extensions["fareway"] = {"max_tokens_field": "max_completion_tokens"}
     elif mt is not None:
-        req.max_tokens = _want_int(mt, "max_tokens", minimum=1)
+        req.max_tokens = bounded_int(
+            _want_int(mt, "max_tokens", minimum=1), "max_tokens", 1, MAX_OUTPUT_TOKENS
+        )
         req.extensions["fareway"] = {"max_tokens_field": "max_tokens"}
 
     if (v := get("stream")) is not None:
@@ -462,18 +475,21 @@ def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> Chat
         if rest:
             ext["stream_options"] = rest
     if (v := get("temperature")) is not None:
-        req.temperature = _want_number(v, "temperature")
+        req.temperature = bounded_number(_want_number(v, "temperature"), "temperature", 0, 2)
     if (v := get("top_p")) is not None:
-        req.top_p = _want_number(v, "top_p")
+        req.top_p = bounded_number(_want_number(v, "top_p"), "top_p", 0, 1)
+    for penalty in ("frequency_penalty", "presence_penalty"):
+        if (v := get(penalty)) is not None:
+            bounded_number(_want_number(v, penalty), penalty, -2, 2)
     if (v := get("stop")) is not None:
         if isinstance(v, str):
             req.stop = [v]
         else:
             req.stop = [_want_str(s, f"stop[{i}]") for i, s in enumerate(_want_list(v, "stop"))]
     if (v := get("seed")) is not None:
-        req.seed = _want_int(v, "seed")
+        req.seed = bounded_int(_want_int(v, "seed"), "seed", *INT64)
     if (v := get("n")) is not None:
-        req.n = _want_int(v, "n", minimum=1)
+        req.n = bounded_int(_want_int(v, "n", minimum=1), "n", 1, 128)
     if (v := get("user")) is not None:
         req.user = _want_str(v, "user")
     if (v := get("metadata")) is not None:
