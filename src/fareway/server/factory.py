@@ -43,7 +43,9 @@ def build_adapters() -> dict[str, Adapter]:
 def build_gateway(config: Config) -> Gateway:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     keys = KeyStore(config.state_dir / "state.db", master_key=config.master_key)
-    transport = Transport(connect_timeout=config.timeouts.connect)
+    transport = Transport(
+        connect_timeout=config.timeouts.connect, max_response_bytes=config.limits.max_response_bytes
+    )
     adapters = build_adapters()
     catalog = Catalog.builtin()
     stats = Stats(catalog)
