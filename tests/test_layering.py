@@ -1,13 +1,13 @@
 """The import direction of docs/architecture.md, kept true by parsing every module's imports.
 
-types, events, errors, sse          <- the canonical core; imports nothing above it
-dialects                            <- pure mapping tables shared by wire and adapters
-wire (inbound)  |  adapters (outbound)   never import each other
-ledger, keys                        <- depend only on the core
-router                              <- adapters (contract), transport, providers
-pipeline                            <- everything below
-server, cli, dashboard, metrics     <- the top
-sim                                 <- independent of the gateway (it is how the gateway is checked)
+    types, events, errors, sse          <- the canonical core; imports nothing above it
+    dialects                            <- pure mapping tables shared by wire and adapters
+    wire (inbound)  |  adapters (outbound)   never import each other
+    ledger, keys                        <- depend only on the core
+    router                              <- adapters (contract), transport, providers
+    pipeline                            <- everything below
+    server, cli, dashboard, metrics     <- the top
+    sim                                 <- independent of the gateway (it is how the gateway is checked)
 """
 
 from __future__ import annotations
@@ -72,9 +72,7 @@ def _modules() -> list[tuple[str, Path]]:
     return mods
 
 
-@pytest.mark.parametrize(
-    ("layer", "path"), _modules(), ids=lambda v: str(v) if isinstance(v, str) else v.name
-)
+@pytest.mark.parametrize(("layer", "path"), _modules(), ids=lambda v: str(v) if isinstance(v, str) else v.name)
 def test_imports_follow_the_layering(layer: str, path: Path) -> None:
     imported = _imports(path) - {layer, "__version__"}
     forbidden = imported - ALLOWED[layer]
