@@ -474,3 +474,20 @@ def test_server_limits_are_read_and_checked(tmp_path: Path) -> None:
         p.write_text(f"[server]\n{bad}\n")
         with pytest.raises(ConfigError, match=needle):
             load_config(p, env={})
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+def test_a_breaker_fed_only_successes_keeps_only_its_window() -> None:
+    """The soak's growth (about 80 bytes per call): successes were appended to the breaker's
+    window and pruned only when something asked for the error rate (routing by auto does; a
+    pinned model never did)."""
+    from fareway.router.breaker import BreakerConfig, CircuitBreaker
+
+    now = [0.0]
+    b = CircuitBreaker(BreakerConfig(window_s=60.0), clock=lambda: now[0])
+    for _ in range(100_000):  # 100 calls/s for 1,000 s
+        now[0] += 0.01
+        b.record_success()
+    assert len(b._window) <= 60 * 100 + 1

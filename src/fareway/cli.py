@@ -65,7 +65,7 @@ def serve(
     simulator, and responses are simulated.
     """
     from fareway.server.factory import build_app
-    from fareway.server.serving import DRAIN_REASON, build_server
+    from fareway.server.serving import DRAIN_REASON, build_server, install_tracemalloc_hook
 
     cfg = _load(config_path)
     if host:
@@ -108,6 +108,7 @@ def serve(
         if interrupt is not None:
             interrupt(DRAIN_REASON)
 
+    install_tracemalloc_hook()
     server = build_server(
         app,
         host=cfg.host,

@@ -15,11 +15,15 @@ this module adds what it lacks:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import resource
 import signal
 import sys
+import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -33,6 +37,35 @@ log = logging.getLogger("fareway.server")
 DRAIN_REASON = "the gateway is shutting down and its drain time ran out"
 END_GRACE = 2.0
 """Seconds between ending the upstream responses and cancelling what still runs."""
+
+
+def install_tracemalloc_hook() -> bool:
+    """With ``FAREWAY_TRACEMALLOC=<dir>`` in the environment, SIGUSR2 drives tracemalloc: the
+    first signal starts tracing (10 frames deep; start-up is not traced, it would take minutes),
+    each later one writes a snapshot to ``<dir>/snapshot-N.tracemalloc`` (then touches
+    ``snapshot-N.done``).  A debugging aid for benchmarks/soak.py: tracing slows the gateway."""
+    out = os.environ.get("FAREWAY_TRACEMALLOC")
+    if not out or not hasattr(signal, "SIGUSR2"):
+        return False
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    numbers = itertools.count()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(10)
+            (directory / "tracing").touch()
+            return
+        n = next(numbers)
+        snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        snap.dump(str(directory / f"snapshot-{n}.tracemalloc"))
+        (directory / f"snapshot-{n}.done").touch()
+
+    signal.signal(signal.SIGUSR2, on_signal)
+    log.warning(
+        "FAREWAY_TRACEMALLOC is set: SIGUSR2 starts tracemalloc, then writes snapshots to %s", directory
+    )
+    return True
 
 
 def raise_open_file_limit(want: int = 65536) -> int:
