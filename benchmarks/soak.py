@@ -167,7 +167,12 @@ def main() -> None:
     ap.add_argument("--max-calls", type=int, default=5_000_000, help="stop after this many calls")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between RSS samples")
-    ap.add_argument("--warmup", type=float, default=30.0, help="seconds before the growth is measured")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=60.0,
+        help="seconds before the growth is measured (default 60: the circuit breakers keep 60 s of calls)",
+    )
     ap.add_argument("--tracemalloc", action="store_true", help="trace allocations in the gateway")
     ap.add_argument("--group-by", default="lineno", choices=["lineno", "traceback", "filename"])
     ap.add_argument("--top", type=int, default=15)

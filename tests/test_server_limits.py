@@ -149,6 +149,40 @@ async def test_a_trickled_header_is_cut_off_at_the_deadline_not_reset_by_each_by
         assert time.monotonic() - t0 < 5
 
 
+async def test_a_kept_alive_connection_outlives_the_header_timeout(sim: Any, tmp_path: Path) -> None:
+    """The header deadline runs per request: a busy keep-alive connection is never cut by it."""
+    async with (
+        serve(sim.url, tmp_path, SHORT) as live,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s,
+    ):
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < 3 * SHORT.header_timeout or n < 10:
+            async with s.post(f"{live.url}/v1/chat/completions", data=chat_body(), headers=AUTH) as r:
+                assert r.status == 200
+            n += 1
+        assert live.server.expired == 0
+
+
+async def test_a_huge_header_in_a_later_request_on_a_kept_alive_connection_gets_431(
+    sim: Any, tmp_path: Path
+) -> None:
+    async with serve(sim.url, tmp_path, ServerLimits()) as live:
+        r, w = await asyncio.open_connection("127.0.0.1", live.port)
+        auth = b"authorization: Bearer " + MASTER_KEY.encode() + b"\r\n"
+        w.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
+        head = await r.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(
+            next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1]
+        )
+        await r.readexactly(length)
+        w.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + auth + b"x-big: " + b"a" * 100_000 + b"\r\n\r\n")
+        answer = await read_all(r, limit_s=10)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        w.close()
+
+
 async def test_a_slow_body_gets_408(sim: Any, tmp_path: Path) -> None:
     async with serve(sim.url, tmp_path, SHORT) as live:
         r, w = await asyncio.open_connection("127.0.0.1", live.port)

@@ -170,8 +170,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         limits = self.limits
-        if len(self.headers) > limits.max_headers:
+        headers = self.headers
+        if len(headers) > limits.max_headers:
             raise _Refused(431, f"The request has more than {limits.max_headers} header lines.")
+        # exact, whatever arrived in which read (a later request's first read is not counted above)
+        if len(self.url) + sum(len(n) + len(v) + 4 for n, v in headers) > limits.max_header_bytes:
+            raise _Refused(431, f"The request headers exceed {limits.max_header_bytes} bytes.")
         self.phase = _BODY
         self.deadline = self.loop.time() + limits.body_timeout
         super().on_headers_complete()
