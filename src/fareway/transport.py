@@ -60,14 +60,11 @@ class UpstreamResponse:
         if live is not None:
             live.add(self)
 
-    def _count(self, n: int) -> None:
-        self._seen += n
-        if self._seen > self._cap:
-            self.close()
-            raise UpstreamServerError(
-                f"the upstream response exceeded max_response_bytes ({self._cap} bytes)",
-                provider=self.provider,
-            )
+    def _too_large(self) -> UpstreamServerError:
+        self.close()
+        return UpstreamServerError(
+            f"the upstream response exceeded max_response_bytes ({self._cap} bytes)", provider=self.provider
+        )
 
     def _check_interrupted(self) -> None:
         if self.interrupted is not None:
@@ -75,14 +72,15 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         length = self._resp.content_length
-        if length is not None:
-            self._count(length)  # refuse a declared oversize answer before reading it
-            self._seen = 0
+        if length is not None and length > self._cap:
+            raise self._too_large()  # refuse a declared oversize answer before reading it
         content = self._resp.content
         chunks: list[bytes] = []
         try:
             while chunk := await content.readany():
-                self._count(len(chunk))
+                self._seen += len(chunk)
+                if self._seen > self._cap:
+                    raise self._too_large()
                 chunks.append(chunk)
             self._check_interrupted()
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -113,9 +111,11 @@ class UpstreamResponse:
                 f"the upstream connection broke mid-stream: {type(exc).__name__}", provider=self.provider
             ) from exc
         if chunk:
-            self._count(len(chunk))
-        else:
-            self._check_interrupted()
+            self._seen += len(chunk)  # inline, not a method call: this runs for every chunk
+            if self._seen > self._cap:
+                raise self._too_large()
+        elif self.interrupted is not None:
+            raise UpstreamConnectionError(self.interrupted, provider=self.provider)
         return chunk
 
     def release(self) -> None:
