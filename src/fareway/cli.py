@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,9 +65,8 @@ def serve(
     With no provider key set anywhere, it starts in demo mode: every provider is the built-in
     simulator, and responses are simulated.
     """
-    import uvicorn
-
     from fareway.server.factory import build_app
+    from fareway.server.serving import DRAIN_REASON, build_server, install_tracemalloc_hook
 
     cfg = _load(config_path)
     if host:
@@ -105,17 +103,23 @@ def serve(
     if cfg.demo:
         key_note = "the key in FAREWAY_MASTER_KEY" if cfg.master_key != DEMO_KEY else f"key: {DEMO_KEY}"
         click.echo(f"DEMO MODE: every response is simulated, no provider is called. {key_note}", err=True)
-    uvicorn.run(
+
+    def end_upstreams() -> None:
+        interrupt = getattr(app.gateway.transport, "interrupt", None)
+        if interrupt is not None:
+            interrupt(DRAIN_REASON)
+
+    install_tracemalloc_hook()
+    server = build_server(
         app,
         host=cfg.host,
         port=cfg.port,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        limits=cfg.limits,
         log_level=log_level,
         access_log=access_log,
-        lifespan="on",
-        proxy_headers=False,  # Fareway does not use the client address; skip the per-request middleware
+        on_drain_timeout=end_upstreams,
     )
+    server.run()
 
 
 # ----------------------------------------------------------------------------- sim

@@ -9,8 +9,21 @@ Example (the smallest useful config)::
 
 Top-level sections:
 
-``[server]``      host, port, max_body_bytes, state_dir, default_model (where a request for a
-                  model nothing routes goes; unset: a 404)
+``[server]``      host, port, max_body_bytes, state_dir, and the limits that keep slow or hostile
+                  clients and upstreams from exhausting the gateway:
+                  header_timeout (seconds from connect, or from a request's first byte on a
+                  kept-alive connection, to the end of its headers; 10), body_timeout (seconds from
+                  the end of the headers to the end of the body; 60), max_headers (header lines per
+                  request, 100) and max_header_bytes (request line plus headers, 65536): over either
+                  the answer is 431; max_connections (open client connections; 0, the default, is
+                  half the open-file limit, at most 10000: at the limit the longest-idle connection
+                  without a request in flight is closed to admit the new one, or the new one gets a
+                  503), drain_seconds (on SIGTERM: how long in-flight calls may take to finish
+                  before streams are ended with an error event and the rest cancelled; 30; the
+                  process then exits 0), max_response_bytes (an upstream answer, or the bytes of a
+                  streamed one, over this is an upstream error: a fallback trigger before the
+                  commit point; 33554432), default_model (where a request for a model nothing routes
+                  goes; unset: a 404)
 ``[timeouts]``    connect, first_token, idle, total (seconds); stream_upstream (true: non-streamed
                   calls are read from the upstream as streams, so first_token and idle apply)
 ``[defaults]``    max_tokens (for Anthropic upstreams when an OpenAI client sends none)
@@ -84,6 +97,29 @@ class Timeouts:
 
 
 @dataclass(slots=True)
+class ServerLimits:
+    """The ``[server]`` limits (see the module docstring)."""
+
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_headers: int = 100
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 0
+    drain_seconds: float = 30.0
+    max_response_bytes: int = 32 * 1024 * 1024
+
+
+_SERVER_KEYS = {
+    "host",
+    "port",
+    "max_body_bytes",
+    "state_dir",
+    "default_model",
+    *ServerLimits.__dataclass_fields__,
+}
+
+
+@dataclass(slots=True)
 class ProviderConfig:
     spec: ProviderSpec
     api_key: str | None
@@ -100,6 +136,7 @@ class Config:
     default_model: str | None = None
     """Where a request for a model nothing routes goes (None: such a request is a 404)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: ServerLimits = field(default_factory=ServerLimits)
     default_max_tokens: int = 4096
     ledger_url: str | None = None
     ledger_enabled: bool = True
@@ -200,6 +237,26 @@ def _provider(name: str, table: dict[str, Any], env: Any) -> ProviderConfig:
     return ProviderConfig(spec, key, list(models))
 
 
+def _limits(server: dict[str, Any]) -> ServerLimits:
+    """The [server] limits, each checked: a number of the right kind and in range."""
+    out = ServerLimits()
+    for name, f in ServerLimits.__dataclass_fields__.items():
+        if name not in server:
+            continue
+        v = server[name]
+        if isinstance(f.default, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            kind = "an integer"
+        else:
+            ok = isinstance(v, int | float) and not isinstance(v, bool)
+            kind = "a number of seconds"
+        least = 0 if name in ("max_connections", "drain_seconds") else 1 if kind == "an integer" else 0.001
+        if not ok or not v >= least:
+            raise ConfigError(f"[server] {name} must be {kind} of at least {least:g}, not {v!r}")
+        setattr(out, name, v if kind == "an integer" else float(v))
+    return out
+
+
 def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     """Load ``path`` (or only defaults and environment variables when None)."""
     env = os.environ if env is None else env
@@ -216,6 +273,10 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
         cfg.source = str(p)
 
     server = _section(data, "server")
+    unknown = sorted(set(server) - _SERVER_KEYS)
+    if unknown:
+        raise ConfigError(f"[server] has unknown key(s): {', '.join(unknown)}")
+    cfg.limits = _limits(server)
     cfg.host = str(server.get("host", cfg.host))
     cfg.port = int(server.get("port", cfg.port))
     cfg.max_body_bytes = int(server.get("max_body_bytes", cfg.max_body_bytes))

@@ -3,17 +3,23 @@
 Adapters are sans-IO; this module is the only place that talks to providers.  It turns transport
 failures into the error tree (connect timeout, idle timeout, reset) and never includes request
 headers (which hold provider keys) in any message.
+
+A response body (or the bytes of a stream) over ``max_response_bytes`` is an upstream error
+(``UpstreamServerError``, a fallback trigger before the commit point), so one huge answer cannot
+take the gateway's memory.  ``interrupt`` ends every open response with an upstream error (the
+bounded drain at shutdown uses it: streams end with an error event, not a cut connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
-from fareway.errors import UpstreamConnectionError, UpstreamTimeout
+from fareway.errors import UpstreamConnectionError, UpstreamServerError, UpstreamTimeout
 from fareway.types import HttpRequest
 
 
@@ -21,23 +27,69 @@ class UpstreamResponse:
     """An open upstream response.  Read the body with ``read()`` or ``chunks()``; always
     ``release()`` (or ``close()`` to abort the connection, which stops the provider generating)."""
 
-    __slots__ = ("_idle", "_resp", "headers", "provider", "status")
+    __slots__ = (
+        "__weakref__",
+        "_cap",
+        "_idle",
+        "_live",
+        "_resp",
+        "_seen",
+        "headers",
+        "interrupted",
+        "provider",
+        "status",
+    )
 
-    def __init__(self, resp: aiohttp.ClientResponse, provider: str, idle: float) -> None:
+    def __init__(
+        self,
+        resp: aiohttp.ClientResponse,
+        provider: str,
+        idle: float,
+        cap: int = 32 * 1024 * 1024,
+        live: weakref.WeakSet[UpstreamResponse] | None = None,
+    ) -> None:
         self._resp = resp
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
         self.provider = provider
         self._idle = idle
+        self._cap = cap
+        self._seen = 0
+        self._live = live
+        self.interrupted: str | None = None
+        if live is not None:
+            live.add(self)
+
+    def _too_large(self) -> UpstreamServerError:
+        self.close()
+        return UpstreamServerError(
+            f"the upstream response exceeded max_response_bytes ({self._cap} bytes)", provider=self.provider
+        )
+
+    def _check_interrupted(self) -> None:
+        if self.interrupted is not None:
+            raise UpstreamConnectionError(self.interrupted, provider=self.provider)
 
     async def read(self) -> bytes:
+        length = self._resp.content_length
+        if length is not None and length > self._cap:
+            raise self._too_large()  # refuse a declared oversize answer before reading it
+        content = self._resp.content
+        chunks: list[bytes] = []
         try:
-            return await self._resp.read()
+            while chunk := await content.readany():
+                self._seen += len(chunk)
+                if self._seen > self._cap:
+                    raise self._too_large()
+                chunks.append(chunk)
+            self._check_interrupted()
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 "the upstream did not finish in time", phase="total", provider=self.provider
             ) from exc
         except aiohttp.ClientError as exc:
+            self._check_interrupted()
             raise UpstreamConnectionError(
                 f"the connection to the upstream failed while reading: {type(exc).__name__}",
                 provider=self.provider,
@@ -48,29 +100,64 @@ class UpstreamResponse:
         when nothing arrives for the idle timeout."""
         try:
             async with asyncio.timeout(self._idle):
-                return await self._resp.content.readany()
+                chunk = await self._resp.content.readany()
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"the upstream sent nothing for {self._idle:g}s", phase="idle", provider=self.provider
             ) from exc
         except aiohttp.ClientError as exc:
+            self._check_interrupted()
             raise UpstreamConnectionError(
                 f"the upstream connection broke mid-stream: {type(exc).__name__}", provider=self.provider
             ) from exc
+        if chunk:
+            self._seen += len(chunk)  # inline, not a method call: this runs for every chunk
+            if self._seen > self._cap:
+                raise self._too_large()
+        elif self.interrupted is not None:
+            raise UpstreamConnectionError(self.interrupted, provider=self.provider)
+        return chunk
 
     def release(self) -> None:
+        if self._live is not None:
+            self._live.discard(self)
         self._resp.release()
 
     def close(self) -> None:
         """Abort: close the connection so the provider sees the disconnect and stops generating."""
+        if self._live is not None:
+            self._live.discard(self)
         self._resp.close()
+
+    def interrupt(self, reason: str) -> None:
+        """End this response: a pending or later read raises UpstreamConnectionError(reason)."""
+        self.interrupted = reason
+        self.close()
 
 
 class Transport:
-    def __init__(self, *, connect_timeout: float = 5.0, limit_per_host: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 5.0,
+        limit_per_host: int = 0,
+        max_response_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
         self._connect_timeout = connect_timeout
         self._limit_per_host = limit_per_host
+        self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        self._live: weakref.WeakSet[UpstreamResponse] = weakref.WeakSet()
+        self._interrupted: str | None = None
+
+    def interrupt(self, reason: str) -> int:
+        """End every open upstream response with an upstream error carrying ``reason``, and
+        refuse new requests the same way (the drain at shutdown).  The number ended."""
+        self._interrupted = reason
+        live = list(self._live)
+        for r in live:
+            r.interrupt(reason)
+        return len(live)
 
     async def start(self) -> None:
         if self._session is None:
@@ -91,6 +178,8 @@ class Transport:
 
     async def send(self, req: HttpRequest, provider: str, *, total: float, idle: float) -> UpstreamResponse:
         """Send ``req`` and return once the response headers arrived."""
+        if self._interrupted is not None:
+            raise UpstreamConnectionError(self._interrupted, provider=provider)
         if self._session is None:
             await self.start()
         assert self._session is not None
@@ -116,4 +205,4 @@ class Transport:
             raise UpstreamConnectionError(
                 f"the upstream connection failed ({type(exc).__name__})", provider=provider
             ) from exc
-        return UpstreamResponse(resp, provider, idle)
+        return UpstreamResponse(resp, provider, idle, self._max_response_bytes, self._live)

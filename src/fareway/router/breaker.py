@@ -118,6 +118,7 @@ class CircuitBreaker:
     def record_success(self) -> None:
         now = self.clock()
         self._window.append((now, True))
+        self._prune()  # else a run of successes grows the window by one entry per call, for ever
         self._consecutive = 0
         if self.state == "half_open":
             self._close()

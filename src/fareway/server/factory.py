@@ -46,7 +46,9 @@ def build_gateway(config: Config) -> Gateway:
     # Every stored provider key is scrubbed from whatever an upstream says (fareway.scrub).
     register_secrets([config.master_key, *(p.api_key for p in config.providers.values())])
     keys = KeyStore(config.state_dir / "state.db", master_key=config.master_key)
-    transport = Transport(connect_timeout=config.timeouts.connect)
+    transport = Transport(
+        connect_timeout=config.timeouts.connect, max_response_bytes=config.limits.max_response_bytes
+    )
     adapters = build_adapters()
     catalog = Catalog.builtin()
     stats = Stats(catalog)
