@@ -554,3 +554,17 @@ async def test_a_non_streamed_call_is_cancelled_when_its_client_goes_away(
     assert call.outcome == "cancelled" and not call.stream
     # cancelled well before the gateway's first-token timeout (1.5 s) would have fired
     assert rows[0].attempts[0].outcome == "cancelled"
+
+
+async def test_a_non_streamed_call_whose_upstream_breaks_part_way_falls_back(
+    sgw: LiveGateway, sim_control: Any
+) -> None:
+    """Nothing was sent to a non-streamed client yet, so an upstream stream that breaks after its
+    first tokens is that attempt's failure: the next target answers."""
+    await sim_control.fault(provider="openai", kind="reset", after_chunks=2, count=1)
+    raw = await oai(sgw).chat.completions.with_raw_response.create(
+        model="chain", messages=[{"role": "user", "content": "echo:whole answer"}]
+    )
+    assert raw.headers["x-fareway-provider"] == "groq"
+    assert attempts(raw.headers["x-fareway-route"])["openai/gpt-4o-mini"] == "error"
+    assert raw.parse().choices[0].message.content == "whole answer"

@@ -374,7 +374,7 @@ async def test_an_oversize_upstream_answer_is_an_upstream_error_and_falls_back(
                 data=chat_body("big-then-sim"),
                 headers={**AUTH, "x-test-mode": mode},
             ) as r:
-                assert r.status == 200, await r.text()
+                assert r.status == 200, (await r.text(), dict(r.headers))
                 assert r.headers["x-fareway-provider"] == "openai"
                 assert "big/big=" in r.headers["x-fareway-route"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 from datetime import UTC, datetime
 from typing import Any
 

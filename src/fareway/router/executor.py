@@ -309,7 +309,7 @@ class Executor:
         """Run ``route`` until an attempt commits.  Raises NoRouteSucceeded (with every attempt)
         when none does, or the caller's own error (BadRequest) unchanged."""
         try:
-            return await self._commit(route, req, call, "primary")
+            return await self._commit(route, req, call, "primary", whole=not req.stream)
         except UpstreamError as exc:
             last: UpstreamError = exc
         # Nothing answered.  Targets that were skipped for an open circuit or a cooldown get one
@@ -317,7 +317,7 @@ class Executor:
         # of them could still serve into an error.
         for target in [a.target for a in call.attempts if a.outcome == "skipped"]:
             try:
-                return await self._attempt(target, req, call, "last_resort", force=True)
+                return await self._attempt(target, req, call, "last_resort", force=True, whole=not req.stream)
             except UpstreamError as exc:
                 if not exc.retryable:
                     last = exc
@@ -327,15 +327,19 @@ class Executor:
 
     # ---------------------------------------------------------------- the tree
 
-    async def _commit(self, route: Route, req: ChatRequest, call: CallLog, role: str) -> Committed:
+    async def _commit(
+        self, route: Route, req: ChatRequest, call: CallLog, role: str, *, whole: bool = False
+    ) -> Committed:
+        """``whole``: the client wants one answer and no race is deciding, so an attempt reads its
+        upstream stream to the end before it commits (a failure part-way still falls back)."""
         if isinstance(route, Target):
-            return await self._attempt(route, req, call, role)
+            return await self._attempt(route, req, call, role, whole=whole)
         if isinstance(route, Fallback):
-            return await self._fallback(route, req, call, role)
+            return await self._fallback(route, req, call, role, whole=whole)
         if isinstance(route, Race):
             return await self._race(route, req, call)
         if isinstance(route, Split):
-            return await self._commit(self._pick(route), req, call, role)
+            return await self._commit(self._pick(route), req, call, role, whole=whole)
         raise TypeError(f"unknown route node {route!r}")
 
     def _pick(self, split: Split) -> Route:
@@ -347,11 +351,13 @@ class Executor:
                 return r
         return split.choices[-1][1]
 
-    async def _fallback(self, node: Fallback, req: ChatRequest, call: CallLog, role: str) -> Committed:
+    async def _fallback(
+        self, node: Fallback, req: ChatRequest, call: CallLog, role: str, *, whole: bool = False
+    ) -> Committed:
         last: UpstreamError | None = None
         for i, child in enumerate(node.routes):
             try:
-                return await self._commit(child, req, call, role if i == 0 else "fallback")
+                return await self._commit(child, req, call, role if i == 0 else "fallback", whole=whole)
             except UpstreamError as exc:
                 if not exc.retryable:
                     raise
@@ -424,7 +430,14 @@ class Executor:
     # ------------------------------------------------------------ one attempt
 
     async def _attempt(
-        self, target: Target, req: ChatRequest, call: CallLog, role: str, *, force: bool = False
+        self,
+        target: Target,
+        req: ChatRequest,
+        call: CallLog,
+        role: str,
+        *,
+        force: bool = False,
+        whole: bool = False,
     ) -> Committed:
         up = target.upstream
         log = AttemptLog(target, role, datetime.now(UTC), self.clock())
@@ -467,7 +480,7 @@ class Executor:
                 log.response_model = response.model
                 self._stats_end(log, ok=True, headers=resp.headers)
                 return Committed(log, response=response)
-            return await self._open_stream(log, adapter, http, req)
+            return await self._open_stream(log, adapter, http, req, whole=whole)
         except UpstreamError as exc:
             if resp is not None:
                 resp.close()
@@ -482,7 +495,9 @@ class Executor:
                 self._stats_end(log, ok=True, headers=None, cancelled=True)
             raise
 
-    async def _open_stream(self, log: AttemptLog, adapter: Adapter, http: Any, req: ChatRequest) -> Committed:
+    async def _open_stream(
+        self, log: AttemptLog, adapter: Adapter, http: Any, req: ChatRequest, *, whole: bool = False
+    ) -> Committed:
         up = log.target.upstream
         resp: UpstreamResponse | None = None
         live: _Live | None = None
@@ -499,10 +514,10 @@ class Executor:
                 if _is_json(resp.headers):
                     # A server that ignores `stream: true` and answers with one JSON body
                     # (some self-hosted OpenAI-compatible servers do): take it as the whole answer.
-                    whole = await self._whole_answer(log, adapter, resp)
+                    answer = await self._whole_answer(log, adapter, resp)
                     if req.stream:
-                        return Committed(log, buffered=response_to_events(whole))
-                    return Committed(log, response=whole)
+                        return Committed(log, buffered=response_to_events(answer))
+                    return Committed(log, response=answer)
                 live = _Live(self, log, resp, adapter.stream_parser(up), log.t0 + self.total_timeout)
                 buffered: list[StreamEvent] = []
                 while True:
@@ -527,7 +542,24 @@ class Executor:
         log.ttft_s = self.clock() - log.t0
         if self.stats is not None:
             self.stats.first_token(log.stats_token or log.target.key, log.ttft_s)
+        if whole and live is not None:
+            return await self._read_whole(live)
         return Committed(log, buffered=buffered, live=live)
+
+    async def _read_whole(self, live: _Live) -> Committed:
+        """Read a committed stream to its end for a client that wants one answer: an upstream
+        failure before the end is still this attempt's failure (the call falls back)."""
+        try:
+            while not live.eof:
+                await live.read()
+        except UpstreamError:
+            live.resp.close()
+            raise
+        except asyncio.CancelledError:
+            live.abort()
+            raise
+        live.finish()
+        return Committed(live.log, response=live.acc.result())
 
     async def _whole_answer(self, log: AttemptLog, adapter: Adapter, resp: UpstreamResponse) -> ChatResponse:
         body = await resp.read()
