@@ -24,6 +24,8 @@ from fareway.errors import RateLimited
 from fareway.pipeline.context import CallContext
 from fareway.providers.registry import ProviderSpec
 from tests.conftest import MASTER_KEY, LiveGateway, free_port, gateway_config, start_gateway
+from tests.test_e2e_ledger import logged
+from tests.test_e2e_routing import attempts, oai
 
 ALIASES = {
     "chain": {"strategy": "fallback", "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"]},
@@ -64,15 +66,6 @@ async def sgw(sim: Any, tmp_path: Any) -> AsyncIterator[LiveGateway]:
     gw = await start_gateway(cfg)
     yield gw
     await gw.stop()
-
-
-def oai(gw: LiveGateway) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
-
-
-def attempts(route_header: str) -> dict[str, str]:
-    part = route_header.split("attempts=", 1)[1]
-    return dict(item.rsplit("=", 1) for item in part.split(",") if item)
 
 
 def cheapest_by_genai_prices(output_tokens: int) -> list[str]:
@@ -207,7 +200,7 @@ async def test_a_non_streamed_call_to_a_stalled_upstream_falls_back_at_the_first
     assert raw.parse().choices[0].message.content == "after stall"
     # the first-token timeout of this gateway is 1.5 s, its total timeout 30 s
     assert elapsed < sgw.config.timeouts.total / 2
-    row = await _row(sgw, raw.headers["x-request-id"])
+    row = await logged(sgw, raw.headers["x-request-id"])
     assert "no first token within 1.5s" in row.attempts[0].error
 
 
@@ -222,7 +215,7 @@ async def test_idle_timeout_after_the_first_token_ends_the_stream_with_an_error(
         async for _ in raw.parse():
             pass
     assert "sent nothing for 1.5s" in str(info.value)
-    row = await _row(sgw, raw.headers["x-request-id"])
+    row = await logged(sgw, raw.headers["x-request-id"])
     assert row.call.outcome == "error" and row.call.stream
 
 
@@ -351,7 +344,7 @@ async def test_a_refusing_admission_answers_in_the_callers_dialect_and_is_record
                 model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x" * 500}]
             )
         assert info.value.response.headers["retry-after"] == "3"
-        refused = await _row(sgw, info.value.response.headers["x-request-id"])
+        refused = await logged(sgw, info.value.response.headers["x-request-id"])
         assert refused.call.status == 429 and refused.call.attempts == 0
         raw = await oai(sgw).chat.completions.with_raw_response.create(
             model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "short"}]
@@ -359,15 +352,6 @@ async def test_a_refusing_admission_answers_in_the_callers_dialect_and_is_record
         assert settled == [(raw.headers["x-request-id"], "ok")]
     finally:
         gw.admit.admissions.clear()
-
-
-async def _row(gw: LiveGateway, request_id: str) -> Any:
-    ledger = gw.app.gateway.accounting.ledger
-    await ledger.flush()
-    for row in await ledger.recent_calls(n=200):
-        if row.call.request_id == request_id:
-            return row
-    raise AssertionError(f"no ledger row for {request_id}")
 
 
 # ------------------------------------------------------------------ model ids as clients write them
@@ -405,18 +389,25 @@ async def test_default_model_takes_names_nothing_routes(sim: Any, tmp_path: Any)
             model="some-model-this-gateway-does-not-know", messages=[{"role": "user", "content": "hi"}]
         )
         assert raw.headers["x-fareway-provider"] == "groq"
-        row = await _row(gw, raw.headers["x-request-id"])
+        row = await logged(gw, raw.headers["x-request-id"])
         assert row.call.requested_model == "some-model-this-gateway-does-not-know"
     finally:
         await gw.stop()
 
 
-def test_default_model_must_be_a_string(tmp_path: Any) -> None:
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[server]\ndefault_model = 3\n", "default_model"),
+        ('[timeouts]\nstream_upstream = "yes"\n', "stream_upstream"),
+    ],
+)
+def test_new_settings_refuse_a_wrong_type(tmp_path: Any, toml: str, key: str) -> None:
     from fareway.config import ConfigError, load_config
 
     f = tmp_path / "c.toml"
-    f.write_text("[server]\ndefault_model = 3\n")
-    with pytest.raises(ConfigError, match="default_model"):
+    f.write_text(toml)
+    with pytest.raises(ConfigError, match=key):
         load_config(f, env={})
 
 
@@ -516,15 +507,6 @@ async def test_how_a_non_streamed_call_is_sent_upstream(
     finally:
         await gw.stop()
         await runner.cleanup()
-
-
-def test_stream_upstream_must_be_a_boolean(tmp_path: Any) -> None:
-    from fareway.config import ConfigError, load_config
-
-    f = tmp_path / "c.toml"
-    f.write_text('[timeouts]\nstream_upstream = "yes"\n')
-    with pytest.raises(ConfigError, match="stream_upstream"):
-        load_config(f, env={})
 
 
 async def test_a_non_streamed_call_is_cancelled_when_its_client_goes_away(
