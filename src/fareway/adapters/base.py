@@ -1,5 +1,5 @@
 """The contract every outbound adapter (one per upstream dialect) fulfils.  Sans-IO: an adapter
-builds the HTTP request and parses bytes; the transport (pipeline.transport) does the I/O.
+builds the HTTP request and parses bytes; the transport (fareway.transport_base.UpstreamTransport) does the I/O.
 
 Adapters import only ``types``, ``events``, ``errors``, ``sse`` and ``providers.quirks``; never
 ``wire`` (inbound dialects) — the canonical model sits between the two.
@@ -8,13 +8,14 @@ Adapters import only ``types``, ``events``, ``errors``, ``sse`` and ``providers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fareway.errors import UpstreamError
 from fareway.events import StreamEvent
 from fareway.types import ChatRequest, ChatResponse, Dialect, HttpRequest, Upstream
 
 
+@runtime_checkable
 class StreamParser(Protocol):
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         """Parse more bytes of the upstream body.  Raises UpstreamError for an error sent inside
@@ -29,6 +30,7 @@ class StreamParser(Protocol):
         ...
 
 
+@runtime_checkable
 class Adapter(Protocol):
     dialect: Dialect
 
