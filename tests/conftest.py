@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
+import openai
 import pytest
 import uvicorn
 
@@ -24,6 +26,31 @@ from fareway.server.factory import build_app
 from fareway.sim.server import SimConfig, start_sim
 
 MASTER_KEY = "test-master-key-0123456789"
+
+
+_SDK_CLIENTS: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = []
+
+
+def openai_client(base_url: str, api_key: str = MASTER_KEY, **kw: Any) -> openai.AsyncOpenAI:
+    """The official OpenAI SDK (no retries), closed when the test ends: an SDK client left open
+    leaks its pooled sockets (a ResourceWarning at garbage collection)."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, **kw)
+    _SDK_CLIENTS.append(client)
+    return client
+
+
+def anthropic_client(base_url: str, api_key: str = MASTER_KEY, **kw: Any) -> anthropic.AsyncAnthropic:
+    """The official Anthropic SDK (no retries), closed when the test ends (see openai_client)."""
+    client = anthropic.AsyncAnthropic(base_url=base_url, api_key=api_key, max_retries=0, **kw)
+    _SDK_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+async def _close_sdk_clients() -> AsyncIterator[None]:
+    yield
+    while _SDK_CLIENTS:
+        await _SDK_CLIENTS.pop().close()
 
 
 def free_port() -> int:

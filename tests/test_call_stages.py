@@ -23,7 +23,7 @@ from fareway.config import ProviderConfig
 from fareway.errors import RateLimited
 from fareway.pipeline.context import CallContext
 from fareway.providers.registry import ProviderSpec
-from tests.conftest import MASTER_KEY, LiveGateway, free_port, gateway_config, start_gateway
+from tests.conftest import MASTER_KEY, LiveGateway, anthropic_client, free_port, gateway_config, start_gateway
 from tests.test_e2e_ledger import logged
 from tests.test_e2e_routing import attempts, oai
 
@@ -371,9 +371,7 @@ async def test_a_refusing_admission_answers_in_the_callers_dialect_and_is_record
     ],
 )
 async def test_dated_and_marked_ids_route(sgw: LiveGateway, model: str, provider: str, upstream: str) -> None:
-    import anthropic
-
-    client = anthropic.AsyncAnthropic(base_url=sgw.url, api_key=MASTER_KEY, max_retries=0)
+    client = anthropic_client(sgw.url)
     raw = await client.messages.with_raw_response.create(
         model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
     )

@@ -6,12 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import anthropic
-import openai
 import pytest
 
 from fareway.config import ConfigError, expand_env, load_config
-from tests.conftest import MASTER_KEY, start_gateway
+from tests.conftest import MASTER_KEY, anthropic_client, openai_client, start_gateway
 
 
 def test_expand_env() -> None:
@@ -103,14 +101,14 @@ api_key = "${{GEMINI_PROXY_KEY}}"
     assert cfg.providers["my-gemini"].spec.auth_header == "x-goog-api-key"
     gw = await start_gateway(dataclasses.replace(cfg))
     try:
-        oc = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+        oc = openai_client(gw.url + "/v1")
         for model in ("my-claude/claude-haiku-4-5", "my-gemini/gemini-2.5-flash"):
             raw = await oc.chat.completions.with_raw_response.create(
                 model=model, messages=[{"role": "user", "content": "echo:custom"}]
             )
             assert raw.parse().choices[0].message.content == "custom"
             assert raw.headers["x-fareway-provider"] == model.split("/")[0]
-        ac = anthropic.AsyncAnthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+        ac = anthropic_client(gw.url)
         msg = await ac.messages.create(
             model="my-gemini/gemini-2.5-flash",
             max_tokens=50,

@@ -17,7 +17,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.conftest import LiveGateway, gateway_config
+from tests.conftest import LiveGateway, gateway_config, openai_client
 from tests.test_usage_api import seed, start_usage_gateway
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -43,7 +43,7 @@ async def dash(
     _, bob = keys.create("bob")
     admin_secret, _ = keys.create("ops", role="admin")
     await seed(gw.app, alice.key_id, bob.key_id)
-    client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=alice_secret, max_retries=0)
+    client = openai_client(gw.url + "/v1", alice_secret)
     for model in ("openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest", "groq/llama-3.1-8b-instant"):
         try:
             await client.chat.completions.create(

@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.conftest import MASTER_KEY, LiveGateway
+from tests.conftest import MASTER_KEY, LiveGateway, anthropic_client, openai_client
 
 UPSTREAMS = ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]
 THINKING_UPSTREAMS = ["groq/openai/gpt-oss-120b", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]
@@ -27,11 +27,11 @@ WEATHER = {
 
 
 def ant(gw: LiveGateway, key: str = MASTER_KEY) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=gw.url, api_key=key, max_retries=0)
+    return anthropic_client(gw.url, key)
 
 
 def oai(gw: LiveGateway) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    return openai_client(gw.url + "/v1")
 
 
 @pytest.mark.parametrize("model", UPSTREAMS)

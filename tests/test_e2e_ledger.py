@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
-import anthropic
 import openai
 import pytest
 from aiohttp import web
@@ -17,7 +16,14 @@ from aiohttp import web
 from fareway.config import ProviderConfig
 from fareway.ledger.queries import LoggedCall
 from fareway.providers.registry import ProviderSpec
-from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, start_gateway
+from tests.conftest import (
+    MASTER_KEY,
+    LiveGateway,
+    anthropic_client,
+    gateway_config,
+    openai_client,
+    start_gateway,
+)
 
 M = Decimal(1_000_000)
 
@@ -105,7 +111,7 @@ def check_cost(gw: LiveGateway, a: Any) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_openai_client_call_is_recorded_and_priced(lgw: LiveGateway, stream: bool) -> None:
-    client = openai.AsyncOpenAI(base_url=lgw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    client = openai_client(lgw.url + "/v1")
     raw = await client.chat.completions.with_raw_response.create(
         model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Write a haiku."}], stream=stream
     )
@@ -124,7 +130,7 @@ async def test_openai_client_call_is_recorded_and_priced(lgw: LiveGateway, strea
 
 
 async def test_streamed_usage_carries_the_cost_when_asked(lgw: LiveGateway) -> None:
-    client = openai.AsyncOpenAI(base_url=lgw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    client = openai_client(lgw.url + "/v1")
     raw = await client.chat.completions.with_raw_response.create(
         model="groq/llama-3.1-8b-instant",
         messages=[{"role": "user", "content": "hello"}],
@@ -139,7 +145,7 @@ async def test_streamed_usage_carries_the_cost_when_asked(lgw: LiveGateway) -> N
 
 
 async def test_anthropic_client_call_is_recorded_and_priced(lgw: LiveGateway) -> None:
-    client = anthropic.AsyncAnthropic(base_url=lgw.url, api_key=MASTER_KEY, max_retries=0)
+    client = anthropic_client(lgw.url)
     kwargs: dict[str, Any] = {
         "model": "anthropic/claude-haiku-4-5",
         "max_tokens": 100,
@@ -175,7 +181,7 @@ async def test_anthropic_stream_is_recorded(lgw: LiveGateway) -> None:
 
 
 async def test_stream_without_upstream_usage_is_estimated(lgw: LiveGateway) -> None:
-    client = openai.AsyncOpenAI(base_url=lgw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    client = openai_client(lgw.url + "/v1")
     raw = await client.chat.completions.with_raw_response.create(
         model="selfhosted/any", messages=[{"role": "user", "content": "hello there"}], stream=True
     )
@@ -190,7 +196,7 @@ async def test_stream_without_upstream_usage_is_estimated(lgw: LiveGateway) -> N
 
 async def test_fallback_records_the_failed_attempt(lgw: LiveGateway, sim_control: Any) -> None:
     await sim_control.fault(provider="openai", kind="500", count=1)
-    client = openai.AsyncOpenAI(base_url=lgw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    client = openai_client(lgw.url + "/v1")
     raw = await client.chat.completions.with_raw_response.create(
         model="chain", messages=[{"role": "user", "content": "hi"}]
     )
@@ -208,7 +214,7 @@ async def test_fallback_records_the_failed_attempt(lgw: LiveGateway, sim_control
 
 async def test_failed_call_is_recorded(lgw: LiveGateway, sim_control: Any) -> None:
     await sim_control.fault(provider="openai", kind="429", count=1, retry_after=1)
-    client = openai.AsyncOpenAI(base_url=lgw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    client = openai_client(lgw.url + "/v1")
     with pytest.raises(openai.RateLimitError) as ei:
         await client.chat.completions.create(
             model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]

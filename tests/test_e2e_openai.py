@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from fareway.config import load_config
-from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, start_gateway
+from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, openai_client, start_gateway
 
 WEATHER_TOOL = {
     "type": "function",
@@ -28,7 +28,7 @@ WEATHER_TOOL = {
 
 
 def client(gw: LiveGateway, key: str = MASTER_KEY) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    return openai_client(gw.url + "/v1", key)
 
 
 async def test_list_models(gateway: LiveGateway) -> None:

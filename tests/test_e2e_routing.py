@@ -12,7 +12,14 @@ import anthropic
 import openai
 import pytest
 
-from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, start_gateway
+from tests.conftest import (
+    MASTER_KEY,
+    LiveGateway,
+    anthropic_client,
+    gateway_config,
+    openai_client,
+    start_gateway,
+)
 
 ALIASES = {
     "chain": {"strategy": "fallback", "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"]},
@@ -51,7 +58,7 @@ async def rgw(sim: Any, tmp_path: Any) -> AsyncIterator[LiveGateway]:
 
 
 def oai(gw: LiveGateway) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    return openai_client(gw.url + "/v1")
 
 
 def attempts(route_header: str) -> dict[str, str]:
@@ -166,7 +173,7 @@ async def test_failure_after_first_token_is_a_clean_anthropic_error_event(
     # every opened block was closed before the error
     assert events.count("content_block_start") == events.count("content_block_stop")
     await sim_control.fault(provider="anthropic", kind="reset", count=1, after_chunks=2)
-    client = anthropic.AsyncAnthropic(base_url=rgw.url, api_key=MASTER_KEY, max_retries=0)
+    client = anthropic_client(rgw.url)
     with pytest.raises(anthropic.APIError):
         async with client.messages.stream(
             model="claude-chain",

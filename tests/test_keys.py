@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from fareway.cli import main
 from fareway.errors import AuthenticationFailed
 from fareway.keys.store import KeyStore, hash_key
-from tests.conftest import gateway_config, start_gateway
+from tests.conftest import gateway_config, openai_client, start_gateway
 
 
 def test_key_is_stored_only_as_a_hash(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ async def test_inference_key_over_http_and_admin_routes(sim: Any, tmp_path: Path
     gw = await start_gateway(cfg)
     try:
         secret, _ = gw.app.gateway.keys.create("http-app")
-        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
+        client = openai_client(gw.url + "/v1", secret)
         resp = await client.chat.completions.create(
             model="groq/llama-3.1-8b-instant", messages=[{"role": "user", "content": "echo:ok"}]
         )

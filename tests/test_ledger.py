@@ -608,16 +608,16 @@ def test_writer_process_stores_a_resent_batch_once(tmp_path: Path) -> None:
         )
 
     def session(writer: str, *batches: tuple[Any, ...]) -> list[Any]:
-        p = subprocess.Popen(
+        with subprocess.Popen(
             [sys.executable, "-c", _CHILD_MAIN, db, writer], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        assert p.stdin is not None and p.stdout is not None
-        out = [frames.read_frame(p.stdout)]
-        for b in batches:
-            frames.write_frame(p.stdin, b)
-            out.append(frames.read_frame(p.stdout))
-        p.stdin.close()
-        assert p.wait(30) == 0
+        ) as p:  # closes both pipes
+            assert p.stdin is not None and p.stdout is not None
+            out = [frames.read_frame(p.stdout)]
+            for b in batches:
+                frames.write_frame(p.stdin, b)
+                out.append(frames.read_frame(p.stdout))
+            p.stdin.close()
+            assert p.wait(30) == 0
         return out
 
     hello, ack = session("w1", batch(1, 0))

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fareway.ledger.records import AttemptRecord, CallRecord
 from fareway.metrics import Metrics
+from tests.conftest import openai_client
 
 
 def samples(m: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -133,7 +134,6 @@ def test_ledger_stats_are_exported() -> None:
 
 
 async def test_metrics_endpoint_needs_admin_and_counts_real_calls(usage_world: Any) -> None:
-    import openai
 
     gw, alice = usage_world
     url = gw.url + "/metrics"
@@ -142,7 +142,7 @@ async def test_metrics_endpoint_needs_admin_and_counts_real_calls(usage_world: A
             assert r.status == 401
         async with s.get(url, headers={"authorization": f"Bearer {alice}"}) as r:
             assert r.status == 403
-        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=alice, max_retries=0)
+        client = openai_client(gw.url + "/v1", alice)
         await client.chat.completions.create(
             model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )

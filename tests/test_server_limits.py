@@ -35,6 +35,26 @@ from tests.conftest import MASTER_KEY, free_port, gateway_config
 AUTH = {"authorization": f"Bearer {MASTER_KEY}"}
 
 
+_WRITERS: list[asyncio.StreamWriter] = []
+
+
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw client socket to the gateway, closed when the test ends (however it ended)."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    _WRITERS.append(w)
+    return r, w
+
+
+@pytest.fixture(autouse=True)
+async def _close_raw_sockets() -> AsyncIterator[None]:
+    yield
+    while _WRITERS:
+        w = _WRITERS.pop()
+        w.close()
+        with contextlib.suppress(Exception):
+            await w.wait_closed()
+
+
 def chat_body(model: str = "openai/gpt-4o-mini", *, stream: bool = False, text: str = "hi") -> bytes:
     return orjson.dumps({"model": model, "messages": [{"role": "user", "content": text}], "stream": stream})
 
@@ -104,7 +124,7 @@ async def test_partial_headers_and_silent_sockets_are_closed_after_the_header_ti
     async with serve(sim.url, tmp_path, SHORT) as live:
         conns = []
         for i in range(60):
-            r, w = await asyncio.open_connection("127.0.0.1", live.port)
+            r, w = await connect(live.port)
             if i % 3 == 0:
                 w.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-slow: ")  # partial headers
             elif i % 3 == 1:
@@ -132,7 +152,7 @@ async def test_a_trickled_header_is_cut_off_at_the_deadline_not_reset_by_each_by
     sim: Any, tmp_path: Path
 ) -> None:
     async with serve(sim.url, tmp_path, SHORT) as live:
-        r, w = await asyncio.open_connection("127.0.0.1", live.port)
+        r, w = await connect(live.port)
         w.write(b"GET /v1/models HTTP/1.1\r\n")
         got = b""
         t0 = time.monotonic()
@@ -168,7 +188,7 @@ async def test_a_huge_header_in_a_later_request_on_a_kept_alive_connection_gets_
     sim: Any, tmp_path: Path
 ) -> None:
     async with serve(sim.url, tmp_path, ServerLimits()) as live:
-        r, w = await asyncio.open_connection("127.0.0.1", live.port)
+        r, w = await connect(live.port)
         auth = b"authorization: Bearer " + MASTER_KEY.encode() + b"\r\n"
         w.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n")
         head = await r.readuntil(b"\r\n\r\n")
@@ -185,7 +205,7 @@ async def test_a_huge_header_in_a_later_request_on_a_kept_alive_connection_gets_
 
 async def test_a_slow_body_gets_408(sim: Any, tmp_path: Path) -> None:
     async with serve(sim.url, tmp_path, SHORT) as live:
-        r, w = await asyncio.open_connection("127.0.0.1", live.port)
+        r, w = await connect(live.port)
         w.write(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
             b"authorization: Bearer " + MASTER_KEY.encode() + b'\r\ncontent-length: 500\r\n\r\n{"model"'
@@ -200,13 +220,13 @@ async def test_too_many_headers_and_huge_headers_are_refused_with_431(sim: Any, 
     limits = ServerLimits(max_headers=100, max_header_bytes=64 * 1024)
     async with serve(sim.url, tmp_path, limits) as live:
         # 10,000 header lines (about 90 KB)
-        r, w = await asyncio.open_connection("127.0.0.1", live.port)
+        r, w = await connect(live.port)
         w.write(b"GET /v1/models HTTP/1.1\r\n" + b"".join(b"x%d: y\r\n" % i for i in range(10_000)) + b"\r\n")
         answer = await read_all(r, limit_s=10)
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
         w.close()
         # 10,000 tiny headers (under the byte limit): refused for their number
-        r, w = await asyncio.open_connection("127.0.0.1", live.port)
+        r, w = await connect(live.port)
         w.write(
             b"GET /v1/models HTTP/1.1\r\n" + b"".join(b"x:%d\r\n" % (i % 10) for i in range(10_000)) + b"\r\n"
         )
@@ -215,7 +235,7 @@ async def test_too_many_headers_and_huge_headers_are_refused_with_431(sim: Any, 
         assert b"more than 100 header lines" in answer
         w.close()
         # one 8 MB header: 431 as soon as 64 KiB arrived; the rest is not read
-        r, w = await asyncio.open_connection("127.0.0.1", live.port)
+        r, w = await connect(live.port)
         w.write(b"GET /v1/models HTTP/1.1\r\nx-big: ")
         sent = 0
         with contextlib.suppress(ConnectionError):
@@ -242,7 +262,7 @@ async def test_at_the_connection_cap_the_longest_idle_socket_makes_room(sim: Any
     async with serve(sim.url, tmp_path, limits) as live:
         slow = []
         for _ in range(20):
-            r, w = await asyncio.open_connection("127.0.0.1", live.port)
+            r, w = await connect(live.port)
             w.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")  # never finished
             await w.drain()
             slow.append((r, w))
@@ -281,7 +301,7 @@ async def test_with_every_connection_busy_a_new_one_gets_503(slow_sim: Any, tmp_
         async with s.post(f"{live.url}/v1/chat/completions", data=body, headers=AUTH) as r:
             assert r.status == 200
             await r.content.readline()  # the stream is running: the one slot is busy
-            r2, w2 = await asyncio.open_connection("127.0.0.1", live.port)
+            r2, w2 = await connect(live.port)
             answer = await read_all(r2, limit_s=5)
             assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
             w2.close()
@@ -469,6 +489,8 @@ def test_sigterm_drains_in_flight_calls_ends_slow_streams_and_exits_0(tmp_path: 
             proc.kill()
             proc.wait()
         err = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
     assert rc == 0, err[-2000:]
     assert elapsed < drain + 4, elapsed
     assert b"data: [DONE]" in short_got  # the short call finished normally

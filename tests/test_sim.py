@@ -19,6 +19,7 @@ from fareway.sim import Dist, Profile, SimConfig, start_sim
 from fareway.sim.content import value_for
 from fareway.sim.profiles import INF
 from fareway.sse import SseParser
+from tests.conftest import anthropic_client, openai_client
 from tests.recorded import fixtures_dir, load_cassette
 
 BEARER = {"Authorization": "Bearer sk-test"}
@@ -729,7 +730,7 @@ async def test_latency_profile_delays_first_token() -> None:
 
 
 async def test_openai_sdk_parses_everything(sim: Sim) -> None:
-    client = openai.AsyncOpenAI(base_url=sim.url + "/openai/v1", api_key="sk-test", max_retries=0)
+    client = openai_client(sim.url + "/openai/v1", "sk-test")
     try:
         r = await client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
@@ -752,7 +753,7 @@ async def test_openai_sdk_parses_everything(sim: Sim) -> None:
         _assert_weather_args(json.loads(args))
         assert usage is not None
         for provider in ("groq", "cerebras", "mistral", "openrouter"):
-            c2 = openai.AsyncOpenAI(base_url=f"{sim.url}/{provider}/v1", api_key="k", max_retries=0)
+            c2 = openai_client(f"{sim.url}/{provider}/v1", "k")
             async with c2.chat.completions.stream(
                 model="m", messages=[{"role": "user", "content": "hi"}]
             ) as s:
@@ -769,7 +770,7 @@ async def test_openai_sdk_parses_everything(sim: Sim) -> None:
 
 
 async def test_anthropic_sdk_parses_everything(sim: Sim) -> None:
-    client = anthropic.AsyncAnthropic(base_url=sim.url + "/anthropic", api_key="sk-ant", max_retries=0)
+    client = anthropic_client(sim.url + "/anthropic", "sk-ant")
     try:
         m = await client.messages.create(
             model="claude-sonnet-4-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
 
 from fareway.config import Config
 from fareway.ledger.records import AttemptRecord, CallRecord
 from fareway.server.app import App
-from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, start_gateway
+from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, openai_client, start_gateway
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -313,7 +312,7 @@ async def test_logs_with_attempts_and_model_filter(world: World) -> None:
 
 async def test_a_real_call_lands_in_usage_and_logs(world: World) -> None:
     alice_secret, alice_id = world.alice
-    client = openai.AsyncOpenAI(base_url=world.gw.url + "/v1", api_key=alice_secret, max_retries=0)
+    client = openai_client(world.gw.url + "/v1", alice_secret)
     resp = await client.chat.completions.create(
         model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "echo:counted"}]
     )

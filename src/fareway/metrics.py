@@ -31,12 +31,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from fareway.ledger.base import LedgerStats
 from fareway.ledger.records import AttemptRecord, CallRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -47,18 +48,22 @@ TOKEN_BUCKETS = ("input", "cached_input", "cache_write", "output", "reasoning")
 NONE = "none"
 
 
+@runtime_checkable
+class LedgerCounters(Protocol):
+    """A ledger whose writer counters can be exported (``ledger.writer.Ledger`` fits)."""
+
+    @property
+    def stats(self) -> LedgerStats: ...
+
+
 class _LedgerCollector(Collector):
     """Gauges read from the ledger's writer stats at scrape time (queue depth, drops)."""
 
-    def __init__(self, ledger: Any) -> None:
+    def __init__(self, ledger: LedgerCounters) -> None:
         self.ledger = ledger
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        stats = getattr(self.ledger, "stats", None)
-        as_dict = getattr(stats, "as_dict", None)
-        if as_dict is None:
-            return []
-        values: dict[str, int] = as_dict()
+        values = self.ledger.stats.as_dict()
         g = GaugeMetricFamily(
             "fareway_ledger_records",
             "Ledger writer counters (enqueued, written, queued, dropped, ...) by kind.",
@@ -142,7 +147,7 @@ class Metrics:
         self.registry.register(_Collector(self))
         self._ledger: _LedgerCollector | None = None
 
-    def bind_ledger(self, ledger: Any) -> None:
+    def bind_ledger(self, ledger: LedgerCounters) -> None:
         """Also export the ledger writer's counters (queue depth, dropped records) at scrape time."""
         if self._ledger is None:
             self._ledger = _LedgerCollector(ledger)
@@ -206,4 +211,4 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "LedgerCounters", "Metrics"]

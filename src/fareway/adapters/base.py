@@ -1,5 +1,5 @@
 """The contract every outbound adapter (one per upstream dialect) fulfils.  Sans-IO: an adapter
-builds the HTTP request and parses bytes; the transport (pipeline.transport) does the I/O.
+builds the HTTP request and parses bytes; the transport (fareway.transport_base.UpstreamTransport) does the I/O.
 
 Adapters import only ``types``, ``events``, ``errors``, ``sse``, ``scrub`` and ``providers``; never
 ``wire`` (inbound dialects) — the canonical model sits between the two.
@@ -13,7 +13,7 @@ reaches a client, a log line or the ledger, whichever dialect and code path prod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fareway.errors import UpstreamError, scrub_error
 from fareway.events import StreamEvent
@@ -21,6 +21,7 @@ from fareway.scrub import KEYRING
 from fareway.types import ChatRequest, ChatResponse, Dialect, HttpRequest, Upstream
 
 
+@runtime_checkable
 class StreamParser(Protocol):
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         """Parse more bytes of the upstream body.  Raises UpstreamError for an error sent inside
@@ -35,6 +36,7 @@ class StreamParser(Protocol):
         ...
 
 
+@runtime_checkable
 class Adapter(Protocol):
     dialect: Dialect
 

@@ -217,6 +217,14 @@ class Ledger:
             log.info("ledger backlog back to %d calls", self.stats.queued)
         return self._saturated
 
+    async def readiness(self) -> str:
+        """``"ok"`` when the database answers a read, else ``"error: <ExceptionType>"``; never raises."""
+        try:
+            await self.recent_calls(n=1)
+        except Exception as exc:  # a probe reports, it never raises
+            return f"error: {type(exc).__name__}"
+        return "ok"
+
     async def wait_capacity(self, poll: float = 0.01) -> None:
         """Backpressure for callers that can wait: return once the ledger is not saturated."""
         # polled: the SQLite writer is a thread, and saturation is rare and short-lived

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from fareway.errors import BadRequest, NotFound, Unprocessable
 from fareway.providers.catalog import Catalog, Offer
+from fareway.router.health import HealthView, OfferStats
 from fareway.router.requirements import (
     PriceFn,
     Requirements,
@@ -47,7 +48,6 @@ from fareway.router.requirements import (
     expected_cost,
 )
 from fareway.router.routes import Fallback, Race, Route, Split, Target, describe, targets
-from fareway.router.stats import OfferStats, Stats
 from fareway.types import ChatRequest, Upstream
 
 MakeUpstream = Callable[[str, str], Upstream | None]
@@ -232,7 +232,7 @@ class Router:
     def __init__(
         self,
         catalog: Catalog,
-        stats: Stats,
+        stats: HealthView,
         prices: PriceFn,
         make_upstream: MakeUpstream,
         *,

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 from fareway.errors import retry_after_seconds
 from fareway.providers.catalog import DEFAULT_PRIOR, Catalog, Prior
-from fareway.router.breaker import BreakerConfig, CircuitBreaker, Clock, State, counts_as_failure
+from fareway.router.breaker import BreakerConfig, CircuitBreaker, Clock, counts_as_failure
+from fareway.router.health import OfferStats
 from fareway.router.ratelimit import BucketKind, need_for, parse_rate_limit_headers
 
 Key = str | tuple[str, str]
@@ -76,37 +77,6 @@ class CallToken:
     ttft_s: float | None = None
     ended: bool = False
     id: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class OfferStats:
-    key: str
-    ttft_p50: float
-    ttft_p90: float
-    tps: float
-    """Decayed average of output tokens per second."""
-    error_rate: float
-    in_flight: int
-    available: bool
-    cooldown_until: float | None
-    """Monotonic time the offer is unavailable until (circuit open, Retry-After, or an exhausted
-    rate-limit bucket); None when available or when the wait has no known end."""
-    ttft_p99: float = 0.0
-    ttft_ewma: float = 0.0
-    tps_p50: float = 0.0
-    latency_p50: float = 0.0
-    latency_p90: float = 0.0
-    latency_p99: float = 0.0
-    latency_ewma: float = 0.0
-    samples: int = 0
-    """TTFT samples in the window; 0 means every latency number above is the prior."""
-    state: State = "closed"
-    reason: str = ""
-    """Why unavailable: ``circuit open: ...``, ``cooling down: ...``, ``rate limit: ...``."""
-
-    def expected_latency(self, output_tokens: int) -> float:
-        """TTFT p50 + output tokens / tokens-per-second: the basis of ``auto:fast``."""
-        return self.ttft_p50 + output_tokens / max(self.tps, 1e-6)
 
 
 class _Series:

@@ -1,9 +1,19 @@
-"""Build the whole gateway from a Config: the one place that knows every concrete class."""
+"""Build the whole gateway from a Config: the one place that knows every concrete class.
+
+Adapters (outbound dialects) and wire dialects (inbound) are registered explicitly, from plain
+imports: a module that is missing or fails to import stops start-up with its ``ImportError``
+(which names it), and a registered object that does not fulfil its contract, or a configured
+provider whose dialect has no adapter, stops it with a :class:`StartupError` naming the part.
+Nothing is silently left out (no route quietly missing because an import failed).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from fareway.adapters.base import Adapter
-from fareway.config import Config
+from fareway.config import Config, ConfigError
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
 from fareway.ledger.writer import Ledger
@@ -19,29 +29,78 @@ from fareway.scrub import register as register_secrets
 from fareway.server.app import App
 from fareway.server.routes import add_routes
 from fareway.server.routes_admin import add_admin_routes
+from fareway.server.routes_dashboard import add_dashboard_routes
 from fareway.transport import Transport
+from fareway.wire.base import WireDialect
+
+if TYPE_CHECKING:
+    from fareway.ledger.seams import LedgerReader, LedgerSink, MetricsSink, PriceSource
+    from fareway.router.health import HealthRecorder, HealthView
+    from fareway.transport_base import UpstreamTransport
+
+    def _seams(
+        transport: Transport, stats: Stats, prices: PriceBook, metrics: Metrics, ledger: Ledger
+    ) -> None:
+        """Never runs: mypy checks here that each concrete part fulfils its seam."""
+        _: tuple[
+            UpstreamTransport, HealthView, HealthRecorder, PriceSource, MetricsSink, LedgerSink, LedgerReader
+        ]
+        _ = (transport, stats, stats, prices, metrics, ledger, ledger)
+
+
+class StartupError(ConfigError):
+    """A part the gateway cannot run without is missing or does not fulfil its contract."""
 
 
 def build_adapters() -> dict[str, Adapter]:
-    from fareway.adapters import openai_chat
+    """Every outbound adapter, by the upstream dialect it speaks."""
+    from fareway.adapters import anthropic, gemini, openai_chat
 
-    adapters: dict[str, Adapter] = {"openai": openai_chat.ADAPTER}
-    try:
-        from fareway.adapters import anthropic
-
-        adapters["anthropic"] = anthropic.ADAPTER
-    except ImportError:
-        pass
-    try:
-        from fareway.adapters import gemini
-
-        adapters["gemini"] = gemini.ADAPTER
-    except ImportError:
-        pass
+    adapters: dict[str, Adapter] = {
+        "openai": openai_chat.ADAPTER,
+        "anthropic": anthropic.ADAPTER,
+        "gemini": gemini.ADAPTER,
+    }
+    for name, adapter in adapters.items():
+        if not isinstance(adapter, Adapter) or adapter.dialect != name:
+            raise StartupError(
+                f"the `{name}` adapter ({type(adapter).__module__}.{type(adapter).__qualname__}) does not "
+                f"fulfil fareway.adapters.base.Adapter for the `{name}` dialect"
+            )
     return adapters
 
 
+def build_wires() -> dict[str, WireDialect]:
+    """Every inbound dialect, by name: ``openai`` (/v1/chat/completions), ``anthropic`` (/v1/messages)."""
+    from fareway.wire import anthropic, openai_chat
+
+    wires: dict[str, WireDialect] = {"openai": openai_chat.WIRE, "anthropic": anthropic.WIRE}
+    for name, wire in wires.items():
+        if not isinstance(wire, WireDialect) or wire.name != name:
+            raise StartupError(
+                f"the `{name}` wire dialect ({type(wire).__module__}.{type(wire).__qualname__}) does not "
+                f"fulfil fareway.wire.base.WireDialect under the name `{name}`"
+            )
+    if not callable(getattr(wires["anthropic"], "count_tokens_request", None)):
+        raise StartupError(
+            "the `anthropic` wire dialect has no count_tokens_request (for /v1/messages/count_tokens)"
+        )
+    return wires
+
+
+def check_adapters(config: Config, adapters: Mapping[str, Adapter]) -> None:
+    """Every configured provider's dialect has an adapter (else start-up stops, naming it)."""
+    for name, p in sorted(config.providers.items()):
+        if p.spec.dialect not in adapters:
+            raise StartupError(
+                f"provider `{name}` speaks the `{p.spec.dialect}` dialect, but no adapter is registered for it "
+                f"(registered: {', '.join(sorted(adapters))})"
+            )
+
+
 def build_gateway(config: Config) -> Gateway:
+    adapters = build_adapters()
+    check_adapters(config, adapters)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     # Every stored provider key is scrubbed from whatever an upstream says (fareway.scrub).
     register_secrets([config.master_key, *(p.api_key for p in config.providers.values())])
@@ -49,7 +108,6 @@ def build_gateway(config: Config) -> Gateway:
     transport = Transport(
         connect_timeout=config.timeouts.connect, max_response_bytes=config.limits.max_response_bytes
     )
-    adapters = build_adapters()
     catalog = Catalog.builtin()
     stats = Stats(catalog)
     pricebook = PriceBook(config.prices or None)
@@ -76,7 +134,7 @@ def build_gateway(config: Config) -> Gateway:
         stats=stats,
         stream_whole_answers=t.stream_upstream,
     )
-    ledger = None
+    ledger: Ledger | None = None
     metrics = Metrics()
     if config.ledger_enabled:
         ledger = Ledger.open(
@@ -119,16 +177,10 @@ async def _warm_tokenizer() -> None:
 
 
 def build_app(config: Config) -> App:
-    from fareway.wire import openai_chat
-
+    wires = build_wires()
     gateway = build_gateway(config)
-    try:
-        from fareway.wire import anthropic as anthropic_wire
-
-        aw = anthropic_wire.WIRE
-    except ImportError:
-        aw = None
-    app = App(gateway, error_wire=openai_chat.WIRE)
-    add_routes(app, gateway, openai_chat.WIRE, aw)
+    app = App(gateway, error_wire=wires["openai"])
+    add_routes(app, gateway, wires["openai"], wires["anthropic"])
     add_admin_routes(app, gateway)
+    add_dashboard_routes(app, gateway)
     return app

@@ -10,9 +10,7 @@ from fareway.server.app import App, Request, json_reply
 from fareway.wire.base import WireDialect
 
 
-def add_routes(
-    app: App, gateway: Gateway, openai_wire: WireDialect, anthropic_wire: WireDialect | None
-) -> None:
+def add_routes(app: App, gateway: Gateway, openai_wire: WireDialect, anthropic_wire: WireDialect) -> None:
     async def chat_completions(req: Request) -> Reply:
         assert req.principal is not None
         return await gateway.chat(openai_wire, req.body, req.headers, req.principal, req.request_id)
@@ -20,18 +18,17 @@ def add_routes(
     app.add("POST", "/v1/chat/completions", chat_completions, wire=openai_wire, body=True)
     app.add("POST", "/chat/completions", chat_completions, wire=openai_wire, body=True)
 
-    if anthropic_wire is not None:
-        aw = anthropic_wire
+    aw = anthropic_wire
 
-        async def messages(req: Request) -> Reply:
-            assert req.principal is not None
-            return await gateway.chat(aw, req.body, req.headers, req.principal, req.request_id)
+    async def messages(req: Request) -> Reply:
+        assert req.principal is not None
+        return await gateway.chat(aw, req.body, req.headers, req.principal, req.request_id)
 
-        async def count_tokens(req: Request) -> Reply:
-            return await gateway.count_tokens(aw, req.body, req.headers)
+    async def count_tokens(req: Request) -> Reply:
+        return await gateway.count_tokens(aw, req.body, req.headers)
 
-        app.add("POST", "/v1/messages", messages, wire=aw, body=True)
-        app.add("POST", "/v1/messages/count_tokens", count_tokens, wire=aw, body=True)
+    app.add("POST", "/v1/messages", messages, wire=aw, body=True)
+    app.add("POST", "/v1/messages/count_tokens", count_tokens, wire=aw, body=True)
 
     async def models(req: Request) -> Reply:
         now = int(gateway.started)

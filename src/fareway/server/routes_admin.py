@@ -1,4 +1,4 @@
-"""Usage, logs and metrics routes, plus the dashboard under ``/ui``.
+"""Usage, logs and metrics routes (the dashboard under ``/ui`` is server.routes_dashboard).
 
 ``GET /v1/usage?since=7d&until=...&group_by=provider,model,key,day&format=json|csv[&key_id=K]``
     Call totals from the ledger, grouped, with grand totals.  ``since``/``until`` take an ISO date,
@@ -28,7 +28,8 @@ from urllib.parse import parse_qs
 from fareway.dashboard import data
 from fareway.errors import BadRequest, FarewayError
 from fareway.ledger.base import StoreUnavailable
-from fareway.metrics import CONTENT_TYPE, Metrics
+from fareway.ledger.seams import LedgerReader
+from fareway.metrics import CONTENT_TYPE, LedgerCounters, Metrics
 from fareway.pipeline.gateway import Gateway, Reply
 from fareway.server.app import App, Request, json_reply
 
@@ -56,6 +57,12 @@ async def ledger_read(aw: Awaitable[T]) -> T:
         ) from exc
 
 
+class MetricsUnavailable(FarewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "metrics_unavailable"
+
+
 def query_params(req: Request, allowed: set[str]) -> dict[str, str]:
     """The query string as a dict (the last value of a repeated name wins).  An unknown name is a
     400, so a typo (``groupby=``) is not silently ignored."""
@@ -69,9 +76,10 @@ def query_params(req: Request, allowed: set[str]) -> dict[str, str]:
     return {k: v[-1] for k, v in raw.items()}
 
 
-def ledger_of(gateway: Gateway) -> Any:
-    ledger = getattr(gateway.accounting, "ledger", None)
-    if ledger is None:
+def ledger_of(gateway: Gateway) -> LedgerReader:
+    """The ledger's named queries, or 503 when no ledger is enabled (or it cannot be queried)."""
+    ledger = gateway.accounting.ledger
+    if not isinstance(ledger, LedgerReader):
         raise LedgerUnavailable("The usage ledger is not enabled on this gateway.")
     return ledger
 
@@ -113,13 +121,11 @@ async def usage_reply(req: Request, gateway: Gateway, *, own_key: str | None) ->
 
 
 def add_admin_routes(app: App, gateway: Gateway, *, metrics_public: bool | None = None) -> None:
-    """Add ``/v1/usage``, ``/v1/usage/export``, ``/v1/logs``, ``/metrics`` and the ``/ui``
-    dashboard.  Uses ``gateway.accounting.ledger`` (read at request time) and
-    ``gateway.accounting.metrics`` (a :class:`Metrics` is created and attached if there is none)."""
-    from fareway.dashboard.routes import add_dashboard_routes
-
+    """Add ``/v1/usage``, ``/v1/usage/export``, ``/v1/logs`` and ``/metrics``.  Uses
+    ``gateway.accounting.ledger`` (read at request time) and ``gateway.accounting.metrics`` (a
+    :class:`Metrics` is created and attached if there is none)."""
     accounting = gateway.accounting
-    if getattr(accounting, "metrics", None) is None:
+    if accounting.metrics is None:
         accounting.metrics = Metrics()
     if metrics_public is None:
         metrics_public = bool(getattr(gateway.config, "metrics_public", False))
@@ -143,14 +149,14 @@ def add_admin_routes(app: App, gateway: Gateway, *, metrics_public: bool | None 
         return json_reply(data.logs_payload(calls))
 
     async def metrics(req: Request) -> Reply:
-        m: Metrics = accounting.metrics
-        ledger = getattr(accounting, "ledger", None)
-        if ledger is not None:
-            m.bind_ledger(ledger)
+        m = accounting.metrics
+        if not isinstance(m, Metrics):
+            raise MetricsUnavailable("This gateway's metrics sink has no Prometheus exposition.")
+        if isinstance(accounting.ledger, LedgerCounters):
+            m.bind_ledger(accounting.ledger)
         return Reply(200, [("cache-control", "no-store")], m.render(), content_type=CONTENT_TYPE)
 
     app.add("GET", "/v1/usage", usage)
     app.add("GET", "/v1/usage/export", export)
     app.add("GET", "/v1/logs", logs)
     app.add("GET", "/metrics", metrics, auth="none" if metrics_public else "admin")
-    add_dashboard_routes(app, gateway)

@@ -25,7 +25,6 @@ instead of running the tool with no arguments.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,14 +32,12 @@ import orjson
 
 from fareway.dialects.anthropic_blocks import (
     DIALECT,
-    FINISH_TO_STOP,
     BlockError,
     block_to_part,
-    error_type_for_status,
     part_to_block,
     usage_to_wire,
 )
-from fareway.errors import BadRequest, FarewayError, StreamInterrupted, client_status, redact
+from fareway.errors import BadRequest, FarewayError
 from fareway.types import (
     ChatRequest,
     ChatResponse,
@@ -54,6 +51,8 @@ from fareway.types import (
     ToolResultPart,
     ToolSpec,
 )
+from fareway.wire.anthropic_common import error_payload, message_id, stop_reason
+from fareway.wire.anthropic_stream import AnthropicStreamEncoder
 from fareway.wire.base import ResponseMeta, StreamEncoder
 from fareway.wire.limits import MAX_OUTPUT_TOKENS, bounded_int, bounded_number, check_depth, check_model
 
@@ -378,28 +377,6 @@ def count_tokens_request(body: bytes, headers: Mapping[str, str]) -> ChatRequest
 # ------------------------------------------------------------------------------------ encoding
 
 
-def message_id(resp_id: str, meta: ResponseMeta) -> str:
-    if resp_id.startswith("msg_"):
-        return resp_id
-    base = resp_id or meta.request_id or uuid.uuid4().hex
-    return "msg_" + "".join(c for c in base if c.isalnum() or c in "_-")[:64]
-
-
-def stop_reason(finish: str | None, has_tool_calls: bool) -> str:
-    if has_tool_calls and finish in (None, "stop"):
-        return "tool_use"
-    return FINISH_TO_STOP.get(finish or "stop", "end_turn")
-
-
-def error_payload(exc: FarewayError) -> tuple[int, dict[str, Any]]:
-    status = client_status(exc)
-    etype = error_type_for_status(status)
-    cause = exc.cause if isinstance(exc, StreamInterrupted) else exc
-    if cause.type in ("overloaded_error", "rate_limit_error", "timeout_error", "request_too_large"):
-        etype = cause.type
-    return status, {"type": "error", "error": {"type": etype, "message": redact(exc.message)}}
-
-
 class AnthropicWire:
     name = "anthropic"
 
@@ -428,8 +405,6 @@ class AnthropicWire:
         return orjson.dumps(out)
 
     def stream_encoder(self, req: ChatRequest, meta: ResponseMeta) -> StreamEncoder:
-        from fareway.wire.anthropic_stream import AnthropicStreamEncoder
-
         return AnthropicStreamEncoder(req, meta)
 
     def encode_error(self, exc: FarewayError) -> tuple[int, bytes]:

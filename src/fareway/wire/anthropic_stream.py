@@ -28,7 +28,7 @@ from fareway.errors import FarewayError
 from fareway.events import Finish, PartDelta, PartEnd, PartStart, ResponseStart, StreamEvent, UsageUpdate
 from fareway.sse import frame
 from fareway.types import ChatRequest, OpaquePart, TextPart, ThinkingPart, ToolCallPart, Usage
-from fareway.wire.anthropic import error_payload, message_id, stop_reason
+from fareway.wire.anthropic_common import error_payload, message_id, stop_reason
 from fareway.wire.base import ResponseMeta
 
 _DELTA_KEY_IN_DELTA = ("stop_reason", "stop_sequence", "stop_details", "container")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fareway.errors import FarewayError
 from fareway.events import StreamEvent
@@ -25,6 +25,7 @@ class ResponseMeta:
     extra_headers: dict[str, str] = field(default_factory=dict)
 
 
+@runtime_checkable
 class StreamEncoder(Protocol):
     def start(self) -> bytes:
         """Bytes to send before the first event (may be b"")."""
@@ -46,6 +47,7 @@ class StreamEncoder(Protocol):
         ...
 
 
+@runtime_checkable
 class WireDialect(Protocol):
     name: str
 

@@ -1,4 +1,4 @@
-"""The dashboard's routes, all under ``/ui``:
+"""The dashboard's routes, all under ``/ui`` (the page and its data live in fareway.dashboard):
 
 ``GET  /ui``              the page when signed in, else the login form
 ``POST /ui/login``        form field ``key`` (the master key or an admin key) -> session cookie
@@ -17,6 +17,7 @@ refused (defence in depth on top of SameSite).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 from fareway import __version__
@@ -130,7 +131,9 @@ def add_dashboard_routes(app: App, gateway: Gateway, sessions: SessionStore | No
         since = None if raw_since == "all" else data.parse_time(raw_since, "since", now)
         ledger = ledger_of(gateway)
         window = now - since if since is not None else None
-        bucket = "hour" if window is not None and window <= timedelta(hours=48) else "day"
+        bucket: Literal["hour", "day"] = (
+            "hour" if window is not None and window <= timedelta(hours=48) else "day"
+        )
         total_rows = await ledger.usage(since, None, [])
         by_model = await ledger.usage(since, None, ["provider", "model"])
         by_key = await ledger.usage(since, None, ["key"])
