@@ -295,12 +295,6 @@ async def test_a_stream_that_stalls_before_its_first_token_falls_back_at_the_idl
     assert call.attempts[0].error is not None and "sent nothing for 0.05s" in call.attempts[0].error.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router/executor.py (the lead's): _open_stream does not close the response when an UpstreamError "
-    "(idle timeout, an in-stream error event, a truncated stream) comes before the first token; "
-    "_attempt's `resp` is None on the stream path.  Remove this mark with the fix.",
-)
 async def test_a_stream_that_fails_before_its_first_token_closes_its_connection() -> None:
     transport = _stall_then(MockResponse(200, chunks=_stalled_stream()))
     route = Fallback([Target(_upstream("first")), Target(_upstream("second"))])

@@ -525,6 +525,12 @@ class Executor:
                     buffered += events
                     if live.eof or any(is_content(e) for e in events):
                         break
+        except UpstreamError:
+            # an error before the first token (in-stream error, idle timeout, truncated stream):
+            # close the connection so the provider stops generating
+            if resp is not None:
+                resp.close()
+            raise
         except TimeoutError as exc:
             if resp is not None:
                 resp.close()
