@@ -81,7 +81,7 @@ def test_observe_counts_requests_tokens_cost_and_latency() -> None:
     assert value(m, "fareway_upstream_latency_seconds_count", provider="cerebras") is None
 
 
-def test_errors_cache_hits_and_unrouted_calls() -> None:
+def test_errors_and_unrouted_calls() -> None:
     m = Metrics()
     refused = CallRecord(
         request_id="r2",
@@ -103,8 +103,8 @@ def test_errors_cache_hits_and_unrouted_calls() -> None:
         value(m, "fareway_requests_total", provider="none", model="none", status="404", dialect="openai") == 1
     )
     assert value(m, "fareway_call_errors_total", provider="none", model="none", dialect="openai") == 1
-    assert value(m, "fareway_cache_hits_total", model="gpt-4o-mini") == 1
-    assert value(m, "fareway_cache_saved_usd_total", model="gpt-4o-mini") == 0.5
+    # no cache exists yet: nothing about cache hits or savings is exported (issue: staged call)
+    assert "cache_hits" not in text and "cache_saved" not in text
 
 
 def test_instances_do_not_share_a_registry() -> None:

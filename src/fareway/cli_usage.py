@@ -147,7 +147,6 @@ def usage_cmd(
         ("output", "output_tokens"),
         ("reasoning", "reasoning_tokens"),
         ("cost (USD)", "cost"),
-        ("saved", "cost_saved"),
         ("unpriced", "unknown_cost_calls"),
     ]
     totals = payload["totals"]

@@ -15,7 +15,6 @@ Metric families (all names prefixed ``fareway_``)::
     tokens_total{provider,model,bucket}                bucket: input, cached_input, cache_write, output, reasoning
     cost_usd_total{provider,model}                     known spend (USD), billed per attempt
     unpriced_attempts_total{provider,model}            attempts that consumed tokens at an unknown price
-    cache_hits_total / cache_saved_usd_total           answers served from the cache and what they saved
 
 Tokens and cost are counted per *attempt* (where the money went: a failed try or a losing race
 leg is billed by its own provider), as ``ledger.queries.spend_over_time`` does.
@@ -85,8 +84,6 @@ _COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      "cached_input/cache_write are parts of input, reasoning part of output).", ("provider", "model", "bucket")),
     ("cost_usd", "Known spend in USD, billed per attempt.", ("provider", "model")),
     ("unpriced_attempts", "Attempts that consumed tokens at an unknown price (not in cost).", ("provider", "model")),
-    ("cache_hits", "Calls answered from the cache.", ("model",)),
-    ("cache_saved_usd", "What cached answers cost when they were made (USD).", ("model",)),
 )  # fmt: skip
 _HISTOGRAMS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
     ("upstream_latency_seconds", "Successful upstream tries: request sent to last byte.", LATENCY_BUCKETS),
@@ -173,10 +170,6 @@ class Metrics:
         self._inc("requests", (provider, model, str(call.status), call.client_dialect))
         if call.outcome == "error":
             self._inc("call_errors", (provider, model, call.client_dialect))
-        if call.cache == "hit":
-            self._inc("cache_hits", (model,))
-            if call.cost_saved:
-                self._inc("cache_saved_usd", (model,), float(call.cost_saved))
         for a in attempts:
             self._attempt(a)
 

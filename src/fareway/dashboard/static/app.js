@@ -126,7 +126,6 @@
     kpi("t-calls", int(t.calls), t.calls);
     kpi("t-input", compact(t.input_tokens), t.input_tokens);
     kpi("t-output", compact(t.output_tokens), t.output_tokens);
-    kpi("t-saved", money(t.cost_saved), t.cost_saved);
     var unknown = $("t-unknown");
     unknown.textContent = t.unknown_cost_calls ? int(t.unknown_cost_calls) + " unpriced call" +
       (t.unknown_cost_calls === 1 ? "" : "s") + " not included" : "all calls priced";
