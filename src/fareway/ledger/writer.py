@@ -218,7 +218,11 @@ class Ledger:
         return self._saturated
 
     async def readiness(self) -> str:
-        """``"ok"`` when the database answers a read, else ``"error: <ExceptionType>"``; never raises."""
+        """``"ok"`` when the database answers a read, ``"degraded: ..."`` while calls are being
+        spooled (the database is not queried then), else ``"error: <ExceptionType>"``; never raises."""
+        health = self.health()
+        if health != "ok":
+            return health
         try:
             await self.recent_calls(n=1)
         except Exception as exc:  # a probe reports, it never raises

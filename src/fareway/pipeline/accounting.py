@@ -20,6 +20,7 @@ from typing import Any
 
 from fareway.errors import FarewayError
 from fareway.ledger.records import AttemptRecord, CallRecord, rollup
+from fareway.ledger.seams import LedgerSink, MetricsSink, PriceSource
 from fareway.pipeline.context import CallContext
 from fareway.router.executor import AttemptLog, CallLog
 from fareway.types import (
@@ -57,7 +58,12 @@ def _prompt_chars(req: ChatRequest) -> int:
 
 
 class Accounting:
-    def __init__(self, pricebook: Any = None, ledger: Any = None, metrics: Any = None) -> None:
+    def __init__(
+        self,
+        pricebook: PriceSource | None = None,
+        ledger: LedgerSink | None = None,
+        metrics: MetricsSink | None = None,
+    ) -> None:
         self.pricebook = pricebook
         self.ledger = ledger
         self.metrics = metrics
@@ -76,14 +82,7 @@ class Accounting:
     async def readiness(self) -> dict[str, str]:
         if self.ledger is None:
             return {}
-        health = self.ledger.health() if hasattr(self.ledger, "health") else "ok"
-        if health != "ok":  # spooling: calls are accepted, the database is not queried
-            return {"ledger": health}
-        try:
-            await self.ledger.recent_calls(n=1)
-            return {"ledger": "ok"}
-        except Exception as exc:  # a probe reports, it never raises
-            return {"ledger": f"error: {type(exc).__name__}"}
+        return {"ledger": await self.ledger.readiness()}
 
     # ------------------------------------------------------------------ prices
 

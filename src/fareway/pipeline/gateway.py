@@ -28,7 +28,8 @@ from fareway.pipeline.context import CallContext, Reply
 from fareway.pipeline.resolve import Resolver
 from fareway.pipeline.stages import Admission, Admit, AfterHook, Parse, Resolve, Stage, StreamWrapper
 from fareway.router.executor import Executor
-from fareway.transport import Transport
+from fareway.router.health import HealthView
+from fareway.transport_base import UpstreamTransport
 from fareway.wire.base import ResponseMeta, StreamEncoder, WireDialect
 
 log = logging.getLogger("fareway")
@@ -40,12 +41,12 @@ class Gateway:
         config: Config,
         *,
         keys: KeyStore,
-        transport: Transport,
+        transport: UpstreamTransport,
         adapters: Mapping[str, Adapter],
         resolver: Resolver,
         executor: Executor,
         accounting: Accounting,
-        stats: Any = None,
+        stats: HealthView | None = None,
         admissions: list[Admission] | None = None,
     ) -> None:
         self.config = config

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from fareway.adapters.base import Adapter, StreamParser
 from fareway.errors import Attempt as AttemptSummary
@@ -32,31 +32,10 @@ from fareway.errors import (
     UpstreamTimeout,
 )
 from fareway.events import Accumulator, StreamEvent, is_content, response_to_events
+from fareway.router.health import HealthRecorder
 from fareway.router.routes import Fallback, Race, Route, Split, Target
-from fareway.transport import Transport, UpstreamResponse
+from fareway.transport_base import OpenResponse, UpstreamTransport
 from fareway.types import ChatRequest, ChatResponse, Usage
-
-
-class StatsHook(Protocol):
-    """What the executor tells live statistics (router.stats.Stats implements it).  ``begin``
-    returns a token that identifies the attempt in ``first_token`` and ``end``."""
-
-    def available(self, key: str) -> bool: ...
-
-    def begin(self, key: str) -> Any: ...
-
-    def first_token(self, key: Any, ttft_s: float) -> None: ...
-
-    def end(
-        self,
-        key: Any,
-        ok: bool,
-        latency_s: float,
-        output_tokens: int,
-        status: int | None,
-        retry_after: float | None,
-        headers: Mapping[str, str] | None,
-    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -191,7 +170,7 @@ class _Live:
         self,
         executor: Executor,
         log: AttemptLog,
-        resp: UpstreamResponse,
+        resp: OpenResponse,
         parser: StreamParser,
         deadline: float,
     ) -> None:
@@ -281,13 +260,13 @@ class _Live:
 class Executor:
     def __init__(
         self,
-        transport: Transport,
+        transport: UpstreamTransport,
         adapters: Mapping[str, Adapter],
         *,
         first_token_timeout: float = 30.0,
         idle_timeout: float = 30.0,
         total_timeout: float = 600.0,
-        stats: StatsHook | None = None,
+        stats: HealthRecorder | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         stream_whole_answers: bool = True,
@@ -461,7 +440,7 @@ class Executor:
         log.dropped = http.dropped
         if self.stats is not None:
             log.stats_token = self.stats.begin(key)
-        resp: UpstreamResponse | None = None
+        resp: OpenResponse | None = None
         try:
             if not upstream_stream:
                 resp = await self.transport.send(
@@ -499,7 +478,7 @@ class Executor:
         self, log: AttemptLog, adapter: Adapter, http: Any, req: ChatRequest, *, whole: bool = False
     ) -> Committed:
         up = log.target.upstream
-        resp: UpstreamResponse | None = None
+        resp: OpenResponse | None = None
         live: _Live | None = None
         try:
             async with asyncio.timeout(self.first_token_timeout):
@@ -567,7 +546,7 @@ class Executor:
         live.finish()
         return Committed(live.log, response=live.acc.result())
 
-    async def _whole_answer(self, log: AttemptLog, adapter: Adapter, resp: UpstreamResponse) -> ChatResponse:
+    async def _whole_answer(self, log: AttemptLog, adapter: Adapter, resp: OpenResponse) -> ChatResponse:
         body = await resp.read()
         resp.release()
         response = adapter.parse_response(body, log.target.upstream)
