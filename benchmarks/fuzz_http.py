@@ -22,10 +22,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import aiohttp  # noqa: E402
-
-from fareway.sim.server import SimConfig, start_sim  # noqa: E402
 from tests.conftest import MASTER_KEY, gateway_config, start_gateway  # noqa: E402
 from tests.test_hostile_input import generated_bodies  # noqa: E402
+
+from fareway.sim.server import SimConfig, start_sim  # noqa: E402
 
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 MODELS = {b'"oai/ok"': b'"openai/gpt-4o-mini"', b'"ant/ok"': b'"anthropic/claude-haiku-4-5"'}
