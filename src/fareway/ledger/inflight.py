@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import sqlite3
 import time
@@ -41,6 +40,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from fareway.ledger.base import log
 from fareway.ledger.records import ATTEMPT_COLUMNS, CALL_COLUMNS
@@ -59,12 +60,13 @@ ATTEMPT_RID = ATTEMPT_COLUMNS.index("request_id")
 
 
 def encode_rows(call: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> str:
-    """A checkpoint's rows as stored in ``inflight.rows`` (JSON: plain values only)."""
-    return json.dumps([list(call), [list(a) for a in attempts]], separators=(",", ":"))
+    """A checkpoint's rows as stored in ``inflight.rows`` (JSON of plain values: str, int, float,
+    None; orjson, a tenth of the stdlib's time, and this runs for every checkpoint)."""
+    return orjson.dumps([call, attempts]).decode()
 
 
 def decode_rows(text: str) -> tuple[list[Any], list[list[Any]]]:
-    call, attempts = json.loads(text)
+    call, attempts = orjson.loads(text)
     if len(call) != len(CALL_COLUMNS) or any(len(a) != len(ATTEMPT_COLUMNS) for a in attempts):
         raise ValueError("an inflight row does not match the ledger's columns")
     return call, attempts
@@ -135,7 +137,16 @@ def _take_dead(directory: Path, writer: str) -> int | None:
 
 # ------------------------------------------------------------------------------ SQLite writes
 
-_UPSERT = "INSERT OR REPLACE INTO inflight (request_id, writer, updated_at, output_tokens, rows) VALUES (?, ?, ?, ?, ?)"
+_UPSERT = "INSERT OR REPLACE INTO inflight (request_id, writer, updated_at, output_tokens, rows) VALUES "
+
+
+def _upsert(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
+    """Multi-row statements of up to 64 rows (not executemany, which steps once per row; a row
+    repeated later in the list replaces the earlier one, as one statement per row would)."""
+    for i in range(0, len(params), 64):
+        chunk = params[i : i + 64]
+        sql = _UPSERT + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        conn.execute(sql, [v for p in chunk for v in p])
 
 
 def sqlite_apply(
@@ -151,7 +162,7 @@ def sqlite_apply(
         now = _iso_now()
         params = [(str(c[RID]), writer, now, int(c[OUTPUT]), encode_rows(c, atts)) for c, atts in checkpoints]
         try:
-            conn.executemany(_UPSERT, params)
+            _upsert(conn, params)
         except sqlite3.OperationalError:
             raise  # locked, I/O, disk full: the batch is retried
         except sqlite3.Error as exc:  # never lose the batch's calls over a checkpoint

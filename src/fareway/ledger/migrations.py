@@ -110,7 +110,6 @@ def _sqlite_v3(conn: sqlite3.Connection) -> None:
             output_tokens INTEGER NOT NULL,
             rows TEXT NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS inflight_writer ON inflight (writer);
         CREATE TABLE IF NOT EXISTS inflight_adopted (
             request_id TEXT PRIMARY KEY,
             call_id INTEGER NOT NULL,
@@ -241,7 +240,6 @@ async def _pg_v3(conn: Any) -> None:
             output_tokens INTEGER NOT NULL,
             rows TEXT NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS inflight_writer ON inflight (writer);
         CREATE TABLE IF NOT EXISTS inflight_adopted (
             request_id TEXT PRIMARY KEY,
             call_id BIGINT NOT NULL,
