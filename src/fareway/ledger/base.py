@@ -22,13 +22,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from fareway.ledger.records import AttemptRecord, CallRecord
 
 log = logging.getLogger("fareway.ledger")
 
 QueueItem = tuple[CallRecord, list[AttemptRecord]]
+
+
+class Settle(NamedTuple):
+    """A call whose checkpoint was handed to the store (see :class:`Checkpoint`): written like any
+    call, and its ``inflight`` row deleted in the same transaction.  A tuple, so every batch path
+    that takes ``(call, attempts)`` takes it unchanged."""
+
+    call: CallRecord
+    attempts: list[AttemptRecord]
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """A committed stream as it would be recorded if the gateway stopped now: upserted into the
+    ``inflight`` table (keyed by request id, with the writer's id), and turned into a call row by
+    the next start if the gateway dies before the call is recorded (see inflight.py).  Not a
+    call: it counts in no statistic."""
+
+    call: CallRecord
+    attempts: list[AttemptRecord]
 
 
 @dataclass(slots=True)
@@ -64,6 +84,8 @@ class LedgerStats:
     when recorded by this process)."""
     recovered: int = 0
     """Postgres: calls from an earlier run's spool written by this one."""
+    adopted: int = 0
+    """Calls written from the checkpoints of streams a dead gateway was serving (inflight.py)."""
 
     @property
     def queued(self) -> int:
@@ -81,6 +103,7 @@ class LedgerStats:
             "dropped": self.dropped,
             "spooled": self.spooled,
             "recovered": self.recovered,
+            "adopted": self.adopted,
         }
 
 
@@ -121,7 +144,7 @@ class Store(Protocol):
 
     async def start(self) -> None: ...
 
-    def submit(self, item: QueueItem | FlushMarker) -> None: ...
+    def submit(self, item: QueueItem | FlushMarker | Checkpoint) -> None: ...
 
     async def close(self) -> None: ...
 

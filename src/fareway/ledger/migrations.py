@@ -99,9 +99,32 @@ def _sqlite_v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _sqlite_v3(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS inflight (
+            request_id TEXT PRIMARY KEY,
+            writer TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            rows TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS inflight_adopted (
+            request_id TEXT PRIMARY KEY,
+            call_id INTEGER NOT NULL,
+            adopted_at TEXT NOT NULL
+        );
+        """,
+    )
+
+
+_V3 = "in-flight streams: a checkpointed call row per committed stream, adopted after a crash"
+
 SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "calls and attempts", _sqlite_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
+    (3, _V3, _sqlite_v3),
 ]
 
 
@@ -207,9 +230,29 @@ async def _pg_v2(conn: Any) -> None:
     )
 
 
+async def _pg_v3(conn: Any) -> None:
+    await conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS inflight (
+            request_id TEXT PRIMARY KEY,
+            writer TEXT NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            rows TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS inflight_adopted (
+            request_id TEXT PRIMARY KEY,
+            call_id BIGINT NOT NULL,
+            adopted_at TIMESTAMPTZ NOT NULL
+        );
+        """
+    )
+
+
 PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (1, "calls and attempts", _pg_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _pg_v2),
+    (3, _V3, _pg_v3),
 ]
 
 _PG_LOCK_KEY = 0x4641524557  # "FAREW": serializes concurrent migrators on one database

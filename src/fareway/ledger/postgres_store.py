@@ -47,7 +47,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from fareway.ledger import pg_batch, spool
-from fareway.ledger.base import FlushMarker, LedgerStats, QueueItem, StoreUnavailable, log
+from fareway.ledger.base import Checkpoint, FlushMarker, LedgerStats, QueueItem, StoreUnavailable, log
+from fareway.ledger.inflight import PgAdopter, pg_take_writer_lock
 from fareway.ledger.migrations import migrate_postgres
 from fareway.ledger.pg_batch import Batch
 from fareway.ledger.records import CALL_COLUMNS
@@ -160,7 +161,7 @@ class PostgresStore:
         self._conn: Any = None
         self._db_ok = False
         self._spool: spool.Spool | None = None
-        self._items: deque[QueueItem | FlushMarker] = deque()
+        self._items: deque[QueueItem | FlushMarker | Checkpoint] = deque()
         self._outbox: deque[Batch | FlushMarker] = deque()
         self._spooled: deque[spool.Entry] = deque()
         self._head: Batch | None = None
@@ -182,6 +183,7 @@ class PostgresStore:
         """Set by ``close()`` (after the last flush): the intake ends once its queue is empty."""
         self._deadline: float | None = None
         self._markers = 0
+        self._adopter = PgAdopter(schema, self.writer_id)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -217,6 +219,8 @@ class PostgresStore:
             command_timeout=self.statement_timeout,
             server_settings=settings,
         )
+        if self._db_ok and not self._spooled:
+            await self._adopt()
         self._intake_task = asyncio.create_task(self._intake(), name="fareway-ledger-intake")
         self._commit_task = asyncio.create_task(self._committer(), name="fareway-ledger-writer")
 
@@ -254,7 +258,7 @@ class PostgresStore:
             "idle_in_transaction_session_timeout": str(max(1, int(self.statement_timeout * 2000))),
         }
 
-    def submit(self, item: QueueItem | FlushMarker) -> None:
+    def submit(self, item: QueueItem | FlushMarker | Checkpoint) -> None:
         if isinstance(item, FlushMarker):
             self._markers += 1
         self._items.append(item)
@@ -359,17 +363,21 @@ class PostgresStore:
                 await self._wake.wait()
                 continue
             await self._gather()
-            items: list[QueueItem] = []
+            items: list[Any] = []
+            mixed = False  # checkpoints or settled calls among them (inflight.py)
             while self._items and len(items) < self.batch_size:
                 item = self._items.popleft()
-                if isinstance(item, FlushMarker):
+                if type(item) is tuple:
+                    items.append(item)
+                elif isinstance(item, FlushMarker):
                     self._markers -= 1
-                    await self._emit(items)
-                    items = []
+                    await self._emit(items, mixed)
+                    items, mixed = [], False
                     self._emit_marker(item)
                 else:
                     items.append(item)
-            await self._emit(items)
+                    mixed = True
+            await self._emit(items, mixed)
 
     async def _gather(self) -> None:
         """Under light load, wait up to ``max_delay`` for a batch to fill; a flush or close
@@ -389,11 +397,14 @@ class PostgresStore:
     def _spooling(self) -> bool:
         return bool(self._spooled) or not self._db_ok or self._past_deadline()
 
-    async def _emit(self, items: list[QueueItem]) -> None:
+    async def _emit(self, items: list[Any], mixed: bool = False) -> None:
         if not items:
             return
         self._block += 1
-        batch = Batch.of(self.writer_id, self._block, items)
+        if mixed:
+            batch = Batch.mixed(self.writer_id, self._block, items)
+        else:
+            batch = Batch.of(self.writer_id, self._block, items)
         if self._spooling() and not self._spool_broken:
             await self._spool_outbox(batch)
         else:
@@ -510,6 +521,25 @@ class PostgresStore:
             failures = 0
             self._db_ok = True
             await self._pop_head(head)
+            if not self._spooled and self._adopter.due() and not self._closing:
+                await self._adopt()
+
+    async def _adopt(self) -> None:
+        """Adopt the checkpoints dead writers left (inflight.py); run once the spool holds
+        nothing of an earlier run, which may settle some of them."""
+        try:
+            if self._conn is None or self._conn.is_closed():
+                await self._op(self._connect(), self.connect_timeout + self.statement_timeout)
+            calls, _ = await self._op(self._adopter.adopt(self._conn), 3 * self.statement_timeout)
+        except Exception as exc:
+            self._adopter.later()
+            log.warning(
+                "ledger: adopting checkpoints of stopped writers failed (%s: %s); will retry",
+                type(exc).__name__,
+                exc,
+            )
+            return
+        self.stats.adopted += calls
 
     def _pending(self) -> bool:
         return bool(self._spooled) or any(isinstance(b, Batch) for b in self._outbox)
@@ -601,7 +631,7 @@ class PostgresStore:
             else:
                 self._account(head, 0, head.calls, fresh)
                 return
-        while head.done < head.calls:
+        while head.done < head.parts:
             k = head.done
             try:
                 fresh = await self._op(
@@ -610,9 +640,13 @@ class PostgresStore:
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                self._refuse(head, k, exc)
+                if k < head.calls:
+                    self._refuse(head, k, exc)
+                else:
+                    log.error("ledger: %d checkpoint(s) refused (%s)", len(head.checkpoints), exc)
             else:
-                self._account(head, k, k + 1, fresh)
+                if k < head.calls:
+                    self._account(head, k, k + 1, fresh)
             head.done = k + 1
 
     def _account(self, head: Batch, lo: int, hi: int, fresh: bool) -> None:
@@ -690,6 +724,11 @@ class PostgresStore:
         )
         try:
             await self._end_stale_sessions(conn)
+            if not await pg_take_writer_lock(conn, self.writer_id):
+                log.warning(
+                    "ledger: an earlier session of this writer still holds its lock; its checkpoints stay "
+                    "protected until that session ends"
+                )
             if not self.schema_version:
                 self.schema_version = await asyncio.wait_for(
                     migrate_postgres(conn, self.schema), self.statement_timeout

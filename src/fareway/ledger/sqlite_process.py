@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from fareway.ledger import frames
-from fareway.ledger.base import FlushMarker, LedgerStats, QueueItem, log
+from fareway.ledger.base import Checkpoint, FlushMarker, LedgerStats, QueueItem, log
 from fareway.ledger.sqlite_store import (
     _REQUEST_ID,
     CallRows,
@@ -66,6 +66,8 @@ class SqliteProcessStore(SqliteStore):
         self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._pending: list[QueueItem] = []
+        self._pending_cps: list[Checkpoint] = []
+        self._pending_settled: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
         self._seq = 0
         self._unacked: dict[int, _Shipped] = {}
@@ -108,6 +110,7 @@ class SqliteProcessStore(SqliteStore):
         self._acks = asyncio.ensure_future(self._read_acks(proc))
         for shipped in self._unacked.values():  # after a restart: send again what was not confirmed
             proc.stdin.write(shipped.frame)
+        self.stats.adopted += int(hello[3])
         return int(hello[1])
 
     async def close(self) -> None:
@@ -169,14 +172,22 @@ class SqliteProcessStore(SqliteStore):
 
     # -- the request path (event loop)
 
-    def submit(self, item: QueueItem | FlushMarker) -> None:
-        if isinstance(item, FlushMarker):
-            self._ship()
-            if self._unacked:
-                self._unacked[self._seq].markers.append(item)
-            else:
-                item.resolve()
-            return
+    def submit(self, item: QueueItem | FlushMarker | Checkpoint) -> None:
+        if type(item) is not tuple:  # a call is a plain tuple: it skips these checks
+            if isinstance(item, FlushMarker):
+                self._ship()
+                if self._unacked:
+                    self._unacked[self._seq].markers.append(item)
+                else:
+                    item.resolve()
+                return
+            if isinstance(item, Checkpoint):  # goes with the next batch; not a call to count
+                self._pending_cps.append(item)
+                if self._timer is None:
+                    assert self._loop_ref is not None
+                    self._timer = self._loop_ref.call_later(self.max_delay, self._ship)
+                return
+            self._pending_settled.append(item[0].request_id)  # a Settle
         self._pending.append(item)
         if len(self._pending) >= self.batch_size:
             self._ship()
@@ -188,14 +199,22 @@ class SqliteProcessStore(SqliteStore):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._pending:
+        if not self._pending and not self._pending_cps:
             return
         batch, self._pending = self._pending, []
         rows: list[CallRows] = [
             (_call_row_epoch(c), [_attempt_row_epoch(a) for a in atts]) for c, atts in batch
         ]
+        cps: list[CallRows] = []
+        settled: list[str] = []
+        if self._pending_cps or self._pending_settled:
+            cps = [
+                (_call_row_epoch(cp.call), [_attempt_row_epoch(a) for a in cp.attempts])
+                for cp in self._pending_cps
+            ]
+            settled, self._pending_cps, self._pending_settled = self._pending_settled, [], []
         self._seq += 1
-        shipped = _Shipped(frames.encode((self._seq, self._closing, rows)), len(rows))
+        shipped = _Shipped(frames.encode((self._seq, self._closing, rows, cps, settled)), len(rows))
         self._unacked[self._seq] = shipped
         proc = self._proc
         if proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
@@ -210,7 +229,8 @@ class SqliteProcessStore(SqliteStore):
             ack = await _read(proc.stdout)
             if ack is None:
                 break
-            seq, written, attempts, batches, retries, refused = ack
+            seq, written, attempts, batches, retries, refused, adopted = ack
+            self.stats.adopted += adopted
             shipped = self._unacked.pop(seq, None)
             self.stats.written += written
             self.stats.attempts_written += attempts

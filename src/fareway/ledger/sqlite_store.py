@@ -21,6 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -28,7 +29,8 @@ from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
-from fareway.ledger.base import FlushMarker, LedgerStats, QueueItem, log
+from fareway.ledger.base import Checkpoint, FlushMarker, LedgerStats, QueueItem, log
+from fareway.ledger.inflight import SqliteAdopter, sqlite_apply
 from fareway.ledger.migrations import migrate_sqlite
 from fareway.ledger.records import (
     ATTEMPT_COLUMNS,
@@ -274,6 +276,13 @@ class SqliteStore:
         self._closing = False
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self.writer_id = uuid.uuid4().hex
+        """Names this writer's checkpoints in the inflight table (see inflight.py)."""
+        self._adopter: SqliteAdopter | None = None
+        self._cps: list[CallRows] = []
+        """Checkpoint rows of the batch being written (upserted by its first transaction)."""
+        self._settled: set[str] = set()
+        """Request ids of the batch's calls whose inflight row goes with their rows."""
 
     # -- lifecycle
 
@@ -289,7 +298,7 @@ class SqliteStore:
         self.schema_version = await ready
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fareway-ledger-reader")
 
-    def submit(self, item: QueueItem | FlushMarker) -> None:
+    def submit(self, item: QueueItem | FlushMarker | Checkpoint) -> None:
         self._q.put(item)
         # wake the writer when a batch is full (once, as the backlog crosses batch_size: setting
         # an Event takes a lock) or for a flush
@@ -315,6 +324,9 @@ class SqliteStore:
         try:
             conn = _connect(self.path)
             version = migrate_sqlite(conn)
+            if self.path != ":memory:":
+                self._adopter = SqliteAdopter(self.path, self.writer_id)
+                self.stats.adopted += self._adopter.start(conn)
         except BaseException as exc:
             loop.call_soon_threadsafe(ready.set_exception, exc)
             return
@@ -323,6 +335,8 @@ class SqliteStore:
             self._loop(conn)
         finally:
             conn.close()
+            if self._adopter is not None:
+                self._adopter.close()
 
     def _loop(self, conn: sqlite3.Connection) -> None:
         stop = False
@@ -349,25 +363,48 @@ class SqliteStore:
                 except queue.Empty:
                     break
             batch: list[QueueItem] = []
+            cps: list[Checkpoint] = []
+            settled: list[str] = []
             for item in items:
-                if item is _STOP:
+                if type(item) is tuple:
+                    batch.append(item)
+                elif item is _STOP:
                     stop = True
                 elif isinstance(item, FlushMarker):
-                    self._write(conn, batch)
-                    batch = []
+                    self._write(conn, batch, cps, settled)
+                    batch, cps, settled = [], [], []
                     item.resolve()
-                else:
+                elif isinstance(item, Checkpoint):
+                    cps.append(item)
+                else:  # a Settle
                     batch.append(item)
-            self._write(conn, batch)
+                    settled.append(item.call.request_id)
+            self._write(conn, batch, cps, settled)
+            self._sweep(conn)
 
-    def _write(self, conn: Any, batch: list[QueueItem]) -> None:
-        if batch:
-            self._write_rows(conn, [(_call_row(c), [_attempt_row(a) for a in atts]) for c, atts in batch])
+    def _sweep(self, conn: sqlite3.Connection) -> None:
+        """Adopt what writers that were alive at the last look have left since (inflight.py)."""
+        if self._adopter is not None and self._adopter.due():
+            try:
+                self.stats.adopted += self._adopter.adopt(conn)
+            except sqlite3.Error as exc:
+                log.warning("ledger: adopting checkpoints of stopped writers failed (%s); will retry", exc)
+
+    def _write(
+        self, conn: Any, batch: list[QueueItem], cps: Sequence[Checkpoint] = (), settled: Sequence[str] = ()
+    ) -> None:
+        if batch or cps:
+            self._cps = [(_call_row(c.call), [_attempt_row(a) for a in c.attempts]) for c in cps]
+            self._settled = set(settled)
+            try:
+                self._write_rows(conn, [(_call_row(c), [_attempt_row(a) for a in atts]) for c, atts in batch])
+            finally:
+                self._cps, self._settled = [], set()
 
     def _write_rows(self, conn: sqlite3.Connection, rows: list[CallRows]) -> None:
         """Commit ``rows`` in one transaction; retry transient failures (locked, I/O, disk full);
         isolate a call the database refuses so the rest of its batch is still written."""
-        if not rows:
+        if not rows and not self._cps:
             return
         delay = 0.05
         failures = 0
@@ -385,7 +422,7 @@ class SqliteStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except Exception as exc:  # a record the database refuses: isolate it
-                if len(rows) == 1:
+                if len(rows) <= 1:
                     self._give_up(rows, exc)
                     return
                 for one in rows:
@@ -397,6 +434,10 @@ class SqliteStore:
         attempts = [a for _, atts in rows for a in atts]
         conn.execute("BEGIN")
         try:
+            if self._cps or self._settled:
+                settled = self._settled
+                gone = [str(c[_REQUEST_ID]) for c in calls if c[_REQUEST_ID] in settled] if settled else []
+                sqlite_apply(conn, self.writer_id, self._cps, gone)
             insert_rows(conn, "calls", CALL_COLUMNS, calls)
             insert_rows(conn, "attempts", ATTEMPT_COLUMNS, attempts)
             self._in_transaction(conn, len(calls))
@@ -404,6 +445,7 @@ class SqliteStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._cps = []  # upserted: a transaction of the same batch after this one need not again
         self.stats.written += len(calls)
         self.stats.attempts_written += len(attempts)
         self.stats.batches += 1

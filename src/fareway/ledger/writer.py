@@ -30,6 +30,15 @@ still in memory: at most ``stats.queued`` calls (the FIFO plus the batch being w
 Postgres, the same while the database answers; while it does not, calls go to a local spool
 (fsync'd) within ``spool_after`` seconds, and what reached the spool survives a SIGKILL and is
 written, once, when the database is back or at the next start (postgres_store.py).
+A stream in flight is recorded only when it ends; so that a killed gateway still accounts for
+the streams it was serving, each committed stream is *checkpointed* (:meth:`Ledger.checkpoint`,
+inflight.py): ``checkpoint_after`` seconds after its commit point (50 ms by default, the same
+window as ``max_delay``), and every ``checkpoint_every`` seconds after that, its rows as they
+would be recorded if it stopped now go to the ``inflight`` table, and the next start turns what
+a dead gateway left there into call rows (outcome ``cancelled``, estimated tokens: at most
+``checkpoint_every`` seconds of output short).  A stream that ends within ``checkpoint_after``
+costs a dict entry and nothing in the database; a longer one, one row upserted per refresh and
+deleted with its final rows, in the same transaction.
 A half-written batch is rolled back by the database, never half-stored.  Everything counted in
 ``stats.written`` is committed (SQLite runs WAL with ``synchronous=NORMAL``: committed data
 survives a process crash; an OS crash or power cut may lose the last transactions).
@@ -40,12 +49,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
 from fareway.ledger import queries
-from fareway.ledger.base import FlushMarker, LedgerStats, Store
+from fareway.ledger.base import Checkpoint, FlushMarker, LedgerStats, QueueItem, Settle, Store
 from fareway.ledger.records import AttemptRecord, CallRecord
 
 log = logging.getLogger("fareway.ledger")
@@ -69,14 +78,47 @@ def auto_writer(path: str, writer_cpus: list[int] | None = None) -> str:
     return "process" if cpus > 1 else "thread"
 
 
+Snapshot = Callable[[], QueueItem | None]
+"""Builds a streamed call's rows as they would be recorded if it stopped now (None: not now)."""
+
+
+class _Live:
+    """A committed stream not yet recorded (see :meth:`Ledger.checkpoint`)."""
+
+    __slots__ = ("done", "misses", "request_id", "shipped", "snapshot")
+
+    def __init__(self, request_id: str, snapshot: Snapshot) -> None:
+        self.request_id = request_id
+        self.snapshot = snapshot
+        self.shipped = False
+        """A checkpoint of it was handed to the store: its record must delete it."""
+        self.done = False
+        """Recorded: nothing more to checkpoint."""
+        self.misses = 0
+
+
 class Ledger:
-    def __init__(self, store: Store, *, capacity: int = 100_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        capacity: int = 100_000,
+        checkpoint_after: float = 0.05,
+        checkpoint_every: float = 5.0,
+    ) -> None:
         self.store = store
         self.stats: LedgerStats = store.stats
         self.capacity = capacity
+        self.checkpoint_after = checkpoint_after
+        self.checkpoint_every = checkpoint_every
         self._saturated = False
         self._started = False
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._live: dict[str, _Live] = {}
+        self._fresh: list[_Live] = []
+        self._fresh_timer: asyncio.TimerHandle | None = None
+        self._refresh_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def open(
@@ -95,6 +137,8 @@ class Ledger:
         close_timeout: float = 5.0,
         spool_path: str | None = None,
         spool_after: float = 1.0,
+        checkpoint_after: float = 0.05,
+        checkpoint_every: float = 5.0,
     ) -> Ledger:
         """A ledger on Postgres when ``url`` is ``postgres[ql]://...``, else on SQLite at ``path``
         (``url`` may also be ``sqlite:///some/path.db``).  ``schema`` is the Postgres schema.
@@ -106,7 +150,10 @@ class Ledger:
         and each write or query), ``close_timeout`` (how long ``close()`` waits for the
         database before spooling what is left), ``spool_path`` (the local spool for batches the
         database cannot take now; default ``ledger-spool`` beside ``path``) and ``spool_after``
-        (seconds a write may hang before the calls waiting behind it are spooled)."""
+        (seconds a write may hang before the calls waiting behind it are spooled).
+
+        ``checkpoint_after`` and ``checkpoint_every``: when a committed stream is first
+        checkpointed, and how often again while it runs (see :meth:`checkpoint`)."""
         stats = LedgerStats()
         store: Store
         if url and url.startswith(("postgresql://", "postgres://")):
@@ -144,7 +191,9 @@ class Ledger:
                 raise ValueError(f"unknown ledger writer {writer!r}: process or thread")
         else:
             raise ValueError(f"unsupported ledger_url {url!r}: use postgresql://... or sqlite:///path")
-        return cls(store, capacity=capacity)
+        return cls(
+            store, capacity=capacity, checkpoint_after=checkpoint_after, checkpoint_every=checkpoint_every
+        )
 
     # -- lifecycle
 
@@ -153,6 +202,7 @@ class Ledger:
         if self._started:
             return
         await self.store.start()
+        self._loop = asyncio.get_running_loop()
         self._started = True
 
     async def flush(self) -> None:
@@ -169,6 +219,7 @@ class Ledger:
         if self._closed:
             return
         if self._started:
+            self._checkpoint_all()
             begin_close = getattr(self.store, "begin_close", None)
             if begin_close is not None:  # a store whose close is bounded starts its clock now
                 begin_close()
@@ -192,7 +243,14 @@ class Ledger:
         """Queue one call and its attempts for writing.  Never blocks, never awaits, never drops."""
         if self._closed or not self._started:
             raise RuntimeError("ledger.record() called on a ledger that is not running")
-        self.store.submit((call, list(attempts)))
+        if self._live and (live := self._live.pop(call.request_id, None)) is not None:
+            live.done = True
+            if live.shipped:  # its checkpoint goes in the same transaction as its rows
+                self.store.submit(Settle(call, list(attempts)))
+            else:
+                self.store.submit((call, list(attempts)))
+        else:
+            self.store.submit((call, list(attempts)))
         self.stats.enqueued += 1
         if self.stats.queued > self.capacity and not self._saturated:
             self._saturated = True
@@ -202,6 +260,71 @@ class Ledger:
                 self.stats.queued,
                 self.capacity,
             )
+
+    # -- checkpoints of streams in flight (inflight.py)
+
+    def checkpoint(self, request_id: str, snapshot: Snapshot) -> None:
+        """A streamed call has committed: until :meth:`record` takes it, keep a checkpoint of it
+        in the database, so that a gateway killed mid-stream still leaves its row.  ``snapshot()``
+        is called on the event loop ``checkpoint_after`` seconds from now and every
+        ``checkpoint_every`` seconds after that; it returns the call's rows as they would be
+        recorded if it stopped now (or None to skip this time; twice in a row, and the call is
+        forgotten: it was accounted, and its record is lost or coming).  A call recorded within
+        ``checkpoint_after`` is never checkpointed.  Never blocks, never does I/O."""
+        if self._closed or not self._started or self._loop is None:
+            return
+        live = _Live(request_id, snapshot)
+        self._live[request_id] = live
+        self._fresh.append(live)
+        if self._fresh_timer is None:
+            self._fresh_timer = self._loop.call_later(self.checkpoint_after, self._checkpoint_fresh)
+
+    @property
+    def in_flight(self) -> int:
+        """Streams being checkpointed (committed, not yet recorded)."""
+        return len(self._live)
+
+    def _checkpoint_fresh(self) -> None:
+        self._fresh_timer = None
+        fresh, self._fresh = self._fresh, []
+        for live in fresh:
+            if not live.done:
+                self._ship(live)
+        if self._live and self._refresh_timer is None and self._loop is not None:
+            self._refresh_timer = self._loop.call_later(self.checkpoint_every, self._refresh)
+
+    def _refresh(self) -> None:
+        self._refresh_timer = None
+        for live in list(self._live.values()):
+            if live.shipped or live.misses:  # (the fresh ones are the fresh timer's)
+                self._ship(live)
+        if self._live and self._loop is not None and not self._closed:
+            self._refresh_timer = self._loop.call_later(self.checkpoint_every, self._refresh)
+
+    def _checkpoint_all(self) -> None:
+        """At close: the latest state of every stream still running goes to the database."""
+        for timer in (self._fresh_timer, self._refresh_timer):
+            if timer is not None:
+                timer.cancel()
+        self._fresh_timer = self._refresh_timer = None
+        self._fresh = []
+        for live in list(self._live.values()):
+            self._ship(live)
+
+    def _ship(self, live: _Live) -> None:
+        try:
+            item = live.snapshot()
+        except Exception:  # a checkpoint is a safety net; never let it break the loop
+            log.exception("checkpoint of request %s failed", live.request_id)
+            item = None
+        if item is None:
+            live.misses += 1
+            if live.misses >= 2:
+                self._live.pop(live.request_id, None)
+            return
+        live.misses = 0
+        live.shipped = True
+        self.store.submit(Checkpoint(item[0], list(item[1])))
 
     def health(self) -> str:
         """``ok``, or ``degraded: ...`` while the database is unreachable and calls are being

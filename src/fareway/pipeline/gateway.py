@@ -24,6 +24,7 @@ from fareway.errors import FarewayError, NoRouteSucceeded, StreamInterrupted
 from fareway.events import StreamEvent, UsageUpdate
 from fareway.keys.store import KeyStore, Principal
 from fareway.pipeline.accounting import Accounting
+from fareway.pipeline.checkpoint import stream_snapshot
 from fareway.pipeline.context import CallContext, Reply
 from fareway.pipeline.resolve import Resolver
 from fareway.pipeline.stages import Admission, Admit, AfterHook, Parse, Resolve, Stage, StreamWrapper
@@ -155,6 +156,9 @@ class Gateway:
             self._account(ctx)
             raise
         meta = ResponseMeta(ctx.request_id, provider=ctx.committed.target.upstream.provider)
+        checkpoint = getattr(self.accounting.ledger, "checkpoint", None)
+        if checkpoint is not None:  # the commit point: a killed gateway still leaves this call's row
+            checkpoint(ctx.request_id, stream_snapshot(self.accounting, ctx))
         return Reply(
             200,
             self._headers(ctx),

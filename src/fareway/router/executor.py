@@ -162,6 +162,11 @@ class Committed:
         if self._live is not None:
             self._live.abort()
 
+    @property
+    def output_chars(self) -> int:
+        """Characters of content read from the upstream so far (for a checkpoint of a stream)."""
+        return self._live.acc.output_chars if self._live is not None else self.log.output_chars
+
 
 class _Live:
     """An open upstream stream being read."""
