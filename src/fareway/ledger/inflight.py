@@ -36,7 +36,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -309,9 +309,11 @@ async def pg_take_writer_lock(conn: Any, writer: str) -> bool:
 class PgAdopter:
     """Adopts the inflight rows of dead writers, for one Postgres writer (module docstring)."""
 
-    def __init__(self, schema: str, writer: str) -> None:
+    def __init__(self, schema: str, writer: str, decode: Callable[[str], tuple[Any, list[Any]]]) -> None:
         self.schema = schema
         self.writer = writer
+        self.decode = decode
+        """A checkpoint's stored rows as the COPY takes them (pg_batch.decode_checkpoint)."""
         self._next: float | None = 0.0
         """When to look (again); None: no row of a live writer was left at the last look."""
 
@@ -324,8 +326,7 @@ class PgAdopter:
 
     async def adopt(self, conn: Any) -> tuple[int, int]:
         """One look: (calls, attempts) adopted.  Each dead writer's rows in one transaction."""
-        from fareway.ledger.pg_batch import decode_checkpoint
-
+        decode_checkpoint = self.decode
         t = pg_quote(self.schema)
         writers = [
             r[0]

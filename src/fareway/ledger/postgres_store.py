@@ -50,7 +50,7 @@ from fareway.ledger import pg_batch, spool
 from fareway.ledger.base import Checkpoint, FlushMarker, LedgerStats, QueueItem, StoreUnavailable, log
 from fareway.ledger.inflight import PgAdopter, pg_take_writer_lock
 from fareway.ledger.migrations import migrate_postgres
-from fareway.ledger.pg_batch import Batch
+from fareway.ledger.pg_batch import Batch, decode_checkpoint
 from fareway.ledger.records import CALL_COLUMNS
 
 T = TypeVar("T")
@@ -183,7 +183,7 @@ class PostgresStore:
         """Set by ``close()`` (after the last flush): the intake ends once its queue is empty."""
         self._deadline: float | None = None
         self._markers = 0
-        self._adopter = PgAdopter(schema, self.writer_id)
+        self._adopter = PgAdopter(schema, self.writer_id, decode_checkpoint)
 
     # ------------------------------------------------------------------ lifecycle
 
