@@ -154,32 +154,48 @@ class Accounting:
             out = (a.output_chars + 3) // 4
             a.usage = Usage(input_tokens=prompt, output_tokens=out, estimated=True)
 
+    def attempt_row(
+        self,
+        request_id: str,
+        attempt_no: int,
+        a: AttemptLog,
+        outcome: str,
+        usage: Usage | None,
+        latency_s: float | None,
+        sources: set[str],
+    ) -> AttemptRecord:
+        """The ledger row of one attempt with ``usage`` (None: zero tokens) priced; the price's
+        source is added to ``sources``.  Used by the account stage and by stream checkpoints."""
+        up = a.target.upstream
+        rec = AttemptRecord(
+            request_id=request_id,
+            attempt_no=attempt_no,
+            provider=up.provider,
+            model=up.model,
+            outcome=outcome,  # type: ignore[arg-type]
+            role=a.role,  # type: ignore[arg-type]
+            status=a.status,
+            error=a.error.message if a.error is not None else None,
+            started_at=a.started_at,
+            ttft_ms=a.ttft_s * 1000 if a.ttft_s is not None else None,
+            latency_ms=latency_s * 1000 if latency_s is not None else None,
+        )
+        u = usage if usage is not None else Usage()
+        cost = self.price(up.provider, up.model, u)
+        rec.set_usage(u, cost)
+        if cost is not None:
+            sources.add(cost.source)
+        return rec
+
     def _write(self, ctx: CallContext, call: CallLog, winner: AttemptLog | None) -> str | None:
         status, outcome, error = ctx.status, ctx.outcome, ctx.error
         attempts: list[AttemptRecord] = []
         sources: set[str] = set()
         for i, a in enumerate(call.attempts):
-            up = a.target.upstream
-            rec = AttemptRecord(
-                request_id=ctx.request_id,
-                attempt_no=i,
-                provider=up.provider,
-                model=up.model,
-                outcome=a.outcome if a.outcome != "pending" else "ok",  # type: ignore[arg-type]
-                role=a.role,  # type: ignore[arg-type]
-                status=a.status,
-                error=a.error.message if a.error is not None else None,
-                started_at=a.started_at,
-                ttft_ms=a.ttft_s * 1000 if a.ttft_s is not None else None,
-                latency_ms=a.latency_s * 1000 if a.latency_s is not None else None,
-            )
             # An attempt that failed before any content consumed nothing: zero tokens, priced at 0
             # when the price is known (an unknown price still gives None).
-            usage = a.usage if a.usage is not None else Usage()
-            cost = self.price(up.provider, up.model, usage)
-            rec.set_usage(usage, cost)
-            if cost is not None:
-                sources.add(cost.source)
+            outcome_a = a.outcome if a.outcome != "pending" else "ok"
+            rec = self.attempt_row(ctx.request_id, i, a, outcome_a, a.usage, a.latency_s, sources)
             if a.usage is not None and a.latency_s and a.ttft_s is not None and a.latency_s > a.ttft_s:
                 gen_s = a.latency_s - a.ttft_s
                 if a.usage.output_tokens > 1 and gen_s > 0:
@@ -187,22 +203,14 @@ class Accounting:
             attempts.append(rec)
         latency_s = max((a.latency_s or 0.0) for a in call.attempts) if call.attempts else 0.0
         last = winner or (call.attempts[-1] if call.attempts else None)
-        rec_call = CallRecord(
-            request_id=ctx.request_id,
-            requested_model=ctx.requested_model,
-            time=datetime.now(UTC),
-            key_id=ctx.principal.key_id,
-            key_name=ctx.principal.name,
-            client_dialect=ctx.dialect,
-            provider=last.target.upstream.provider if last is not None else None,
-            upstream_model=last.target.upstream.model if last is not None else None,
-            status=status,
-            outcome=outcome,
-            stream=ctx.stream,
-            route=ctx.route,
-            error=_error_text(error),
-            ttft_ms=winner.ttft_s * 1000 if winner is not None and winner.ttft_s is not None else None,
-            latency_ms=latency_s * 1000,
+        rec_call = call_row(
+            ctx,
+            last,
+            status,
+            outcome,
+            _error_text(error),
+            winner.ttft_s * 1000 if winner is not None and winner.ttft_s is not None else None,
+            latency_s * 1000,
         )
         rollup(rec_call, attempts, ", ".join(sorted(sources)) or None)
         if winner is not None:
@@ -213,6 +221,36 @@ class Accounting:
         if self.metrics is not None:
             self.metrics.observe(rec_call, attempts)
         return None if rec_call.cost is None else _money(rec_call.cost)
+
+
+def call_row(
+    ctx: CallContext,
+    served_by: AttemptLog | None,
+    status: int,
+    outcome: str,
+    error: str | None,
+    ttft_ms: float | None,
+    latency_ms: float,
+) -> CallRecord:
+    """The ledger row of the call ``ctx`` (its tokens and cost are rolled up from the attempts
+    by the caller).  Used by the account stage and by stream checkpoints."""
+    return CallRecord(
+        request_id=ctx.request_id,
+        requested_model=ctx.requested_model,
+        time=datetime.now(UTC),
+        key_id=ctx.principal.key_id,
+        key_name=ctx.principal.name,
+        client_dialect=ctx.dialect,
+        provider=served_by.target.upstream.provider if served_by is not None else None,
+        upstream_model=served_by.target.upstream.model if served_by is not None else None,
+        status=status,
+        outcome=outcome,  # type: ignore[arg-type]
+        stream=ctx.stream,
+        route=ctx.route,
+        error=error,
+        ttft_ms=ttft_ms,
+        latency_ms=latency_ms,
+    )
 
 
 def _money(d: Decimal) -> str:

@@ -5,8 +5,8 @@ account stage would write them if the stream stopped now: status 200, outcome ``
 the error :data:`~fareway.ledger.inflight.STOPPED`, and estimated tokens (the prompt as the
 provider reported it or as counted offline, once; the output at ~4 characters a token of what
 was streamed so far, as accounting estimates a cut-off stream).  It builds the
-rows the way the account stage does (pipeline/accounting.py ``Accounting._write``: keep the two
-in step), priced by the same price book, without touching the call's context.
+rows with the account stage's own row builders (``Accounting.attempt_row``, ``call_row``), priced
+by the same price book, without touching the call's context.
 
 The ledger calls it on the event loop only for streams still running ``checkpoint_after``
 seconds after their commit point, and then every ``checkpoint_every`` seconds: a short stream
@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from fareway.ledger.inflight import STOPPED
 from fareway.ledger.records import AttemptRecord, CallRecord, rollup
-from fareway.pipeline.accounting import _SYNC_ESTIMATE_CHARS, Accounting, _prompt_chars
+from fareway.pipeline.accounting import _SYNC_ESTIMATE_CHARS, Accounting, _prompt_chars, call_row
 from fareway.pipeline.context import CallContext
 from fareway.router.executor import Committed
 from fareway.types import ChatRequest, Usage
@@ -56,7 +55,7 @@ def stream_snapshot(accounting: Accounting, ctx: CallContext) -> Callable[[], Ro
 
 
 def _rows(accounting: Accounting, ctx: CallContext, committed: Committed, prompt: int) -> Rows:
-    """As ``Accounting._write`` builds them, for a call cancelled now (kept in step with it)."""
+    """The rows of this call as if it were cancelled now."""
     winner = committed.log
     now = time.monotonic()
     rid = ctx.request_id
@@ -64,7 +63,6 @@ def _rows(accounting: Accounting, ctx: CallContext, committed: Committed, prompt
     sources: set[str] = set()
     wrec: AttemptRecord | None = None
     for i, a in enumerate(ctx.attempts.attempts):
-        up = a.target.upstream
         usage, outcome, latency = a.usage, a.outcome, a.latency_s
         if a is winner:
             outcome = "cancelled"
@@ -81,43 +79,11 @@ def _rows(accounting: Accounting, ctx: CallContext, committed: Committed, prompt
             # as accounting estimates: an attempt that reached the provider consumed its prompt
             if usage is None and (outcome in ("cancelled", "ok") or a.output_chars > 0):
                 usage = Usage(input_tokens=prompt, output_tokens=(a.output_chars + 3) // 4, estimated=True)
-        rec = AttemptRecord(
-            request_id=rid,
-            attempt_no=i,
-            provider=up.provider,
-            model=up.model,
-            outcome=outcome,  # type: ignore[arg-type]
-            role=a.role,  # type: ignore[arg-type]
-            status=a.status,
-            error=a.error.message if a.error is not None else None,
-            started_at=a.started_at,
-            ttft_ms=a.ttft_s * 1000 if a.ttft_s is not None else None,
-            latency_ms=latency * 1000 if latency is not None else None,
-        )
-        usage = usage if usage is not None else Usage()
-        cost = accounting.price(up.provider, up.model, usage)
-        rec.set_usage(usage, cost)
-        if cost is not None:
-            sources.add(cost.source)
+        rec = accounting.attempt_row(rid, i, a, outcome, usage, latency, sources)
         if a is winner:
             wrec = rec
         attempts.append(rec)
     latency_s = max(((r.latency_ms or 0.0) for r in attempts), default=0.0)
-    call = CallRecord(
-        request_id=rid,
-        requested_model=ctx.requested_model,
-        time=datetime.now(UTC),
-        key_id=ctx.principal.key_id,
-        key_name=ctx.principal.name,
-        client_dialect=ctx.dialect,
-        provider=winner.target.upstream.provider,
-        upstream_model=winner.target.upstream.model,
-        status=200,
-        outcome="cancelled",
-        stream=ctx.stream,
-        route=ctx.route,
-        error=STOPPED,
-        ttft_ms=wrec.ttft_ms if wrec is not None else None,
-        latency_ms=latency_s,
-    )
+    ttft_ms = wrec.ttft_ms if wrec is not None else None
+    call = call_row(ctx, winner, 200, "cancelled", STOPPED, ttft_ms, latency_s)
     return rollup(call, attempts, ", ".join(sorted(sources)) or None), attempts
