@@ -451,19 +451,11 @@ class Executor:
                 resp = await self.transport.send(
                     http, up.provider, total=self.total_timeout, idle=self.idle_timeout
                 )
-                body = await resp.read()
-                resp.release()
                 if resp.status >= 300:
+                    body = await resp.read()
+                    resp.release()
                     raise adapter.parse_error(resp.status, resp.headers, body, up)
-                response = adapter.parse_response(body, up)
-                log.outcome = "ok"
-                log.status = resp.status
-                log.latency_s = self.clock() - log.t0
-                log.ttft_s = log.latency_s
-                log.usage = response.usage
-                log.response_model = response.model
-                self._stats_end(log, ok=True, headers=resp.headers)
-                return Committed(log, response=response)
+                return Committed(log, response=await self._whole_answer(log, adapter, resp))
             return await self._open_stream(log, adapter, http, req, whole=whole)
         except UpstreamError as exc:
             if resp is not None:
@@ -556,6 +548,7 @@ class Executor:
         resp.release()
         response = adapter.parse_response(body, log.target.upstream)
         log.outcome = "ok"
+        log.status = resp.status
         log.latency_s = self.clock() - log.t0
         log.ttft_s = log.latency_s
         log.usage = response.usage
