@@ -73,6 +73,8 @@ class Admit:
         self.admissions: list[Admission] = list(admissions or [])
 
     async def run(self, ctx: CallContext) -> Reply | None:
+        if not self.admissions:
+            return None
         admitted: list[Admission] = ctx.notes.setdefault("admitted", [])
         for a in self.admissions:
             await a.admit(ctx)
