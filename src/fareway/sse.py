@@ -33,9 +33,12 @@ class SseParser:
     def feed(self, chunk: bytes | str) -> list[SseEvent]:
         # Incremental decoding: a UTF-8 character split across two reads must not be corrupted.
         text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
-        if self._pending_cr and text.startswith("\n"):
-            text = text[1:]
-        self._pending_cr = False
+        if self._pending_cr and text:
+            # a CR ended the last read: an LF opening this one belongs to the same line end (an
+            # empty read, or one holding only part of a UTF-8 character, says nothing yet)
+            if text.startswith("\n"):
+                text = text[1:]
+            self._pending_cr = False
         self._buf += text
         out: list[SseEvent] = []
         buf = self._buf
