@@ -32,8 +32,11 @@ class UpstreamResponse:
         "_cap",
         "_idle",
         "_live",
+        "_loop",
+        "_reading_since",
         "_resp",
         "_seen",
+        "_watchdog",
         "headers",
         "interrupted",
         "provider",
@@ -56,6 +59,9 @@ class UpstreamResponse:
         self._cap = cap
         self._seen = 0
         self._live = live
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading_since = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self.interrupted: str | None = None
         if live is not None:
             live.add(self)
@@ -97,19 +103,29 @@ class UpstreamResponse:
 
     async def next_chunk(self) -> bytes:
         """The next bytes of the body (b"" at the end).  Raises UpstreamTimeout(phase="idle")
-        when nothing arrives for the idle timeout."""
+        when nothing arrives for the idle timeout.
+
+        The idle timeout is one watchdog timer per response, not a timeout scope per read (which
+        costs a timer and a cancel for every chunk): each read notes when it began, and the
+        watchdog, due ``idle`` seconds after the oldest read it has not seen end, fails the
+        pending read by setting the error on aiohttp's stream reader.  Time the consumer spends
+        between reads (a slow client) is never counted as upstream idleness."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._reading_since = now
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(now + self._idle, self._watch)
         try:
-            async with asyncio.timeout(self._idle):
-                chunk = await self._resp.content.readany()
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"the upstream sent nothing for {self._idle:g}s", phase="idle", provider=self.provider
-            ) from exc
+            chunk = await self._resp.content.readany()
         except aiohttp.ClientError as exc:
             self._check_interrupted()
             raise UpstreamConnectionError(
                 f"the upstream connection broke mid-stream: {type(exc).__name__}", provider=self.provider
             ) from exc
+        finally:
+            self._reading_since = 0.0
         if chunk:
             self._seen += len(chunk)  # inline, not a method call: this runs for every chunk
             if self._seen > self._cap:
@@ -118,13 +134,35 @@ class UpstreamResponse:
             raise UpstreamConnectionError(self.interrupted, provider=self.provider)
         return chunk
 
+    def _watch(self) -> None:
+        self._watchdog = None
+        since = self._reading_since
+        if not since or self._loop is None:
+            return  # no read pending: the next read arms the watchdog again
+        due = since + self._idle
+        if self._loop.time() >= due - 0.001:
+            self._resp.content.set_exception(
+                UpstreamTimeout(
+                    f"the upstream sent nothing for {self._idle:g}s", phase="idle", provider=self.provider
+                )
+            )
+        else:
+            self._watchdog = self._loop.call_at(due, self._watch)
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
     def release(self) -> None:
+        self._stop_watchdog()
         if self._live is not None:
             self._live.discard(self)
         self._resp.release()
 
     def close(self) -> None:
         """Abort: close the connection so the provider sees the disconnect and stops generating."""
+        self._stop_watchdog()
         if self._live is not None:
             self._live.discard(self)
         self._resp.close()

@@ -278,21 +278,38 @@ class CallStream:
         committed, req = ctx.committed, ctx.req
         assert committed is not None and req is not None
         enc: StreamEncoder = ctx.wire.stream_encoder(req, meta)
-        events: AsyncIterator[StreamEvent] = committed.events()
-        for w in gw.wrappers:
-            events = w.wrap(ctx, events)
         error: FarewayError | None = None
         completed = False
         try:
             first = enc.start()
-            if first:
-                yield first
-            async for event in events:
-                if isinstance(event, UsageUpdate):
-                    ctx.usage = event.usage
-                chunk = enc.encode(event)
-                if chunk:
-                    yield chunk
+            if gw.wrappers:
+                if first:
+                    yield first
+                events: AsyncIterator[StreamEvent] = committed.events()
+                for w in gw.wrappers:
+                    events = w.wrap(ctx, events)
+                async for event in events:
+                    if isinstance(event, UsageUpdate):
+                        ctx.usage = event.usage
+                    chunk = enc.encode(event)
+                    if chunk:
+                        yield chunk
+            else:
+                # no wrapper: what one upstream read brought goes out in one write
+                encode = enc.encode
+                pending = [first] if first else []
+                async for batch in committed.batches():
+                    out, pending = pending, []
+                    for event in batch:
+                        if isinstance(event, UsageUpdate):
+                            ctx.usage = event.usage
+                        chunk = encode(event)
+                        if chunk:
+                            out.append(chunk)
+                    if out:
+                        yield out[0] if len(out) == 1 else b"".join(out)
+                if pending:
+                    yield pending[0]
             completed = True
         except StreamInterrupted as exc:
             error = exc

@@ -124,18 +124,28 @@ class Committed:
     async def events(self) -> AsyncIterator[StreamEvent]:
         """The committed stream: the buffered events, then the rest.  Raises StreamInterrupted
         if the upstream fails after the commit point."""
+        async for batch in self.batches():
+            for e in batch:
+                yield e
+
+    async def batches(self) -> AsyncIterator[list[StreamEvent]]:
+        """The committed stream as the lists of events each upstream read gave (the buffered
+        events first): what ``events()`` yields, one list per read, so that a consumer can encode
+        and send what one read brought in one write.  Iterate exactly once."""
         if self.response is not None and self._live is None and not self._buffered:
             # a whole answer, as the events a stream of it would give (for stream wrappers)
             self._buffered = response_to_events(self.response)
-        for e in self._buffered:
-            yield e
-        self._buffered = []
+        if self._buffered:
+            buffered, self._buffered = self._buffered, []
+            yield buffered
         live = self._live
         if live is None:
             return
         try:
-            async for e in live.rest():
-                yield e
+            while not live.eof:
+                batch = await live.read_or_fail()
+                if batch:
+                    yield batch
         except UpstreamError as exc:
             raise StreamInterrupted(exc) from exc
         finally:
@@ -219,11 +229,11 @@ class _Live:
             provider=self.log.target.upstream.provider,
         )
 
-    async def rest(self) -> AsyncIterator[StreamEvent]:
+    async def read_or_fail(self) -> list[StreamEvent]:
+        """``read()``, recording a failure on the attempt (and closing the upstream) when it
+        raises; a cancel (the client went away) ends the attempt as cancelled."""
         try:
-            while not self.eof:
-                for e in await self.read():
-                    yield e
+            return await self.read()
         except UpstreamError as exc:
             self.executor._fail(self.log, exc)
             self.resp.close()
