@@ -216,7 +216,8 @@ def main() -> None:
     ap.add_argument(
         "--variants",
         default="noledger,processledger,processledger-cpu1,pgledger",
-        help="with --ledger-variants: which ones, comma-separated (default: all four)",
+        help="with --ledger-variants: which ones, comma-separated (default: these four; also jsonupstream:"
+        " non-streamed calls read from the upstream as one JSON answer)",
     )
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -255,6 +256,7 @@ def main() -> None:
                         f'\n[ledger]\nwriter = "process"\nwriter_cpus = [{load_core or 0}]\n',
                     ),
                     ("fareway-pgledger", f'\n[ledger]\nurl = "{a.pg_url}"\n'),
+                    ("fareway-jsonupstream", "\n[timeouts]\nstream_upstream = false\n"),
                 ]
                 servers = [s for s in servers if not s[0].startswith("fareway-") or s[0] in wanted]
         runs: dict[str, list[dict[str, float]]] = {}
