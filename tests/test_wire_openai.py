@@ -642,6 +642,7 @@ def test_encode_text_response() -> None:
             "total_tokens": 15,
             "prompt_tokens_details": {"cached_tokens": 4},
             "completion_tokens_details": {"reasoning_tokens": 1},
+            "cost": "unknown",  # no cost in the meta: the call could not be priced
         },
     }
     cc = completion(resp)
@@ -709,7 +710,7 @@ def test_cost_only_when_known() -> None:
     )
     assert priced["usage"]["prompt_tokens_details"] == {"cached_tokens": 0, "cache_write_tokens": 3}
     unpriced = orjson.loads(WIRE.encode_response(resp, req_with(), ResponseMeta("r", cost_usd=None)))
-    assert "cost" not in unpriced["usage"]
+    assert unpriced["usage"]["cost"] == "unknown"  # an unpriced call says so (issue 16)
     zero = orjson.loads(WIRE.encode_response(resp, req_with(), ResponseMeta("r", cost_usd="0")))
     assert zero["usage"]["cost"] == 0
 
@@ -764,7 +765,7 @@ def test_extensions_re_emitted() -> None:
     assert raw["choices"][0]["logprobs"] == {"content": []}
     assert raw["choices"][0]["message"]["annotations"][0]["type"] == "url_citation"
     assert raw["usage"]["queue_time"] == 0.01
-    assert "cost" not in raw["usage"]  # the upstream's price is not the gateway's cost
+    assert raw["usage"]["cost"] == "unknown"  # the upstream's price (9.9) is not the gateway's cost
     assert raw["usage"]["prompt_tokens_details"] == {"audio_tokens": 0, "cached_tokens": 0}
     cc = ChatCompletion.model_validate_json(body)
     assert [c.message.content for c in cc.choices] == ["One", "Other"]
@@ -1240,7 +1241,7 @@ def _seen(cc: ChatCompletion) -> dict[str, Any]:
     }
 
 
-def _usage_tuple(cc: ChatCompletion) -> tuple[int, int, int, int, int, float | None] | None:
+def _usage_tuple(cc: ChatCompletion) -> tuple[int, int, int, int, int, float | str | None] | None:
     u = cc.usage
     if u is None:
         return None
@@ -1276,7 +1277,7 @@ def test_encoded_responses_parse_back(resp: ChatResponse, cost: str | None) -> N
             u.total_tokens,
             u.cached_input_tokens,
             u.reasoning_tokens,
-            None if cost is None else float(cost),
+            "unknown" if cost is None else float(cost),
         )
 
 

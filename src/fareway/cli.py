@@ -63,8 +63,8 @@ def serve(
 ) -> None:
     """Run the gateway (OpenAI-compatible /v1/chat/completions, Anthropic-compatible /v1/messages).
 
-    With no provider key set anywhere, it starts in demo mode: every provider is the built-in
-    simulator, and responses are simulated.
+    It needs at least one provider key (see the README); with --demo, every provider is the
+    built-in simulator instead and every response is simulated (marked x-fareway-simulated: true).
     """
     from fareway.server.factory import build_app
     from fareway.server.serving import DRAIN_REASON, build_server, install_tracemalloc_hook
@@ -75,11 +75,17 @@ def serve(
     if port:
         cfg.port = port
     sim_port: int | None = None
-    if demo or not cfg.keyed_providers():
-        if not demo:
-            click.echo(
-                "No provider key is configured: starting in demo mode with simulated providers.", err=True
-            )
+    if not demo and not cfg.keyed_providers():
+        # never a silent demo: a deployment missing its keys must not serve simulated answers
+        click.echo(
+            "error: no provider key is configured, so there is nothing to route to.\n"
+            "  Add one: export OPENAI_API_KEY=... (or ANTHROPIC_API_KEY, GROQ_API_KEY, ...; see the README),\n"
+            "  or set api_key in a [providers.NAME] table of your config file;\n"
+            "  or try Fareway with simulated providers: fareway serve --demo",
+            err=True,
+        )
+        raise SystemExit(2)
+    if demo:
         sim_port = _free_port("127.0.0.1")
         cfg = cfg.with_demo(f"http://127.0.0.1:{sim_port}")
         if not cfg.master_key:
@@ -104,6 +110,13 @@ def serve(
     if cfg.demo:
         key_note = "the key in FAREWAY_MASTER_KEY" if cfg.master_key != DEMO_KEY else f"key: {DEMO_KEY}"
         click.echo(f"DEMO MODE: every response is simulated, no provider is called. {key_note}", err=True)
+        sim = f"http://127.0.0.1:{sim_port}"
+        click.echo(f"The simulated providers listen on {sim}. To see a fallback, make one fail:", err=True)
+        click.echo(
+            f"  curl -X POST {sim}/_sim/faults -H 'content-type: application/json' "
+            """-d '{"provider": "openai", "kind": "429", "count": 3}'""",
+            err=True,
+        )
 
     def end_upstreams() -> None:
         interrupt = getattr(app.gateway.transport, "interrupt", None)

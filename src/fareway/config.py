@@ -84,6 +84,26 @@ def expand_env(value: str, env: dict[str, str] | os._Environ[str] | None = None)
     return None if missing else out
 
 
+def unset_refs(value: str, env: Any) -> list[str]:
+    """The ``${VAR}`` references in ``value`` whose variable is unset or empty."""
+    return [m.group(1) for m in _ENV_REF.finditer(value) if not env.get(m.group(1))]
+
+
+def require_env(value: str, env: Any, where: str) -> str:
+    """``value`` with its ``${VAR}`` references replaced; a reference to an unset variable is a
+    start-up error naming it (a missing secret never silently leaves a provider unconfigured,
+    nor turns a production config into the demo)."""
+    missing = unset_refs(value, env)
+    if missing:
+        names = ", ".join(f"${{{n}}}" for n in missing)
+        raise ConfigError(
+            f"{where} refers to {names}, which is not set in the environment: set it, or remove the reference"
+        )
+    out = expand_env(value, env)
+    assert out is not None
+    return out
+
+
 @dataclass(slots=True)
 class Timeouts:
     connect: float = 5.0
@@ -199,7 +219,7 @@ def _provider(name: str, table: dict[str, Any], env: Any) -> ProviderConfig:
     base_url = table.get("base_url", base.base_url if base else None)
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"[providers.{name}] needs base_url = an http(s) URL")
-    base_url = expand_env(base_url, env) or base_url
+    base_url = require_env(base_url, env, f"[providers.{name}] base_url")
     if base is not None and base.dialect == dialect:
         spec = base.with_base_url(base_url)
     else:
@@ -228,7 +248,7 @@ def _provider(name: str, table: dict[str, Any], env: Any) -> ProviderConfig:
     key: str | None = None
     raw_key = table.get("api_key")
     if isinstance(raw_key, str):
-        key = expand_env(raw_key, env)
+        key = require_env(raw_key, env, f"[providers.{name}] api_key") or None
     elif spec.key_env:
         key = env.get(spec.key_env) or None
     models = table.get("models", [])
@@ -298,7 +318,7 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     cfg.default_max_tokens = int(_section(data, "defaults").get("max_tokens", cfg.default_max_tokens))
     ledger = _section(data, "ledger")
     url = ledger.get("url", env.get("FAREWAY_LEDGER_URL"))
-    cfg.ledger_url = expand_env(url, env) if isinstance(url, str) else None
+    cfg.ledger_url = require_env(url, env, "[ledger] url") if isinstance(url, str) else None
     cfg.ledger_batch_size = int(ledger.get("batch_size", cfg.ledger_batch_size))
     cfg.ledger_max_delay = float(ledger.get("max_delay", cfg.ledger_max_delay))
     if cfg.ledger_batch_size < 1 or not cfg.ledger_max_delay >= 0:
@@ -336,6 +356,8 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     cfg.prices = _section(data, "prices")
     master = data.get("master_key")
     cfg.master_key = (
-        expand_env(master, env) if isinstance(master, str) else env.get("FAREWAY_MASTER_KEY") or None
+        require_env(master, env, "master_key")
+        if isinstance(master, str)
+        else env.get("FAREWAY_MASTER_KEY") or None
     )
     return cfg

@@ -187,8 +187,7 @@ class Gateway:
         cost = self._account(ctx)
         meta = ResponseMeta(ctx.request_id, provider=committed.target.upstream.provider, cost_usd=cost)
         hdrs = self._headers(ctx)
-        if cost is not None:
-            hdrs.append(("x-fareway-cost-usd", cost))
+        hdrs.append(("x-fareway-cost-usd", cost if cost is not None else "unknown"))
         return Reply(200, hdrs, ctx.wire.encode_response(resp, req, meta))
 
     def _headers(self, ctx: CallContext) -> list[tuple[str, str]]:
@@ -202,6 +201,8 @@ class Gateway:
         ]
         if committed.log.dropped:
             hdrs.append(("x-fareway-dropped-params", ",".join(committed.log.dropped)))
+        if self.config.demo:
+            hdrs.append(("x-fareway-simulated", "true"))
         return hdrs
 
     def _route_header(self, ctx: CallContext) -> str:

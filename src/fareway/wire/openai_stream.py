@@ -102,10 +102,9 @@ def usage_object(usage: Usage, cost_usd: str | None) -> dict[str, Any]:
     ctd["reasoning_tokens"] = usage.reasoning_tokens
     out["completion_tokens_details"] = ctd
     cost = _cost_number(cost_usd)
-    if cost is not None:
-        out["cost"] = cost
-    else:
-        out.pop("cost", None)  # never show an upstream's price as the gateway's cost
+    # never an upstream's own price as the gateway's cost: the gateway's figure, or "unknown"
+    # when the call could not be priced (the x-fareway-cost-usd header says the same)
+    out["cost"] = cost if cost is not None else "unknown"
     return out
 
 
