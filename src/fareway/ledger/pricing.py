@@ -11,7 +11,8 @@ Where a price comes from, first match wins:
 
 No match means the price is **unknown**: :meth:`PriceBook.price` returns ``None``, never a zero.
 Embedding models are listed with an input price only (genai-prices gives OpenAI's and Google's no
-output price; a table may leave ``output`` out): their calls, which have no output tokens, are
+output price; a config or overlay table still needs both, and ``output = 0`` is the usual value
+for an embedding model there): their calls, which have no output tokens, are
 priced, and a usage *with* output tokens on such a model is unknown (``None``).
 
 Buckets (``Cost``) are disjoint and add up to ``total``:
@@ -286,8 +287,9 @@ def _rates_from_table(table: Mapping[str, Any], source: str, where: str) -> Mode
     unknown = set(table) - allowed
     if unknown:
         raise ValueError(f"{where}: unknown price keys {sorted(unknown)}; use {list(_PRICE_KEYS)}")
-    if "input" not in table:
-        raise ValueError(f"{where}: missing 'input' price")
+    for required in ("input", "output"):
+        if required not in table:
+            raise ValueError(f"{where}: missing {required!r} price")
     tiers = list(table.get("tier", table.get("tiers", [])))
     tiers.sort(key=lambda t: int(t["start"]))
 
