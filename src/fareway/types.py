@@ -373,7 +373,6 @@ class Vector:
         return f"Vector(dims={len(self)})"
 
 
-
 @dataclass(slots=True)
 class EmbeddingRequest:
     """A call to embed ``inputs`` (one vector per input, in order) with ``model``."""

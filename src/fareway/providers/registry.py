@@ -37,7 +37,11 @@ BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
     p.name: p
     for p in (
         ProviderSpec(
-            "openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY", quirks=Quirks(embedding_base64=True)
+            "openai",
+            "openai",
+            "https://api.openai.com/v1",
+            "OPENAI_API_KEY",
+            quirks=Quirks(embedding_base64=True),
         ),
         ProviderSpec(
             "anthropic",
