@@ -154,7 +154,9 @@ async def test_similar_texts_get_similar_vectors(gateway: LiveGateway) -> None:
     ],
 )
 async def test_every_provider(gateway: LiveGateway, model: str, provider: str, dims: int) -> None:
-    raw = await oai(gateway).embeddings.with_raw_response.create(model=model, input=["one text", "another text"])
+    raw = await oai(gateway).embeddings.with_raw_response.create(
+        model=model, input=["one text", "another text"]
+    )
     got = raw.parse()
     assert raw.headers["x-fareway-provider"] == provider
     assert [len(d.embedding) for d in got.data] == [dims, dims]
@@ -213,7 +215,9 @@ async def test_deepinfra_cost_is_unknown_not_zero(gateway: LiveGateway) -> None:
         ({"model": "auto:cheap", "input": "x"}, 400, "model"),
     ],
 )
-async def test_bad_input_is_an_openai_error(gateway: LiveGateway, payload: Any, status: int, param: str) -> None:
+async def test_bad_input_is_an_openai_error(
+    gateway: LiveGateway, payload: Any, status: int, param: str
+) -> None:
     got, body, headers = await post(gateway, payload)
     assert got == status
     err = body["error"]
@@ -243,7 +247,9 @@ async def test_errors_through_the_sdk(gateway: LiveGateway) -> None:
 async def test_chat_never_reaches_an_embedding_model(gateway: LiveGateway) -> None:
     for model in (SMALL, "openai/text-embedding-3-small", "gemini-embedding-001"):
         with pytest.raises(openai.BadRequestError, match="embedding model"):
-            await oai(gateway).chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+            await oai(gateway).chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}]
+            )
 
 
 async def test_an_upstream_429_without_fallback_is_a_429(gateway: LiveGateway, sim_control: Any) -> None:
@@ -257,7 +263,13 @@ async def test_an_upstream_429_without_fallback_is_a_429(gateway: LiveGateway, s
 
 async def test_models_list_marks_embedding_models(gateway: LiveGateway) -> None:
     kinds = {m.id: getattr(m, "kind", None) for m in (await oai(gateway).models.list()).data}
-    for mid in (SMALL, "openai/text-embedding-3-small", "gemini-embedding-001", "mistral-embed", "BAAI/bge-m3"):
+    for mid in (
+        SMALL,
+        "openai/text-embedding-3-small",
+        "gemini-embedding-001",
+        "mistral-embed",
+        "BAAI/bge-m3",
+    ):
         assert kinds[mid] == "embedding", mid
     for mid in ("gpt-4o-mini", "claude-haiku-4-5", "auto"):
         assert kinds[mid] == "chat", mid
@@ -275,8 +287,14 @@ async def agw(sim: Any, tmp_path: Any) -> AsyncIterator[LiveGateway]:
     cfg = dataclasses.replace(
         cfg,
         aliases={
-            "emb-chain": {"strategy": "fallback", "targets": ["openai/text-embedding-3-small", "deepinfra/BAAI/bge-m3"]},
-            "emb-race": {"strategy": "race", "targets": ["openai/text-embedding-3-small", "mistral/mistral-embed"]},
+            "emb-chain": {
+                "strategy": "fallback",
+                "targets": ["openai/text-embedding-3-small", "deepinfra/BAAI/bge-m3"],
+            },
+            "emb-race": {
+                "strategy": "race",
+                "targets": ["openai/text-embedding-3-small", "mistral/mistral-embed"],
+            },
             "emb": "gemini/gemini-embedding-001",
         },
     )
@@ -296,7 +314,11 @@ async def test_fallback_on_429_and_5xx(agw: LiveGateway, sim_control: Any, kind:
     row = await logged(agw, raw.headers["x-request-id"])
     assert row.call.attempts == 2 and row.call.provider == "deepinfra" and row.call.kind == "embedding"
     first, second = row.attempts
-    assert (first.outcome, first.role, first.status) == ("error", "primary", 529 if kind == "529" else int(kind))
+    assert (first.outcome, first.role, first.status) == (
+        "error",
+        "primary",
+        529 if kind == "529" else int(kind),
+    )
     assert (second.outcome, second.role) == ("ok", "fallback")
     assert first.input_tokens == 0  # a refused try consumed nothing
 

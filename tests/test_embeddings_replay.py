@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import openai
 import orjson
 import pytest
 import yaml
@@ -49,7 +48,9 @@ def openai_up(model: str, provider: str = "openai") -> Upstream:
 
 def gemini_up(model: str) -> Upstream:
     s = BUILTIN_PROVIDERS["gemini"]
-    return Upstream("gemini", "gemini", s.base_url, model, "g-test", auth_header="x-goog-api-key", auth_scheme=None)
+    return Upstream(
+        "gemini", "gemini", s.base_url, model, "g-test", auth_header="x-goog-api-key", auth_scheme=None
+    )
 
 
 def f32(text: str) -> list[float]:
@@ -111,7 +112,9 @@ def test_openai_404_is_not_a_fallback_trigger() -> None:
 
 
 def ada() -> tuple[dict[str, Any], dict[str, Any]]:
-    data = yaml.safe_load((DIR / "text-embedding-ada-002_embeddings_the_food_was_delicious_and_the_waiter_.yml").read_text())
+    data = yaml.safe_load(
+        (DIR / "text-embedding-ada-002_embeddings_the_food_was_delicious_and_the_waiter_.yml").read_text()
+    )
     it = data["http_interactions"][0]
     return json.loads(it["request"]["body"]["string"]), json.loads(it["response"]["body"]["string"])
 
@@ -149,7 +152,9 @@ def test_gemini_batch_request_is_the_recorded_one() -> None:
 def test_gemini_single_input_uses_embed_content() -> None:
     it = one("test_embedding[gemini-embedding-001-768].yaml")
     [r] = it.request_json["requests"]
-    req = EmbeddingRequest(model="gemini-embedding-001", inputs=[r["content"]["parts"][0]["text"]], dimensions=768)
+    req = EmbeddingRequest(
+        model="gemini-embedding-001", inputs=[r["content"]["parts"][0]["text"]], dimensions=768
+    )
     http = GEMINI.build_request(req, req.inputs, gemini_up("gemini-embedding-001"))
     assert http.url == it.uri.replace(":batchEmbedContents", ":embedContent")
     assert orjson.loads(http.body) == {"content": r["content"], "outputDimensionality": 768}
@@ -175,7 +180,10 @@ def test_gemini_batch_with_usage() -> None:
     req = EmbeddingRequest(model="gemini-embedding-2", inputs=["First text", "Second text"], dimensions=768)
     result = GEMINI.parse_response(it.body, req, 2, gemini_up("gemini-embedding-2"))
     assert [len(v) for v in result.vectors] == [768, 768]
-    assert result.usage is not None and result.usage.input_tokens == recorded["usageMetadata"]["promptTokenCount"] == 4
+    assert (
+        result.usage is not None
+        and result.usage.input_tokens == recorded["usageMetadata"]["promptTokenCount"] == 4
+    )
     for vec, item in zip(result.vectors, recorded["embeddings"], strict=True):
         assert abs(norm(item["values"]) - 1.0) < 1e-3  # embedding-2 is unit length already
         assert vec.floats() == item["values"]  # ...so it passes unchanged
@@ -192,7 +200,9 @@ def test_gemini_404() -> None:
 def test_gemini_task_type_is_passed_per_request() -> None:
     it = one("TestGoogle.test_embed_error.yaml")
     [r] = it.request_json["requests"]
-    req = EmbeddingRequest(model="nonexistent-model", inputs=["Hello, world!", "x"], extensions={"task_type": r["taskType"]})
+    req = EmbeddingRequest(
+        model="nonexistent-model", inputs=["Hello, world!", "x"], extensions={"task_type": r["taskType"]}
+    )
     body = orjson.loads(GEMINI.build_request(req, req.inputs, gemini_up("nonexistent-model")).body)
     assert body["requests"][0] == r  # the recorded request item: model, content, taskType
     assert body["requests"][1]["taskType"] == "RETRIEVAL_QUERY"
@@ -265,7 +275,14 @@ async def test_recordings_reach_the_sdk_intact(sim: Any, replay_upstream: str, t
         ProviderSpec("rec", "openai", f"{replay_upstream}/v1", builtin=False), api_key="k1"
     )
     providers["recg"] = ProviderConfig(
-        ProviderSpec("recg", "gemini", f"{replay_upstream}/v1beta", auth_header="x-goog-api-key", auth_scheme=None, builtin=False),
+        ProviderSpec(
+            "recg",
+            "gemini",
+            f"{replay_upstream}/v1beta",
+            auth_header="x-goog-api-key",
+            auth_scheme=None,
+            builtin=False,
+        ),
         api_key="k2",
     )
     gw = await start_gateway(dataclasses.replace(cfg, providers=providers))
@@ -282,7 +299,9 @@ async def test_recordings_reach_the_sdk_intact(sim: Any, replay_upstream: str, t
         assert [d.embedding for d in floats.data] == [f32(d["embedding"]) for d in recorded["data"]]
 
         grec = one("test_embedding_batch.yaml").response_json()
-        g = await client.embeddings.create(model="recg/gemini-embedding-2", input=["First text", "Second text"], dimensions=768)
+        g = await client.embeddings.create(
+            model="recg/gemini-embedding-2", input=["First text", "Second text"], dimensions=768
+        )
         assert [len(d.embedding) for d in g.data] == [768, 768]
         for d, item in zip(g.data, grec["embeddings"], strict=True):
             # base64 (the SDK's default) carries float32: the recorded floats to float32 precision

@@ -42,10 +42,14 @@ def test_base64_is_little_endian_float32_and_round_trips(values: list[float]) ->
     assert back.base64() == text
 
 
-@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e30, max_value=1e30), max_size=50))
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e30, max_value=1e30), max_size=50)
+)
 def test_floats_encode_to_their_nearest_float32(values: list[float]) -> None:
     raw = base64.b64decode(Vector(values).base64())
-    assert list(struct.unpack(f"<{len(values)}f", raw)) == [struct.unpack("<f", struct.pack("<f", x))[0] for x in values]
+    assert list(struct.unpack(f"<{len(values)}f", raw)) == [
+        struct.unpack("<f", struct.pack("<f", x))[0] for x in values
+    ]
 
 
 @given(st.binary(max_size=64).filter(lambda b: len(b) % 4 != 0))
@@ -60,7 +64,10 @@ def test_malformed_base64_is_refused(text: str) -> None:
         Vector.from_base64(text)
 
 
-@given(st.lists(st.lists(finite32s, min_size=1, max_size=8), min_size=1, max_size=5), st.sampled_from(["float", "base64"]))
+@given(
+    st.lists(st.lists(finite32s, min_size=1, max_size=8), min_size=1, max_size=5),
+    st.sampled_from(["float", "base64"]),
+)
 def test_response_encodes_each_vector_as_asked(vectors: list[list[float]], fmt: str) -> None:
     req = EmbeddingRequest(model="m", inputs=["x"] * len(vectors), encoding_format=fmt)  # type: ignore[arg-type]
     result = EmbeddingResult([Vector(v) for v in vectors], "m", Usage(input_tokens=7))
@@ -143,7 +150,9 @@ def test_too_many_inputs() -> None:
 
 
 def test_request_fields_and_pass_through() -> None:
-    req = parse_request(body(input=["a", "b"], dimensions=64, encoding_format="base64", user="u", input_type="query"))
+    req = parse_request(
+        body(input=["a", "b"], dimensions=64, encoding_format="base64", user="u", input_type="query")
+    )
     assert req.inputs == ["a", "b"] and req.dimensions == 64 and req.encoding_format == "base64"
     assert req.user == "u" and req.extensions == {"input_type": "query"}
     assert parse_request(body()).encoding_format == "float"  # OpenAI's default

@@ -6,6 +6,8 @@
 * every pair of adjacent words, weight 0.5 (so word order counts a little);
 * every character trigram of every word padded with ``#`` (``cat`` -> ``#ca``, ``cat``, ``at#``),
   weight 0.5 (so spelling variants and inflections stay close);
+* a few very common English words ("the", "for", "is", ...) weigh a tenth of that, so sharing
+  them does not make two texts look related;
 
 and scales the sum to unit length.  Two texts that share most features therefore have a cosine
 near 1, unrelated texts near 0, and the same text always gets the same vector (a keyed BLAKE2b
@@ -77,13 +79,24 @@ def native_dims(model: str) -> int | None:
     return DEFAULT_DIMS if "embed" in model.lower() else None
 
 
+_STOPWORDS = frozenset(
+    "a an and are as at be by for from how i in is it of on or that the this to was were what with you".split()
+)
+"""Words so common that sharing them says little: their features weigh :data:`STOPWORD_WEIGHT`."""
+STOPWORD_WEIGHT = 0.1
+
+
 def _features(text: str) -> list[tuple[str, float]]:
     words = _WORD.findall(text.lower())
-    feats: list[tuple[str, float]] = [(f"w:{w}", 1.0) for w in words]
-    feats += [(f"b:{a} {b}", 0.5) for a, b in itertools.pairwise(words)]
-    for w in words:
+    scale = [STOPWORD_WEIGHT if w in _STOPWORDS else 1.0 for w in words]
+    feats: list[tuple[str, float]] = [(f"w:{w}", k) for w, k in zip(words, scale, strict=True)]
+    feats += [
+        (f"b:{a} {b}", 0.5 * min(ka, kb))
+        for (a, ka), (b, kb) in itertools.pairwise(zip(words, scale, strict=True))
+    ]
+    for w, k in zip(words, scale, strict=True):
         padded = f"#{w}#"
-        feats += [(f"c:{padded[i : i + 3]}", 0.5) for i in range(len(padded) - 2)]
+        feats += [(f"c:{padded[i : i + 3]}", 0.5 * k) for i in range(len(padded) - 2)]
     if not feats:  # punctuation or spaces only: its characters are its features
         feats = [(f"c:{text[i : i + 3]}", 0.5) for i in range(max(1, len(text) - 2))]
     return feats
