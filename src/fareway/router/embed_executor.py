@@ -249,6 +249,13 @@ class EmbeddingExecutor:
             log.usage = Usage(input_tokens=quick_token_estimate(req.inputs), estimated=True)
             self._stats_end(log, ok=True, headers=None, cancelled=True)
             raise
+        except Exception:
+            # a bug below (not the provider's failure): the attempt still ends in the log and the
+            # statistics (its in-flight count), then the call fails as a 500
+            log.outcome = "error"
+            log.latency_s = self.clock() - log.t0
+            self._stats_end(log, ok=True, headers=None, cancelled=True)
+            raise
         result = await self._merge(answers, batches)
         log.outcome = "ok"
         log.status = 200
