@@ -238,7 +238,8 @@ def models(config_path: str | None, show_all: bool) -> None:
     for o in load_builtin_catalog():
         if show_all or o.provider in keyed:
             mark = "" if o.provider in keyed else "  (no key)"
-            click.echo(f"{o.provider}/{o.model:<40} family={o.family}{mark}")
+            kind = "  kind=embedding" if o.kind == "embedding" else ""
+            click.echo(f"{o.provider}/{o.model:<40} family={o.family}{kind}{mark}")
 
 
 # --------------------------------------------------------------------------- route

@@ -40,7 +40,8 @@ Top-level sections:
                   spooling), spool_path (state_dir/ledger-spool), spool_after (1: seconds a write
                   may hang before the calls behind it are spooled)
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
-                  (dialect + base_url + api_key; models = [...] optional)
+                  (dialect + base_url + api_key; models = [...] and embedding_models = [...]
+                  optional, listed by /v1/models)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
 ``[prices.X]``    per-provider prices per million tokens: {"model" = {input=..., output=...}}
 """
@@ -145,6 +146,8 @@ class ProviderConfig:
     api_key: str | None
     models: list[str] = field(default_factory=list)
     """Models a custom provider declares (for /v1/models); any model is accepted by address."""
+    embedding_models: list[str] = field(default_factory=list)
+    """Embedding models it declares: listed by /v1/models with ``kind: "embedding"``."""
 
 
 @dataclass(slots=True)
@@ -254,7 +257,10 @@ def _provider(name: str, table: dict[str, Any], env: Any) -> ProviderConfig:
     models = table.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise ConfigError(f"[providers.{name}] models must be a list of strings")
-    return ProviderConfig(spec, key, list(models))
+    embedding_models = table.get("embedding_models", [])
+    if not isinstance(embedding_models, list) or not all(isinstance(m, str) for m in embedding_models):
+        raise ConfigError(f"[providers.{name}] embedding_models must be a list of strings")
+    return ProviderConfig(spec, key, list(models), list(embedding_models))
 
 
 def _limits(server: dict[str, Any]) -> ServerLimits:

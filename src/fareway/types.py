@@ -20,8 +20,13 @@ Conventions:
 
 from __future__ import annotations
 
+import array
+import base64
+import binascii
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
@@ -305,3 +310,102 @@ class Upstream:
     extra_headers: dict[str, str] = field(default_factory=dict)
     quirks: Any = None
     """A providers.Quirks instance (typed loosely here so types imports nothing above it)."""
+
+
+# ---------------------------------------------------------------------------------- embeddings
+
+EmbeddingInput = str | list[int]
+"""One input to embed: text, or a token array (OpenAI's form; only some upstreams take it)."""
+
+EncodingFormat = Literal["float", "base64"]
+
+
+class Vector:
+    """One embedding, held as the provider sent it and converted only when asked: Python floats
+    (a float JSON array, kept exactly as parsed), or the raw little-endian float32 bytes of
+    OpenAI's ``base64`` encoding.  ``base64()`` of floats is their float32 encoding, as OpenAI's."""
+
+    __slots__ = ("_floats", "_raw")
+
+    def __init__(self, floats: list[float] | None = None, raw: bytes | None = None) -> None:
+        if (floats is None) == (raw is None):
+            raise ValueError("a Vector holds floats or raw float32 bytes, exactly one")
+        if raw is not None and len(raw) % 4:
+            raise ValueError(f"float32 data must be a multiple of 4 bytes, not {len(raw)}")
+        self._floats = floats
+        self._raw = raw
+
+    @classmethod
+    def from_base64(cls, text: str) -> Vector:
+        """``text`` as OpenAI sends it (standard base64 of little-endian float32).  Raises
+        ValueError when it is not valid base64 of whole float32 values."""
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"not base64: {exc}") from exc
+        return cls(raw=raw)
+
+    def __len__(self) -> int:
+        return len(self._floats) if self._floats is not None else len(self._raw or b"") // 4
+
+    def floats(self) -> list[float]:
+        if self._floats is not None:
+            return self._floats
+        values = array.array("f")
+        values.frombytes(self._raw or b"")
+        if sys.byteorder == "big":
+            values.byteswap()
+        return values.tolist()
+
+    def float32(self) -> bytes:
+        """The values as little-endian float32 bytes (a float beyond float32's range becomes inf)."""
+        if self._raw is not None:
+            return self._raw
+        values = array.array("f", self._floats or [])
+        if sys.byteorder == "big":
+            values.byteswap()
+        return values.tobytes()
+
+    def base64(self) -> str:
+        return base64.b64encode(self.float32()).decode("ascii")
+
+    def __repr__(self) -> str:
+        return f"Vector(dims={len(self)})"
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """A call to embed ``inputs`` (one vector per input, in order) with ``model``."""
+
+    model: str
+    inputs: list[EmbeddingInput]
+    dimensions: int | None = None
+    """The output size asked for (OpenAI ``dimensions``); None: the model's native size."""
+    encoding_format: EncodingFormat = "float"
+    """What the *client* wants back; adapters pick what to ask the upstream for."""
+    user: str | None = None
+    extensions: dict[str, Any] = field(default_factory=dict)
+    """Unmodelled top-level request fields (passed through to OpenAI-compatible upstreams)."""
+
+    @property
+    def has_token_inputs(self) -> bool:
+        return any(not isinstance(i, str) for i in self.inputs)
+
+
+@dataclass(slots=True)
+class EmbeddingResult:
+    """An upstream's answer: one vector per input, in input order."""
+
+    vectors: list[Vector]
+    model: str = ""
+    """The model the provider says it used (empty when it says nothing)."""
+    usage: Usage | None = None
+    """None when the provider reported no usage (the executor then estimates it)."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Texts in, one vector each out, through the gateway's routing, fallback and ledger (the
+    semantic cache's seam).  ``pipeline.embeddings.EmbeddingService.embedder`` builds one."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...

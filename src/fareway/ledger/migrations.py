@@ -121,10 +121,18 @@ def _sqlite_v3(conn: sqlite3.Connection) -> None:
 
 _V3 = "in-flight streams: a checkpointed call row per committed stream, adopted after a crash"
 
+_V8 = "calls.kind: chat or embedding (the endpoint a call came in on)"
+
+
+def _sqlite_v8(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE calls ADD COLUMN kind TEXT NOT NULL DEFAULT 'chat'")
+
+
 SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "calls and attempts", _sqlite_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
     (3, _V3, _sqlite_v3),
+    (8, _V8, _sqlite_v8),
 ]
 
 
@@ -249,10 +257,15 @@ async def _pg_v3(conn: Any) -> None:
     )
 
 
+async def _pg_v8(conn: Any) -> None:
+    await conn.execute("ALTER TABLE calls ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'chat'")
+
+
 PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (1, "calls and attempts", _pg_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _pg_v2),
     (3, _V3, _pg_v3),
+    (8, _V8, _pg_v8),
 ]
 
 _PG_LOCK_KEY = 0x4641524557  # "FAREW": serializes concurrent migrators on one database

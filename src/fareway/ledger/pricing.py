@@ -10,6 +10,10 @@ Where a price comes from, first match wins:
    (DeepInfra), every figure with the public page it was read from.
 
 No match means the price is **unknown**: :meth:`PriceBook.price` returns ``None``, never a zero.
+Embedding models are listed with an input price only (genai-prices gives OpenAI's and Google's no
+output price; a config or overlay table still needs both, and ``output = 0`` is the usual value
+for an embedding model there): their calls, which have no output tokens, are
+priced, and a usage *with* output tokens on such a model is unknown (``None``).
 
 Buckets (``Cost``) are disjoint and add up to ``total``:
 
@@ -116,16 +120,18 @@ class UnitPrices:
 
 @dataclass(frozen=True, slots=True)
 class ModelRates:
-    """The resolved prices of one (provider, model) at one point in time."""
+    """The resolved prices of one (provider, model) at one point in time.  ``output`` is None
+    when the data lists an input price only (embedding models)."""
 
     input: Rate
-    output: Rate
+    output: Rate | None
     cached_input: Rate | None
     cache_write: Rate | None
     reasoning: Rate | None
     source: str
 
-    def cost(self, usage: Usage) -> Cost:
+    def cost(self, usage: Usage) -> Cost | None:
+        """What ``usage`` costs; None when it has output tokens and no output price is listed."""
         # Buckets with no tokens cost exactly 0: skip their Decimal arithmetic (most calls have no
         # cached, cache-write or separately priced reasoning tokens).
         prompt = usage.input_tokens
@@ -140,11 +146,16 @@ class ModelRates:
             self.reasoning.at(prompt) * reasoning / PER_MILLION if reasoning and self.reasoning else ZERO
         )
         n = usage.output_tokens - reasoning
-        c_output = self.output.at(prompt) * n / PER_MILLION if n else ZERO
+        if n and self.output is None:
+            return None
+        c_output = self.output.at(prompt) * n / PER_MILLION if n and self.output is not None else ZERO
         total = c_input + c_cached + c_write + c_output + c_reasoning
         return Cost(c_input, c_cached, c_write, c_output, c_reasoning, total, self.source)
 
-    def unit_prices(self) -> UnitPrices:
+    def unit_prices(self) -> UnitPrices | None:
+        """The base-tier prices; None without an output price (an estimate needs both)."""
+        if self.output is None:
+            return None
         tiered = any(
             r is not None and r.tiers
             for r in (self.input, self.output, self.cached_input, self.cache_write, self.reasoning)
@@ -201,7 +212,7 @@ def _first(model_price: Any, *keys: str) -> Rate | None:
 def _rates_from_genai(model_price: Any, source: str) -> ModelRates | None:
     inp = _first(model_price, "input_mtok", "input_text_mtok")
     out = _first(model_price, "output_mtok", "output_text_mtok")
-    if inp is None or out is None:
+    if inp is None:
         return None
     return ModelRates(
         input=inp,
@@ -291,7 +302,7 @@ def _rates_from_table(table: Mapping[str, Any], source: str, where: str) -> Mode
         return Rate(_decimal(table[key], f"{where} {key}"), tiered)
 
     inp, out = rate("input"), rate("output")
-    assert inp is not None and out is not None
+    assert inp is not None
     return ModelRates(
         input=inp,
         output=out,
@@ -405,6 +416,27 @@ class PriceBook:
     def unit_prices(self, provider: str, model: str, when: datetime | None = None) -> UnitPrices | None:
         rates = self.rates(provider, model, when)
         return rates.unit_prices() if rates is not None else None
+
+    def embedding_unit_prices(
+        self, provider: str, model: str, when: datetime | None = None
+    ) -> UnitPrices | None:
+        """The base-tier prices of an embedding model, for the embeddings router's estimate: an
+        input price alone is enough (an embedding call has no output tokens; ``output`` is then
+        reported as 0, which no call is billed at)."""
+        rates = self.rates(provider, model, when)
+        if rates is None:
+            return None
+        if rates.output is not None:
+            return rates.unit_prices()
+        return UnitPrices(
+            input=rates.input.base,
+            cached_input=(rates.cached_input or rates.input).base,
+            cache_write=(rates.cache_write or rates.input).base,
+            output=ZERO,
+            reasoning=None,
+            tiered=bool(rates.input.tiers),
+            source=rates.source,
+        )
 
     def known(self, provider: str, model: str) -> bool:
         return self._entry(provider, model) is not None

@@ -27,6 +27,7 @@ AttemptOutcome = Literal["ok", "error", "cancelled", "skipped", "cache_hit"]
 CallOutcome = Literal["ok", "error", "cancelled", "cache_hit"]
 Role = Literal["primary", "fallback", "race", "hedge", "judge", "last_resort"]
 CacheStatus = Literal["hit", "miss", "bypass"]
+CallKind = Literal["chat", "embedding"]
 
 
 def utcnow() -> datetime:
@@ -127,6 +128,8 @@ class CallRecord:
     """The route tree as text, e.g. ``race(openai/gpt-4o-mini, groq/llama-3.3-70b)``."""
     attempts: int = 0
     error: str | None = None
+    kind: CallKind = "chat"
+    """``chat`` (chat completions, messages) or ``embedding`` (/v1/embeddings)."""
 
 
 def rollup(call: CallRecord, attempts: list[AttemptRecord], price_source: str | None = None) -> CallRecord:

@@ -250,6 +250,7 @@ def call_row(
         error=error,
         ttft_ms=ttft_ms,
         latency_ms=latency_ms,
+        kind=ctx.kind,
     )
 
 

@@ -6,7 +6,8 @@ the finished context, whatever the outcome, and writes exactly one ledger record
 
 Fields, in the order the stages fill them::
 
-    request_id, principal, wire, body, headers, t0     the server (before any stage)
+    request_id, principal, wire, body, headers, t0     the server (before any stage); kind
+                                                        (chat, embedding) by the entry point
     req                                                 parse
     decision, route, route_note                         resolve
     notes["cache"], notes["experiment"], ...            lookup and later features (free-form)
@@ -27,6 +28,7 @@ import orjson
 
 from fareway.errors import FarewayError, NoRouteSucceeded, UpstreamError
 from fareway.keys.store import Principal
+from fareway.ledger.records import CallKind
 from fareway.router.executor import CallLog, Committed
 from fareway.router.policies import Decision
 from fareway.types import ChatRequest, ChatResponse, Usage
@@ -54,6 +56,9 @@ class CallContext:
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
+    kind: CallKind = "chat"
+    """``chat``, or ``embedding`` for a call of /v1/embeddings (pipeline.embeddings); the
+    ledger's ``calls.kind``."""
 
     req: ChatRequest | None = None
     decision: Decision | None = None

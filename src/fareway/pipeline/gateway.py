@@ -26,6 +26,7 @@ from fareway.keys.store import KeyStore, Principal
 from fareway.pipeline.accounting import Accounting
 from fareway.pipeline.checkpoint import stream_snapshot
 from fareway.pipeline.context import CallContext, Reply
+from fareway.pipeline.embeddings import EmbeddingService
 from fareway.pipeline.resolve import Resolver
 from fareway.pipeline.stages import Admission, Admit, AfterHook, Parse, Resolve, Stage, StreamWrapper
 from fareway.router.executor import Executor
@@ -66,6 +67,8 @@ class Gateway:
         """Stages between resolve and execute that may answer early (the cache, when it lands)."""
         self.wrappers: list[StreamWrapper] = []
         self.after_hooks: list[AfterHook] = []
+        self.embeddings: EmbeddingService | None = None
+        """``/v1/embeddings`` and the in-process Embedder (pipeline.embeddings); the factory wires it."""
         self._parse = Parse()
         self._resolve = Resolve(resolver)
         self._after_tasks: set[asyncio.Task[None]] = set()

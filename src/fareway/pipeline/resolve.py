@@ -79,13 +79,21 @@ class Resolver:
         return self.router.decide(req)
 
     def listed_models(self) -> list[tuple[str, str]]:
-        """(id, owned_by) for GET /v1/models: every routable model with the configured keys, owned
-        by the provider a call with that id goes to first."""
-        out: list[tuple[str, str]] = []
+        """(id, owned_by) for GET /v1/models (see :meth:`listed`)."""
+        return [(mid, owner) for mid, owner, _ in self.listed()]
+
+    def listed(self) -> list[tuple[str, str, str]]:
+        """(id, owned_by, kind) for GET /v1/models: every routable model with the configured keys,
+        owned by the provider a call with that id goes to first; ``kind`` is ``chat`` or
+        ``embedding`` (the endpoint it serves)."""
+        out: list[tuple[str, str, str]] = []
         seen: set[str] = set()
         keyed = self.config.keyed_providers()
         providers = self.config.providers
+        kinds: dict[str, str] = {}
         for o in self.offers:
+            kinds.setdefault(o.key, o.kind)
+            kinds.setdefault(o.model, o.kind)
             if o.provider not in keyed:
                 continue
             ids = [f"{o.provider}/{o.model}"]
@@ -96,19 +104,34 @@ class Resolver:
             for mid in ids:
                 if mid not in seen:
                     seen.add(mid)
-                    out.append((mid, o.provider))
+                    out.append((mid, o.provider, o.kind))
         for name, p in providers.items():
             if name in keyed:
-                for m in p.models:
-                    mid = f"{name}/{m}"
-                    if mid not in seen:
-                        seen.add(mid)
-                        out.append((mid, name))
-        for alias in self.config.aliases:
+                for models, kind in ((p.models, "chat"), (p.embedding_models, "embedding")):
+                    for m in models:
+                        mid = f"{name}/{m}"
+                        kinds.setdefault(mid, kind)
+                        if mid not in seen:
+                            seen.add(mid)
+                            out.append((mid, name, kind))
+        for alias, spec in self.config.aliases.items():
             if alias not in seen:
                 seen.add(alias)
-                out.append((alias, "fareway"))
+                out.append((alias, "fareway", kinds.get(_first_target(spec), "chat")))
         if keyed:
             for a in ("auto", "auto:fast", "auto:cheap"):
-                out.append((a, "fareway"))
+                out.append((a, "fareway", "chat"))
         return out
+
+
+def _first_target(spec: object) -> str:
+    """The first target an alias names (its kind is the alias's)."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        targets = spec.get("targets")
+        if isinstance(targets, str):
+            return targets
+        if isinstance(targets, list) and targets:
+            return str(targets[0])
+    return ""

@@ -19,7 +19,10 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
+
+OfferKind = Literal["chat", "embedding"]
+KINDS: tuple[OfferKind, ...] = ("chat", "embedding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,12 @@ class Offer:
     """Cold-start time to first token for this offer; None: the provider's prior."""
     prior_tps: float | None = None
     """Cold-start output tokens per second for this offer; None: the provider's prior."""
+    kind: OfferKind = "chat"
+    """``chat`` (chat completions / messages) or ``embedding`` (/v1/embeddings only).  Chat
+    routing (``auto``, bare ids, pins) never sends a chat call to an embedding model, nor the
+    reverse.  For an embedding offer ``context_window`` is the most tokens one input may have."""
+    dimensions: int | None = None
+    """An embedding model's native vector size."""
 
     @property
     def key(self) -> str:
@@ -73,6 +82,8 @@ def offer_from_row(row: Mapping[str, Any]) -> Offer:
         raise ValueError(f"unknown catalog offer field(s): {', '.join(sorted(unknown))}")
     data = dict(row)
     data.setdefault("family", data.get("model"))
+    if data.get("kind", "chat") not in KINDS:
+        raise ValueError(f"catalog offer kind must be one of {', '.join(KINDS)}, not {data.get('kind')!r}")
     return Offer(**data)
 
 
@@ -134,8 +145,13 @@ class Catalog:
     def offers_for_family(self, family: str) -> list[Offer]:
         return list(self._by_family.get(family, []))
 
-    def families(self) -> list[str]:
-        return sorted(f for f, offers in self._by_family.items() if offers)
+    def families(self, kind: OfferKind | None = None) -> list[str]:
+        """Every family (of offers of ``kind`` only, when given)."""
+        return sorted(
+            f
+            for f, offers in self._by_family.items()
+            if offers and (kind is None or any(o.kind == kind for o in offers))
+        )
 
     def providers(self) -> list[str]:
         return sorted({o.provider for o in self._offers})

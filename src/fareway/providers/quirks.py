@@ -28,3 +28,13 @@ class Quirks:
     """Groq: n must be 1; a request with n>1 is rejected before it leaves."""
     supports_message_name: bool = True
     """False: the provider rejects ``messages[].name`` (Groq); the adapter strips it and reports it."""
+    embedding_base64: bool = False
+    """The embeddings endpoint answers ``encoding_format: base64`` (OpenAI, DeepInfra): a client
+    that asks for base64 gets the upstream's bytes untouched.  False: floats are asked for and the
+    gateway encodes them."""
+    embedding_dimensions_field: str = "dimensions"
+    """The request field for the output size (Mistral: ``output_dimension``)."""
+    embedding_token_input: bool = True
+    """The embeddings endpoint takes token arrays as input (False: a 400 naming it, Mistral)."""
+    embedding_max_batch: int = 2048
+    """Inputs per upstream embeddings request; a longer list is sent as several requests."""

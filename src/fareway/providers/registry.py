@@ -36,7 +36,13 @@ _CEREBRAS_REJECTS = frozenset(
 BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
     p.name: p
     for p in (
-        ProviderSpec("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ProviderSpec(
+            "openai",
+            "openai",
+            "https://api.openai.com/v1",
+            "OPENAI_API_KEY",
+            quirks=Quirks(embedding_base64=True),
+        ),
         ProviderSpec(
             "anthropic",
             "anthropic",
@@ -76,7 +82,7 @@ BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
             "openai",
             "https://api.deepinfra.com/v1/openai",
             "DEEPINFRA_API_KEY",
-            quirks=Quirks(max_tokens_field="max_tokens"),
+            quirks=Quirks(max_tokens_field="max_tokens", embedding_base64=True),
         ),
         ProviderSpec(
             "mistral",
@@ -89,6 +95,9 @@ BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
                 tool_choice_required_as="any",
                 error_shape="flat",
                 max_tokens_field="max_tokens",
+                embedding_dimensions_field="output_dimension",
+                embedding_token_input=False,
+                embedding_max_batch=256,
             ),
         ),
         ProviderSpec("xai", "openai", "https://api.x.ai/v1", "XAI_API_KEY"),

@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from fareway.errors import BadRequest, NotFound, Unprocessable
-from fareway.providers.catalog import Catalog, Offer
+from fareway.providers.catalog import Catalog, Offer, OfferKind
 from fareway.router.health import HealthView, OfferStats
 from fareway.router.requirements import (
     PriceFn,
@@ -243,6 +243,7 @@ class Router:
         providers: Collection[str] | None = None,
         key_hint: Callable[[str], str | None] | None = None,
         default_model: str | None = None,
+        kind: OfferKind = "chat",
     ) -> None:
         self.catalog = catalog
         self.stats = stats
@@ -257,6 +258,9 @@ class Router:
         self.key_hint = key_hint or (lambda provider: None)
         self.default_model = default_model
         """Where a name nothing routes goes (``[server] default_model``); None: a 404."""
+        self.kind: OfferKind = kind
+        """The offers this router serves (``chat``, or ``embedding`` for /v1/embeddings): a name
+        that only reaches offers of another kind is a 400 naming the right endpoint."""
 
     # ------------------------------------------------------------------ entry points
 
@@ -302,6 +306,16 @@ class Router:
     def requirements(self, req: ChatRequest, prompt_tokens: int | None = None) -> Requirements:
         n = prompt_tokens if prompt_tokens is not None else self.estimate_tokens(req)
         return Requirements.of(req, n, self.config.default_output_tokens)
+
+    def _wrong_kind(self, name: str, offer: Offer) -> BadRequest:
+        if offer.kind == "embedding":
+            msg = f"The model `{name}` is an embedding model: call POST /v1/embeddings with it."
+        else:
+            msg = (
+                f"The model `{name}` is a {offer.kind} model and does not serve {self.kind}s: "
+                "POST /v1/embeddings needs an embedding model (GET /v1/models lists them with kind=embedding)."
+            )
+        return BadRequest(msg, param="model", code="model_not_supported")
 
     def _upstream(self, provider: str, model: str) -> Upstream | None:
         if self.keyed is not None and provider not in self.keyed:
@@ -389,7 +403,7 @@ class Router:
         policy = "auto" if mode == "auto" else f"auto:{mode}"
         label_name = name or policy
         need = self.requirements(req, prompt_tokens)
-        cands = [self._candidate(o, need) for o in self.catalog.offers()]
+        cands = [self._candidate(o, need) for o in self.catalog.offers() if o.kind == self.kind]
         for c in cands:
             if c.offer.quality < floor:
                 c.reasons.append(f"quality {c.offer.quality} < floor {floor}")
@@ -440,6 +454,8 @@ class Router:
         if model and provider in known:
             forms = model_id_forms(model)
             offer = next((o for f in forms if (o := self.catalog.offer(provider, f)) is not None), None)
+            if offer is not None and offer.kind != self.kind:
+                raise self._wrong_kind(name, offer)
             sent = _CONTEXT_SUFFIX.sub("", model)  # the marker is Claude Code's, not an upstream id
             up = self._upstream(provider, sent)
             if up is None:
@@ -473,7 +489,10 @@ class Router:
         offers: list[Offer] = []
         notes = []
         for form in model_id_forms(name):
-            offers = self.catalog.by_model_id(form)
+            found = self.catalog.by_model_id(form)
+            offers = [o for o in found if o.kind == self.kind]
+            if found and not offers:
+                raise self._wrong_kind(name, found[0])
             if offers:
                 if form != name:
                     notes.append(f"`{name}` read as `{form}`")
@@ -537,6 +556,8 @@ class Router:
             ref = str(t)
             provider, _, model = ref.partition("/")
             offer = self.catalog.offer(provider, model) if model else None
+            if offer is not None and offer.kind != self.kind:
+                raise self._wrong_kind(ref, offer)
             if offer is not None:
                 cand = self._candidate(offer, need)
                 cands.append(cand)

@@ -13,23 +13,27 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fareway.adapters.base import Adapter
+from fareway.adapters.embeddings import EmbeddingAdapter
 from fareway.config import Config, ConfigError
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
 from fareway.ledger.writer import Ledger
 from fareway.metrics import Metrics
 from fareway.pipeline.accounting import Accounting
+from fareway.pipeline.embeddings import EmbeddingService
 from fareway.pipeline.gateway import Gateway
 from fareway.pipeline.resolve import Resolver
 from fareway.providers.catalog import Catalog
+from fareway.router.embed_executor import EmbeddingExecutor
 from fareway.router.executor import Executor
-from fareway.router.policies import Router
+from fareway.router.policies import PolicyConfig, Router
 from fareway.router.stats import Stats
 from fareway.scrub import register as register_secrets
 from fareway.server.app import App
 from fareway.server.routes import add_routes
 from fareway.server.routes_admin import add_admin_routes
 from fareway.server.routes_dashboard import add_dashboard_routes
+from fareway.server.routes_embeddings import add_embedding_routes
 from fareway.transport import Transport
 from fareway.wire.base import WireDialect
 
@@ -86,6 +90,23 @@ def build_wires() -> dict[str, WireDialect]:
             "the `anthropic` wire dialect has no count_tokens_request (for /v1/messages/count_tokens)"
         )
     return wires
+
+
+def build_embedding_adapters() -> dict[str, EmbeddingAdapter]:
+    """Every outbound embeddings adapter, by dialect (Anthropic has no embeddings API)."""
+    from fareway.adapters import gemini_embeddings, openai_embeddings
+
+    adapters: dict[str, EmbeddingAdapter] = {
+        "openai": openai_embeddings.ADAPTER,
+        "gemini": gemini_embeddings.ADAPTER,
+    }
+    for name, adapter in adapters.items():
+        if not isinstance(adapter, EmbeddingAdapter) or adapter.dialect != name:
+            raise StartupError(
+                f"the `{name}` embeddings adapter ({type(adapter).__module__}.{type(adapter).__qualname__}) "
+                f"does not fulfil fareway.adapters.embeddings.EmbeddingAdapter for the `{name}` dialect"
+            )
+    return adapters
 
 
 def check_adapters(config: Config, adapters: Mapping[str, Adapter]) -> None:
@@ -163,6 +184,24 @@ def build_gateway(config: Config) -> Gateway:
         accounting=accounting,
         stats=stats,
     )
+    gateway.embeddings = EmbeddingService(
+        router=Router(
+            catalog,
+            stats,
+            pricebook.embedding_unit_prices,
+            resolver.upstream,
+            keyed=config.keyed_providers(),
+            aliases=config.aliases,
+            config=PolicyConfig(default_output_tokens=0),
+            providers=config.providers,
+            key_hint=resolver.key_hint,
+            kind="embedding",
+        ),
+        executor=EmbeddingExecutor(transport, build_embedding_adapters(), timeout=t.first_token, stats=stats),
+        wire=build_wires()["openai"],
+        admit=gateway.admit,
+        account=gateway._account,
+    )
     gateway.on_start.append(_warm_tokenizer)
     return gateway
 
@@ -183,4 +222,6 @@ def build_app(config: Config) -> App:
     add_routes(app, gateway, wires["openai"], wires["anthropic"])
     add_admin_routes(app, gateway)
     add_dashboard_routes(app, gateway)
+    assert gateway.embeddings is not None
+    add_embedding_routes(app, gateway.embeddings, wires["openai"])
     return app

@@ -33,17 +33,23 @@ def add_routes(app: App, gateway: Gateway, openai_wire: WireDialect, anthropic_w
     async def models(req: Request) -> Reply:
         now = int(gateway.started)
         data = [
-            {"id": mid, "object": "model", "created": now, "owned_by": owner}
-            for mid, owner in gateway.resolver.listed_models()
+            {"id": mid, "object": "model", "created": now, "owned_by": owner, "kind": kind}
+            for mid, owner, kind in gateway.resolver.listed()
         ]
         return json_reply({"object": "list", "data": data})
 
     async def model(req: Request) -> Reply:
         mid = req.path[len("/v1/models/") :]
-        for m, owner in gateway.resolver.listed_models():
+        for m, owner, kind in gateway.resolver.listed():
             if m == mid:
                 return json_reply(
-                    {"id": m, "object": "model", "created": int(gateway.started), "owned_by": owner}
+                    {
+                        "id": m,
+                        "object": "model",
+                        "created": int(gateway.started),
+                        "owned_by": owner,
+                        "kind": kind,
+                    }
                 )
         raise NotFound(f"The model `{mid}` does not exist or you do not have access to it.", param="model")
 

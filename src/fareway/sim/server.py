@@ -5,6 +5,8 @@ Routes (the first path segment picks the provider):
 * ``POST /{provider}/v1/chat/completions``, ``GET /{provider}/v1/models`` — OpenAI dialect;
 * ``POST /anthropic/v1/messages`` (``?beta=true`` too), ``POST /anthropic/v1/messages/count_tokens``;
 * ``POST /gemini/v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``;
+* embeddings (sim.embeddings): ``POST /{provider}/v1/embeddings`` (OpenAI shape, Mistral's and
+  DeepInfra's flavours), ``POST /gemini/v1beta/models/{model}:embedContent`` / ``:batchEmbedContents``;
 * control: ``POST/GET/DELETE /_sim/faults``, ``GET /_sim/stats``, ``POST /_sim/reset``
   (zeroes the counters; ``{"rng": true}`` also re-seeds the latency and fault RNGs,
   ``{"cache": true}`` empties the Anthropic prompt cache).
@@ -23,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from fareway.sim.anthropic_dialect import AnthropicDialect, count_tokens_body
+from fareway.sim.embeddings import gemini_embeddings, is_embedding_target, openai_embeddings
 from fareway.sim.faults import Fault
 from fareway.sim.gemini_dialect import GeminiDialect
 from fareway.sim.openai_dialect import OpenAIDialect, models_body
@@ -77,7 +80,12 @@ def create_app(config: SimConfig | None = None) -> web.Application:
             return anthropic.error_response("anthropic", e.status, e.message, e.etype)
 
     async def generate(request: web.Request) -> web.StreamResponse:
+        if is_embedding_target(request.match_info.get("target", "")):
+            return await gemini_embeddings(state, gemini, request)
         return await handle(state, gemini, request, "gemini")
+
+    async def embeddings(request: web.Request) -> web.StreamResponse:
+        return await openai_embeddings(state, openai, request, request.match_info["provider"])
 
     async def faults_post(request: web.Request) -> web.StreamResponse:
         try:
@@ -121,6 +129,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     app.router.add_post("/anthropic/v1/messages/count_tokens", count_tokens)
     app.router.add_post("/gemini/v1beta/models/{target}", generate)
     app.router.add_post("/{provider}/v1/chat/completions", chat)
+    app.router.add_post("/{provider}/v1/embeddings", embeddings)
     app.router.add_get("/{provider}/v1/models", models)
     return app
 
