@@ -62,6 +62,8 @@ class Gateway:
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_close: list[Callable[[], Awaitable[None]]] = []
         self.admit = Admit(list(admissions or []))
+        self.prepare: list[Stage] = []
+        """Stages between parse and resolve that complete the request (stored conversation state)."""
         self.lookups: list[Stage] = []
         """Stages between resolve and execute that may answer early (the cache, when it lands)."""
         self.wrappers: list[StreamWrapper] = []
@@ -107,7 +109,7 @@ class Gateway:
     @property
     def stages(self) -> list[Stage]:
         """The stages before execution, in order."""
-        return [self.admit, self._parse, self._resolve, *self.lookups]
+        return [self.admit, self._parse, *self.prepare, self._resolve, *self.lookups]
 
     async def chat(
         self,

@@ -28,3 +28,6 @@ class Quirks:
     """Groq: n must be 1; a request with n>1 is rejected before it leaves."""
     supports_message_name: bool = True
     """False: the provider rejects ``messages[].name`` (Groq); the adapter strips it and reports it."""
+    native_dialects: frozenset[str] = frozenset()
+    """Inbound dialects this provider also speaks natively (OpenAI: ``openai_responses``): a call
+    whose client speaks one of them goes to the provider in that dialect, nothing translated."""

@@ -36,7 +36,13 @@ _CEREBRAS_REJECTS = frozenset(
 BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
     p.name: p
     for p in (
-        ProviderSpec("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ProviderSpec(
+            "openai",
+            "openai",
+            "https://api.openai.com/v1",
+            "OPENAI_API_KEY",
+            quirks=Quirks(native_dialects=frozenset({"openai_responses"})),
+        ),
         ProviderSpec(
             "anthropic",
             "anthropic",
