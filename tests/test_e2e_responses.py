@@ -57,6 +57,9 @@ async def test_text_not_streamed(gateway: LiveGateway, model: str) -> None:
     cost = raw.headers["x-fareway-cost-usd"]
     assert float(cost) > 0 and getattr(r.usage, "cost") == pytest.approx(float(cost))  # noqa: B009
     assert raw.headers["x-fareway-provider"] == model.split("/")[0]
+    # OpenAI is reached natively: its own item ids come through; other providers' items get ids
+    # Fareway mints (msg_fw...)
+    assert r.output[0].id.startswith("msg_fw") == (not model.startswith("openai/"))
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -90,11 +93,15 @@ async def test_tool_round_trip_with_previous_response_id(gateway: LiveGateway, m
 async def test_streamed_tool_round_trip(gateway: LiveGateway, model: str) -> None:
     c = client(gateway)
     types, first = await _collect(
-        await c.responses.create(model=model, input="Weather in Oslo? Use get_weather.", tools=[WEATHER], stream=True)
+        await c.responses.create(
+            model=model, input="Weather in Oslo? Use get_weather.", tools=[WEATHER], stream=True
+        )
     )
     assert types[:2] == ["response.created", "response.in_progress"]
     assert types[-1] == "response.completed"
-    assert "response.function_call_arguments.delta" in types and "response.function_call_arguments.done" in types
+    assert (
+        "response.function_call_arguments.delta" in types and "response.function_call_arguments.done" in types
+    )
     assert types.count("response.output_item.added") == types.count("response.output_item.done")
     call = next(o for o in first.output if o.type == "function_call")
     assert json.loads(call.arguments)["city"]
@@ -167,7 +174,9 @@ async def test_store_endpoints_and_tenant_isolation(gateway: LiveGateway) -> Non
     # the owner deletes it; then it is gone
     async with (
         aiohttp.ClientSession() as s,
-        s.delete(gateway.url + f"/v1/responses/{r.id}", headers={"authorization": f"Bearer {MASTER_KEY}"}) as d,
+        s.delete(
+            gateway.url + f"/v1/responses/{r.id}", headers={"authorization": f"Bearer {MASTER_KEY}"}
+        ) as d,
     ):
         assert d.status == 200
         assert await d.json() == {"id": r.id, "object": "response.deleted", "deleted": True}
@@ -232,7 +241,9 @@ async def test_builtin_tools_native_only(gateway: LiveGateway) -> None:
     # the OpenAI provider gets it natively: the simulated OpenAI answers that it does not simulate
     # built-in tools, which shows the tool reached the upstream as given
     with pytest.raises(openai.BadRequestError) as exc:
-        await c.responses.create(model="openai/gpt-4o-mini", input="news today", tools=[{"type": "web_search"}])
+        await c.responses.create(
+            model="openai/gpt-4o-mini", input="news today", tools=[{"type": "web_search"}]
+        )
     assert "built-in tool 'web_search' is not simulated" in exc.value.message
 
 
@@ -250,7 +261,12 @@ async def test_fallback_and_accounting(sim: Any, tmp_path: Any, sim_control: Any
     cfg = gateway_config(sim.url, tmp_path)
     cfg = dataclasses.replace(
         cfg,
-        aliases={"chain": {"strategy": "fallback", "targets": ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5"]}},
+        aliases={
+            "chain": {
+                "strategy": "fallback",
+                "targets": ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5"],
+            }
+        },
     )
     gw = await start_gateway(cfg)
     try:
