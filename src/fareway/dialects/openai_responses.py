@@ -199,7 +199,9 @@ def is_assistant_item(item: dict[str, Any]) -> bool:
     return t in ASSISTANT_ITEMS or (t.endswith("_call") and t != "function_call_output")
 
 
-def _reasoning_part(item: dict[str, Any], param: str) -> ThinkingPart | None:
+def _reasoning_parts(item: dict[str, Any], param: str) -> list[ThinkingPart]:
+    """One ThinkingPart per summary part (all with the item's id; the last carries the state),
+    or none when the item has neither text nor state."""
     texts: list[str] = []
     summary = item.get("summary")
     if summary is not None:
@@ -211,24 +213,24 @@ def _reasoning_part(item: dict[str, Any], param: str) -> ThinkingPart | None:
     enc = item.get("encrypted_content")
     if enc is not None:
         enc = want_str(enc, f"{param}.encrypted_content")
-    ext: dict[str, Any] = {DIALECT: {}}
-    part = ThinkingPart("\n\n".join(t for t in texts if t), extensions=ext)
-    if isinstance(item.get("id"), str):
-        ext[DIALECT]["item_id"] = item["id"]
+    if not enc and not any(texts):
+        return []  # nothing to carry: no text and no state
+    origin = ""  # visible text only: no provider can verify it; sent to none
+    signature = redacted = None
     if enc:
         env = unseal(enc)
         if env is None:  # OpenAI's own encrypted content (a client that talked to OpenAI directly)
-            part.signature = enc
-            ext[FW] = {"origin": "openai"}
+            origin, signature = "openai", enc
         else:
-            ext[FW] = {"origin": env["p"]}
-            part.signature = env.get("s") or env.get("e")
-            part.redacted = env.get("r")
-    elif not part.text:
-        return None  # nothing to carry: no text and no state
-    else:
-        ext[FW] = {"origin": ""}  # visible text only: no provider can verify it; sent to none
-    return part
+            origin, signature, redacted = env["p"], env.get("s") or env.get("e"), env.get("r")
+    parts = []
+    for t in texts or [""]:
+        ext: dict[str, Any] = {DIALECT: {}, FW: {"origin": origin}}
+        if isinstance(item.get("id"), str):
+            ext[DIALECT]["item_id"] = item["id"]
+        parts.append(ThinkingPart(t, extensions=ext))
+    parts[-1].signature, parts[-1].redacted = signature, redacted
+    return parts
 
 
 def _function_call(item: dict[str, Any], param: str) -> ToolCallPart:
@@ -268,6 +270,8 @@ def _message(item: dict[str, Any], param: str) -> Message:
         p.extensions.setdefault(DIALECT, {})
         if isinstance(item.get("id"), str):
             p.extensions[DIALECT]["item_id"] = item["id"]
+        else:  # keeps the item's boundary (two assistant messages stay two) for a native upstream
+            p.extensions[DIALECT]["item_key"] = param
         if extra:
             p.extensions[DIALECT]["item"] = extra
     canon = "system" if role in ("system", "developer") else role
@@ -310,9 +314,7 @@ def items_to_messages(items: list[Any], param: str = "input") -> list[Message]:
             )
             side("tool").content.append(result)
         elif t == "reasoning":
-            part = _reasoning_part(item, p)
-            if part is not None:
-                side("assistant").content.append(part)
+            side("assistant").content += _reasoning_parts(item, p)
         elif t == "item_reference":
             raise _bad(
                 f"'{p}' references item {item.get('id')!r}, which is not stored (send the item itself, or "
@@ -432,24 +434,23 @@ def _output_item(r: ToolResultPart) -> dict[str, Any]:
 def _assistant_items(m: Message, note: Any) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     open_msg: dict[str, Any] | None = None
+    open_key: Any = None
     group: list[ThinkingPart] = []
     for p in m.content:
         if isinstance(p, TextPart):
             group = []
             ext = p.extensions.get(DIALECT) or {}
             iid = ext.get("item_id")
-            if (
-                open_msg is None
-                or (iid is not None and open_msg.get("id") != iid)
-                or (iid is None and "id" in open_msg)
-            ):
+            key = iid or ext.get("item_key")
+            if open_msg is None or open_key != key:
+                open_key = key
                 open_msg = {"type": "message", "role": "assistant", "content": []}
                 if iid:
                     open_msg["id"] = iid
                 extra = ext.get("item")
                 if isinstance(extra, dict):
                     for k, v in extra.items():
-                        if k not in ("id", "status"):
+                        if k != "id":
                             open_msg.setdefault(k, v)
                 items.append(open_msg)
             open_msg["content"].append(_text_item_part(p, "assistant"))

@@ -281,8 +281,7 @@ class ResponseBuilder:
                 cp = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
                 extra_part = ext.get("part")
                 if isinstance(extra_part, dict):
-                    for k, v in extra_part.items():
-                        cp.setdefault(k, v)
+                    cp.update({k: v for k, v in extra_part.items() if k not in ("type", "text")})
             it.data = cp
             self._parts[event.index] = it
             self._event(
