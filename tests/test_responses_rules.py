@@ -56,7 +56,7 @@ CONVERSATION = {
         {"role": "user", "content": "What is 2+2? Use the calculator."},
         {
             "type": "reasoning",
-            "id": "rs_fw01",
+            "id": "rs_0a1b2c",
             "summary": [{"type": "summary_text", "text": "The user wants arithmetic."}],
             "encrypted_content": _envelope({"p": "anthropic", "s": ANTHROPIC_SIG}),
         },
