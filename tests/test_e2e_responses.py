@@ -257,32 +257,98 @@ async def test_errors_in_responses_shape(gateway: LiveGateway) -> None:
     assert exc.value.body["param"] == "input[0].call_id"  # type: ignore[index]
 
 
-async def test_fallback_and_accounting(sim: Any, tmp_path: Any, sim_control: Any) -> None:
-    cfg = gateway_config(sim.url, tmp_path)
+async def _sse(gw: LiveGateway, body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(gw.url + "/v1/responses", json=body, headers={"authorization": f"Bearer {MASTER_KEY}"}) as r,
+    ):
+        text = await r.text()
+        status = r.status
+    events = []
+    for frame in text.split("\n\n"):
+        if frame.strip():
+            event_line, data = frame.split("\n", 1)
+            obj = json.loads(data.removeprefix("data: "))
+            assert event_line == "event: " + obj["type"]
+            events.append(obj)
+    return status, events
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5"])
+async def test_failure_after_the_commit_point_is_error_then_response_failed(
+    gateway: LiveGateway, sim_control: Any, model: str
+) -> None:
+    provider = model.split("/")[0]
+    await sim_control.fault(provider=provider, kind="reset", count=1, after_chunks=2)
+    status, events = await _sse(gateway, {"model": model, "input": "tell me a story", "stream": True})
+    assert status == 200
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    err = events[-2]["error"]
+    assert err["message"] and isinstance(err["type"], str)
+    failed = events[-1]["response"]
+    assert (
+        failed["status"] == "failed"
+        and isinstance(failed["error"]["code"], str)
+        and failed["error"]["message"]
+    )
+    assert "response.completed" not in [e["type"] for e in events]
+    # what was streamed before the failure is in the failed response
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    with pytest.raises(openai.NotFoundError):  # a failed response is not stored to continue from
+        await client(gateway).responses.retrieve(failed["id"])
+
+
+async def test_routing_fallback_race_and_accounting(sim: Any, tmp_path: Any, sim_control: Any) -> None:
     cfg = dataclasses.replace(
-        cfg,
+        gateway_config(sim.url, tmp_path),
         aliases={
             "chain": {
                 "strategy": "fallback",
                 "targets": ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5"],
-            }
+            },
+            "duo": {"strategy": "race", "targets": ["openai/gpt-4o-mini", "gemini/gemini-2.5-flash"]},
         },
     )
     gw = await start_gateway(cfg)
     try:
+        # a race: the first contender to produce content wins, the other is cancelled
+        rr = await client(gw).responses.with_raw_response.create(model="duo", input="echo: raced")
+        assert rr.parse().output_text == "raced"
+        assert rr.headers["x-fareway-provider"] in ("openai", "gemini")
+        assert "race" in rr.headers["x-fareway-route"]
+        # a stream whose native upstream fails before its first token falls back
+        await sim_control.fault(provider="openai", kind="stream_error", count=1, after_chunks=0)
+        sraw = await client(gw).responses.with_raw_response.create(
+            model="chain", input="echo: again", stream=True
+        )
+        assert sraw.headers["x-fareway-provider"] == "anthropic"
+        types, final = await _collect(sraw.parse())
+        assert final.output_text == "again" and types[-1] == "response.completed"
+        # a 429 from the native upstream falls back too
         await sim_control.fault(provider="openai", kind="429", count=1, retry_after=1)
         raw = await client(gw).responses.with_raw_response.create(model="chain", input="echo: fell back")
-        r = raw.parse()
-        assert r.output_text == "fell back"
+        assert raw.parse().output_text == "fell back"
         assert raw.headers["x-fareway-provider"] == "anthropic"
+
         ledger = gw.app.gateway.accounting.ledger
         assert ledger is not None
         await ledger.flush()
-        calls = await ledger.recent_calls(n=5)
-        row = next(c for c in calls if c.call.request_id == raw.headers["x-request-id"])
+        calls = {c.call.request_id: c for c in await ledger.recent_calls(n=10)}
+        row = calls[raw.headers["x-request-id"]]
         assert row.call.client_dialect == "openai_responses" and row.call.provider == "anthropic"
         assert [a.outcome for a in row.attempts] == ["error", "ok"]
         assert row.call.cost is not None
         assert float(row.call.cost) == pytest.approx(float(raw.headers["x-fareway-cost-usd"]))
+        srow = calls[sraw.headers["x-request-id"]]
+        assert srow.call.stream and [a.outcome for a in srow.attempts] == ["error", "ok"]
+        assert srow.call.cost is not None and float(srow.call.cost) == pytest.approx(final.usage.cost)
+        race = calls[rr.headers["x-request-id"]]
+        assert sorted(a.outcome for a in race.attempts) in (["cancelled", "ok"], ["ok", "ok"])
+        # the stored response got the gateway's cost once the call was accounted
+        stored = await client(gw).responses.retrieve(raw.parse().id)
+        assert stored.usage is not None and getattr(stored.usage, "cost") == pytest.approx(  # noqa: B009
+            float(raw.headers["x-fareway-cost-usd"])
+        )
     finally:
         await gw.stop()

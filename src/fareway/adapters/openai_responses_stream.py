@@ -196,7 +196,7 @@ def output_parts(items: list[dict[str, Any]]) -> list[Part]:
 
 
 class _Open:
-    __slots__ = ("args", "content", "index", "item", "kind", "summary")
+    __slots__ = ("args", "content", "index", "item", "kind", "pending", "summary")
 
     def __init__(self, kind: str, item: dict[str, Any]) -> None:
         self.kind = kind
@@ -206,6 +206,9 @@ class _Open:
         self.content: dict[int, int] = {}
         self.summary = -1
         self.args = ""
+        self.pending: Part | None = None
+        """A text or summary part announced but not started: it starts (and so commits the
+        stream) with its first delta, so a failure right after the announcement can fall back."""
 
 
 class ResponsesStreamParser:
@@ -276,7 +279,17 @@ class ResponsesStreamParser:
         out.append(PartStart(i, part))
         return i
 
+    def _announce(self, o: _Open, part: Part, out: list[StreamEvent]) -> None:
+        self._end(o, out)
+        o.pending = part
+
+    def _ensure(self, o: _Open, out: list[StreamEvent]) -> None:
+        if o.pending is not None:
+            o.index = self._start(o.pending, out)
+            o.pending = None
+
     def _end(self, o: _Open, out: list[StreamEvent]) -> None:
+        self._ensure(o, out)
         if o.index is not None:
             out.append(PartEnd(o.index))
             o.index = None
@@ -386,18 +399,19 @@ class ResponsesStreamParser:
         ci_raw = d.get("content_index")
         ci = ci_raw if isinstance(ci_raw, int) else 0
         if t == "response.content_part.added":
-            self._end(o, out)
             part = _obj(d.get("part"))
-            parts = _text_parts({**o.item, "content": [{**part, "text": "", "refusal": ""}]})
+            refusal = part.get("type") == "refusal"
+            parts = _text_parts({**o.item, "content": [{**part, "refusal" if refusal else "text": ""}]})
             if parts:
-                o.index = self._start(parts[0], out)
-                o.content[ci] = o.index
-                text = part.get("refusal") if part.get("type") == "refusal" else part.get("text")
+                self._announce(o, parts[0], out)
+                text = part.get("refusal") if refusal else part.get("text")
                 if isinstance(text, str) and text:
+                    self._ensure(o, out)
+                    assert o.index is not None
                     out.append(PartDelta(o.index, "text", text))
             return
         if t in ("response.output_text.delta", "response.refusal.delta"):
-            if o.index is None:
+            if o.index is None and o.pending is None:
                 self._message_event(
                     o,
                     "response.content_part.added",
@@ -408,6 +422,7 @@ class ResponsesStreamParser:
                     raw,
                     out,
                 )
+            self._ensure(o, out)
             delta = str(d.get("delta") or "")
             if delta and o.index is not None:
                 out.append(PartDelta(o.index, "text", delta))
@@ -419,21 +434,19 @@ class ResponsesStreamParser:
             return
         if t in ("response.output_text.done", "response.refusal.done"):
             return
+        self._ensure(o, out)
         if o.index is not None:
             out.append(PartDelta(o.index, "raw", raw))
 
     def _reasoning_event(self, o: _Open, t: str, d: dict[str, Any], raw: str, out: list[StreamEvent]) -> None:
         if t == "response.reasoning_summary_part.added":
-            self._end(o, out)
-            o.index = self._start(
-                _reasoning_parts({**o.item, "summary": [{"text": ""}], "encrypted_content": None})[0], out
-            )
+            self._announce(o, self._summary_part(o), out)
             return
         if t in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            if o.index is None:
-                o.index = self._start(
-                    _reasoning_parts({**o.item, "summary": [{"text": ""}], "encrypted_content": None})[0], out
-                )
+            if o.index is None and o.pending is None:
+                o.pending = self._summary_part(o)
+            self._ensure(o, out)
+            assert o.index is not None
             delta = str(d.get("delta") or "")
             if delta:
                 out.append(PartDelta(o.index, "thinking", delta))
@@ -446,8 +459,13 @@ class ResponsesStreamParser:
             "response.content_part.done",
         ):
             return
+        self._ensure(o, out)
         if o.index is not None:
             out.append(PartDelta(o.index, "raw", raw))
+
+    @staticmethod
+    def _summary_part(o: _Open) -> Part:
+        return _reasoning_parts({**o.item, "summary": [{"text": ""}], "encrypted_content": None})[0]
 
     def _args_done(self, o: _Open, args: Any, out: list[StreamEvent]) -> None:
         if isinstance(args, str) and args and not o.args and o.index is not None:
@@ -480,6 +498,7 @@ class ResponsesStreamParser:
             self._end(o, out)
         elif o.kind == "reasoning":
             enc = item.get("encrypted_content")
+            self._ensure(o, out)
             if o.index is None:
                 o.index = self._start(
                     _reasoning_parts({**item, "summary": [], "content": [], "encrypted_content": None})[0],
