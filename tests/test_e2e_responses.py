@@ -60,6 +60,8 @@ async def test_text_not_streamed(gateway: LiveGateway, model: str) -> None:
     # OpenAI is reached natively: its own item ids come through; other providers' items get ids
     # Fareway mints (msg_fw...)
     assert r.output[0].id.startswith("msg_fw") == (not model.startswith("openai/"))
+    stored = await client(gateway).responses.retrieve(r.id)  # stored before the body was sent
+    assert [(o.type, o.id) for o in stored.output] == [(o.type, o.id) for o in r.output]
 
 
 @pytest.mark.parametrize("model", MODELS)
