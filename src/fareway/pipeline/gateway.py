@@ -173,11 +173,13 @@ class Gateway:
         committed, req = ctx.committed, ctx.req
         assert committed is not None and req is not None
         if self.wrappers:
-            events: AsyncIterator[StreamEvent] = committed.events()
+            source: AsyncIterator[StreamEvent] = committed.events()
+            events = source
             for w in self.wrappers:
                 events = w.wrap(ctx, events)
-            async for _ in events:
-                pass
+            if events is not source:  # a wrapper that passes a call by (returns it as is) costs nothing
+                async for _ in events:
+                    pass
         try:
             resp = await committed.collect()
         except StreamInterrupted as exc:
