@@ -310,6 +310,10 @@ async def test_routing_fallback_race_and_accounting(sim: Any, tmp_path: Any, sim
                 "targets": ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5"],
             },
             "duo": {"strategy": "race", "targets": ["openai/gpt-4o-mini", "gemini/gemini-2.5-flash"]},
+            "claude-first": {
+                "strategy": "fallback",
+                "targets": ["anthropic/claude-sonnet-4-5", "openai/gpt-4o-mini"],
+            },
         },
     )
     gw = await start_gateway(cfg)
@@ -332,6 +336,14 @@ async def test_routing_fallback_race_and_accounting(sim: Any, tmp_path: Any, sim
         raw = await client(gw).responses.with_raw_response.create(model="chain", input="echo: fell back")
         assert raw.parse().output_text == "fell back"
         assert raw.headers["x-fareway-provider"] == "anthropic"
+
+        # a built-in tool: the chain skips the target that cannot run it and goes on to OpenAI, which
+        # gets the tool natively (the simulated OpenAI then says it does not simulate it)
+        with pytest.raises(openai.BadRequestError) as exc:
+            await client(gw).responses.create(
+                model="claude-first", input="news", tools=[{"type": "web_search"}]
+            )
+        assert "built-in tool 'web_search' is not simulated" in exc.value.message
 
         ledger = gw.app.gateway.accounting.ledger
         assert ledger is not None

@@ -18,9 +18,8 @@ import orjson
 import pytest
 
 from fareway.adapters import anthropic, gemini, openai_chat, openai_responses
-from fareway.errors import BadRequest
 from fareway.providers.quirks import Quirks
-from fareway.router.target_request import for_target
+from fareway.router.target_request import NativeOnly, for_target
 from fareway.types import ThinkingPart, Upstream
 from fareway.wire import openai_chat as chat_wire
 from fareway.wire import openai_responses as wire
@@ -154,10 +153,11 @@ def test_other_clients_history_is_untouched() -> None:
 @pytest.mark.parametrize("tool", ["web_search", "file_search", "code_interpreter", "computer_use_preview"])
 def test_builtin_tools_are_refused_by_name_off_the_native_path(up: Upstream, tool: str) -> None:
     req = _request(tools=[{"type": tool}])
-    with pytest.raises(BadRequest) as exc:
+    with pytest.raises(NativeOnly) as exc:
         for_target(ADAPTERS, up, req)
     assert f"`{tool}`" in exc.value.message and f"`{up.provider}`" in exc.value.message
-    assert exc.value.param == "tools"
+    assert exc.value.param == "tools" and exc.value.client_status == 400
+    assert exc.value.retryable  # a fallback chain goes on to a target that can run it
 
 
 def test_builtin_tools_pass_through_natively() -> None:

@@ -436,7 +436,11 @@ class Executor:
             raise err
         # the adapter for this upstream (a native one when the provider speaks the client's dialect)
         # and the request as this upstream gets it (router/target_request.py)
-        adapter, req = for_target(self.adapters, up, req)
+        try:
+            adapter, req = for_target(self.adapters, up, req)
+        except UpstreamError as exc:  # this target cannot carry the request: nothing was sent
+            self._fail(log, exc)
+            raise
         if adapter is None:
             raise UpstreamServerError(f"no adapter for dialect {up.dialect}", provider=up.provider)
         # A call whose client wants one answer is still read from the upstream as a stream when it

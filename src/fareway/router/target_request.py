@@ -6,7 +6,10 @@
   the adapter of the provider's own dialect.
 * **Native-only features.**  ``extensions["fareway"]["native_only"]`` names request features
   only the client's own dialect can carry (the Responses API's built-in tools): sent anywhere
-  else they would be dropped, so the attempt is refused with a 400 naming the first of them.
+  else they would be dropped, so the attempt is refused (:class:`NativeOnly`, a 400 naming the
+  first of them) before anything is sent.  A fallback chain goes on to its next target (the
+  provider is not at fault: no circuit or cooldown is touched); when no target can run it, the
+  call's error is that 400.
 * **Reasoning history.**  A ThinkingPart read from a Responses reasoning item carries the
   provider that made it (``extensions["fareway"]["origin"]``): it goes back only to that provider
   (its signature or encrypted content is that provider's proof); every other provider gets the
@@ -19,10 +22,17 @@ import dataclasses
 from collections.abc import Mapping
 
 from fareway.adapters.base import Adapter
-from fareway.errors import BadRequest
+from fareway.errors import UpstreamClientError
 from fareway.types import ChatRequest, Message, ThinkingPart, Upstream
 
-__all__ = ["for_target"]
+__all__ = ["NativeOnly", "for_target"]
+
+
+class NativeOnly(UpstreamClientError):
+    """This target cannot carry a feature of the request (a built-in tool): try another."""
+
+    code = "unsupported_tool"
+    retryable = True
 
 
 def _native(up: Upstream, dialect: str) -> bool:
@@ -71,10 +81,11 @@ def for_target(
     if fw:
         need = fw.get("native_only")
         if need and not native:
-            raise BadRequest(
+            raise NativeOnly(
                 f"{need[0]} runs only on a provider that speaks the OpenAI Responses API natively (openai); "
                 f"`{up.provider}` cannot run it. Remove the tool or pin an OpenAI model.",
                 param="tools",
+                provider=up.provider,
             )
         if fw.get("responses") is not None:
             req = _visible_history(req, up.provider)
