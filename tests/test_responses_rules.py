@@ -171,7 +171,8 @@ def test_builtin_tools_pass_through_natively() -> None:
     body = orjson.loads(adapter.build_request(req, OPENAI).body)  # type: ignore[union-attr]
     assert body["tools"] == tools
     assert body["tool_choice"] == {"type": "web_search"}
-    assert body["include"] == ["file_search_call.results"]
+    # gpt-5 reasons by default: its reasoning state is asked for, to carry it to the next turn
+    assert body["include"] == ["file_search_call.results", "reasoning.encrypted_content"]
 
 
 def test_no_native_path_for_other_clients_or_providers() -> None:
@@ -180,3 +181,39 @@ def test_no_native_path_for_other_clients_or_providers() -> None:
     )
     assert for_target(ADAPTERS, OPENAI, chat)[0] is openai_chat.ADAPTER
     assert for_target(ADAPTERS, GROQ, _request())[0] is openai_chat.ADAPTER
+
+
+def test_a_turn_whose_reasoning_is_not_sent_goes_without_item_ids() -> None:
+    """OpenAI refuses a reasoning model's call or message without the reasoning item it came with
+    (and accepts them without ids): when that reasoning cannot be sent (no encrypted content was
+    kept), the turn's items go without their ids."""
+    body = {
+        "model": "gpt-5",
+        "input": [
+            {"role": "user", "content": "go"},
+            {"type": "reasoning", "id": "rs_68aa", "summary": []},
+            {
+                "type": "function_call",
+                "id": "fc_68ab",
+                "call_id": "call_1",
+                "name": "calc",
+                "arguments": "{}",
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": "4"},
+            {
+                "type": "message",
+                "role": "assistant",
+                "id": "msg_68ac",
+                "content": [{"type": "output_text", "text": "4"}],
+            },
+        ],
+    }
+    adapter, req = for_target(ADAPTERS, OPENAI, wire.parse_request(orjson.dumps(body), {}))
+    sent = orjson.loads(adapter.build_request(req, OPENAI).body)  # type: ignore[union-attr]
+    assert [i.get("type") for i in sent["input"]] == [
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+    ]
+    assert all("id" not in i for i in sent["input"])

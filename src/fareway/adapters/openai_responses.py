@@ -13,14 +13,17 @@ Two things differ from a client talking to OpenAI directly, on purpose:
 * ``store`` is always ``false`` upstream: Fareway keeps the conversation itself (its own response
   ids, ``previous_response_id`` expanded to the full input), so a conversation is not tied to
   one upstream key and can move to another provider;
-* when the request asks for reasoning, ``include`` gets ``reasoning.encrypted_content``, so the
-  reasoning state can be carried to the next turn without OpenAI's storage.
+* when the call reasons (``reasoning`` asked for, a model that reasons by default: ``o*``,
+  ``gpt-5*``, ``codex*``, or reasoning already in the history), ``include`` gets
+  ``reasoning.encrypted_content``, so the reasoning state can be carried to the next turn without
+  OpenAI's storage.
 
 Item ids Fareway minted (``<prefix>_fw...``) are not sent: OpenAI never issued them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +38,7 @@ from fareway.adapters.openai_responses_stream import (
     usage_of,
 )
 from fareway.adapters.openai_stream import classify_error
-from fareway.dialects.openai_responses import DIALECT, FW, messages_to_items
+from fareway.dialects.openai_responses import DIALECT, FW, is_assistant_item, messages_to_items
 from fareway.errors import UpstreamError, UpstreamServerError
 from fareway.types import ChatRequest, ChatResponse, Dialect, HttpRequest, TextPart, Upstream
 
@@ -45,6 +48,39 @@ ENCRYPTED = "reasoning.encrypted_content"
 
 def _minted(iid: Any) -> bool:
     return isinstance(iid, str) and iid.split("_", 1)[-1].startswith("fw")
+
+
+_REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5|codex)(?!.*-chat)")
+"""Model ids that reason by default (their reasoning state is asked for so it can be carried)."""
+
+
+def _with_upstream_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items with only the ids OpenAI issued and can match: no minted ids, no reasoning item
+    it did not issue; and in an assistant turn whose reasoning is not sent (none was kept), no ids
+    on its calls and messages (OpenAI refuses an item of a reasoning model's turn without the
+    reasoning item it came with, and accepts them without ids)."""
+    out: list[dict[str, Any]] = []
+    turn: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if not any(i.get("type") == "reasoning" for i in turn):
+            for i in turn:
+                if i.get("type") in ("function_call", "message"):
+                    i.pop("id", None)
+        out.extend(turn)
+        turn.clear()
+
+    for it in items:
+        it = {k: v for k, v in it.items() if not (k == "id" and _minted(v))}
+        if it.get("type") == "reasoning" and "id" not in it:
+            continue  # reasoning OpenAI did not issue cannot go back to it
+        if is_assistant_item(it):
+            turn.append(it)
+        else:
+            flush()
+            out.append(it)
+    flush()
+    return out
 
 
 def build_body(req: ChatRequest, up: Upstream) -> tuple[dict[str, Any], list[str]]:
@@ -65,11 +101,7 @@ def build_body(req: ChatRequest, up: Upstream) -> tuple[dict[str, Any], list[str
         body["instructions"] = instructions
         messages = messages[1:]
     items = messages_to_items(messages, dropped)
-    body["input"] = [
-        {k: v for k, v in it.items() if not (k == "id" and _minted(v))}
-        for it in items
-        if not (it.get("type") == "reasoning" and _minted(it.get("id")))
-    ]
+    body["input"] = _with_upstream_ids(items)
     tools: list[dict[str, Any]] = []
     for t in req.tools:
         tool: dict[str, Any] = {"type": "function", "name": t.name}
@@ -128,9 +160,15 @@ def build_body(req: ChatRequest, up: Upstream) -> tuple[dict[str, Any], list[str
         if k not in _EXT_HANDLED:
             body.setdefault(k, v)
     include = list(body.get("include") or [])
-    if (th is not None and th.type != "disabled") or ENCRYPTED in include:
-        if ENCRYPTED not in include:
-            include.append(ENCRYPTED)
+    reasons = (
+        (th.type != "disabled")
+        if th is not None
+        else (
+            bool(_REASONING_MODEL.match(up.model)) or any(i.get("type") == "reasoning" for i in body["input"])
+        )
+    )
+    if reasons and ENCRYPTED not in include:
+        include.append(ENCRYPTED)
     if include:
         body["include"] = include
     body["store"] = False
