@@ -366,3 +366,23 @@ async def test_routing_fallback_race_and_accounting(sim: Any, tmp_path: Any, sim
         )
     finally:
         await gw.stop()
+
+
+async def test_gemini3_call_state_is_stored_but_never_shown(gateway: LiveGateway) -> None:
+    c = client(gateway)
+    model = "gemini/gemini-3-pro-preview"
+    first = await c.responses.create(model=model, input="Weather in Lima? Use get_weather.", tools=[WEATHER])
+    call = next(o for o in first.output if o.type == "function_call")
+    second = await c.responses.create(
+        model=model,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "warm"}],
+        tools=[WEATHER],
+    )
+    assert second.output_text
+    headers = {"authorization": f"Bearer {MASTER_KEY}"}
+    async with aiohttp.ClientSession() as s:
+        for path in (f"/v1/responses/{first.id}", f"/v1/responses/{second.id}/input_items"):
+            async with s.get(gateway.url + path, headers=headers) as r:
+                assert r.status == 200
+                assert "_fareway" not in await r.text() and "thoughtSignature" not in await r.text()

@@ -23,6 +23,7 @@ from fareway.router.target_request import NativeOnly, for_target
 from fareway.types import ThinkingPart, Upstream
 from fareway.wire import openai_chat as chat_wire
 from fareway.wire import openai_responses as wire
+from fareway.wire.base import ResponseMeta
 
 ADAPTERS = {
     "openai": openai_chat.ADAPTER,
@@ -217,3 +218,39 @@ def test_a_turn_whose_reasoning_is_not_sent_goes_without_item_ids() -> None:
         "message",
     ]
     assert all("id" not in i for i in sent["input"])
+
+
+def test_a_gemini_calls_signature_is_kept_by_the_store_and_never_shown() -> None:
+    """Gemini 3 wants each function call back with its thoughtSignature; the Responses API has no
+    field for it: the store keeps it beside the item and gives it back, clients never see it."""
+    from fareway.events import response_to_events
+    from fareway.types import ChatResponse, ToolCallPart
+    from fareway.wire.openai_responses_stream import ResponseBuilder
+
+    call = ToolCallPart(
+        "call-9", "calc", '{"e":"1+1"}', {"gemini": {"id": "call-9", "thoughtSignature": "c2lnLTk="}}
+    )
+    resp = ChatResponse("r1", "gemini-3-pro-preview", [call], "tool_calls")
+    echo = wire.echo_of(_request())
+    stored = ResponseBuilder(echo, "gemini", "m", full=True, private=True)
+    for e in response_to_events(resp):
+        stored.add(e)
+    stored.finish_items()
+    item = stored.output()[0]
+    assert item["_fareway"] == {"gemini": {"id": "call-9", "thoughtSignature": "c2lnLTk="}}
+    assert "_fareway" not in wire.strip_private(item)
+    shown = orjson.loads(wire.encode_response(resp, _request(), ResponseMeta("req_1", "gemini")))
+    assert "_fareway" not in orjson.dumps(shown).decode()
+    # read back from the store, the call goes to Gemini with its own signature
+    again = wire.items_to_messages(
+        [
+            {"role": "user", "content": "go"},
+            item,
+            {"type": "function_call_output", "call_id": "call-9", "output": "2"},
+        ]
+    )
+    req = wire.parse_request(orjson.dumps({"model": "m", "input": "x"}), {})
+    req.messages = again
+    body = orjson.loads(gemini.ADAPTER.build_request(req, GEMINI).body)
+    fc = body["contents"][1]["parts"][0]
+    assert fc["functionCall"]["name"] == "calc" and fc["thoughtSignature"] == "c2lnLTk="

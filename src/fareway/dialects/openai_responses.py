@@ -47,6 +47,9 @@ from fareway.types import (
 
 DIALECT = "openai_responses"
 FW = "fareway"
+PRIVATE = "_fareway"
+"""A stored item's provider state that clients never see (a Gemini call's ``thoughtSignature``):
+restored into the part's extensions when the item is read back from the store."""
 SEAL_PREFIX = "fw1."
 
 ASSISTANT_ITEMS = frozenset({"function_call", "reasoning"})
@@ -123,6 +126,15 @@ def unseal(value: str) -> dict[str, str] | None:
     if not isinstance(data, dict) or not isinstance(data.get("p"), str):
         return None
     return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+def strip_private(value: Any) -> Any:
+    """``value`` (an item, a list of items, a response) without the store's private state."""
+    if isinstance(value, list):
+        return [strip_private(v) for v in value]
+    if isinstance(value, dict):
+        return {k: strip_private(v) for k, v in value.items() if k != PRIVATE}
+    return value
 
 
 def origin_of(part: ThinkingPart) -> str | None:
@@ -241,8 +253,12 @@ def _function_call(item: dict[str, Any], param: str) -> ToolCallPart:
         args = ""
     if not isinstance(args, str):  # some clients send an object
         args = orjson.dumps(args).decode()
-    extra = {k: v for k, v in item.items() if k not in ("type", "call_id", "name", "arguments")}
-    return ToolCallPart(call_id, name, args, {DIALECT: extra} if extra else {})
+    extra = {k: v for k, v in item.items() if k not in ("type", "call_id", "name", "arguments", PRIVATE)}
+    ext: dict[str, Any] = {DIALECT: extra} if extra else {}
+    private = item.get(PRIVATE)
+    if isinstance(private, dict) and isinstance(private.get("gemini"), dict):
+        ext["gemini"] = dict(private["gemini"])  # a Gemini call's signature, kept by the store
+    return ToolCallPart(call_id, name, args, ext)
 
 
 def _output_content(value: Any, param: str) -> list[Part]:
@@ -495,6 +511,7 @@ def _assistant_items(m: Message, note: Any) -> list[dict[str, Any]]:
 __all__ = [
     "DIALECT",
     "FW",
+    "PRIVATE",
     "SEAL_PREFIX",
     "is_assistant_item",
     "item_type",
@@ -503,6 +520,7 @@ __all__ = [
     "origin_of",
     "reasoning_item",
     "seal",
+    "strip_private",
     "unseal",
     "want_dict",
     "want_list",

@@ -177,7 +177,7 @@ class ResponsesState:
         assert req is not None and ctx.committed is not None
         echo = echo_of(req)
         provider = ctx.committed.target.upstream.provider
-        builder = ResponseBuilder(echo, provider, req.model, full=True)
+        builder = ResponseBuilder(echo, provider, req.model, full=True, private=True)
         async for e in events:
             builder.add(e)
             yield e

@@ -20,6 +20,7 @@ from fareway.pipeline.gateway import Gateway, Reply
 from fareway.pipeline.responses_state import ResponsesState, tenant_of
 from fareway.server.app import App, Request, json_reply
 from fareway.wire.base import WireDialect
+from fareway.wire.openai_responses import strip_private
 
 __all__ = ["add_responses"]
 
@@ -84,7 +85,7 @@ def add_responses(app: App, gateway: Gateway, wire: WireDialect, config: Config)
         rec = await state.get(tenant_of(req.principal), rid)
         include = q.get("include[]", []) + q.get("include", [])
         body = rec.response if _ENCRYPTED in include else _hide_reasoning_state(rec.response)
-        return json_reply(body)
+        return json_reply(strip_private(body))
 
     async def _input_items(req: Request, rid: str, q: dict[str, list[str]]) -> Reply:
         assert req.principal is not None
@@ -105,7 +106,7 @@ def add_responses(app: App, gateway: Gateway, wire: WireDialect, config: Config)
             if after not in ids:
                 raise BadRequest(f"'after' names item '{after}', which is not in this list", param="after")
             items = items[ids.index(after) + 1 :]
-        page = items[:limit]
+        page = strip_private(items[:limit])
         return json_reply(
             {
                 "object": "list",

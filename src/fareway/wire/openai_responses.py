@@ -42,6 +42,7 @@ from fareway.dialects.openai_responses import (
     FW,
     item_type,
     items_to_messages,
+    strip_private,
     want_dict,
     want_list,
     want_str,
@@ -70,6 +71,7 @@ __all__ = [
     "items_to_messages",
     "new_response_id",
     "parse_request",
+    "strip_private",
 ]
 
 BUILTIN_TOOLS = frozenset(

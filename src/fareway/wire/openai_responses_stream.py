@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from fareway.dialects.openai_responses import DIALECT, seal
+from fareway.dialects.openai_responses import DIALECT, PRIVATE, seal
 from fareway.errors import FarewayError, redact
 from fareway.events import (
     Finish,
@@ -59,7 +59,14 @@ from fareway.types import (
 )
 from fareway.wire.base import ResponseMeta
 
-__all__ = ["ResponseBuilder", "ResponsesStreamEncoder", "error_object", "status_of", "usage_object"]
+__all__ = [
+    "PRIVATE",
+    "ResponseBuilder",
+    "ResponsesStreamEncoder",
+    "error_object",
+    "status_of",
+    "usage_object",
+]
 
 ENCRYPTED = "reasoning.encrypted_content"
 MINTED = "fw"
@@ -142,8 +149,12 @@ class ResponseBuilder:
         *,
         emit: bool = False,
         full: bool | None = None,
+        private: bool = False,
     ) -> None:
         self.echo = echo
+        self.private = private
+        """Keep what only the provider needs back (a Gemini call's thoughtSignature) in the items,
+        under PRIVATE: for the store, never shown (the routes strip it)."""
         self.provider = provider
         self.model = requested_model
         self.emit = emit
@@ -304,6 +315,8 @@ class ResponseBuilder:
                 "call_id": part.id,
                 "name": part.name,
             }
+            if self.private and part.extensions.get("gemini"):
+                item[PRIVATE] = {"gemini": part.extensions["gemini"]}
             it = self._open("function_call", item, None)
             it.text = part.arguments
             self._parts[event.index] = it
