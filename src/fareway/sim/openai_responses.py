@@ -31,7 +31,7 @@ from aiohttp import web
 from fareway.sim.content import Ask, Reply, fragments, rand_hex, rand_id, words
 from fareway.sim.faults import Fault
 from fareway.sim.openai_dialect import OpenAIDialect
-from fareway.sim.runtime import BadRequest, Ctx, Frame, Parsed
+from fareway.sim.runtime import BadRequest, Ctx, Frame, Parsed, _cut_index
 from fareway.sse import frame
 
 __all__ = ["ResponsesDialect", "parse_responses"]
@@ -414,6 +414,7 @@ def render_events(ctx: Ctx) -> list[Frame]:
     ev.add(
         "response.completed" if final["status"] == "completed" else "response.incomplete", {"response": final}
     )
+    ctx.opts["frames"] = ev.frames
     return ev.frames
 
 
@@ -434,7 +435,8 @@ class ResponsesDialect(OpenAIDialect):
     def stream_error_frames(self, ctx: Ctx, fault: Fault) -> bytes:
         msg = fault.message or "The server had an error while processing your request. Sorry about that!"
         err = {"type": "server_error", "code": "server_error", "message": msg, "param": None}
-        seq = 1000
+        # the events go on from where the stream was cut (the runtime cut it the same way)
+        seq = _cut_index(ctx.opts.get("frames") or [], max(0, fault.after_chunks))
         failed = _echo(ctx, "failed")
         failed["error"] = {"code": "server_error", "message": msg}
         return frame(orjson.dumps({"type": "error", "sequence_number": seq, "error": err}), "error") + frame(
