@@ -150,3 +150,18 @@ async def test_builtin_tools_are_not_simulated(sim: Any) -> None:
         sim, {"model": "gpt-4o", "input": "news", "tools": [{"type": "web_search"}]}
     )
     assert status == 400 and "web_search" in json.loads(text)["error"]["message"]
+
+
+async def test_stream_error_fault_is_error_then_failed(sim: Any, sim_control: Any) -> None:
+    await sim_control.fault(provider="openai", kind="stream_error", count=1, after_chunks=2)
+    status, text, _ = await _post(sim, {"model": "gpt-4o-mini", "input": "tell me a story", "stream": True})
+    assert status == 200
+    events = _events(text)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    # the shape of the recorded failure (openai-error.1.chunks.txt): a nested error, then the failed response
+    assert set(events[-2]["error"]) == {"type", "code", "message", "param"}
+    assert events[-1]["response"]["status"] == "failed" and set(events[-1]["response"]["error"]) == {
+        "code",
+        "message",
+    }
