@@ -386,3 +386,33 @@ async def test_gemini3_call_state_is_stored_but_never_shown(gateway: LiveGateway
             async with s.get(gateway.url + path, headers=headers) as r:
                 assert r.status == 200
                 assert "_fareway" not in await r.text() and "thoughtSignature" not in await r.text()
+
+
+@pytest.mark.parametrize(
+    "model", ["openai/gpt-5-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]
+)
+async def test_stateless_reasoning_goes_back_to_its_maker(gateway: LiveGateway, model: str) -> None:
+    """``store: false`` with ``include: [reasoning.encrypted_content]`` (Codex CLI's way): the
+    client sends the output items back itself; the reasoning state reaches the provider that made
+    it (the simulated OpenAI accepts only encrypted content it issued, as OpenAI does)."""
+    c = client(gateway)
+    common: dict[str, Any] = {
+        "model": model,
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "tools": [WEATHER],
+    }
+    ask = {"role": "user", "content": "Weather in Quito? Use get_weather."}
+    first = await c.responses.create(input=[ask], **common)
+    reasoning = [o for o in first.output if o.type == "reasoning"]
+    assert reasoning and reasoning[0].encrypted_content and reasoning[0].encrypted_content.startswith("fw1.")
+    call = next(o for o in first.output if o.type == "function_call")
+    history = [ask, *[o.model_dump(exclude_none=True) for o in first.output]]
+    history.append({"type": "function_call_output", "call_id": call.call_id, "output": "cool"})
+    second = await c.responses.create(input=history, **common)
+    assert second.output_text
+    # the same history sent to another provider: it gets the visible part and answers
+    other = "anthropic/claude-sonnet-4-5" if not model.startswith("anthropic") else "openai/gpt-5-mini"
+    third = await c.responses.create(input=history, **{**common, "model": other})
+    assert third.output_text
