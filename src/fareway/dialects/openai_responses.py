@@ -137,12 +137,6 @@ def strip_private(value: Any) -> Any:
     return value
 
 
-def origin_of(part: ThinkingPart) -> str | None:
-    fw = part.extensions.get(FW)
-    origin = fw.get("origin") if fw else None
-    return origin if isinstance(origin, str) else None
-
-
 # ------------------------------------------------------------------------------ input content
 
 
@@ -517,7 +511,6 @@ __all__ = [
     "item_type",
     "items_to_messages",
     "messages_to_items",
-    "origin_of",
     "reasoning_item",
     "seal",
     "strip_private",

@@ -74,27 +74,6 @@ __all__ = [
     "strip_private",
 ]
 
-BUILTIN_TOOLS = frozenset(
-    {
-        "web_search",
-        "web_search_preview",
-        "web_search_preview_2025_03_11",
-        "web_search_2025_08_26",
-        "file_search",
-        "code_interpreter",
-        "computer",
-        "computer_use",
-        "computer_use_preview",
-        "image_generation",
-        "mcp",
-        "local_shell",
-        "shell",
-        "apply_patch",
-        "custom",
-        "tool_search",
-    }
-)
-
 _MODELLED_TOP = frozenset(
     {
         "model",
