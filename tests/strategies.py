@@ -353,3 +353,118 @@ def cut_points(draw: st.DrawFn, size: int) -> list[int]:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *cuts, len(data)]
     return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+# ------------------------------------------------------------------- OpenAI Responses items
+
+_item_hex = st.text("0123456789abcdef", min_size=8, max_size=8)
+_PROVIDERS = st.sampled_from(["openai", "anthropic", "gemini"])
+
+
+@st.composite
+def _responses_reasoning(draw: st.DrawFn) -> dict[str, Any]:
+    """A reasoning item as a client sends it back: OpenAI's own encrypted content, or the envelope
+    Fareway put on another provider's reasoning (signature or redacted data inside)."""
+    from fareway.dialects.openai_responses import seal
+
+    item: dict[str, Any] = {"type": "reasoning", "id": "rs_" + draw(_item_hex)}
+    item["summary"] = [{"type": "summary_text", "text": t} for t in draw(st.lists(nonempty_text, max_size=2))]
+    kind = draw(st.sampled_from(["raw", "sealed", "sealed", "redacted"]))
+    if kind == "raw":
+        item["encrypted_content"] = "gAAAAA" + draw(b64)
+    elif kind == "sealed":
+        item["encrypted_content"] = seal(draw(_PROVIDERS), signature=draw(b64))
+    else:  # redacted thinking is Anthropic's own
+        item["encrypted_content"] = seal("anthropic", redacted=draw(b64))
+    return item
+
+
+@st.composite
+def responses_input(draw: st.DrawFn, tools: list[str]) -> list[dict[str, Any]]:
+    """A Responses ``input``: user/system/developer messages (string or typed content, images),
+    assistant turns of reasoning, messages and function calls, then every call's output; and
+    sometimes a built-in tool's call item (kept whole for an OpenAI upstream)."""
+    ids = _Ids()
+    names = tools or ["lookup"]
+    items: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        items.append({"role": draw(st.sampled_from(["system", "developer"])), "content": draw(nonempty_text)})
+    for _ in range(draw(st.integers(1, 3))):
+        if draw(st.booleans()):
+            items.append({"role": "user", "content": draw(nonempty_text)})
+        else:
+            parts: list[dict[str, Any]] = [{"type": "input_text", "text": draw(text)}]
+            if draw(st.integers(0, 3)) == 0:
+                img = draw(image)
+                parts.append({"type": "input_image", "image_url": img.as_data_url(), "detail": "auto"})
+            items.append({"type": "message", "role": "user", "content": parts})
+        calls = []
+        for _ in range(draw(st.integers(0, 2))):
+            if draw(st.integers(0, 2)) == 0:
+                items.append(draw(_responses_reasoning()))
+            if draw(st.booleans()):
+                msg: dict[str, Any] = {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": draw(nonempty_text), "annotations": []}],
+                }
+                if draw(st.booleans()):
+                    msg["id"] = "msg_" + draw(_item_hex)
+                    msg["status"] = "completed"
+                items.append(msg)
+            for _ in range(draw(st.integers(0, 2))):
+                call = {
+                    "type": "function_call",
+                    "call_id": ids.new(draw),
+                    "name": draw(st.sampled_from(names)),
+                    "arguments": draw(arguments) or "{}",
+                }
+                if draw(st.booleans()):
+                    call["id"] = "fc_" + draw(_item_hex)
+                calls.append(call)
+                items.append(call)
+            if draw(st.integers(0, 5)) == 0:
+                items.append(
+                    {
+                        "type": "web_search_call",
+                        "id": "ws_" + draw(_item_hex),
+                        "status": "completed",
+                        "action": {"type": "search", "query": draw(text)},
+                    }
+                )
+        for call in calls:
+            items.append(
+                {"type": "function_call_output", "call_id": call["call_id"], "output": draw(result_text)}
+            )
+    seen: set[str] = set()
+    for it in items:  # item ids are unique, as an upstream issues them
+        while "id" in it and it["id"] in seen:
+            it["id"] += "0"
+        if "id" in it:
+            seen.add(it["id"])
+    return items
+
+
+@st.composite
+def responses_request(draw: st.DrawFn) -> dict[str, Any]:
+    """A ``POST /v1/responses`` body."""
+    tool_names = draw(st.lists(identifier, max_size=3, unique=True))
+    body: dict[str, Any] = {"model": "m-" + draw(identifier), "input": draw(responses_input(tool_names))}
+    if tool_names:
+        body["tools"] = [
+            {
+                "type": "function",
+                "name": n,
+                "parameters": {"type": "object", "properties": {}},
+                "strict": False,
+            }
+            for n in tool_names
+        ]
+    if draw(st.booleans()):
+        body["instructions"] = draw(nonempty_text)
+    if draw(st.booleans()):
+        body["max_output_tokens"] = draw(st.integers(1, 4000))
+    if draw(st.booleans()):
+        body["reasoning"] = {"effort": draw(st.sampled_from(["low", "medium", "high"]))}
+    body["stream"] = draw(st.booleans())
+    return body

@@ -467,3 +467,271 @@ def test_gemini_turn_roundtrips_through_history(parts: list[dict[str, Any]]) -> 
 def test_gemini_history_keeps_every_signature(parts: list[dict[str, Any]]) -> None:
     sent = _history_of(parts)
     assert {p.get("thoughtSignature") for p in parts} <= {p.get("thoughtSignature") for p in sent}
+
+
+# ====================================================================== 5. OpenAI Responses items
+#
+# The Responses API is a client dialect (wire/openai_responses) and, for OpenAI, a native upstream
+# (adapters/openai_responses).  Properties:
+#
+# a. a Responses client's items reach a native upstream as sent (same dialect, nothing lost),
+#    except reasoning another provider made (the visible history rule);
+# b. the same conversation sent to every other upstream keeps every text, image, call and result,
+#    and carries no reasoning made by another provider;
+# c. a stateless client that sends an answer's output items back gets the answer's parts again,
+#    reasoning state included (the envelope names the provider that made it);
+# d. the stream and the JSON of one answer are the same answer (same items, ids, usage, finish);
+# e. every upstream's answer reaches a Responses client with its text and calls, streamed or not.
+
+from fareway.adapters import openai_responses as responses_adapter  # noqa: E402
+from fareway.adapters.openai_responses_stream import ResponsesStreamParser  # noqa: E402
+from fareway.dialects.openai_responses import unseal  # noqa: E402
+from fareway.providers.quirks import Quirks  # noqa: E402
+from fareway.router.target_request import for_target  # noqa: E402
+from fareway.types import OpaquePart  # noqa: E402
+from fareway.wire import openai_responses as responses_wire  # noqa: E402
+from fareway.wire.base import ResponseMeta  # noqa: E402
+
+from .strategies import responses_request  # noqa: E402
+
+ALL_ADAPTERS = {**ADAPTERS, "openai_responses": responses_adapter.ADAPTER}
+NATIVE_UP = Upstream(
+    provider="openai",
+    dialect="openai",
+    base_url="https://openai.test/v1",
+    model="gpt-x",
+    quirks=Quirks(native_dialects=frozenset({"openai_responses"})),
+)
+
+
+def _origin(item: dict[str, Any]) -> tuple[str, str | None]:
+    """(provider that made a reasoning item, its proof as that provider issued it)."""
+    env = unseal(item["encrypted_content"])
+    if env is None:
+        return "openai", item["encrypted_content"]
+    return env["p"], env.get("s")
+
+
+def _as_sent(item: dict[str, Any]) -> dict[str, Any] | None:
+    """An input item as a native upstream must get it (None: not sent there)."""
+    item = dict(item)
+    if "role" in item:
+        item["type"] = "message"
+        if isinstance(item["content"], str):
+            kind = "output_text" if item["role"] == "assistant" else "input_text"
+            item["content"] = [{"type": kind, "text": item["content"]}]
+    if item.get("type") == "reasoning":
+        origin, proof = _origin(item)
+        if origin != "openai" or proof is None:
+            return None  # another provider's reasoning: OpenAI gets the visible history only
+        item["encrypted_content"] = proof
+    if item.get("type") == "function_call" and not item["arguments"].strip():
+        item["arguments"] = "{}"
+    return item
+
+
+def _assistant_side(item: dict[str, Any]) -> bool:
+    t = item.get("type")
+    return (
+        (t == "message" and item.get("role") == "assistant") or t == "reasoning" or str(t).endswith("_call")
+    )
+
+
+def _expected_native(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every item as sent, but in an assistant turn whose reasoning is not sent, its calls and
+    messages go without their ids (OpenAI refuses them without the reasoning they came with)."""
+    out: list[dict[str, Any]] = []
+    turn: list[dict[str, Any]] = []
+    for raw in [*items, None]:
+        item = _as_sent(raw) if raw is not None else None
+        if raw is not None and item is None:
+            continue
+        if item is not None and _assistant_side(item):
+            turn.append(item)
+            continue
+        if not any(i["type"] == "reasoning" for i in turn):
+            for i in turn:
+                if i["type"] in ("function_call", "message"):
+                    i.pop("id", None)
+        out += turn
+        turn = []
+        if item is not None:
+            out.append(item)
+    return out
+
+
+@SETTINGS
+@given(body=responses_request())
+def test_responses_items_reach_a_native_upstream_as_sent(body: dict[str, Any]) -> None:
+    req = responses_wire.parse_request(orjson.dumps(body), {})
+    adapter, sent_req = for_target(ALL_ADAPTERS, NATIVE_UP, req)
+    assert adapter is responses_adapter.ADAPTER
+    sent = orjson.loads(adapter.build_request(sent_req, NATIVE_UP).body)
+    assert sent["input"] == _expected_native(body["input"])
+    assert sent.get("instructions") == body.get("instructions")
+    assert sent.get("max_output_tokens") == body.get("max_output_tokens")
+    assert sent["tools"] == body["tools"] if "tools" in body else "tools" not in sent
+
+
+@settings(SETTINGS, max_examples=60)
+@given(body=responses_request())
+def test_responses_client_to_every_upstream(body: dict[str, Any]) -> None:
+    client = responses_wire.parse_request(orjson.dumps(body), {})
+    has_builtin_call = any(i.get("type") == "web_search_call" for i in body["input"])
+    for dialect in DIALECTS:
+        up = upstream(dialect, GEMINI_MODEL if dialect == "gemini" else "m")
+        adapter, sent = for_target(ALL_ADAPTERS, up, client)
+        assert adapter is ADAPTERS[dialect]
+        # no reasoning made by another provider is left in what this upstream gets
+        for m in sent.messages:
+            for p in m.content:
+                if isinstance(p, ThinkingPart):
+                    assert (p.extensions.get("fareway") or {}).get("origin") == dialect
+        visible = dataclasses.replace(
+            sent,
+            messages=[
+                dataclasses.replace(m, content=[p for p in m.content if not isinstance(p, OpaquePart)])
+                for m in sent.messages
+            ],
+        )
+        if _refused(dialect, visible):
+            continue
+        if has_builtin_call and dialect == "gemini":
+            with pytest.raises(BadRequest) as exc:
+                roundtrip_request(dialect, sent)
+            assert "web_search_call" in exc.value.message
+            continue
+        got = roundtrip_request(dialect, sent)
+        assert summary(got) == summary(sent, _id_map(dialect, sent)), dialect
+
+
+def _parts_view(parts: list[Any]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for p in parts:
+        if isinstance(p, TextPart):
+            out.append(("text", p.text))
+        elif isinstance(p, ToolCallPart):
+            out.append(("call", p.id, p.name, p.arguments if p.arguments.strip() else "{}"))
+        elif isinstance(p, ThinkingPart):
+            out.append(("thinking", p.text, p.signature, p.redacted))
+        elif isinstance(p, OpaquePart):
+            out.append(("opaque", p.data.get("type")))
+    return out
+
+
+def _responses_client(include: bool = True) -> ChatRequest:
+    body = {"model": "m", "input": "hi", **({"include": ["reasoning.encrypted_content"]} if include else {})}
+    return responses_wire.parse_request(orjson.dumps(body), {})
+
+
+@SETTINGS
+@given(resp=chat_response(redacted=True))
+def test_stateless_client_sends_an_answer_back(resp: ChatResponse) -> None:
+    meta = ResponseMeta("req_1", "anthropic", "0.5")
+    out = orjson.loads(responses_wire.encode_response(resp, _responses_client(), meta))
+    again = responses_wire.parse_request(
+        orjson.dumps({"model": "m", "input": [{"role": "user", "content": "hi"}, *out["output"]]}), {}
+    )
+    got = [p for m in again.messages if m.role == "assistant" for p in m.content]
+    want = [
+        p
+        for p in resp.content
+        if not (isinstance(p, ThinkingPart) and not (p.text or p.signature or p.redacted))
+    ]
+    assert _parts_view(got) == _parts_view(want)
+    for p in got:
+        if isinstance(p, ThinkingPart):
+            assert p.extensions["fareway"]["origin"] == ("anthropic" if (p.signature or p.redacted) else "")
+    assert out["usage"] is None or out["usage"]["cost"] == 0.5
+
+
+def _fold(body: bytes, cuts: list[int]) -> tuple[ChatResponse, list[Any]]:
+    parser = ResponsesStreamParser(NATIVE_UP)
+    acc = Accumulator()
+    events: list[Any] = []
+    for chunk in split(body, cuts):
+        events += parser.feed(chunk)
+    events += parser.close()
+    for e in events:
+        acc.add(e)
+    assert acc.finished
+    return acc.result(), events
+
+
+def _answer_view(r: ChatResponse) -> tuple[Any, ...]:
+    u = r.usage
+    usage = (
+        None if u is None else (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.reasoning_tokens)
+    )
+    return (_parts_view(r.content), r.finish_reason, usage)
+
+
+@SETTINGS
+@given(resp=chat_response(redacted=True), data=st.data())
+def test_responses_stream_and_json_are_one_answer(resp: ChatResponse, data: st.DataObject) -> None:
+    client = _responses_client()
+    meta = ResponseMeta("req_1", "gemini")
+    whole = responses_adapter.ADAPTER.parse_response(
+        responses_wire.encode_response(resp, client, meta), NATIVE_UP
+    )
+    enc = responses_wire.WIRE.stream_encoder(client, meta)
+    body = enc.start() + b"".join(enc.encode(e) for e in response_to_events(resp)) + enc.close(meta)
+    streamed, _ = _fold(body, data.draw(cut_points(len(body))))
+    assert _answer_view(streamed) == _answer_view(whole)
+    calls = bool(resp.tool_calls())
+    want_finish = (
+        "length"
+        if resp.finish_reason in ("length", "context_window")
+        else "content_filter"
+        if resp.finish_reason == "content_filter"
+        else "tool_calls"
+        if calls
+        else "stop"
+    )
+    assert whole.finish_reason == want_finish
+    ids_json = [i["id"] for i in orjson.loads(responses_wire.encode_response(resp, client, meta))["output"]]
+    last = orjson.loads(body.rsplit(b"\ndata: ", 1)[1])
+    assert [i["id"] for i in last["response"]["output"]] == ids_json
+
+
+def _responses_view(body: bytes) -> tuple[str, list[tuple[str, str, Any]]]:
+    data = orjson.loads(body)
+    text = "".join(
+        c["text"]
+        for i in data["output"]
+        if i["type"] == "message"
+        for c in i["content"]
+        if c["type"] == "output_text"
+    )
+    calls = [
+        (i["call_id"], i["name"], orjson.loads(i["arguments"]))
+        for i in data["output"]
+        if i["type"] == "function_call"
+    ]
+    return text, calls
+
+
+@SETTINGS
+@given(resp=chat_response(redacted=False), data=st.data())
+def test_every_upstream_answer_to_a_responses_client(resp: ChatResponse, data: st.DataObject) -> None:
+    want_text = resp.text()
+    for dialect, ids in UPSTREAMS:
+        up = upstream(dialect)
+        canonical = ADAPTERS[dialect].parse_response(encode_response(dialect, resp, ids=ids), up)
+        call_ids = [p.id for p in canonical.tool_calls()]
+        want_calls = [
+            (i, p.name, p.parsed_arguments()) for i, p in zip(call_ids, resp.tool_calls(), strict=True)
+        ]
+        meta = ResponseMeta("req_1", dialect)
+        body = responses_wire.encode_response(canonical, _responses_client(False), meta)
+        assert _responses_view(body) == (want_text, want_calls), (dialect, ids)
+        parser = ADAPTERS[dialect].stream_parser(up)
+        enc = responses_wire.WIRE.stream_encoder(_responses_client(False), meta)
+        raw = encode_stream(dialect, resp, ids=ids)
+        out = enc.start()
+        for chunk in split(raw, data.draw(cut_points(len(raw)), label=f"{dialect}-up")):
+            out += b"".join(enc.encode(ev) for ev in parser.feed(chunk))
+        out += b"".join(enc.encode(ev) for ev in parser.close()) + enc.close(meta)
+        streamed, _ = _fold(out, data.draw(cut_points(len(out)), label="responses-down"))
+        got = (streamed.text(), [(p.id, p.name, p.parsed_arguments()) for p in streamed.tool_calls()])
+        assert got == (want_text, want_calls), (dialect, ids, "stream")

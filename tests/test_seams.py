@@ -61,14 +61,14 @@ def test_every_registered_adapter_and_dialect_fulfils_its_contract() -> None:
     up = Upstream("p", "openai", "http://upstream.invalid/v1", "m", api_key="k")
     req = ChatRequest("m", [Message("user", [TextPart("hi")])])
     adapters = build_adapters()
-    assert set(adapters) == {"openai", "anthropic", "gemini"}
+    assert set(adapters) == {"openai", "anthropic", "gemini", "openai_responses"}
     for name, adapter in adapters.items():
         assert isinstance(adapter, Adapter) and adapter.dialect == name
         assert isinstance(
             adapter.stream_parser(dataclasses.replace(up, dialect=adapter.dialect)), StreamParser
         )
     wires = build_wires()
-    assert set(wires) == {"openai", "anthropic"}
+    assert set(wires) == {"openai", "anthropic", "openai_responses"}
     for name, wire in wires.items():
         assert isinstance(wire, WireDialect) and wire.name == name
         assert isinstance(wire.stream_encoder(req, ResponseMeta("req-1")), StreamEncoder)

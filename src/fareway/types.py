@@ -31,7 +31,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import orjson
 
 Role = Literal["system", "user", "assistant", "tool"]
-Dialect = Literal["openai", "anthropic", "gemini"]
+Dialect = Literal["openai", "anthropic", "gemini", "openai_responses"]
+"""``openai_responses``: the OpenAI Responses API (an inbound dialect, and the native upstream
+adapter for providers that speak it)."""
 
 Extensions = dict[str, dict[str, Any]]
 """Per-dialect bag of wire fields the canonical model does not model: ``{"openai": {...}}``."""

@@ -121,6 +121,34 @@ def _sqlite_v3(conn: sqlite3.Connection) -> None:
 
 _V3 = "in-flight streams: a checkpointed call row per committed stream, adopted after a crash"
 
+
+def _sqlite_v4(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS responses (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            previous_response_id TEXT,
+            request_id TEXT NOT NULL,
+            response TEXT NOT NULL,
+            context TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS responses_tenant ON responses (tenant, created_at);
+        CREATE TABLE IF NOT EXISTS response_items (
+            tenant TEXT NOT NULL,
+            id TEXT NOT NULL,
+            response_id TEXT NOT NULL,
+            item TEXT NOT NULL,
+            PRIMARY KEY (tenant, id)
+        );
+        CREATE INDEX IF NOT EXISTS response_items_response ON response_items (response_id);
+        """,
+    )
+
+
+_V4 = "stored Responses API responses (per tenant) and their items, for previous_response_id"
 _V8 = "calls.kind: chat or embedding (the endpoint a call came in on)"
 
 
@@ -132,6 +160,7 @@ SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] =
     (1, "calls and attempts", _sqlite_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
     (3, _V3, _sqlite_v3),
+    (4, _V4, _sqlite_v4),
     (8, _V8, _sqlite_v8),
 ]
 
@@ -257,6 +286,29 @@ async def _pg_v3(conn: Any) -> None:
     )
 
 
+async def _pg_v4(conn: Any) -> None:
+    await conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS responses (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            previous_response_id TEXT,
+            request_id TEXT NOT NULL,
+            response TEXT NOT NULL,
+            context TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS responses_tenant ON responses (tenant, created_at);
+        CREATE TABLE IF NOT EXISTS response_items (
+            tenant TEXT NOT NULL,
+            id TEXT NOT NULL,
+            response_id TEXT NOT NULL,
+            item TEXT NOT NULL,
+            PRIMARY KEY (tenant, id)
+        );
+        CREATE INDEX IF NOT EXISTS response_items_response ON response_items (response_id);
+        """
+    )
 async def _pg_v8(conn: Any) -> None:
     await conn.execute("ALTER TABLE calls ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'chat'")
 
@@ -265,6 +317,7 @@ PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (1, "calls and attempts", _pg_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _pg_v2),
     (3, _V3, _pg_v3),
+    (4, _V4, _pg_v4),
     (8, _V8, _pg_v8),
 ]
 

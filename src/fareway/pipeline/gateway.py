@@ -63,6 +63,8 @@ class Gateway:
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_close: list[Callable[[], Awaitable[None]]] = []
         self.admit = Admit(list(admissions or []))
+        self.prepare: list[Stage] = []
+        """Stages between parse and resolve that complete the request (stored conversation state)."""
         self.lookups: list[Stage] = []
         """Stages between resolve and execute that may answer early (the cache, when it lands)."""
         self.wrappers: list[StreamWrapper] = []
@@ -110,7 +112,7 @@ class Gateway:
     @property
     def stages(self) -> list[Stage]:
         """The stages before execution, in order."""
-        return [self.admit, self._parse, self._resolve, *self.lookups]
+        return [self.admit, self._parse, *self.prepare, self._resolve, *self.lookups]
 
     async def chat(
         self,
@@ -174,11 +176,13 @@ class Gateway:
         committed, req = ctx.committed, ctx.req
         assert committed is not None and req is not None
         if self.wrappers:
-            events: AsyncIterator[StreamEvent] = committed.events()
+            source: AsyncIterator[StreamEvent] = committed.events()
+            events = source
             for w in self.wrappers:
                 events = w.wrap(ctx, events)
-            async for _ in events:
-                pass
+            if events is not source:  # a wrapper that passes a call by (returns it as is) costs nothing
+                async for _ in events:
+                    pass
         try:
             resp = await committed.collect()
         except StreamInterrupted as exc:

@@ -38,3 +38,6 @@ class Quirks:
     """The embeddings endpoint takes token arrays as input (False: a 400 naming it, Mistral)."""
     embedding_max_batch: int = 2048
     """Inputs per upstream embeddings request; a longer list is sent as several requests."""
+    native_dialects: frozenset[str] = frozenset()
+    """Inbound dialects this provider also speaks natively (OpenAI: ``openai_responses``): a call
+    whose client speaks one of them goes to the provider in that dialect, nothing translated."""

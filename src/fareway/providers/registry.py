@@ -41,7 +41,7 @@ BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
             "openai",
             "https://api.openai.com/v1",
             "OPENAI_API_KEY",
-            quirks=Quirks(embedding_base64=True),
+            quirks=Quirks(embedding_base64=True, native_dialects=frozenset({"openai_responses"})),
         ),
         ProviderSpec(
             "anthropic",

@@ -34,6 +34,7 @@ from fareway.errors import (
 from fareway.events import Accumulator, StreamEvent, is_content, response_to_events
 from fareway.router.health import HealthRecorder
 from fareway.router.routes import Fallback, Race, Route, Split, Target
+from fareway.router.target_request import for_target
 from fareway.transport_base import OpenResponse, UpstreamTransport
 from fareway.types import ChatRequest, ChatResponse, Usage
 
@@ -474,7 +475,13 @@ class Executor:
             err = _Skipped(f"{key} is cooling down or its circuit is open; not tried", provider=up.provider)
             log.error = err
             raise err
-        adapter = self.adapters.get(up.dialect)
+        # the adapter for this upstream (a native one when the provider speaks the client's dialect)
+        # and the request as this upstream gets it (router/target_request.py)
+        try:
+            adapter, req = for_target(self.adapters, up, req)
+        except UpstreamError as exc:  # this target cannot carry the request: nothing was sent
+            self._fail(log, exc)
+            raise
         if adapter is None:
             raise UpstreamServerError(f"no adapter for dialect {up.dialect}", provider=up.provider)
         # A call whose client wants one answer is still read from the upstream as a stream when it

@@ -34,6 +34,7 @@ from fareway.server.routes import add_routes
 from fareway.server.routes_admin import add_admin_routes
 from fareway.server.routes_dashboard import add_dashboard_routes
 from fareway.server.routes_embeddings import add_embedding_routes
+from fareway.server.routes_responses import add_responses
 from fareway.transport import Transport
 from fareway.wire.base import WireDialect
 
@@ -58,12 +59,13 @@ class StartupError(ConfigError):
 
 def build_adapters() -> dict[str, Adapter]:
     """Every outbound adapter, by the upstream dialect it speaks."""
-    from fareway.adapters import anthropic, gemini, openai_chat
+    from fareway.adapters import anthropic, gemini, openai_chat, openai_responses
 
     adapters: dict[str, Adapter] = {
         "openai": openai_chat.ADAPTER,
         "anthropic": anthropic.ADAPTER,
         "gemini": gemini.ADAPTER,
+        "openai_responses": openai_responses.ADAPTER,
     }
     for name, adapter in adapters.items():
         if not isinstance(adapter, Adapter) or adapter.dialect != name:
@@ -75,10 +77,15 @@ def build_adapters() -> dict[str, Adapter]:
 
 
 def build_wires() -> dict[str, WireDialect]:
-    """Every inbound dialect, by name: ``openai`` (/v1/chat/completions), ``anthropic`` (/v1/messages)."""
-    from fareway.wire import anthropic, openai_chat
+    """Every inbound dialect, by name: ``openai`` (/v1/chat/completions), ``anthropic`` (/v1/messages),
+    ``openai_responses`` (/v1/responses)."""
+    from fareway.wire import anthropic, openai_chat, openai_responses
 
-    wires: dict[str, WireDialect] = {"openai": openai_chat.WIRE, "anthropic": anthropic.WIRE}
+    wires: dict[str, WireDialect] = {
+        "openai": openai_chat.WIRE,
+        "anthropic": anthropic.WIRE,
+        "openai_responses": openai_responses.WIRE,
+    }
     for name, wire in wires.items():
         if not isinstance(wire, WireDialect) or wire.name != name:
             raise StartupError(
@@ -220,6 +227,7 @@ def build_app(config: Config) -> App:
     gateway = build_gateway(config)
     app = App(gateway, error_wire=wires["openai"])
     add_routes(app, gateway, wires["openai"], wires["anthropic"])
+    add_responses(app, gateway, wires["openai_responses"], config)
     add_admin_routes(app, gateway)
     add_dashboard_routes(app, gateway)
     assert gateway.embeddings is not None

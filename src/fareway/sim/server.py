@@ -3,6 +3,7 @@
 Routes (the first path segment picks the provider):
 
 * ``POST /{provider}/v1/chat/completions``, ``GET /{provider}/v1/models`` — OpenAI dialect;
+* ``POST /openai/v1/responses`` — the OpenAI Responses API (stateless, as ``store: false``);
 * ``POST /anthropic/v1/messages`` (``?beta=true`` too), ``POST /anthropic/v1/messages/count_tokens``;
 * ``POST /gemini/v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``;
 * embeddings (sim.embeddings): ``POST /{provider}/v1/embeddings`` (OpenAI shape, Mistral's and
@@ -29,6 +30,7 @@ from fareway.sim.embeddings import gemini_embeddings, is_embedding_target, opena
 from fareway.sim.faults import Fault
 from fareway.sim.gemini_dialect import GeminiDialect
 from fareway.sim.openai_dialect import OpenAIDialect, models_body
+from fareway.sim.openai_responses import ResponsesDialect
 from fareway.sim.profiles import SimConfig
 from fareway.sim.runtime import BadRequest, SimState, handle
 
@@ -43,11 +45,15 @@ def _json(obj: Any, status: int = 200) -> web.Response:
 def create_app(config: SimConfig | None = None) -> web.Application:
     state = SimState(config or SimConfig.default())
     openai = OpenAIDialect()
+    responses = ResponsesDialect()
     anthropic = AnthropicDialect(state)
     gemini = GeminiDialect()
 
     async def chat(request: web.Request) -> web.StreamResponse:
         return await handle(state, openai, request, request.match_info["provider"])
+
+    async def responses_create(request: web.Request) -> web.StreamResponse:
+        return await handle(state, responses, request, "openai")
 
     async def models(request: web.Request) -> web.StreamResponse:
         provider = request.match_info["provider"]
@@ -128,6 +134,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     app.router.add_post("/anthropic/v1/messages", messages)
     app.router.add_post("/anthropic/v1/messages/count_tokens", count_tokens)
     app.router.add_post("/gemini/v1beta/models/{target}", generate)
+    app.router.add_post("/openai/v1/responses", responses_create)
     app.router.add_post("/{provider}/v1/chat/completions", chat)
     app.router.add_post("/{provider}/v1/embeddings", embeddings)
     app.router.add_get("/{provider}/v1/models", models)
