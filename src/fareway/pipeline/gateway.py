@@ -290,12 +290,13 @@ class CallStream:
         completed = False
         try:
             first = enc.start()
-            if gw.wrappers:
+            source: AsyncIterator[StreamEvent] = committed.events()
+            events = source
+            for w in gw.wrappers:
+                events = w.wrap(ctx, events)
+            if events is not source:  # a wrapper that passes a call by returns its events as they are
                 if first:
                     yield first
-                events: AsyncIterator[StreamEvent] = committed.events()
-                for w in gw.wrappers:
-                    events = w.wrap(ctx, events)
                 async for event in events:
                     if isinstance(event, UsageUpdate):
                         ctx.usage = event.usage
