@@ -7,9 +7,11 @@
     ledger, keys                        <- depend only on the core
     router                              <- adapters (contract), transport, providers
     pipeline                            <- everything below
+    limits                              <- budgets and rate limits: admissions on the pipeline's admit
+                                           seam; its settings module imports nothing, so config reads it
     metrics                             <- a sink fed from ledger records
     dashboard                           <- the page, its data shaping and sessions (no routes)
-    server, cli, cli_usage              <- the top (server holds every route, the dashboard's too)
+    server, cli, cli_usage, cli_keys    <- the top (server holds every route, the dashboard's too)
     sim                                 <- independent of the gateway (it is how the gateway is checked)
 
 Every module of ``src/fareway`` has a layer (a new one fails ``test_every_module_has_a_layer``).
@@ -64,10 +66,11 @@ ALLOWED: dict[str, set[str]] = {
     "keys": {"types", "errors", "scrub"},
     "cache": {"types", "errors", "events"},
     "transport": CORE,
-    "config": CORE | {"providers"},
+    "config": CORE | {"providers", "keys", "limits"},
     "router": CORE | {"adapters", "providers", "transport", "tokens"},
     "pipeline": CORE
     | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire", "cache"},
+    "limits": CORE | {"keys", "ledger", "pipeline", "router", "tokens"},
     "metrics": {"ledger"},
     "dashboard": CORE | {"ledger", "keys"},
     "server": CORE
@@ -78,6 +81,7 @@ ALLOWED: dict[str, set[str]] = {
         "dashboard",
         "keys",
         "ledger",
+        "limits",
         "metrics",
         "pipeline",
         "providers",
@@ -87,7 +91,8 @@ ALLOWED: dict[str, set[str]] = {
         "wire",
     },
     "cli_usage": CORE | {"config", "dashboard", "ledger"},
-    "cli": CORE | {"cli_usage", "config", "keys", "providers", "server", "sim"},
+    "cli_keys": CORE | {"config", "keys"},
+    "cli": CORE | {"cli_usage", "cli_keys", "config", "keys", "providers", "server", "sim"},
     "sim": {"sse"},
 }
 

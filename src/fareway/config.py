@@ -44,6 +44,9 @@ Top-level sections:
                   optional, listed by /v1/models)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
 ``[prices.X]``    per-provider prices per million tokens: {"model" = {input=..., output=...}}
+``[keys]``        the provider-key vault's master key and key rest times (fareway.keys.settings)
+``[limits]``      where budget and rate-limit reservations live and how they are estimated
+                  (fareway.limits.settings)
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ from pathlib import Path
 from typing import Any
 
 from fareway.errors import FarewayError
+from fareway.keys.settings import KeySettings, KeySettingsError
+from fareway.keys.settings import parse as parse_key_settings
+from fareway.limits.settings import LimitSettings, LimitSettingsError
+from fareway.limits.settings import parse as parse_limit_settings
 from fareway.providers.quirks import Quirks
 from fareway.providers.registry import BUILTIN_PROVIDERS, ProviderSpec
 
@@ -176,6 +183,8 @@ class Config:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    key_settings: KeySettings = field(default_factory=KeySettings)
+    limit_settings: LimitSettings = field(default_factory=LimitSettings)
     master_key: str | None = None
     demo: bool = False
     source: str = "<defaults>"
@@ -360,6 +369,14 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
 
     cfg.aliases = _section(data, "aliases")
     cfg.prices = _section(data, "prices")
+    keys_section = dict(_section(data, "keys"))
+    if isinstance(keys_section.get("vault_key"), str):
+        keys_section["vault_key"] = require_env(keys_section["vault_key"], env, "[keys] vault_key")
+    try:
+        cfg.key_settings = parse_key_settings(keys_section, env)
+        cfg.limit_settings = parse_limit_settings(_section(data, "limits"))
+    except (KeySettingsError, LimitSettingsError) as exc:
+        raise ConfigError(str(exc)) from exc
     master = data.get("master_key")
     cfg.master_key = (
         require_env(master, env, "master_key")

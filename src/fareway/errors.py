@@ -5,9 +5,11 @@
     FarewayError                     base; every error carries an HTTP status for the client
     ├── ClientError                  the caller's fault (4xx); never a fallback trigger
     │   ├── BadRequest               400 malformed JSON, wrong types, untranslatable feature
-    │   ├── AuthenticationFailed     401 missing or wrong gateway key
+    │   ├── AuthenticationFailed     401 missing, wrong, revoked or expired gateway key
+    │   ├── BudgetExceeded           402 a key's or team's USD budget cannot hold this call
     │   ├── PermissionDenied         403 key lacks the right (admin route, model not allowed)
     │   ├── NotFound                 404 unknown model or route
+    │   ├── Conflict                 409 a name already taken (a key's, a team's)
     │   ├── PayloadTooLarge          413 body over the configured limit
     │   ├── Unprocessable            422 well-formed but semantically wrong
     │   └── RateLimited              429 over a limit of the gateway's own (retry_after)
@@ -77,6 +79,8 @@ class FarewayError(Exception):
     status: int = 500
     type: str = "api_error"
     code: str | None = None
+    reply_headers: tuple[tuple[str, str], ...] = ()
+    """Headers the client gets with this error (the ``x-ratelimit-*`` of a refused call)."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -104,6 +108,28 @@ class AuthenticationFailed(ClientError):
 class PermissionDenied(ClientError):
     status = 403
     type = "permission_error"
+
+
+class BudgetExceeded(ClientError):
+    """A USD budget (a key's or its team's, per day, month or in total) cannot hold this call's
+    worst-case cost.  ``remaining_usd`` is what is left (spent and in-flight holds taken off);
+    ``retry_after`` (seconds) is when the window resets or in-flight holds may free enough."""
+
+    status = 402
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+    def __init__(
+        self, message: str, *, remaining_usd: str, retry_after: float | None = None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.remaining_usd = remaining_usd
+        self.retry_after = retry_after
+
+
+class Conflict(ClientError):
+    status = 409
+    code = "conflict"
 
 
 class NotFound(ClientError):

@@ -10,6 +10,7 @@ Fields, in the order the stages fill them::
                                                         (chat, embedding) by the entry point
     req                                                 parse
     decision, route, route_note                         resolve
+    reply_headers, notes["limits"], attempts.keys       admit (x-ratelimit-*, reservations, keys)
     notes["cache"], notes["experiment"], ...            lookup and later features (free-form)
     attempts (CallLog), committed                       execute
     response / stream events, usage                     execute and encode
@@ -66,6 +67,8 @@ class CallContext:
     route_note: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
     """Free-form notes of the stages (cache status, experiment arm, admission tickets)."""
+    reply_headers: list[tuple[str, str]] = field(default_factory=list)
+    """Headers a stage adds to the call's reply (the admit stage's ``x-ratelimit-*``)."""
 
     attempts: CallLog = field(init=False)
     committed: Committed | None = None

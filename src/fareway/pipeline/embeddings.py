@@ -2,12 +2,13 @@
 
 One call goes through the same stages as a chat call, with the embeddings parts in them::
 
-    admit     the gateway's Admit stage (scopes, rate limits, budget reservations), unchanged
     parse     wire.openai_embeddings.parse_request (400s in OpenAI's error shape)
     resolve   the embeddings Router (policies.Router with kind="embedding"): a pin, a bare id (its
               offers on every keyed provider, cheapest first, as a fallback chain), an alias;
               ``auto`` is refused (vectors of different models are not comparable), a chat model
               is a 400, an unknown one a 404
+    admit     the gateway's Admit stage (allow-lists, provider keys, rate limits, budget
+              reservations), after resolve as for chat calls
     execute   router.embed_executor (fallback on 429/5xx/timeouts, race, hedge, circuit breaker)
     account   the gateway's account stage (Gateway._account: Accounting, admissions settled,
               after-call hooks): one calls row with kind="embedding" and one attempts row per try
@@ -168,12 +169,13 @@ class EmbeddingService:
 
     async def _run(self, ctx: CallContext, parse: Callable[[], Awaitable[EmbeddingRequest]]) -> _Done:
         try:
-            await self.admit.run(ctx)
             req = await parse()
+            ctx.notes["embedding_request"] = req  # for the admit stage's token estimate
             decision = self.decide(req)
             ctx.decision = decision
             ctx.route = decision.route_text
             ctx.route_note = decision.header()
+            await self.admit.run(ctx)
             answer = await self.executor.run(decision.route, req, ctx.attempts)
             ctx.committed = Committed(answer.log)
             ctx.usage = answer.result.usage
@@ -210,7 +212,7 @@ class EmbeddingService:
             hdrs.append(("x-fareway-cost-usd", done.cost_usd))
         if log.usage is not None and log.usage.estimated:
             hdrs.append(("x-fareway-estimated", "true"))
-        return hdrs
+        return hdrs + ctx.reply_headers
 
 
 class RoutedEmbedder:

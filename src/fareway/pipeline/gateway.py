@@ -112,7 +112,7 @@ class Gateway:
     @property
     def stages(self) -> list[Stage]:
         """The stages before execution, in order."""
-        return [self.admit, self._parse, *self.prepare, self._resolve, *self.lookups]
+        return [self._parse, *self.prepare, self._resolve, self.admit, *self.lookups]
 
     async def chat(
         self,
@@ -136,6 +136,8 @@ class Gateway:
                     if ctx.status == 0:
                         ctx.succeeded()
                     self._account(ctx)
+                    if ctx.reply_headers:
+                        early.headers = [*early.headers, *ctx.reply_headers]
                     return early
             assert ctx.req is not None and ctx.decision is not None
             req = ctx.req
@@ -210,6 +212,8 @@ class Gateway:
             hdrs.append(("x-fareway-dropped-params", ",".join(committed.log.dropped)))
         if self.config.demo:
             hdrs.append(("x-fareway-simulated", "true"))
+        if ctx.reply_headers:
+            hdrs += ctx.reply_headers
         return hdrs
 
     def _route_header(self, ctx: CallContext) -> str:

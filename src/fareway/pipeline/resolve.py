@@ -18,6 +18,8 @@ config, and lists what ``GET /v1/models`` shows, with the owner a call would rea
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 from fareway.config import Config
 from fareway.errors import NotFound
 from fareway.providers.catalog import Offer
@@ -30,6 +32,16 @@ class Resolver:
         self.config = config
         self.offers = offers
         self._router = router
+        self.stored_keys: Callable[[], Collection[str]] | None = None
+        """Providers with keys in the vault (a team's or the gateway's): routable without a
+        configured ``api_key``; the admit stage gives each call its key (server.factory wires it)."""
+
+    def keyed(self) -> set[str]:
+        """Providers with a key: configured, or stored in the vault."""
+        keyed = self.config.keyed_providers()
+        if self.stored_keys is not None:
+            keyed |= {p for p in self.stored_keys() if p in self.config.providers}
+        return keyed
 
     @property
     def router(self) -> Router:
@@ -44,7 +56,7 @@ class Resolver:
     def upstream(self, provider: str, model: str) -> Upstream | None:
         """The Upstream for (provider, model), or None when the provider is unknown or has no key."""
         p = self.config.providers.get(provider)
-        if p is None or not p.api_key:
+        if p is None or not (p.api_key or (self.stored_keys is not None and provider in self.stored_keys())):
             return None
         s = p.spec
         return Upstream(
@@ -88,7 +100,7 @@ class Resolver:
         ``embedding`` (the endpoint it serves)."""
         out: list[tuple[str, str, str]] = []
         seen: set[str] = set()
-        keyed = self.config.keyed_providers()
+        keyed = self.keyed()
         providers = self.config.providers
         kinds: dict[str, str] = {}
         for o in self.offers:

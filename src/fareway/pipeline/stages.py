@@ -2,10 +2,12 @@
 
 ::
 
-    admit     Admission.admit for each admission (scope, rate limit, budget reservation): raise a
-              FarewayError to refuse (401/403/402/429 in the caller's dialect)
     parse     client bytes -> canonical request (the wire dialect checks limits while parsing)
+    prepare   stages that complete the request before routing (stored conversation state)
     resolve   the model name -> a routing Decision (pinned, bare id, alias, auto with @floor)
+    admit     Admission.admit for each admission (allowed models, provider keys, rate limits,
+              budget reservations): raise a FarewayError to refuse (402/403/429 in the caller's
+              dialect); after resolve, because a worst-case reservation prices the route
     lookup    each Lookup may answer early with a Reply (a cache hit)
     execute   the route tree until an attempt commits (fallback, race, hedge)
     encode    canonical events -> client bytes; each StreamWrapper wraps the committed events

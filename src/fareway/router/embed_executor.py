@@ -25,6 +25,7 @@ marked ``estimated``; counting long inputs runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,7 @@ from fareway.errors import (
     BadRequest,
     FarewayError,
     NoRouteSucceeded,
+    UpstreamAuthError,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -208,6 +210,19 @@ class EmbeddingExecutor:
     async def _attempt(
         self, target: Target, req: EmbeddingRequest, call: CallLog, role: str, *, force: bool = False
     ) -> EmbeddingAnswer:
+        if call.keys is not None:  # this call's provider key (a team's own, or a pool's current one)
+            picked = call.keys.pick(target.upstream)
+            if picked is None:
+                log = AttemptLog(target, role, datetime.now(UTC), self.clock())
+                call.attempts.append(log)
+                log.outcome, log.latency_s = "error", 0.0
+                log.error = UpstreamAuthError(
+                    f"no {target.upstream.provider} key is available to this caller; not tried",
+                    provider=target.upstream.provider,
+                )
+                raise log.error
+            if picked is not target.upstream:
+                target = dataclasses.replace(target, upstream=picked)
         up = target.upstream
         log = AttemptLog(target, role, datetime.now(UTC), self.clock())
         call.attempts.append(log)

@@ -27,16 +27,20 @@ from fareway.errors import (
     FarewayError,
     NoRouteSucceeded,
     StreamInterrupted,
+    UpstreamAuthError,
     UpstreamError,
+    UpstreamQuotaExceeded,
+    UpstreamRateLimited,
     UpstreamServerError,
     UpstreamTimeout,
 )
 from fareway.events import Accumulator, StreamEvent, is_content, response_to_events
 from fareway.router.health import HealthRecorder
+from fareway.router.keychoice import KeyChoice
 from fareway.router.routes import Fallback, Race, Route, Split, Target
 from fareway.router.target_request import for_target
 from fareway.transport_base import OpenResponse, UpstreamTransport
-from fareway.types import ChatRequest, ChatResponse, Usage
+from fareway.types import ChatRequest, ChatResponse, Upstream, Usage
 
 
 @dataclass(slots=True)
@@ -71,6 +75,16 @@ class AttemptLog:
 class CallLog:
     request_id: str
     attempts: list[AttemptLog] = field(default_factory=list)
+    keys: KeyChoice | None = None
+    """This call's provider keys (router.keychoice); None: each target's configured key."""
+
+
+class _NextKey(Exception):
+    """Internal: the attempt's key was rate-limited and another key of its pool is ready."""
+
+    def __init__(self, up: Upstream) -> None:
+        super().__init__(up.provider)
+        self.up = up
 
 
 class _Skipped(UpstreamError):
@@ -465,6 +479,38 @@ class Executor:
         force: bool = False,
         whole: bool = False,
     ) -> Committed:
+        keys = call.keys
+        if keys is None:
+            return await self._attempt_once(target, req, call, role, force=force, whole=whole)
+        up = keys.pick(target.upstream)
+        if up is None:
+            log = AttemptLog(target, role, datetime.now(UTC), self.clock())
+            call.attempts.append(log)
+            log.outcome = "error"
+            log.latency_s = 0.0
+            err = UpstreamAuthError(
+                f"no {target.upstream.provider} key is available to this caller; not tried",
+                provider=target.upstream.provider,
+            )
+            log.error = err
+            raise err
+        while True:
+            t = target if up is target.upstream else dataclasses.replace(target, upstream=up)
+            try:
+                return await self._attempt_once(t, req, call, role, force=force, whole=whole)
+            except _NextKey as nxt:
+                up, force = nxt.up, True  # the same offer again at once, with the pool's next key
+
+    async def _attempt_once(
+        self,
+        target: Target,
+        req: ChatRequest,
+        call: CallLog,
+        role: str,
+        *,
+        force: bool = False,
+        whole: bool = False,
+    ) -> Committed:
         up = target.upstream
         log = AttemptLog(target, role, datetime.now(UTC), self.clock())
         call.attempts.append(log)
@@ -508,6 +554,10 @@ class Executor:
         except UpstreamError as exc:
             if resp is not None:
                 resp.close()
+            nxt = self._next_key(call, up, exc)
+            if nxt is not None:
+                self._rested(log, exc)
+                raise _NextKey(nxt) from exc
             self._fail(log, exc)
             raise
         except asyncio.CancelledError:
@@ -604,6 +654,23 @@ class Executor:
         return response
 
     # ---------------------------------------------------------------- stats
+
+    @staticmethod
+    def _next_key(call: CallLog, up: Upstream, exc: UpstreamError) -> Upstream | None:
+        """Another key of this provider to retry with, when ``exc`` is a 429 or a quota error."""
+        if call.keys is None or not isinstance(exc, UpstreamRateLimited | UpstreamQuotaExceeded):
+            return None
+        return call.keys.limited(up, exc)
+
+    def _rested(self, log: AttemptLog, exc: UpstreamError) -> None:
+        """The attempt's key was limited and the next key takes over: an error row for this try,
+        but the offer's health is untouched (its provider is fine; that key is resting)."""
+        log.outcome = "error"
+        log.error = exc
+        if exc.status:
+            log.status = exc.status
+        log.latency_s = self.clock() - log.t0
+        self._stats_end(log, ok=True, headers=None, cancelled=True)
 
     def _fail(self, log: AttemptLog, exc: UpstreamError) -> None:
         log.outcome = "error"

@@ -66,7 +66,7 @@ class Route:
     def __init__(self, handler: Handler, wire: WireDialect | None, auth: str, read_body: bool) -> None:
         self.handler = handler
         self.wire = wire
-        self.auth = auth  # none | inference | admin
+        self.auth = auth  # none | key (any valid key) | a scope: inference | usage | admin
         self.read_body = read_body
 
 
@@ -141,10 +141,14 @@ class App:
                 req.principal = await self.gateway.keys.authenticate(
                     req.presented_key(), client=client[0] if client else None
                 )
-                if route.auth == "admin" and not req.principal.is_admin:
+                if route.auth != "key" and not req.principal.allows(route.auth):
                     from fareway.errors import PermissionDenied
 
-                    raise PermissionDenied("This route needs an admin key.")
+                    raise PermissionDenied(
+                        "This route needs an admin key."
+                        if route.auth == "admin"
+                        else f"This key lacks the `{route.auth}` scope this route needs."
+                    )
             if route.read_body:
                 req.body = await read_body(receive, self.gateway.config.max_body_bytes)
                 reply = await _unless_disconnected(route.handler(req), receive)
@@ -156,6 +160,7 @@ class App:
             retry_after = getattr(exc, "retry_after", None)
             if retry_after is not None:
                 headers.append(("retry-after", str(max(0, round(retry_after)))))
+            headers += exc.reply_headers
             await send_body(send, status, body, headers)
             return
         except ConnectionResetError:

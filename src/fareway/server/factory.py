@@ -30,10 +30,13 @@ from fareway.router.policies import PolicyConfig, Router
 from fareway.router.stats import Stats
 from fareway.scrub import register as register_secrets
 from fareway.server.app import App
+from fareway.server.keys_wiring import bind as bind_key_services
+from fareway.server.keys_wiring import build_key_services, services_of
 from fareway.server.routes import add_routes
 from fareway.server.routes_admin import add_admin_routes
 from fareway.server.routes_dashboard import add_dashboard_routes
 from fareway.server.routes_embeddings import add_embedding_routes
+from fareway.server.routes_keys import add_key_routes
 from fareway.server.routes_responses import add_responses
 from fareway.transport import Transport
 from fareway.wire.base import WireDialect
@@ -140,12 +143,15 @@ def build_gateway(config: Config) -> Gateway:
     stats = Stats(catalog)
     pricebook = PriceBook(config.prices or None)
     resolver = Resolver(config, catalog.offers())
+    # provider keys: the configured ones, and the vault's (a team's own, several per provider)
+    key_services = build_key_services(config, keys, pricebook)
+    resolver.stored_keys = lambda: key_services.pools.provider_set
     router = Router(
         catalog,
         stats,
         pricebook.unit_prices,
         resolver.upstream,
-        keyed=config.keyed_providers(),
+        keyed=None,  # resolver.upstream knows which providers have a key (configured or stored)
         aliases=config.aliases,
         providers=config.providers,
         key_hint=resolver.key_hint,
@@ -190,14 +196,16 @@ def build_gateway(config: Config) -> Gateway:
         executor=executor,
         accounting=accounting,
         stats=stats,
+        admissions=key_services.admissions,
     )
+    bind_key_services(key_services, gateway)
     gateway.embeddings = EmbeddingService(
         router=Router(
             catalog,
             stats,
             pricebook.embedding_unit_prices,
             resolver.upstream,
-            keyed=config.keyed_providers(),
+            keyed=None,
             aliases=config.aliases,
             config=PolicyConfig(default_output_tokens=0),
             providers=config.providers,
@@ -229,6 +237,11 @@ def build_app(config: Config) -> App:
     add_routes(app, gateway, wires["openai"], wires["anthropic"])
     add_responses(app, gateway, wires["openai_responses"], config)
     add_admin_routes(app, gateway)
+    services = services_of(gateway)
+    if services is not None:
+        add_key_routes(
+            app, services.admin(config), limits=services.limits, reload=services.refresher.refresh_now
+        )
     add_dashboard_routes(app, gateway)
     assert gateway.embeddings is not None
     add_embedding_routes(app, gateway.embeddings, wires["openai"])

@@ -3,8 +3,9 @@
 ``GET /v1/usage?since=7d&until=...&group_by=provider,model,key,day&format=json|csv[&key_id=K]``
     Call totals from the ledger, grouped, with grand totals.  ``since``/``until`` take an ISO date,
     an ISO datetime or a relative span (``7d``, ``24h``, ``30m``, ``2w``); the window is
-    ``[since, until)``.  An admin key sees every key's calls (and may narrow to one with
-    ``key_id``); an inference key sees only its own, whatever the query says.  ``format=csv`` gives
+    ``[since, until)``.  An admin key, or a key with the read-only ``usage`` scope, sees every
+    key's calls (and may narrow to one with ``key_id``); any other key sees only its own,
+    whatever the query says.  ``format=csv`` gives
     the same groups as CSV.
 ``GET /v1/usage/export?since=...&until=...``
     Every call in the window as CSV, one row per call (same key scoping).
@@ -85,10 +86,10 @@ def ledger_of(gateway: Gateway) -> LedgerReader:
 
 
 def _scope(req: Request, params: dict[str, str]) -> str | None:
-    """The key whose calls the caller may see: any (None) or a chosen one for an admin, always
-    its own for an inference key."""
+    """The key whose calls the caller may see: any (None) or a chosen one for an admin or a key
+    with the ``usage`` scope, always its own for any other key."""
     p = req.principal
-    if p is None or not p.is_admin:
+    if p is None or not p.allows("usage"):
         if p is None:
             raise BadRequest("No principal on an authenticated route.")
         return p.key_id
@@ -156,7 +157,7 @@ def add_admin_routes(app: App, gateway: Gateway, *, metrics_public: bool | None 
             m.bind_ledger(accounting.ledger)
         return Reply(200, [("cache-control", "no-store")], m.render(), content_type=CONTENT_TYPE)
 
-    app.add("GET", "/v1/usage", usage)
-    app.add("GET", "/v1/usage/export", export)
-    app.add("GET", "/v1/logs", logs)
+    app.add("GET", "/v1/usage", usage, auth="key")
+    app.add("GET", "/v1/usage/export", export, auth="key")
+    app.add("GET", "/v1/logs", logs, auth="key")
     app.add("GET", "/metrics", metrics, auth="none" if metrics_public else "admin")

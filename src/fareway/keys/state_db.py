@@ -1,0 +1,191 @@
+"""The embedded state database (``state_dir/state.db``, SQLite in WAL mode): gateway keys, teams,
+provider keys (encrypted), the admin audit log.  Its own migrations, numbered in
+``PRAGMA user_version`` (the ledger has its own, elsewhere):
+
+1. ``gateway_keys`` as it was first made (id, name, role, hash, prefix, created, revoked)
+2. keys get scopes, a team, allowed models and providers, expiry, metadata, budgets, rate limits
+   and rotation (the previous hash valid until a grace time); active names become unique (earlier
+   duplicates are renamed ``name~key_id``); ``teams``, ``provider_keys`` and ``audit_log`` tables
+
+Every statement is parameterized; nothing the caller gives is ever formatted into SQL.
+
+:class:`StateDB` also tells whether anything changed since it last looked (``PRAGMA
+data_version``, which moves when another connection, another process included, commits), so the
+authentication cache and the provider-key pools drop stale entries at the next request, not after
+a TTL: a key revoked with the CLI fails at once on a running gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("fareway.keys")
+
+
+def _m1(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS gateway_keys (
+            key_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL DEFAULT 'inference',
+            key_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )"""
+    )
+
+
+_KEY_COLUMNS = [
+    ("scopes", "TEXT"),
+    ("team_id", "TEXT"),
+    ("allowed_models", "TEXT"),
+    ("allowed_providers", "TEXT"),
+    ("expires_at", "REAL"),
+    ("metadata", "TEXT"),
+    ("budget_daily_usd", "TEXT"),
+    ("budget_monthly_usd", "TEXT"),
+    ("budget_total_usd", "TEXT"),
+    ("rpm", "INTEGER"),
+    ("tpm", "INTEGER"),
+    ("rotated_at", "REAL"),
+    ("prev_hash", "TEXT"),
+    ("prev_valid_until", "REAL"),
+    ("updated_at", "REAL"),
+]
+
+
+def _m2(db: sqlite3.Connection) -> None:
+    have = {r[1] for r in db.execute("PRAGMA table_info(gateway_keys)")}
+    for name, kind in _KEY_COLUMNS:
+        if name not in have:  # names and types are the constants above, never input
+            db.execute(f"ALTER TABLE gateway_keys ADD COLUMN {name} {kind}")
+    db.execute(
+        """UPDATE gateway_keys SET scopes = CASE role WHEN 'admin' THEN '["admin","inference","usage"]'
+           ELSE '["inference"]' END WHERE scopes IS NULL"""
+    )
+    # active names become unique: later duplicates get their id appended
+    dupes = db.execute(
+        """SELECT key_id, name FROM gateway_keys k WHERE revoked_at IS NULL AND EXISTS (
+             SELECT 1 FROM gateway_keys o WHERE o.name = k.name AND o.revoked_at IS NULL
+             AND (o.created_at < k.created_at OR (o.created_at = k.created_at AND o.key_id < k.key_id)))"""
+    ).fetchall()
+    for key_id, name in dupes:
+        new = f"{name}~{key_id}"
+        db.execute("UPDATE gateway_keys SET name=? WHERE key_id=?", (new, key_id))
+        log.warning("key %s shared the name %r with an older active key: renamed %r", key_id, name, new)
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS gateway_keys_active_name ON gateway_keys (name) "
+        "WHERE revoked_at IS NULL"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS gateway_keys_prev_hash ON gateway_keys (prev_hash)")
+    db.execute("CREATE INDEX IF NOT EXISTS gateway_keys_team ON gateway_keys (team_id)")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS teams (
+            team_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            allowed_models TEXT,
+            allowed_providers TEXT,
+            metadata TEXT,
+            budget_daily_usd TEXT,
+            budget_monthly_usd TEXT,
+            budget_total_usd TEXT,
+            rpm INTEGER,
+            tpm INTEGER,
+            created_at REAL NOT NULL,
+            updated_at REAL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS provider_keys (
+            pk_id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            team_id TEXT,
+            label TEXT,
+            ciphertext BLOB NOT NULL,
+            fingerprint TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS provider_keys_owner ON provider_keys (team_id, provider)")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS audit_log (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            actor_key_id TEXT,
+            client TEXT,
+            action TEXT NOT NULL,
+            target_type TEXT NOT NULL,
+            target_id TEXT,
+            target_name TEXT,
+            details TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at)")
+    db.execute("CREATE INDEX IF NOT EXISTS audit_log_target ON audit_log (target_id, at)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1, _m2]
+
+
+class StateDB:
+    """One state database file: connections, migrations and a change watch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            self._migrate(db)
+        self._watch = self.connect()
+        self._watch_lock = threading.Lock()
+        self._seen = self._data_version()
+        self.generation = 0
+        """Moves whenever a change committed by any connection has been noticed."""
+
+    def connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
+
+    def close(self) -> None:
+        with self._watch_lock:
+            self._watch.close()
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= len(MIGRATIONS):
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have run them
+            for i in range(version, len(MIGRATIONS)):
+                MIGRATIONS[i](db)
+                db.execute(f"PRAGMA user_version = {i + 1:d}")  # an int, never input
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _data_version(self) -> int:
+        with self._watch_lock:
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
+    def changed(self) -> int:
+        """Notice commits made since the last look (by other connections or processes) and return
+        :attr:`generation`.  A few microseconds: safe on the event loop."""
+        v = self._data_version()
+        if v != self._seen:
+            self._seen = v
+            self.generation += 1
+        return self.generation
+
+    def bump(self) -> None:
+        """This process changed something (through another connection of its own)."""
+        self.generation += 1

@@ -1,0 +1,1 @@
+"""Budgets and rate limits: reserve before the call, settle after (see limits.store)."""

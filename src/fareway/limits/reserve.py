@@ -1,0 +1,361 @@
+"""The limits admission: budgets and rate limits, reserved before the call and settled after.
+
+In the admit stage (after the route is resolved), for a key with limits of its own or of its team:
+
+* **estimate** the call's worst case: prompt tokens counted offline (``fareway.tokens``, the
+  router's count when it made one) times ``prompt_margin``; output bounded by ``max_tokens``
+  (times ``n``) or, when the request sets none, ``output_tokens``; its cost at the highest
+  price among every target of the route (fallbacks and race legs included), taking the dearer of
+  uncached and cache-write input, of output and reasoning prices;
+* **reserve** one request, those tokens and that cost in every bucket of the key and its team
+  (requests and tokens per minute, USD per day, month, total) in ONE atomic store step;
+* **refuse** when a bucket cannot hold it: 429 with OpenAI's ``x-ratelimit-*`` headers and
+  ``Retry-After`` for a rate limit, 402 with the remaining budget (message and
+  ``x-fareway-budget-*`` headers) and ``Retry-After`` where a window resets, for a budget; in the
+  caller's dialect.  A budgeted call no price is known for is refused (402) or, with
+  ``unpriced = "admit"``, admitted holding nothing for its cost;
+* **settle** once the call is accounted, whatever its outcome: the real tokens (every attempt's)
+  and the real cost (``ctx.cost_usd``) replace the reservation; a call whose cost is still
+  unknown then (a long prompt estimated in a thread, an unpriced model) is charged its
+  reservation.
+
+Spend already in the ledger counts: a budget bucket that the store does not have yet is seeded,
+once per process, from the ledger's sum of the key's (or the team's keys') costs in its period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from fareway.errors import BudgetExceeded, FarewayError, RateLimited
+from fareway.keys.records import Limits, Principal, Window
+from fareway.ledger.seams import PriceSource
+from fareway.limits.headers import budget_headers, go_duration, rate_headers, to_nano, usd
+from fareway.limits.settings import LimitSettings
+from fareway.limits.store import Bucket, Level, Refusal, ReservationStore, StoreUnavailable, Ticket
+from fareway.pipeline.context import CallContext
+from fareway.router.routes import targets
+from fareway.types import EmbeddingRequest, Usage
+
+log = logging.getLogger("fareway.limits")
+
+SpendFn = Callable[[str, str, datetime | None], Awaitable[Decimal]]
+"""``(scope, owner id, since)`` -> the USD the ledger holds for it since then (None: ever);
+scope is ``key`` or ``team``."""
+
+_BIG_BODY = 32_000
+"""Requests larger than this (bytes) have their prompt counted in a worker thread."""
+
+
+class LimitsUnavailable(FarewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "limits_unavailable"
+
+
+def period(window: Window, now: float) -> tuple[str, datetime | None, float | None]:
+    """(label, start, end as Unix time) of the UTC period containing ``now``."""
+    t = datetime.fromtimestamp(now, UTC)
+    if window == "daily":
+        start = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start.strftime("%Y-%m-%d"), start, start.timestamp() + 86400
+    if window == "monthly":
+        start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        return start.strftime("%Y-%m"), start, nxt.timestamp()
+    return "all", None, None
+
+
+def _owners(p: Principal) -> list[tuple[str, str, str, Limits]]:
+    """(scope, id, name, limits) of the key and its team, where they have any."""
+    out = []
+    if p.key_limits.any:
+        out.append(("key", p.key_id, p.name, p.key_limits))
+    if p.team_id is not None and p.team_limits.any:
+        out.append(("team", p.team_id, p.team_name or p.team_id, p.team_limits))
+    return out
+
+
+def worst_cost(prices: PriceSource, ups: Sequence[tuple[str, str]], prompt: int, output: int) -> Decimal | None:
+    """The highest cost of ``prompt`` input and ``output`` tokens over every (provider, model) in
+    ``ups``; None when one of them has no price."""
+    shapes = (
+        Usage(prompt, output),
+        Usage(prompt, output, cache_write_tokens=prompt),
+        Usage(prompt, output, reasoning_tokens=output),
+        Usage(prompt, output, cache_write_tokens=prompt, reasoning_tokens=output),
+    )
+    worst = Decimal(0)
+    for provider, model in dict.fromkeys(ups):
+        for u in shapes if output else shapes[:2]:
+            c = prices.price(provider, model, u)
+            if c is None:
+                return None
+            if c.total > worst:
+                worst = c.total
+    return worst
+
+
+class _Held:
+    __slots__ = ("names", "reserved_cost", "reserved_tokens", "ticket")
+
+    def __init__(self, ticket: Ticket, tokens: int, cost: int, names: dict[str, str]) -> None:
+        self.ticket = ticket
+        self.reserved_tokens = tokens
+        self.reserved_cost = cost
+        self.names = names
+
+
+class LimitsAdmission:
+    def __init__(
+        self,
+        store: ReservationStore,
+        settings: LimitSettings,
+        prices: PriceSource | None,
+        *,
+        spend: SpendFn | None = None,
+        hold_s: float = 660.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.prices = prices
+        self.spend = spend
+        self.hold_s = hold_s
+        self.clock = clock
+        self._seeded: set[str] = set()
+        self._seeding: dict[str, asyncio.Future[None]] = {}
+
+    # ------------------------------------------------------------------ estimate
+
+    async def _prompt_tokens(self, ctx: CallContext) -> int:
+        emb = ctx.notes.get("embedding_request")
+        if isinstance(emb, EmbeddingRequest):
+            from fareway.tokens import estimate_text_tokens
+
+            def count() -> int:
+                return sum(estimate_text_tokens(i) if isinstance(i, str) else len(i) for i in emb.inputs)
+
+            n = await asyncio.to_thread(count) if len(ctx.body) > _BIG_BODY else count()
+        else:
+            decision = ctx.decision
+            if decision is not None and decision.requirements is not None and decision.requirements.prompt_tokens:
+                n = decision.requirements.prompt_tokens
+            elif ctx.req is not None:
+                from fareway.tokens import count_tokens
+
+                req = ctx.req
+                n = await asyncio.to_thread(count_tokens, req) if len(ctx.body) > _BIG_BODY else count_tokens(req)
+            else:
+                n = 0
+        return math.ceil(n * self.settings.prompt_margin)
+
+    def _output_tokens(self, ctx: CallContext) -> int:
+        req = ctx.req
+        if req is None:
+            return 0
+        per_choice = req.max_tokens if req.max_tokens is not None and req.max_tokens > 0 else self.settings.output_tokens
+        return per_choice * max(1, req.n or 1)
+
+    def _targets(self, ctx: CallContext) -> list[tuple[str, str]]:
+        if ctx.decision is None:
+            return []
+        return [(t.upstream.provider, t.upstream.model) for t in targets(ctx.decision.route)]
+
+    # -------------------------------------------------------------------- seeding
+
+    async def _ensure_seeded(self, key: str, scope: str, owner: str, since: datetime | None, ends_at: float | None) -> None:
+        if key in self._seeded:
+            return
+        fut = self._seeding.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._seed(key, scope, owner, since, ends_at))
+            self._seeding[key] = fut
+            fut.add_done_callback(lambda f, k=key: self._seeding.pop(k, None))  # type: ignore[misc]
+        await asyncio.shield(fut)
+
+    async def _seed(self, key: str, scope: str, owner: str, since: datetime | None, ends_at: float | None) -> None:
+        spent = Decimal(0)
+        if self.spend is not None:
+            spent = await self.spend(scope, owner, since)
+        await self.store.seed(key, to_nano(spent), ends_at)
+        if len(self._seeded) > 100_000:
+            self._seeded.clear()  # seeding again is harmless: an existing bucket is left alone
+        self._seeded.add(key)
+
+    # --------------------------------------------------------------------- admit
+
+    async def admit(self, ctx: CallContext) -> None:
+        p = ctx.principal
+        if not (p.key_limits.any or p.team_limits.any):
+            return
+        owners = _owners(p)
+        budgeted = any(lim.budgeted for *_, lim in owners)
+        tokens_needed = budgeted or any(lim.tpm for *_, lim in owners)
+        prompt = await self._prompt_tokens(ctx) if tokens_needed else 0
+        output = self._output_tokens(ctx) if tokens_needed else 0
+        cost = 0
+        now = self.clock()
+        if budgeted:
+            worst = worst_cost(self.prices, self._targets(ctx), prompt, output) if self.prices is not None else None
+            if worst is None:
+                if self.settings.unpriced == "refuse":
+                    raise BudgetExceeded(
+                        f"The cost of this call cannot be estimated (no price is known for "
+                        f"{', '.join(sorted({f'{a}/{b}' for a, b in self._targets(ctx)}))}), and this key has a budget; "
+                        "it is refused (the gateway's [limits] unpriced setting).",
+                        remaining_usd="unknown",
+                        code="unpriced_call",
+                    )
+            else:
+                cost = to_nano(worst)
+        buckets: list[Bucket] = []
+        names: dict[str, str] = {}
+        try:
+            for scope, owner, name, lim in owners:
+                names[owner] = name
+                if lim.rpm:
+                    buckets.append(Bucket(f"rl:{scope}:{owner}:rpm", "window", lim.rpm, 1))
+                if lim.tpm:
+                    buckets.append(Bucket(f"rl:{scope}:{owner}:tpm", "window", lim.tpm, prompt + output))
+                for window, limit_usd in lim.budgets():
+                    label, since, ends_at = period(window, now)
+                    key = f"bg:{scope}:{owner}:{window}:{label}"
+                    await self._ensure_seeded(key, scope, owner, since, ends_at)
+                    buckets.append(Bucket(key, "budget", to_nano(limit_usd), cost, ends_at))
+            result = await self.store.reserve(ctx.request_id, buckets, hold_s=self.hold_s)
+        except (StoreUnavailable, OSError) as exc:
+            if self.settings.on_store_error == "admit":
+                log.error("limits store unavailable (%s): call %s admitted unmetered", exc, ctx.request_id)
+                return
+            raise LimitsUnavailable(
+                "Budgets and rate limits cannot be checked right now (their store is unavailable); try again shortly."
+            ) from exc
+        if isinstance(result, Refusal):
+            raise self._refusal(result, names, p)
+        ctx.notes["limits"] = _Held(result, prompt + output, cost, names)
+        ctx.reply_headers += rate_headers(result.levels) + budget_headers(result.levels)
+
+    def _refusal(self, r: Refusal, names: dict[str, str], p: Principal) -> FarewayError:
+        lv = r.level
+        b = lv.bucket
+        parts = b.key.split(":")
+        scope, owner = parts[1], parts[2]
+        who = f"{scope} `{names.get(owner, owner)}`"
+        headers = tuple(rate_headers(r.levels) + budget_headers(r.levels))
+        if b.kind == "window":
+            unit = "requests" if b.key.endswith(":rpm") else "tokens"
+            if lv.retry_after is None:
+                msg = f"This request needs {b.amount} {unit}, more than the {who} may use in a minute ({b.limit})."
+            else:
+                msg = (
+                    f"Rate limit reached for {who}: {b.limit} {unit} per minute, {lv.used} used in the last minute, "
+                    f"this request needs {b.amount}. Try again in {go_duration(lv.retry_after)}."
+                )
+            err: FarewayError = RateLimited(msg, retry_after=None if lv.retry_after is None else max(1.0, lv.retry_after))
+            err.reply_headers = headers
+            return err
+        window = parts[3]
+        remaining = usd(lv.remaining)
+        msg = (
+            f"Budget exceeded: the {window} budget of {who} is ${usd(b.limit)} with ${remaining} remaining "
+            f"(${usd(lv.spent)} spent, ${usd(lv.held)} held by calls in flight); this request may cost up to "
+            f"${usd(b.amount)}."
+        )
+        if lv.retry_after is not None:
+            msg += f" Retry in {go_duration(lv.retry_after)}."
+        err = BudgetExceeded(msg, remaining_usd=remaining, retry_after=lv.retry_after)
+        err.reply_headers = headers
+        return err
+
+    # -------------------------------------------------------------------- settle
+
+    def settle(self, ctx: CallContext) -> None:
+        held = ctx.notes.get("limits")
+        if not isinstance(held, _Held):
+            return
+        tokens, cost = self._actual(ctx, held)
+        actual = []
+        for b in held.ticket.buckets:
+            if b.kind == "budget":
+                actual.append(cost)
+            elif b.key.endswith(":tpm"):
+                actual.append(tokens)
+            else:
+                actual.append(1)
+        self.store.settle(held.ticket, actual)
+
+    @staticmethod
+    def _actual(ctx: CallContext, held: _Held) -> tuple[int, int]:
+        """(tokens, nano-dollars) the call really used; the reservation where still unknown."""
+        tokens = 0
+        unknown = False
+        for a in ctx.attempts.attempts:
+            if a.usage is not None:
+                tokens += a.usage.input_tokens + a.usage.output_tokens
+            elif a.outcome in ("ok", "cancelled", "pending") or a.output_chars:
+                unknown = True  # it reached the provider; its usage is still being estimated
+        if ctx.cost_usd is not None:
+            cost = to_nano(Decimal(ctx.cost_usd))
+        elif unknown or any(a.usage is not None and a.usage.total_tokens for a in ctx.attempts.attempts):
+            cost = held.reserved_cost
+        else:
+            cost = 0
+        if unknown:
+            tokens = max(tokens, held.reserved_tokens)
+        return tokens, cost
+
+    # -------------------------------------------------------------------- status
+
+    async def status(self, p: Principal) -> dict[str, Any]:
+        """The key's and its team's limits and where they stand (for ``GET /v1/key``)."""
+        now = self.clock()
+        out: dict[str, Any] = {}
+        for scope, owner, name, lim in [
+            ("key", p.key_id, p.name, p.key_limits),
+            ("team", p.team_id or "", p.team_name or "", p.team_limits),
+        ]:
+            if scope == "team" and p.team_id is None:
+                continue
+            buckets: list[Bucket] = []
+            if lim.rpm:
+                buckets.append(Bucket(f"rl:{scope}:{owner}:rpm", "window", lim.rpm, 0))
+            if lim.tpm:
+                buckets.append(Bucket(f"rl:{scope}:{owner}:tpm", "window", lim.tpm, 0))
+            for window, limit_usd in lim.budgets():
+                label, since, ends_at = period(window, now)
+                key = f"bg:{scope}:{owner}:{window}:{label}"
+                await self._ensure_seeded(key, scope, owner, since, ends_at)
+                buckets.append(Bucket(key, "budget", to_nano(limit_usd), 0, ends_at))
+            levels = await self.store.peek(buckets) if buckets else []
+            out[scope] = {"id": owner, "name": name, **_describe(levels)}
+        return out
+
+
+def _describe(levels: list[Level]) -> dict[str, Any]:
+    rate: dict[str, Any] = {}
+    budgets: dict[str, Any] = {}
+    for lv in levels:
+        b = lv.bucket
+        if b.kind == "window":
+            unit = "requests_per_minute" if b.key.endswith(":rpm") else "tokens_per_minute"
+            rate[unit] = {"limit": b.limit, "remaining": lv.remaining, "reset": go_duration(lv.reset_s)}
+        else:
+            window = b.key.split(":")[3]
+            budgets[window] = {
+                "limit_usd": usd(b.limit),
+                "spent_usd": usd(lv.spent),
+                "held_usd": usd(lv.held),
+                "remaining_usd": usd(lv.remaining),
+                "resets_at": None
+                if b.ends_at is None
+                else datetime.fromtimestamp(b.ends_at, UTC).isoformat().replace("+00:00", "Z"),
+            }
+    return {"rate_limits": rate, "budgets": budgets}
