@@ -6,7 +6,6 @@ import dataclasses
 import os
 import socket
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -156,62 +155,6 @@ def sim(host: str, port: int, config_path: str | None, demo: bool) -> None:
     run_sim(host, port, config_path, demo)
 
 
-# ---------------------------------------------------------------------------- keys
-
-
-def _keystore(config_path: str | None) -> Any:
-    from fareway.keys.store import KeyStore
-
-    cfg = _load(config_path)
-    return KeyStore(cfg.state_dir / "state.db")
-
-
-@main.group()
-def keys() -> None:
-    """Manage Fareway keys (stored only as hashes in the state DB)."""
-
-
-@keys.command("create")
-@click.option("--name", required=True, help="A name to recognise the key by.")
-@click.option("--role", type=click.Choice(["inference", "admin"]), default="inference", show_default=True)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
-def keys_create(name: str, role: str, config_path: str | None) -> None:
-    """Issue a key.  It is printed once and never again."""
-    secret, info = _keystore(config_path).create(name, role)
-    click.echo(secret)
-    click.echo(
-        f"created {info.key_id} ({role}) named {name!r}; store it now, it cannot be shown again", err=True
-    )
-
-
-@keys.command("list")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
-def keys_list(config_path: str | None) -> None:
-    """List keys (id, name, role, prefix, created, revoked)."""
-    rows = _keystore(config_path).list()
-    if not rows:
-        click.echo("no keys; create one with: fareway keys create --name NAME")
-        return
-    click.echo(f"{'id':<18} {'name':<20} {'role':<10} {'prefix':<8} {'created':<20} revoked")
-    for k in rows:
-        created = datetime.fromtimestamp(k.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        revoked = (
-            datetime.fromtimestamp(k.revoked_at, UTC).strftime("%Y-%m-%d %H:%M:%S") if k.revoked_at else "-"
-        )
-        click.echo(f"{k.key_id:<18} {k.name:<20} {k.role:<10} {k.prefix:<8} {created:<20} {revoked}")
-
-
-@keys.command("revoke")
-@click.argument("key")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
-def keys_revoke(key: str, config_path: str | None) -> None:
-    """Revoke a key by id or name (a running gateway stops accepting it within 2 seconds)."""
-    n = _keystore(config_path).revoke(key)
-    if n == 0:
-        raise click.ClickException(f"no active key with id or name {key!r}")
-    click.echo(f"revoked {n} key(s)")
-
-
 # ------------------------------------------------------------------ providers/models
 
 
@@ -330,9 +273,11 @@ def route_explain(
 
 
 def _register_extras() -> None:
+    from fareway.cli_keys import register as register_keys
     from fareway.cli_usage import register
 
     register(main)
+    register_keys(main)
 
 
 _register_extras()

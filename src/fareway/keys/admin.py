@@ -69,7 +69,9 @@ def parse_when(value: Any, now: float) -> float | None:
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ValueError(f"not a time: {value!r} (a Unix time, an ISO date or datetime, or a span like 30d)") from exc
+        raise ValueError(
+            f"not a time: {value!r} (a Unix time, an ISO date or datetime, or a span like 30d)"
+        ) from exc
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
@@ -254,7 +256,9 @@ class Admin:
         self, actor: Actor, provider: str, secret: str, *, team: str | None = None, label: str | None = None
     ) -> ProviderKeyInfo:
         if self.providers is not None and provider not in self.providers:
-            raise ValueError(f"unknown provider {provider!r}; configured: {', '.join(sorted(self.providers))}")
+            raise ValueError(
+                f"unknown provider {provider!r}; configured: {', '.join(sorted(self.providers))}"
+            )
         team_id = self.teams.require(team).team_id if team else None
         info = self.vault.add(provider, secret, team_id=team_id, label=label)
         self.audit.record(

@@ -129,4 +129,7 @@ class AuditLog:
         args.append(max(1, min(MAX_ROWS, n)))
         with self.db.connect() as db:
             rows = db.execute(sql, args).fetchall()
-        return [AuditEntry(*r[:9], json.loads(r[9]) if r[9] else {}) for r in rows]
+        return [
+            AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else {})
+            for r in rows
+        ]

@@ -108,14 +108,18 @@ class KeyPools:
         for key_id, provider, team_id, secret in stored:
             register([secret])  # scrubbed from anything an upstream says, from now on
             pools = gateway if team_id is None else teams.setdefault(team_id, {})
-            pools.setdefault(provider, KeyPool()).keys.append(PoolKey(key_id, secret, key_fingerprint(secret)))
+            pools.setdefault(provider, KeyPool()).keys.append(
+                PoolKey(key_id, secret, key_fingerprint(secret))
+            )
         for p in [*gateway.values(), *(q for t in teams.values() for q in t.values())]:
             for k in p.keys:
                 k.rest_until = resting.get(k.secret, 0.0)
         self.gateway, self.teams = gateway, teams
         self.provider_set = frozenset(gateway).union(*(set(t) for t in teams.values()))
-        self._multi = bool(teams) or any(len(p.keys) > 1 for p in gateway.values()) or any(
-            not k.key_id.startswith("config:") for p in gateway.values() for k in p.keys
+        self._multi = (
+            bool(teams)
+            or any(len(p.keys) > 1 for p in gateway.values())
+            or any(not k.key_id.startswith("config:") for p in gateway.values() for k in p.keys)
         )
 
     def _all(self) -> list[KeyPool]:

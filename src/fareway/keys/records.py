@@ -113,7 +113,9 @@ class Limits:
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in (self.daily_usd, self.monthly_usd, self.total_usd, self.rpm, self.tpm))
+        return any(
+            v is not None for v in (self.daily_usd, self.monthly_usd, self.total_usd, self.rpm, self.tpm)
+        )
 
     @property
     def budgeted(self) -> bool:
@@ -141,11 +143,15 @@ class Limits:
         field absent keeps ``base``'s value, a null clears it."""
         b = base or NO_LIMITS
         return cls(
-            money(data["budget_daily_usd"], "budget_daily_usd") if "budget_daily_usd" in data else b.daily_usd,
+            money(data["budget_daily_usd"], "budget_daily_usd")
+            if "budget_daily_usd" in data
+            else b.daily_usd,
             money(data["budget_monthly_usd"], "budget_monthly_usd")
             if "budget_monthly_usd" in data
             else b.monthly_usd,
-            money(data["budget_total_usd"], "budget_total_usd") if "budget_total_usd" in data else b.total_usd,
+            money(data["budget_total_usd"], "budget_total_usd")
+            if "budget_total_usd" in data
+            else b.total_usd,
             count(data["rpm"], "rpm") if "rpm" in data else b.rpm,
             count(data["tpm"], "tpm") if "tpm" in data else b.tpm,
         )

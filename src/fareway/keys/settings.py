@@ -39,7 +39,9 @@ class KeySettings:
             try:
                 return Path(self.vault_key_file).read_text("utf-8")
             except OSError as exc:
-                raise KeySettingsError(f"[keys] vault_key_file {self.vault_key_file}: {exc.strerror}") from exc
+                raise KeySettingsError(
+                    f"[keys] vault_key_file {self.vault_key_file}: {exc.strerror}"
+                ) from exc
         return None
 
 

@@ -22,6 +22,7 @@ refused with a message saying so, and is not counted as a guess.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import hmac
 import json
@@ -251,7 +252,10 @@ class KeyStore:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key_id = "key_" + secrets.token_hex(6)
         with self._lock, self._connect() as db:
-            if team_id is not None and db.execute("SELECT 1 FROM teams WHERE team_id=?", (team_id,)).fetchone() is None:
+            if (
+                team_id is not None
+                and db.execute("SELECT 1 FROM teams WHERE team_id=?", (team_id,)).fetchone() is None
+            ):
                 raise NotFound(f"no team {team_id!r}", code="team_not_found")
             try:
                 db.execute(
@@ -356,7 +360,9 @@ class KeyStore:
             sets["metadata"] = json.dumps(meta) if meta else None
         lim = Limits.parse(dict(changes), before.limits)
         for col, value in zip(
-            ("budget_daily_usd", "budget_monthly_usd", "budget_total_usd", "rpm", "tpm"), _limit_values(lim), strict=True
+            ("budget_daily_usd", "budget_monthly_usd", "budget_total_usd", "rpm", "tpm"),
+            _limit_values(lim),
+            strict=True,
         ):
             if col in changes:
                 sets[col] = value
@@ -364,9 +370,10 @@ class KeyStore:
             return before, before
         sets["updated_at"] = self.clock()
         with self._lock, self._connect() as db:
-            if sets.get("team_id") is not None and db.execute(
-                "SELECT 1 FROM teams WHERE team_id=?", (sets["team_id"],)
-            ).fetchone() is None:
+            if (
+                sets.get("team_id") is not None
+                and db.execute("SELECT 1 FROM teams WHERE team_id=?", (sets["team_id"],)).fetchone() is None
+            ):
                 raise NotFound(f"no team {sets['team_id']!r}", code="team_not_found")
             # column names come from the fixed set above, values are parameters
             assignments = ", ".join(f"{c}=?" for c in sets)
@@ -396,7 +403,16 @@ class KeyStore:
                 "UPDATE gateway_keys SET prev_hash=CASE WHEN ? > 0 THEN key_hash ELSE NULL END, "
                 "prev_valid_until=CASE WHEN ? > 0 THEN ? ELSE NULL END, key_hash=?, prefix=?, rotated_at=?, "
                 "updated_at=? WHERE key_id=? AND revoked_at IS NULL",
-                (grace_seconds, grace_seconds, now + grace_seconds, hash_key(secret), secret[:7], now, now, info.key_id),
+                (
+                    grace_seconds,
+                    grace_seconds,
+                    now + grace_seconds,
+                    hash_key(secret),
+                    secret[:7],
+                    now,
+                    now,
+                    info.key_id,
+                ),
             )
         self._changed()
         after = self.get(info.key_id)
@@ -413,7 +429,7 @@ class KeyStore:
         self._changed()
         return n
 
-    def team_key_ids(self, team_id: str) -> list[str]:
+    def team_key_ids(self, team_id: str) -> builtins.list[str]:
         """Every key the team ever had (revoked ones too: their spend stays the team's)."""
         with self._connect() as db:
             return [r[0] for r in db.execute("SELECT key_id FROM gateway_keys WHERE team_id=?", (team_id,))]
@@ -438,12 +454,16 @@ class KeyStore:
         if info.revoked_at is not None:
             return None, _Refusal(f"This key ({info.prefix}..., `{info.name}`) was revoked.")
         if not current and (info.previous_valid_until is None or info.previous_valid_until <= now):
-            return None, _Refusal(f"This key ({info.prefix}..., `{info.name}`) was rotated; use its new secret.")
+            return None, _Refusal(
+                f"This key ({info.prefix}..., `{info.name}`) was rotated; use its new secret."
+            )
         if info.expires_at is not None and info.expires_at <= now:
             return None, _Refusal(f"This key ({info.prefix}..., `{info.name}`) has expired.")
         until = info.expires_at
         if not current:
-            until = info.previous_valid_until if until is None else min(until, info.previous_valid_until or until)
+            until = (
+                info.previous_valid_until if until is None else min(until, info.previous_valid_until or until)
+            )
         models = tuple(x for x in (info.allowed_models, _json_list(team[1])) if x)
         providers = tuple(x for x in (info.allowed_providers, _json_list(team[2])) if x)
         principal = Principal(
@@ -492,7 +512,12 @@ class KeyStore:
         if isinstance(found, Principal):
             return found
         if isinstance(found, _Refusal):
-            log.info("refused key %s from %s: %s", fingerprint(presented), client or "an unknown address", found.message)
+            log.info(
+                "refused key %s from %s: %s",
+                fingerprint(presented),
+                client or "an unknown address",
+                found.message,
+            )
             raise AuthenticationFailed(found.message)
         failures = self.throttle.failed(client)
         log.warning(

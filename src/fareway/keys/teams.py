@@ -108,7 +108,8 @@ class TeamStore:
     def get(self, team_id_or_name: str) -> TeamInfo | None:
         with self.db.connect() as db:
             row = db.execute(
-                f"SELECT {_COLS} FROM teams WHERE team_id=? OR name=? LIMIT 1", (team_id_or_name, team_id_or_name)
+                f"SELECT {_COLS} FROM teams WHERE team_id=? OR name=? LIMIT 1",
+                (team_id_or_name, team_id_or_name),
             ).fetchone()
         return _team(row) if row else None
 
@@ -143,7 +144,9 @@ class TeamStore:
         assignments = ", ".join(f"{c}=?" for c in sets)  # fixed column names; values are parameters
         with self.db.connect() as db:
             try:
-                db.execute(f"UPDATE teams SET {assignments} WHERE team_id=?", (*sets.values(), before.team_id))
+                db.execute(
+                    f"UPDATE teams SET {assignments} WHERE team_id=?", (*sets.values(), before.team_id)
+                )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"a team is already named {sets.get('name')!r}", param="name") from exc
         self.db.bump()
@@ -155,11 +158,13 @@ class TeamStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 active = db.execute(
-                    "SELECT COUNT(*) FROM gateway_keys WHERE team_id=? AND revoked_at IS NULL", (team.team_id,)
+                    "SELECT COUNT(*) FROM gateway_keys WHERE team_id=? AND revoked_at IS NULL",
+                    (team.team_id,),
                 ).fetchone()[0]
                 if active:
                     raise Conflict(
-                        f"team {team.name!r} still has {active} active key(s); revoke them first", code="team_in_use"
+                        f"team {team.name!r} still has {active} active key(s); revoke them first",
+                        code="team_in_use",
                     )
                 db.execute(
                     "UPDATE provider_keys SET revoked_at=? WHERE team_id=? AND revoked_at IS NULL",

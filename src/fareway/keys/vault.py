@@ -17,6 +17,7 @@ its own for that provider) or to one team (used for that team's calls only).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import re
 import secrets
@@ -62,7 +63,9 @@ def _fernet(master_keys: Sequence[str]) -> MultiFernet:
     try:
         return MultiFernet([Fernet(k.encode("ascii")) for k in master_keys])
     except (ValueError, TypeError, UnicodeEncodeError) as exc:
-        raise VaultLocked("a vault master key is not a valid Fernet key (url-safe base64 of 32 bytes)") from exc
+        raise VaultLocked(
+            "a vault master key is not a valid Fernet key (url-safe base64 of 32 bytes)"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,10 @@ class Vault:
         token = self._crypt().encrypt(secret.encode("utf-8"))
         pk_id = "pk_" + secrets.token_hex(6)
         with self.db.connect() as db:
-            if team_id is not None and db.execute("SELECT 1 FROM teams WHERE team_id=?", (team_id,)).fetchone() is None:
+            if (
+                team_id is not None
+                and db.execute("SELECT 1 FROM teams WHERE team_id=?", (team_id,)).fetchone() is None
+            ):
                 raise NotFound(f"no team {team_id!r}", code="team_not_found")
             db.execute(
                 "INSERT INTO provider_keys (pk_id, provider, team_id, label, ciphertext, fingerprint, created_at) "
@@ -163,12 +169,13 @@ class Vault:
         info = self.require(pk_id)
         with self.db.connect() as db:
             db.execute(
-                "UPDATE provider_keys SET revoked_at=? WHERE pk_id=? AND revoked_at IS NULL", (self.clock(), pk_id)
+                "UPDATE provider_keys SET revoked_at=? WHERE pk_id=? AND revoked_at IS NULL",
+                (self.clock(), pk_id),
             )
         self.db.bump()
         return self.require(info.pk_id)
 
-    def load(self) -> tuple[list[tuple[ProviderKeyInfo, str]], list[str]]:
+    def load(self) -> tuple[builtins.list[tuple[ProviderKeyInfo, str]], builtins.list[str]]:
         """(every active provider key with its plaintext, the ids that could not be decrypted
         with the configured master keys).  Without a master key: nothing, and every id."""
         with self.db.connect() as db:
@@ -179,8 +186,8 @@ class Vault:
             return [], []
         if self._f is None:
             return [], [r[0] for r in rows]
-        out: list[tuple[ProviderKeyInfo, str]] = []
-        bad: list[str] = []
+        out: builtins.list[tuple[ProviderKeyInfo, str]] = []
+        bad: builtins.list[str] = []
         for r in rows:
             try:
                 out.append((ProviderKeyInfo(*r[:7]), self._f.decrypt(bytes(r[7])).decode("utf-8")))
@@ -197,7 +204,9 @@ class Vault:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for pk_id, token in db.execute("SELECT pk_id, ciphertext FROM provider_keys").fetchall():
-                    db.execute("UPDATE provider_keys SET ciphertext=? WHERE pk_id=?", (f.rotate(bytes(token)), pk_id))
+                    db.execute(
+                        "UPDATE provider_keys SET ciphertext=? WHERE pk_id=?", (f.rotate(bytes(token)), pk_id)
+                    )
                     n += 1
                 db.execute("COMMIT")
             except BaseException:

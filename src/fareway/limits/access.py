@@ -97,7 +97,11 @@ class AccessAdmission:
             if cut is None:
                 raise PermissionDenied(
                     f"This key may not use `{requested}`"
-                    + (f" (allowed models: {', '.join(sorted({m for ms in p.allowed_models for m in ms}))})" if p.allowed_models else "")
+                    + (
+                        f" (allowed models: {', '.join(sorted({m for ms in p.allowed_models for m in ms}))})"
+                        if p.allowed_models
+                        else ""
+                    )
                     + (
                         f" (allowed providers: {', '.join(sorted({m for ms in p.allowed_providers for m in ms}))})"
                         if p.allowed_providers

@@ -73,7 +73,7 @@ end
 """
 
 RESERVE = (
-    "local KEEP = %d\n" % KEEP_SLOTS
+    "local KEEP = __KEEP__\n"
     + _PRUNE
     + """
 -- KEYS: per bucket its hash and its holds zset
@@ -138,12 +138,12 @@ else
 end
 return out
 """
-)
+).replace("__KEEP__", str(KEEP_SLOTS))
 
 SETTLE = """
 -- ARGV: rid, cur, slot, then per bucket: kind, reserved, actual
 local rid, cur, slot = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local first = cur - %d + 1
+local first = cur - __KEEP__ + 1
 local n = #KEYS / 2
 for i = 1, n do
   local h, z = KEYS[2 * i - 1], KEYS[2 * i]
@@ -172,12 +172,12 @@ for i = 1, n do
   end
 end
 return 1
-""" % KEEP_SLOTS
+""".replace("__KEEP__", str(KEEP_SLOTS))
 
 PEEK = """
 -- read only. ARGV: now, cur, then per bucket: kind
 local now, cur = tonumber(ARGV[1]), tonumber(ARGV[2])
-local first = cur - %d + 1
+local first = cur - __KEEP__ + 1
 local out = {}
 for i = 1, #KEYS / 2 do
   local h, z = KEYS[2 * i - 1], KEYS[2 * i]
@@ -206,7 +206,7 @@ for i = 1, #KEYS / 2 do
   out[#out + 1] = newest
 end
 return out
-""" % KEEP_SLOTS
+""".replace("__KEEP__", str(KEEP_SLOTS))
 
 SEED = """
 if redis.call('HSETNX', KEYS[1], 'spent', ARGV[1]) == 1 and ARGV[2] ~= '' then
@@ -225,6 +225,7 @@ class RedisStore:
         timeout: float = 1.0,
         clock: Callable[[], float] = time.time,
         hold_retry_s: float = 1.0,
+        max_connections: int = 64,
         client: Any = None,
     ) -> None:
         import redis.asyncio as aioredis
@@ -232,9 +233,17 @@ class RedisStore:
         self.prefix = prefix
         self.clock = clock
         self.hold_retry_s = hold_retry_s
-        self._r = client or aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
-        )
+        if client is None:
+            # callers wait for a free connection (up to ``timeout``) instead of failing at once
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
+            client = aioredis.Redis.from_pool(pool)
+        self._r = client
         self._reserve = self._r.register_script(RESERVE)
         self._settle = self._r.register_script(SETTLE)
         self._peek = self._r.register_script(PEEK)
@@ -261,7 +270,12 @@ class RedisStore:
         cur = slot_of(now)
         args: list[Any] = [repr(now), cur, rid, repr(now + hold_s)]
         for b in buckets:
-            args += ["w" if b.kind == "window" else "b", b.limit, b.amount, "" if b.ends_at is None else repr(b.ends_at)]
+            args += [
+                "w" if b.kind == "window" else "b",
+                b.limit,
+                b.amount,
+                "" if b.ends_at is None else repr(b.ends_at),
+            ]
         out = [int(x) for x in await self._call(self._reserve, self._keys(buckets), args)]
         refused = out[0] - 1
         levels: list[Level] = []

@@ -68,7 +68,11 @@ def period(window: Window, now: float) -> tuple[str, datetime | None, float | No
         return start.strftime("%Y-%m-%d"), start, start.timestamp() + 86400
     if window == "monthly":
         start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        nxt = (
+            start.replace(year=start.year + 1, month=1)
+            if start.month == 12
+            else start.replace(month=start.month + 1)
+        )
         return start.strftime("%Y-%m"), start, nxt.timestamp()
     return "all", None, None
 
@@ -83,7 +87,9 @@ def _owners(p: Principal) -> list[tuple[str, str, str, Limits]]:
     return out
 
 
-def worst_cost(prices: PriceSource, ups: Sequence[tuple[str, str]], prompt: int, output: int) -> Decimal | None:
+def worst_cost(
+    prices: PriceSource, ups: Sequence[tuple[str, str]], prompt: int, output: int
+) -> Decimal | None:
     """The highest cost of ``prompt`` input and ``output`` tokens over every (provider, model) in
     ``ups``; None when one of them has no price."""
     shapes = (
@@ -146,13 +152,21 @@ class LimitsAdmission:
             n = await asyncio.to_thread(count) if len(ctx.body) > _BIG_BODY else count()
         else:
             decision = ctx.decision
-            if decision is not None and decision.requirements is not None and decision.requirements.prompt_tokens:
+            if (
+                decision is not None
+                and decision.requirements is not None
+                and decision.requirements.prompt_tokens
+            ):
                 n = decision.requirements.prompt_tokens
             elif ctx.req is not None:
                 from fareway.tokens import count_tokens
 
                 req = ctx.req
-                n = await asyncio.to_thread(count_tokens, req) if len(ctx.body) > _BIG_BODY else count_tokens(req)
+                n = (
+                    await asyncio.to_thread(count_tokens, req)
+                    if len(ctx.body) > _BIG_BODY
+                    else count_tokens(req)
+                )
             else:
                 n = 0
         return math.ceil(n * self.settings.prompt_margin)
@@ -161,7 +175,11 @@ class LimitsAdmission:
         req = ctx.req
         if req is None:
             return 0
-        per_choice = req.max_tokens if req.max_tokens is not None and req.max_tokens > 0 else self.settings.output_tokens
+        per_choice = (
+            req.max_tokens
+            if req.max_tokens is not None and req.max_tokens > 0
+            else self.settings.output_tokens
+        )
         return per_choice * max(1, req.n or 1)
 
     def _targets(self, ctx: CallContext) -> list[tuple[str, str]]:
@@ -171,7 +189,9 @@ class LimitsAdmission:
 
     # -------------------------------------------------------------------- seeding
 
-    async def _ensure_seeded(self, key: str, scope: str, owner: str, since: datetime | None, ends_at: float | None) -> None:
+    async def _ensure_seeded(
+        self, key: str, scope: str, owner: str, since: datetime | None, ends_at: float | None
+    ) -> None:
         if key in self._seeded:
             return
         fut = self._seeding.get(key)
@@ -181,7 +201,9 @@ class LimitsAdmission:
             fut.add_done_callback(lambda f, k=key: self._seeding.pop(k, None))  # type: ignore[misc]
         await asyncio.shield(fut)
 
-    async def _seed(self, key: str, scope: str, owner: str, since: datetime | None, ends_at: float | None) -> None:
+    async def _seed(
+        self, key: str, scope: str, owner: str, since: datetime | None, ends_at: float | None
+    ) -> None:
         spent = Decimal(0)
         if self.spend is not None:
             spent = await self.spend(scope, owner, since)
@@ -204,7 +226,11 @@ class LimitsAdmission:
         cost = 0
         now = self.clock()
         if budgeted:
-            worst = worst_cost(self.prices, self._targets(ctx), prompt, output) if self.prices is not None else None
+            worst = (
+                worst_cost(self.prices, self._targets(ctx), prompt, output)
+                if self.prices is not None
+                else None
+            )
             if worst is None:
                 if self.settings.unpriced == "refuse":
                     raise BudgetExceeded(
@@ -259,7 +285,9 @@ class LimitsAdmission:
                     f"Rate limit reached for {who}: {b.limit} {unit} per minute, {lv.used} used in the last minute, "
                     f"this request needs {b.amount}. Try again in {go_duration(lv.retry_after)}."
                 )
-            err: FarewayError = RateLimited(msg, retry_after=None if lv.retry_after is None else max(1.0, lv.retry_after))
+            err: FarewayError = RateLimited(
+                msg, retry_after=None if lv.retry_after is None else max(1.0, lv.retry_after)
+            )
             err.reply_headers = headers
             return err
         window = parts[3]

@@ -40,7 +40,11 @@ class LimitSettings:
     hold_seconds: float = 0.0
 
 
-_CHOICES = {"store": ("memory", "redis"), "unpriced": ("refuse", "admit"), "on_store_error": ("refuse", "admit")}
+_CHOICES = {
+    "store": ("memory", "redis"),
+    "unpriced": ("refuse", "admit"),
+    "on_store_error": ("refuse", "admit"),
+}
 
 
 def parse(section: dict[str, Any]) -> LimitSettings:
@@ -55,7 +59,9 @@ def parse(section: dict[str, Any]) -> LimitSettings:
             if not isinstance(value, str) or not value:
                 raise LimitSettingsError(f"[limits] {name} must be a string")
             if name in _CHOICES and value not in _CHOICES[name]:
-                raise LimitSettingsError(f"[limits] {name} must be one of {', '.join(_CHOICES[name])}, not {value!r}")
+                raise LimitSettingsError(
+                    f"[limits] {name} must be one of {', '.join(_CHOICES[name])}, not {value!r}"
+                )
             if name == "redis_url" and not value.startswith(("redis://", "rediss://", "unix://")):
                 raise LimitSettingsError("[limits] redis_url must be a redis://, rediss:// or unix:// URL")
         elif isinstance(default, int) and not isinstance(default, bool) and not isinstance(default, float):

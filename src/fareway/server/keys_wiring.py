@@ -31,6 +31,7 @@ from fareway.limits.reserve import LimitsAdmission, SpendFn
 from fareway.limits.store import MemoryStore, ReservationStore, StoreUnavailable
 from fareway.pipeline.accounting import Accounting
 from fareway.pipeline.gateway import Gateway
+from fareway.pipeline.stages import Admission
 
 
 @dataclass(slots=True)
@@ -44,7 +45,7 @@ class KeyServices:
     limits: LimitsAdmission
 
     @property
-    def admissions(self) -> list[AccessAdmission | LimitsAdmission]:
+    def admissions(self) -> list[Admission]:
         return [self.access, self.limits]
 
     def admin(self, config: Config) -> Admin:

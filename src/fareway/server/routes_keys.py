@@ -77,7 +77,10 @@ def _query(req: Request, allowed: set[str]) -> dict[str, str]:
     raw = parse_qs(req.query.decode("latin-1"), keep_blank_values=True)
     for name in raw:
         if name not in allowed:
-            raise BadRequest(f"Unknown query parameter `{name}`; this route takes: {', '.join(sorted(allowed))}.", param=name)
+            raise BadRequest(
+                f"Unknown query parameter `{name}`; this route takes: {', '.join(sorted(allowed))}.",
+                param=name,
+            )
     return {k: v[-1] for k, v in raw.items()}
 
 
@@ -127,7 +130,7 @@ def add_key_routes(
     admin: Admin,
     *,
     limits: LimitsAdmission | None = None,
-    reload: Callable[[], None] | None = None,
+    reload: Callable[[], object] | None = None,
 ) -> None:
     """Add the admin API and ``GET /v1/key``.  ``reload`` runs (in a worker thread) after every
     change, before the answer, so the next call already sees it (the provider-key pools)."""
@@ -212,9 +215,13 @@ def add_key_routes(
         if not isinstance(provider, str) or not isinstance(secret, str):
             raise BadRequest("A provider key needs `provider` and `key` (strings).")
         team, label = body.get("team"), body.get("label")
-        if (team is not None and not isinstance(team, str)) or (label is not None and not isinstance(label, str)):
+        if (team is not None and not isinstance(team, str)) or (
+            label is not None and not isinstance(label, str)
+        ):
             raise BadRequest("`team` and `label` must be strings.")
-        info = await asyncio.to_thread(admin.add_provider_key, _actor(req), provider, secret, team=team, label=label)
+        info = await asyncio.to_thread(
+            admin.add_provider_key, _actor(req), provider, secret, team=team, label=label
+        )
         await changed()
         return json_reply(shown(info.as_dict()), 201)
 
@@ -294,7 +301,14 @@ def add_key_routes(
     app.add("POST", "/v1/admin/keys", g(keys_create), auth="admin", body=True)
     app.add("GET", "/v1/admin/keys", g(keys_list), auth="admin")
     for method in ("GET", "PATCH", "POST", "DELETE"):
-        app.add(method, "/v1/admin/keys/", g(key_item), auth="admin", body=method in ("PATCH", "POST"), prefix=True)
+        app.add(
+            method,
+            "/v1/admin/keys/",
+            g(key_item),
+            auth="admin",
+            body=method in ("PATCH", "POST"),
+            prefix=True,
+        )
     app.add("POST", "/v1/admin/teams", g(teams_create), auth="admin", body=True)
     app.add("GET", "/v1/admin/teams", g(teams_list), auth="admin")
     for method in ("GET", "PATCH", "DELETE"):

@@ -42,7 +42,7 @@ import orjson
 from aiohttp import web
 
 from fareway.sim.faults import HTTP_KINDS
-from fareway.sim.runtime import Dialect, SimState
+from fareway.sim.runtime import Dialect, SimState, key_sha
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -139,10 +139,10 @@ def _json(obj: Any, status: int = 200) -> web.Response:
 
 
 async def _fault(
-    state: SimState, dialect: Dialect, request: web.Request, provider: str, model: str
+    state: SimState, dialect: Dialect, request: web.Request, provider: str, model: str, sha: str = ""
 ) -> web.StreamResponse | None:
     """The response of an armed fault for this call, or None to answer normally."""
-    fault = state.faults.take(provider, model)
+    fault = state.faults.take(provider, model, sha)
     if fault is None:
         return None
     state.stats.of(provider).errors_injected += 1
@@ -183,6 +183,7 @@ async def openai_embeddings(
     """``POST /{provider}/v1/embeddings`` in the provider's OpenAI flavour."""
     counters = state.stats.of(provider)
     counters.requests += 1
+    sha = key_sha(request, counters)
     if not dialect.auth_ok(request, provider):
         return dialect.error_response(provider, 401, "missing or invalid API key", "authentication_error")
     try:
@@ -229,7 +230,7 @@ async def openai_embeddings(
         return dialect.error_response(
             provider, 400, "'encoding_format' must be 'float' or 'base64'", param="encoding_format"
         )
-    faulted = await _fault(state, dialect, request, provider, model)
+    faulted = await _fault(state, dialect, request, provider, model, sha)
     if faulted is not None:
         return faulted
     counters.in_flight += 1
@@ -267,6 +268,7 @@ async def gemini_embeddings(state: SimState, dialect: Dialect, request: web.Requ
     provider = "gemini"
     counters = state.stats.of(provider)
     counters.requests += 1
+    sha = key_sha(request, counters)
     if not dialect.auth_ok(request, provider):
         return dialect.error_response(provider, 401, "API key not valid. Please pass a valid API key.")
     model, _, method = request.match_info.get("target", "").partition(":")
@@ -323,7 +325,7 @@ async def gemini_embeddings(state: SimState, dialect: Dialect, request: web.Requ
                 provider, 400, f"* requests[{i}].outputDimensionality: must be between 128 and {native}"
             )
         texts.append((text, dims))
-    faulted = await _fault(state, dialect, request, provider, model)
+    faulted = await _fault(state, dialect, request, provider, model, sha)
     if faulted is not None:
         return faulted
     counters.in_flight += 1

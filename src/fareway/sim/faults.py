@@ -12,7 +12,11 @@ event in the provider's in-stream error shape after ``after_chunks`` content chu
 
 ``count: N`` fires on the next N matching requests; ``rate: p`` fires with probability p per
 matching request (a seeded RNG), until cleared.  With neither, ``count`` is 1.  ``provider`` and
-``model`` null (or absent) match any.  Optional ``status`` and ``message`` override the default
+``model`` null (or absent) match any; ``key`` (hex digits) matches only requests whose API key's
+SHA-256 starts with them (one key of a pool rate-limited, the others not).
+
+The counters of a provider include ``keys``: per API key seen (the first 16 hex digits of its
+SHA-256, never the key), how many requests carried it.  Optional ``status`` and ``message`` override the default
 error status and text.
 
 ``after_chunks`` counts *content* chunks (text/tool/thinking deltas) already delivered: with 0 the
@@ -45,6 +49,8 @@ class Fault:
     after_chunks: int = 1
     status: int | None = None
     message: str | None = None
+    key: str | None = None
+    """A prefix of the hex SHA-256 of the API key this fault is for (None: any key)."""
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any]) -> Fault:
@@ -73,6 +79,7 @@ class Fault:
             after_chunks=int(obj.get("after_chunks", 1)),
             status=None if obj.get("status") is None else int(obj["status"]),
             message=obj.get("message"),
+            key=str(obj["key"]).lower() if obj.get("key") else None,
         )
 
     def to_obj(self) -> dict[str, Any]:
@@ -109,13 +116,15 @@ class FaultTable:
     def list(self) -> list[dict[str, Any]]:
         return [f.to_obj() for f in self._faults]
 
-    def take(self, provider: str, model: str) -> Fault | None:
+    def take(self, provider: str, model: str, key_sha: str = "") -> Fault | None:
         if not self._faults:
             return None
         for f in self._faults:
             if f.provider is not None and f.provider != provider:
                 continue
             if f.model is not None and f.model != model:
+                continue
+            if f.key is not None and not key_sha.startswith(f.key):
                 continue
             if f.rate is not None:
                 if self._rng(provider).random() < f.rate:
@@ -136,6 +145,8 @@ class Counters:
     errors_injected: int = 0
     disconnects: int = 0
     in_flight: int = 0
+    keys: dict[str, int] = field(default_factory=dict)
+    """Requests per API key seen (its SHA-256's first 16 hex digits)."""
 
 
 @dataclass(slots=True)
@@ -152,6 +163,7 @@ class Stats:
         for c in self.providers.values():
             in_flight = c.in_flight
             c.requests = c.completed = c.errors_injected = c.disconnects = 0
+            c.keys = {}
             c.in_flight = in_flight  # still-running requests stay counted
 
     def to_obj(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ been fully written or the simulator closed the connection itself (``reset``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import random
 import time
@@ -195,11 +196,29 @@ class _Outcome:
         self.server_closed = False
 
 
+def presented_key(request: web.Request) -> str:
+    """The API key a request carries (Bearer, x-api-key, x-goog-api-key or ?key=), or ""."""
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return auth[7:].strip()
+    return (
+        request.headers.get("x-api-key") or request.headers.get("x-goog-api-key") or request.query.get("key") or ""
+    )
+
+
+def key_sha(request: web.Request, counters: Any) -> str:
+    """The hex SHA-256 of the request's API key, counted in ``counters.keys`` (by 16 digits)."""
+    digest = hashlib.sha256(presented_key(request).encode("utf-8", "surrogateescape")).hexdigest()
+    counters.keys[digest[:16]] = counters.keys.get(digest[:16], 0) + 1
+    return digest
+
+
 async def handle(
     state: SimState, dialect: Dialect, request: web.Request, provider: str
 ) -> web.StreamResponse:
     counters = state.stats.of(provider)
     counters.requests += 1
+    sha = key_sha(request, counters)
     if not dialect.auth_ok(request, provider):
         return dialect.error_response(provider, 401, "missing or invalid API key", "authentication_error")
     raw = await request.read()
@@ -216,7 +235,7 @@ async def handle(
     counters.in_flight += 1
     out = _Outcome()
     try:
-        return await _serve(state, dialect, request, provider, parsed, out)
+        return await _serve(state, dialect, request, provider, parsed, out, sha)
     except asyncio.CancelledError:
         if not out.done and not out.server_closed:
             counters.disconnects += 1
@@ -230,12 +249,18 @@ async def handle(
 
 
 async def _serve(
-    state: SimState, dialect: Dialect, request: web.Request, provider: str, parsed: Parsed, out: _Outcome
+    state: SimState,
+    dialect: Dialect,
+    request: web.Request,
+    provider: str,
+    parsed: Parsed,
+    out: _Outcome,
+    sha: str = "",
 ) -> web.StreamResponse:
     counters = state.stats.of(provider)
     config = state.config
     profile = config.profile(provider, parsed.model)
-    fault = state.faults.take(provider, parsed.model)
+    fault = state.faults.take(provider, parsed.model, sha)
     if fault is not None:
         counters.errors_injected += 1
         kind = fault.kind
