@@ -202,7 +202,10 @@ def presented_key(request: web.Request) -> str:
     if auth.startswith("Bearer "):
         return auth[7:].strip()
     return (
-        request.headers.get("x-api-key") or request.headers.get("x-goog-api-key") or request.query.get("key") or ""
+        request.headers.get("x-api-key")
+        or request.headers.get("x-goog-api-key")
+        or request.query.get("key")
+        or ""
     )
 
 
