@@ -201,5 +201,7 @@ class PoolRefresher:
         return bad
 
     def refresh_if_changed(self) -> None:
-        if self.vault.db.changed() != self.pools.generation:
+        """Reload when the state DB moved on since the last load.  Reads the generation the
+        request's authentication just brought up to date (no query of its own)."""
+        if self.vault.db.generation != self.pools.generation:
             self.refresh_now()

@@ -491,11 +491,11 @@ class KeyStore:
             raise AuthenticationFailed(
                 "Missing API key. Send your Fareway key as `Authorization: Bearer <key>` (or `x-api-key`)."
             )
+        generation = self.db.changed()  # every request brings the change watch up to date
         if self.master_key and hmac.compare_digest(presented.encode(), self.master_key.encode()):
             return MASTER
         digest = hash_key(presented)
         mono = time.monotonic()
-        generation = self.db.changed()
         hit = self._cache.get(digest)
         if (
             hit is not None

@@ -36,10 +36,9 @@ def go_duration(seconds: float) -> str:
 
 
 def usd(nano: int) -> str:
-    """Nano-dollars as a plain decimal USD string."""
-    d = (Decimal(nano) / NANO).normalize()
-    s = format(d, "f")
-    return "0" if s in ("-0", "0") else s
+    """Nano-dollars (at least 0) as a plain decimal USD string: ``1.5``, ``0.000001``, ``0``."""
+    whole, frac = divmod(max(0, nano), NANO)
+    return str(whole) if not frac else f"{whole}.{frac:09d}".rstrip("0")
 
 
 def to_nano(amount: Decimal) -> int:

@@ -1,9 +1,12 @@
-"""The reservation store on Redis, for many gateways sharing limits: each reserve, settle and peek
-is ONE Lua script over every bucket of the call, so the check and the hold are one atomic step
-across all of them (no check-then-increment race between gateways).
+"""The reservation store on Redis, for many gateways sharing limits: each reserve is ONE Lua
+script over every bucket of the call, so the check and the hold are one atomic step across all
+of them (no check-then-increment race between gateways).  Settles are queued and sent together,
+one script per event-loop turn for every call that ended in it (a settle is never on a call's
+path; under load this halves the round trips).
 
 Layout (``P`` is the configured prefix; every key carries the ``{lim}`` hash tag, so on Redis
-Cluster all of them live in one slot and a script may touch any set of them)::
+Cluster all of them live in one slot and a script may touch any set of them; the scripts name
+each bucket's hash and derive its ``:h`` companion from it)::
 
     P{lim}:<bucket>      hash   window: one field per one-second slot, ``t`` (their total), ``o``
                                 (the oldest slot still counted); expires 3 minutes after its last use
@@ -13,7 +16,9 @@ Cluster all of them live in one slot and a script may touch any set of them)::
                                 by the next reserve on that bucket
 
 Budget amounts (nano-dollars) may exceed what a Lua number prints exactly, so the scripts move
-them with HINCRBY from argument strings, never by formatting a computed number.
+them with HINCRBY from argument strings, never by formatting a computed number.  A budget settle
+applies once (it is keyed by its hold); a settle re-sent after a lost reply may adjust a
+rate-limit slot twice (that slot leaves the window within a minute).
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from fareway.limits.store import (
 
 log = logging.getLogger("fareway.limits")
 
-_PRUNE = """
+_LIB = """
+local KEEP = __KEEP__
 local function prune_window(h, first)
   local oldest = tonumber(redis.call('HGET', h, 'o') or first)
   if oldest < first then
@@ -73,25 +79,25 @@ end
 """
 
 RESERVE = (
-    "local KEEP = __KEEP__\n"
-    + _PRUNE
+    _LIB
     + """
--- KEYS: per bucket its hash and its holds zset
--- ARGV: now, cur (slot), rid, hold_until, then per bucket: kind (w|b), limit, amount, ends_at ('' = none)
+-- KEYS: each bucket's hash.  ARGV: now, cur (slot), rid, hold_until, then per bucket
+-- "kind limit amount ends_at" (kind w|b; ends_at - for none)
 local now, cur, rid, hold_until = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local first = cur - KEEP + 1
-local n = #KEYS / 2
+local n = #KEYS
+local spec = {}
 local out = {0}
 local refused = 0
 for i = 1, n do
-  local h, z = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 4 + (i - 1) * 4
-  local kind, limit, amount = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local kind, limit, amount, ends_at = string.match(ARGV[4 + i], '^(%a) (%d+) (%d+) (%S+)$')
+  spec[i] = {kind, amount, ends_at}
+  local h = KEYS[i]
   local used, spent, held = 0, 0, 0
   if kind == 'w' then
     used = prune_window(h, first)
   else
-    prune_holds(h, z, now)
+    prune_holds(h, h .. ':h', now)
     spent = tonumber(redis.call('HGET', h, 'spent') or '0')
     held = tonumber(redis.call('HGET', h, 'held') or '0')
     used = spent + held
@@ -99,40 +105,37 @@ for i = 1, n do
   out[#out + 1] = used
   out[#out + 1] = spent
   out[#out + 1] = held
-  if refused == 0 and used + amount > limit then refused = i end
+  if refused == 0 and used + tonumber(amount) > tonumber(limit) then refused = i end
 end
 out[1] = refused
 if refused == 0 then
   for i = 1, n do
-    local h, z = KEYS[2 * i - 1], KEYS[2 * i]
-    local a = 4 + (i - 1) * 4
-    local kind, amount, ends_at = ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
+    local h = KEYS[i]
+    local kind, amount, ends_at = spec[i][1], spec[i][2], spec[i][3]
     if kind == 'w' then
       redis.call('HINCRBY', h, cur, amount)
       redis.call('HINCRBY', h, 't', amount)
       redis.call('HSETNX', h, 'o', first)
       redis.call('EXPIRE', h, 180)
     else
+      local z = h .. ':h'
       redis.call('HSETNX', h, 'spent', 0)
       redis.call('HINCRBY', h, 'held', amount)
       redis.call('HSET', h, 'h:' .. rid, amount)
       redis.call('ZADD', z, hold_until, rid)
-      if ends_at ~= '' then
+      if ends_at ~= '-' then
         redis.call('EXPIREAT', h, math.floor(tonumber(ends_at)) + 86400)
         redis.call('EXPIREAT', z, math.floor(tonumber(ends_at)) + 86400)
       end
     end
   end
-else
-  local a = 4 + (refused - 1) * 4
-  if ARGV[a + 1] == 'w' then
-    local all = redis.call('HGETALL', KEYS[2 * refused - 1])
-    for j = 1, #all, 2 do
-      local s = tonumber(all[j])
-      if s then
-        out[#out + 1] = s
-        out[#out + 1] = tonumber(all[j + 1])
-      end
+elseif spec[refused][1] == 'w' then
+  local all = redis.call('HGETALL', KEYS[refused])
+  for j = 1, #all, 2 do
+    local s = tonumber(all[j])
+    if s then
+      out[#out + 1] = s
+      out[#out + 1] = tonumber(all[j + 1])
     end
   end
 end
@@ -141,46 +144,51 @@ return out
 ).replace("__KEEP__", str(KEEP_SLOTS))
 
 SETTLE = """
--- ARGV: rid, cur, slot, then per bucket: kind, reserved, actual
-local rid, cur, slot = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+-- Many tickets at once.  KEYS: every bucket hash of every ticket, in order.  ARGV: cur, then per
+-- ticket "rid slot n", then its n buckets as "kind reserved actual".
+local cur = tonumber(ARGV[1])
 local first = cur - __KEEP__ + 1
-local n = #KEYS / 2
-for i = 1, n do
-  local h, z = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 3 + (i - 1) * 3
-  local kind, reserved, actual = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  if kind == 'w' then
-    if tonumber(slot) >= first then
-      local v = redis.call('HGET', h, slot)
-      if v then
-        local delta = tonumber(actual) - tonumber(reserved)
-        if delta < -tonumber(v) then delta = -tonumber(v) end
-        if delta ~= 0 then
-          redis.call('HINCRBY', h, slot, delta)
-          redis.call('HINCRBY', h, 't', delta)
+local a, k = 2, 1
+while a <= #ARGV do
+  local rid, slot, n = string.match(ARGV[a], '^(%S+) (%d+) (%d+)$')
+  a = a + 1
+  for _ = 1, tonumber(n) do
+    local kind, reserved, actual = string.match(ARGV[a], '^(%a) (%d+) (%d+)$')
+    local h = KEYS[k]
+    a, k = a + 1, k + 1
+    if kind == 'w' then
+      if tonumber(slot) >= first then
+        local v = redis.call('HGET', h, slot)
+        if v then
+          local delta = tonumber(actual) - tonumber(reserved)
+          if delta < -tonumber(v) then delta = -tonumber(v) end
+          if delta ~= 0 then
+            redis.call('HINCRBY', h, slot, delta)
+            redis.call('HINCRBY', h, 't', delta)
+          end
         end
       end
+    else
+      local v = redis.call('HGET', h, 'h:' .. rid)
+      if v then
+        redis.call('HINCRBY', h, 'held', '-' .. v)
+        redis.call('HDEL', h, 'h:' .. rid)
+        redis.call('ZREM', h .. ':h', rid)
+        redis.call('HINCRBY', h, 'spent', actual)
+      end
     end
-  else
-    local v = redis.call('HGET', h, 'h:' .. rid)
-    if v then
-      redis.call('HINCRBY', h, 'held', '-' .. v)
-      redis.call('HDEL', h, 'h:' .. rid)
-      redis.call('ZREM', z, rid)
-    end
-    redis.call('HINCRBY', h, 'spent', actual)
   end
 end
 return 1
 """.replace("__KEEP__", str(KEEP_SLOTS))
 
 PEEK = """
--- read only. ARGV: now, cur, then per bucket: kind
+-- read only.  KEYS: the bucket hashes.  ARGV: now, cur, then each bucket's kind
 local now, cur = tonumber(ARGV[1]), tonumber(ARGV[2])
 local first = cur - __KEEP__ + 1
 local out = {}
-for i = 1, #KEYS / 2 do
-  local h, z = KEYS[2 * i - 1], KEYS[2 * i]
+for i = 1, #KEYS do
+  local h = KEYS[i]
   local used, spent, held, newest = 0, 0, 0, -1
   if ARGV[2 + i] == 'w' then
     local all = redis.call('HGETALL', h)
@@ -195,7 +203,7 @@ for i = 1, #KEYS / 2 do
   else
     spent = tonumber(redis.call('HGET', h, 'spent') or '0')
     held = tonumber(redis.call('HGET', h, 'held') or '0')
-    for _, r in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now)) do
+    for _, r in ipairs(redis.call('ZRANGEBYSCORE', h .. ':h', '-inf', now)) do
       held = held - tonumber(redis.call('HGET', h, 'h:' .. r) or '0')
     end
     used = spent + held
@@ -209,11 +217,14 @@ return out
 """.replace("__KEEP__", str(KEEP_SLOTS))
 
 SEED = """
-if redis.call('HSETNX', KEYS[1], 'spent', ARGV[1]) == 1 and ARGV[2] ~= '' then
+if redis.call('HSETNX', KEYS[1], 'spent', ARGV[1]) == 1 and ARGV[2] ~= '-' then
   redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(ARGV[2])) + 86400)
 end
 return 1
 """
+
+_MAX_BATCH = 256
+"""Tickets settled by one script at most."""
 
 
 class RedisStore:
@@ -248,14 +259,11 @@ class RedisStore:
         self._settle = self._r.register_script(SETTLE)
         self._peek = self._r.register_script(PEEK)
         self._seed = self._r.register_script(SEED)
+        self._queue: list[tuple[Ticket, list[int]]] = []
         self._pending: set[asyncio.Task[None]] = set()
 
-    def _keys(self, buckets: Sequence[Bucket]) -> list[str]:
-        out: list[str] = []
-        for b in buckets:
-            h = f"{self.prefix}{{lim}}:{b.key}"
-            out += [h, h + ":h"]
-        return out
+    def _key(self, b: Bucket) -> str:
+        return f"{self.prefix}{{lim}}:{b.key}"
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         import redis.exceptions
@@ -270,13 +278,9 @@ class RedisStore:
         cur = slot_of(now)
         args: list[Any] = [repr(now), cur, rid, repr(now + hold_s)]
         for b in buckets:
-            args += [
-                "w" if b.kind == "window" else "b",
-                b.limit,
-                b.amount,
-                "" if b.ends_at is None else repr(b.ends_at),
-            ]
-        out = [int(x) for x in await self._call(self._reserve, self._keys(buckets), args)]
+            ends = "-" if b.ends_at is None else repr(b.ends_at)
+            args.append(f"{'w' if b.kind == 'window' else 'b'} {b.limit} {b.amount} {ends}")
+        out = [int(x) for x in await self._call(self._reserve, [self._key(b) for b in buckets], args)]
         refused = out[0] - 1
         levels: list[Level] = []
         for i, b in enumerate(buckets):
@@ -284,8 +288,8 @@ class RedisStore:
             if b.kind == "window":
                 if refused < 0:
                     used += b.amount
-                # the window's reset: its newest slot is now when this call went in
-                levels.append(Level(b, used, float(KEEP_SLOTS) - (now - cur) if used else 0.0))
+                # an admitted call went into the current slot: the window empties KEEP slots later
+                levels.append(Level(b, used, (cur + KEEP_SLOTS) - now if used else 0.0))
             else:
                 if refused < 0:
                     held += b.amount
@@ -308,15 +312,26 @@ class RedisStore:
         if ticket.settled:
             return
         ticket.settled = True
-        task = asyncio.ensure_future(self._settle_with_retries(ticket, list(actual)))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._queue.append((ticket, [max(0, int(a)) for a in actual]))
+        if len(self._queue) == 1:
+            task = asyncio.ensure_future(self._flush())
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
-    async def _settle_with_retries(self, ticket: Ticket, actual: list[int]) -> None:
-        args: list[Any] = [ticket.rid, slot_of(self.clock()), ticket.slot]
-        for b, real in zip(ticket.buckets, actual, strict=True):
-            args += ["w" if b.kind == "window" else "b", b.amount, max(0, real)]
-        keys = self._keys(ticket.buckets)
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the calls ending in this loop turn join the batch
+        while self._queue:
+            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            keys: list[str] = []
+            args: list[Any] = [slot_of(self.clock())]
+            for ticket, actual in batch:
+                args.append(f"{ticket.rid} {ticket.slot} {len(ticket.buckets)}")
+                for b, real in zip(ticket.buckets, actual, strict=True):
+                    keys.append(self._key(b))
+                    args.append(f"{'w' if b.kind == 'window' else 'b'} {b.amount} {real}")
+            await self._send_settles(keys, args, len(batch))
+
+    async def _send_settles(self, keys: list[str], args: list[Any], n: int) -> None:
         for delay in (0.1, 0.5, 2.0, None):
             try:
                 await self._call(self._settle, keys, args)
@@ -324,9 +339,9 @@ class RedisStore:
             except StoreUnavailable as exc:
                 if delay is None:
                     log.error(
-                        "settling reservation %s failed (%s): its holds expire by themselves, its spend "
-                        "is missing from the store until the next seed from the ledger",
-                        ticket.rid,
+                        "settling %d reservation(s) failed (%s): their holds expire by themselves, their "
+                        "spend is missing from the store until the next seed from the ledger",
+                        n,
                         exc,
                     )
                     return
@@ -336,7 +351,7 @@ class RedisStore:
         now = self.clock()
         cur = slot_of(now)
         args: list[Any] = [repr(now), cur, *("w" if b.kind == "window" else "b" for b in buckets)]
-        out = [int(x) for x in await self._call(self._peek, self._keys(buckets), args)]
+        out = [int(x) for x in await self._call(self._peek, [self._key(b) for b in buckets], args)]
         levels = []
         for i, b in enumerate(buckets):
             used, spent, held, newest = out[4 * i : 4 * i + 4]
@@ -349,9 +364,9 @@ class RedisStore:
 
     async def seed(self, key: str, spent: int, ends_at: float | None) -> None:
         h = f"{self.prefix}{{lim}}:{key}"
-        await self._call(self._seed, [h], [spent, "" if ends_at is None else repr(ends_at)])
+        await self._call(self._seed, [h], [spent, "-" if ends_at is None else repr(ends_at)])
 
     async def close(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
         await self._r.aclose()

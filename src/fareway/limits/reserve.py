@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from fareway.errors import BudgetExceeded, FarewayError, RateLimited
@@ -42,6 +43,7 @@ from fareway.limits.settings import LimitSettings
 from fareway.limits.store import Bucket, Level, Refusal, ReservationStore, StoreUnavailable, Ticket
 from fareway.pipeline.context import CallContext
 from fareway.router.routes import targets
+from fareway.tokens import count_tokens, estimate_text_tokens
 from fareway.types import EmbeddingRequest, Usage
 
 log = logging.getLogger("fareway.limits")
@@ -62,7 +64,14 @@ class LimitsUnavailable(FarewayError):
 
 def period(window: Window, now: float) -> tuple[str, datetime | None, float | None]:
     """(label, start, end as Unix time) of the UTC period containing ``now``."""
-    t = datetime.fromtimestamp(now, UTC)
+    if window == "total":
+        return "all", None, None
+    return _period(window, int(now // 86400))
+
+
+@lru_cache(maxsize=64)
+def _period(window: Window, day: int) -> tuple[str, datetime | None, float | None]:
+    t = datetime.fromtimestamp(day * 86400, UTC)
     if window == "daily":
         start = t.replace(hour=0, minute=0, second=0, microsecond=0)
         return start.strftime("%Y-%m-%d"), start, start.timestamp() + 86400
@@ -87,20 +96,57 @@ def _owners(p: Principal) -> list[tuple[str, str, str, Limits]]:
     return out
 
 
+class WorstRates:
+    """Per (provider, model): the dearest input and output rate in nano-dollars per token (input:
+    uncached or cache-write; output: plain or reasoning), from the price source's unit prices,
+    kept for the UTC day.  A model with prompt-size tiers is priced exactly instead
+    (:func:`worst_cost`)."""
+
+    def __init__(self, prices: PriceSource) -> None:
+        self.prices = prices
+        self._day = -1
+        self._rates: dict[tuple[str, str], tuple[float, float] | None] = {}
+
+    def cost_nano(self, ups: Sequence[tuple[str, str]], prompt: int, output: int, now: float) -> int | None:
+        day = int(now // 86400)
+        if day != self._day:
+            self._day, self._rates = day, {}
+        worst = 0.0
+        for key in ups:
+            if key in self._rates:
+                rates = self._rates[key]
+            else:
+                rates = self._rates[key] = self._rates_of(*key)
+            if rates is None:  # unpriced, or tiered: the exact path
+                exact = worst_cost(self.prices, ups, prompt, output)
+                return None if exact is None else to_nano(exact)
+            worst = max(worst, prompt * rates[0] + output * rates[1])
+        return math.ceil(worst)
+
+    def _rates_of(self, provider: str, model: str) -> tuple[float, float] | None:
+        u = self.prices.unit_prices(provider, model)
+        if u is None or u.tiered:
+            return None
+        per_token = 1000.0  # USD per million tokens -> nano-dollars per token
+        inp = float(max(u.input, u.cache_write)) * per_token
+        out = float(max(u.output, u.reasoning if u.reasoning is not None else u.output)) * per_token
+        return inp, out
+
+
 def worst_cost(
     prices: PriceSource, ups: Sequence[tuple[str, str]], prompt: int, output: int
 ) -> Decimal | None:
     """The highest cost of ``prompt`` input and ``output`` tokens over every (provider, model) in
     ``ups``; None when one of them has no price."""
+    # the input all uncached, or all written to the cache (Anthropic: 1.25x); the output all
+    # plain, or all reasoning (where that is priced apart); the two shapes bound every mix
     shapes = (
         Usage(prompt, output),
-        Usage(prompt, output, cache_write_tokens=prompt),
-        Usage(prompt, output, reasoning_tokens=output),
         Usage(prompt, output, cache_write_tokens=prompt, reasoning_tokens=output),
     )
     worst = Decimal(0)
     for provider, model in dict.fromkeys(ups):
-        for u in shapes if output else shapes[:2]:
+        for u in shapes:
             c = prices.price(provider, model, u)
             if c is None:
                 return None
@@ -138,37 +184,23 @@ class LimitsAdmission:
         self.clock = clock
         self._seeded: set[str] = set()
         self._seeding: dict[str, asyncio.Future[None]] = {}
+        self._rates = WorstRates(prices) if prices is not None else None
 
     # ------------------------------------------------------------------ estimate
 
-    async def _prompt_tokens(self, ctx: CallContext) -> int:
+    def _count(self, ctx: CallContext) -> int:
+        """The prompt's tokens, offline (o200k): the router's count when it made one."""
         emb = ctx.notes.get("embedding_request")
         if isinstance(emb, EmbeddingRequest):
-            from fareway.tokens import estimate_text_tokens
+            return sum(estimate_text_tokens(i) if isinstance(i, str) else len(i) for i in emb.inputs)
+        decision = ctx.decision
+        if decision is not None and decision.requirements is not None and decision.requirements.prompt_tokens:
+            return decision.requirements.prompt_tokens
+        return count_tokens(ctx.req) if ctx.req is not None else 0
 
-            def count() -> int:
-                return sum(estimate_text_tokens(i) if isinstance(i, str) else len(i) for i in emb.inputs)
-
-            n = await asyncio.to_thread(count) if len(ctx.body) > _BIG_BODY else count()
-        else:
-            decision = ctx.decision
-            if (
-                decision is not None
-                and decision.requirements is not None
-                and decision.requirements.prompt_tokens
-            ):
-                n = decision.requirements.prompt_tokens
-            elif ctx.req is not None:
-                from fareway.tokens import count_tokens
-
-                req = ctx.req
-                n = (
-                    await asyncio.to_thread(count_tokens, req)
-                    if len(ctx.body) > _BIG_BODY
-                    else count_tokens(req)
-                )
-            else:
-                n = 0
+    async def _prompt_tokens(self, ctx: CallContext) -> int:
+        """:meth:`_count` times the margin; a long request is counted in a worker thread."""
+        n = await asyncio.to_thread(self._count, ctx) if len(ctx.body) > _BIG_BODY else self._count(ctx)
         return math.ceil(n * self.settings.prompt_margin)
 
     def _output_tokens(self, ctx: CallContext) -> int:
@@ -221,16 +253,17 @@ class LimitsAdmission:
         owners = _owners(p)
         budgeted = any(lim.budgeted for *_, lim in owners)
         tokens_needed = budgeted or any(lim.tpm for *_, lim in owners)
-        prompt = await self._prompt_tokens(ctx) if tokens_needed else 0
+        if not tokens_needed:
+            prompt = 0
+        elif len(ctx.body) > _BIG_BODY:
+            prompt = await self._prompt_tokens(ctx)
+        else:
+            prompt = math.ceil(self._count(ctx) * self.settings.prompt_margin)
         output = self._output_tokens(ctx) if tokens_needed else 0
         cost = 0
         now = self.clock()
         if budgeted:
-            worst = (
-                worst_cost(self.prices, self._targets(ctx), prompt, output)
-                if self.prices is not None
-                else None
-            )
+            worst = self._rates.cost_nano(self._targets(ctx), prompt, output, now) if self._rates else None
             if worst is None:
                 if self.settings.unpriced == "refuse":
                     raise BudgetExceeded(
@@ -241,7 +274,7 @@ class LimitsAdmission:
                         code="unpriced_call",
                     )
             else:
-                cost = to_nano(worst)
+                cost = worst
         buckets: list[Bucket] = []
         names: dict[str, str] = {}
         try:
@@ -254,7 +287,8 @@ class LimitsAdmission:
                 for window, limit_usd in lim.budgets():
                     label, since, ends_at = period(window, now)
                     key = f"bg:{scope}:{owner}:{window}:{label}"
-                    await self._ensure_seeded(key, scope, owner, since, ends_at)
+                    if key not in self._seeded:
+                        await self._ensure_seeded(key, scope, owner, since, ends_at)
                     buckets.append(Bucket(key, "budget", to_nano(limit_usd), cost, ends_at))
             result = await self.store.reserve(ctx.request_id, buckets, hold_s=self.hold_s)
         except (StoreUnavailable, OSError) as exc:

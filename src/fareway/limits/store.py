@@ -249,7 +249,10 @@ class MemoryStore:
                 else:
                     st.held += b.amount
                     st.holds[rid] = (b.amount, now + hold_s)
-        levels = [self._level(b, st, now) for b, st in zip(buckets, states, strict=True)]
+        levels = [
+            self._level(b, st, now, cur if refused < 0 else None)
+            for b, st in zip(buckets, states, strict=True)
+        ]
         if refused >= 0:
             lv, st = levels[refused], states[refused]
             b = buckets[refused]
@@ -261,9 +264,15 @@ class MemoryStore:
             return Refusal(refused, levels)
         return Ticket(rid, tuple(buckets), cur, levels)
 
-    def _level(self, b: Bucket, st: _Window | _Budget, now: float) -> Level:
+    def _level(self, b: Bucket, st: _Window | _Budget, now: float, cur: int | None) -> Level:
         if isinstance(st, _Window):
-            return Level(b, st.total, window_reset(st.slots, now))
+            # admitted: this call went into the current slot, so the window empties KEEP slots later
+            reset = (
+                (cur + KEEP_SLOTS) * SLOT_S - now
+                if cur is not None and st.total
+                else window_reset(st.slots, now)
+            )
+            return Level(b, st.total, reset)
         return Level(b, st.spent + st.held, budget_reset(b, now), spent=st.spent, held=st.held)
 
     async def reserve(self, rid: str, buckets: Sequence[Bucket], *, hold_s: float) -> Ticket | Refusal:
@@ -278,9 +287,8 @@ class MemoryStore:
         for b, real in zip(ticket.buckets, actual, strict=True):
             if b.kind == "window":
                 w = self._windows.get(b.key)
-                if w is None:
-                    continue
-                w.prune(cur)
+                if w is None or ticket.slot < cur - KEEP_SLOTS + 1:
+                    continue  # the reservation's slot has left the window already
                 if ticket.slot in w.slots:
                     delta = max(-w.slots[ticket.slot], real - b.amount)
                     w.slots[ticket.slot] += delta
