@@ -38,7 +38,9 @@ VARIANTS = ("nolimits", "limits", "limits-redis")
 
 def make_key(fareway: list[str], cfg: Path, limited: bool) -> str:
     def run(*args: str) -> str:
-        out = subprocess.run([*fareway, *args, "--config", str(cfg)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [*fareway, *args, "--config", str(cfg)], capture_output=True, text=True, check=True
+        )
         return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
 
     if not limited:
@@ -135,7 +137,11 @@ def main() -> None:
         print(
             f"{name:<14} {m['rps']:>8.0f} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['non2xx']:>8.0f} {cpu}  "
             f"{[round(r['rps']) for r in rs]}"
-            + (f" (non-2xx per run: {[round(r['non2xx']) for r in rs]})" if any(r["non2xx"] for r in rs) else "")
+            + (
+                f" (non-2xx per run: {[round(r['non2xx']) for r in rs]})"
+                if any(r["non2xx"] for r in rs)
+                else ""
+            )
         )
     base = medians.get("nolimits")
     if base:
