@@ -5,8 +5,8 @@ In the admit stage (after the route is resolved), for a key with limits of its o
 * **estimate** the call's worst case: prompt tokens counted offline (``fareway.tokens``, the
   router's count when it made one) times ``prompt_margin``; output bounded by ``max_tokens``
   (times ``n``) or, when the request sets none, ``output_tokens``; its cost at the highest
-  price among every target of the route (fallbacks and race legs included), taking the dearer of
-  uncached and cache-write input, of output and reasoning prices;
+  price among the targets of a fallback chain (and the sum over a race's legs, which may all run
+  at once), taking the dearer of uncached and cache-write input, of output and reasoning prices;
 * **reserve** one request, those tokens and that cost in every bucket of the key and its team
   (requests and tokens per minute, USD per day, month, total) in ONE atomic store step;
 * **refuse** when a bucket cannot hold it: 429 with OpenAI's ``x-ratelimit-*`` headers and
@@ -42,7 +42,7 @@ from fareway.limits.headers import budget_headers, go_duration, rate_headers, to
 from fareway.limits.settings import LimitSettings
 from fareway.limits.store import Bucket, Level, Refusal, ReservationStore, StoreUnavailable, Ticket
 from fareway.pipeline.context import CallContext
-from fareway.router.routes import targets
+from fareway.router.routes import Race, Route, Split, Target, targets
 from fareway.tokens import count_tokens, estimate_text_tokens
 from fareway.types import EmbeddingRequest, Usage
 
@@ -107,21 +107,20 @@ class WorstRates:
         self._day = -1
         self._rates: dict[tuple[str, str], tuple[float, float] | None] = {}
 
-    def cost_nano(self, ups: Sequence[tuple[str, str]], prompt: int, output: int, now: float) -> int | None:
+    def cost_nano(self, provider: str, model: str, prompt: int, output: int, now: float) -> int | None:
+        """The worst cost of one target, or None when it has no price."""
         day = int(now // 86400)
         if day != self._day:
             self._day, self._rates = day, {}
-        worst = 0.0
-        for key in ups:
-            if key in self._rates:
-                rates = self._rates[key]
-            else:
-                rates = self._rates[key] = self._rates_of(*key)
-            if rates is None:  # unpriced, or tiered: the exact path
-                exact = worst_cost(self.prices, ups, prompt, output)
-                return None if exact is None else to_nano(exact)
-            worst = max(worst, prompt * rates[0] + output * rates[1])
-        return math.ceil(worst)
+        key = (provider, model)
+        if key in self._rates:
+            rates = self._rates[key]
+        else:
+            rates = self._rates[key] = self._rates_of(provider, model)
+        if rates is None:  # unpriced, or tiered: the exact path
+            exact = worst_cost(self.prices, [key], prompt, output)
+            return None if exact is None else to_nano(exact)
+        return math.ceil(prompt * rates[0] + output * rates[1])
 
     def _rates_of(self, provider: str, model: str) -> tuple[float, float] | None:
         u = self.prices.unit_prices(provider, model)
@@ -131,6 +130,25 @@ class WorstRates:
         inp = float(max(u.input, u.cache_write)) * per_token
         out = float(max(u.output, u.reasoning if u.reasoning is not None else u.output)) * per_token
         return inp, out
+
+
+def route_worst(route: Route, leaf: Callable[[Target], int | None]) -> int | None:
+    """A route's worst case from its targets': a race may run every leg at once (the sum), a
+    fallback chain or a split runs one of its children to the end (the highest); None when a
+    target's is unknown."""
+    if isinstance(route, Target):
+        return leaf(route)
+    kids = (
+        [route_worst(r, leaf) for _, r in route.choices]
+        if isinstance(route, Split)
+        else [route_worst(r, leaf) for r in route.routes]
+    )
+    if any(k is None for k in kids):
+        return None
+    known = [k for k in kids if k is not None]
+    if not known:
+        return 0
+    return sum(known) if isinstance(route, Race) else max(known)
 
 
 def worst_cost(
@@ -219,6 +237,20 @@ class LimitsAdmission:
             return []
         return [(t.upstream.provider, t.upstream.model) for t in targets(ctx.decision.route)]
 
+    def _worst(self, ctx: CallContext, prompt: int, output: int, now: float) -> tuple[int, int | None]:
+        """(tokens, nano-dollars) the call may use at worst (None: a target has no price)."""
+        route = ctx.decision.route if ctx.decision is not None else None
+        if route is None:
+            return prompt + output, 0
+        tokens = route_worst(route, lambda t: prompt + output) or 0
+        rates = self._rates
+        if rates is None:
+            return tokens, None
+        cost = route_worst(
+            route, lambda t: rates.cost_nano(t.upstream.provider, t.upstream.model, prompt, output, now)
+        )
+        return tokens, cost
+
     # -------------------------------------------------------------------- seeding
 
     async def _ensure_seeded(
@@ -262,8 +294,8 @@ class LimitsAdmission:
         output = self._output_tokens(ctx) if tokens_needed else 0
         cost = 0
         now = self.clock()
+        tokens, worst = self._worst(ctx, prompt, output, now) if tokens_needed else (0, 0)
         if budgeted:
-            worst = self._rates.cost_nano(self._targets(ctx), prompt, output, now) if self._rates else None
             if worst is None:
                 if self.settings.unpriced == "refuse":
                     raise BudgetExceeded(
@@ -283,7 +315,7 @@ class LimitsAdmission:
                 if lim.rpm:
                     buckets.append(Bucket(f"rl:{scope}:{owner}:rpm", "window", lim.rpm, 1))
                 if lim.tpm:
-                    buckets.append(Bucket(f"rl:{scope}:{owner}:tpm", "window", lim.tpm, prompt + output))
+                    buckets.append(Bucket(f"rl:{scope}:{owner}:tpm", "window", lim.tpm, tokens))
                 for window, limit_usd in lim.budgets():
                     label, since, ends_at = period(window, now)
                     key = f"bg:{scope}:{owner}:{window}:{label}"
@@ -300,7 +332,7 @@ class LimitsAdmission:
             ) from exc
         if isinstance(result, Refusal):
             raise self._refusal(result, names, p)
-        ctx.notes["limits"] = _Held(result, prompt + output, cost, names)
+        ctx.notes["limits"] = _Held(result, tokens, cost, names)
         ctx.reply_headers += rate_headers(result.levels) + budget_headers(result.levels)
 
     def _refusal(self, r: Refusal, names: dict[str, str], p: Principal) -> FarewayError:
