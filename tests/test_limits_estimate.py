@@ -24,7 +24,9 @@ def t(provider: str) -> Target:
 
 def worst(route: object, prompt: int, output: int) -> int | None:
     rates = WorstRates(PriceBook(PRICES))
-    return route_worst(route, lambda x: rates.cost_nano(x.upstream.provider, x.upstream.model, prompt, output, NOW))  # type: ignore[arg-type]
+    return route_worst(
+        route, lambda x: rates.cost_nano(x.upstream.provider, x.upstream.model, prompt, output, NOW)
+    )  # type: ignore[arg-type]
 
 
 def test_one_target_at_its_dearest_rates() -> None:
@@ -45,3 +47,38 @@ def test_fallback_takes_the_dearest_and_a_race_the_sum() -> None:
 
 def test_a_target_without_a_price_makes_the_call_unpriceable() -> None:
     assert worst(Fallback([t("cheap"), t("nowhere")]), 10, 10) is None
+
+
+def test_config_sections_are_strict() -> None:
+    import pytest
+
+    from fareway.config import ConfigError, load_config
+
+    def load(text: str, env: dict[str, str] | None = None) -> object:
+        import pathlib
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            p = pathlib.Path(d) / "f.toml"
+            p.write_text(text)
+            return load_config(p, env=env or {})
+
+    cfg = load(
+        '[limits]\nstore = "redis"\nredis_url = "redis://:${PW}@127.0.0.1:6379/0"\nunpriced = "admit"\n',
+        {"PW": "s3cret"},
+    )
+    assert cfg.limit_settings.redis_url == "redis://:s3cret@127.0.0.1:6379/0"  # type: ignore[attr-defined]
+    assert cfg.limit_settings.unpriced == "admit"  # type: ignore[attr-defined]
+    cfg = load("[keys]\nrate_limit_rest = 5\n", {"FAREWAY_VAULT_KEY": "k1,k2"})
+    assert cfg.key_settings.vault_key == "k1,k2" and cfg.key_settings.rate_limit_rest == 5.0  # type: ignore[attr-defined]
+    for bad, name in (
+        ('[limits]\nstore = "disk"\n', "store"),
+        ("[limits]\noutput_tokens = 0\n", "output_tokens"),
+        ("[limits]\nprompt_margin = 0.5\n", "prompt_margin"),
+        ("[limits]\nbogus = 1\n", "bogus"),
+        ('[keys]\nvault_key = "${NOPE}"\n', "NOPE"),
+        ("[keys]\nquota_rest = -1\n", "quota_rest"),
+        ('[limits]\nredis_url = "http://x"\n', "redis_url"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            load(bad)

@@ -372,9 +372,12 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     keys_section = dict(_section(data, "keys"))
     if isinstance(keys_section.get("vault_key"), str):
         keys_section["vault_key"] = require_env(keys_section["vault_key"], env, "[keys] vault_key")
+    limits_section = dict(_section(data, "limits"))
+    if isinstance(limits_section.get("redis_url"), str):  # a password may be given as ${VAR}
+        limits_section["redis_url"] = require_env(limits_section["redis_url"], env, "[limits] redis_url")
     try:
         cfg.key_settings = parse_key_settings(keys_section, env)
-        cfg.limit_settings = parse_limit_settings(_section(data, "limits"))
+        cfg.limit_settings = parse_limit_settings(limits_section)
     except (KeySettingsError, LimitSettingsError) as exc:
         raise ConfigError(str(exc)) from exc
     master = data.get("master_key")
