@@ -43,6 +43,9 @@ Top-level sections:
                   (dialect + base_url + api_key; models = [...] optional)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
 ``[prices.X]``    per-provider prices per million tokens: {"model" = {input=..., output=...}}
+``[cache]``       opt-in response caching (fareway.cache.settings: enabled, url, ttl, max_ttl,
+                  max_bytes, max_entry_bytes, coalesce, prefix, timeout, [cache.share]); an alias
+                  table may carry ``cache = {mode, ttl}``
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fareway.cache.settings import CacheSettings, CacheSettingsError
+from fareway.cache.settings import parse as parse_cache
 from fareway.errors import FarewayError
 from fareway.providers.quirks import Quirks
 from fareway.providers.registry import BUILTIN_PROVIDERS, ProviderSpec
@@ -153,6 +158,7 @@ class Config:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     master_key: str | None = None
     demo: bool = False
     source: str = "<defaults>"
@@ -334,6 +340,10 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
 
     cfg.aliases = _section(data, "aliases")
     cfg.prices = _section(data, "prices")
+    try:
+        cfg.cache = parse_cache(_section(data, "cache"), cfg.aliases)
+    except CacheSettingsError as exc:
+        raise ConfigError(str(exc)) from None
     master = data.get("master_key")
     cfg.master_key = (
         expand_env(master, env) if isinstance(master, str) else env.get("FAREWAY_MASTER_KEY") or None

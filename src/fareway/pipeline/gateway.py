@@ -63,7 +63,7 @@ class Gateway:
         self.on_close: list[Callable[[], Awaitable[None]]] = []
         self.admit = Admit(list(admissions or []))
         self.lookups: list[Stage] = []
-        """Stages between resolve and execute that may answer early (the cache, when it lands)."""
+        """Stages between resolve and execute that may answer early (the response cache)."""
         self.wrappers: list[StreamWrapper] = []
         self.after_hooks: list[AfterHook] = []
         self._parse = Parse()
@@ -202,6 +202,8 @@ class Gateway:
         ]
         if committed.log.dropped:
             hdrs.append(("x-fareway-dropped-params", ",".join(committed.log.dropped)))
+        if ctx.reply_headers:
+            hdrs += ctx.reply_headers.items()
         return hdrs
 
     def _route_header(self, ctx: CallContext) -> str:

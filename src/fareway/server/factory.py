@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fareway.adapters.base import Adapter
+from fareway.cache.wiring import install as install_cache
 from fareway.config import Config, ConfigError
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
@@ -164,6 +165,7 @@ def build_gateway(config: Config) -> Gateway:
         stats=stats,
     )
     gateway.on_start.append(_warm_tokenizer)
+    install_cache(gateway, config.cache, price=accounting.price)
     return gateway
 
 
