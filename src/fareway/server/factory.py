@@ -165,7 +165,8 @@ def build_gateway(config: Config) -> Gateway:
         stats=stats,
     )
     gateway.on_start.append(_warm_tokenizer)
-    install_cache(gateway, config.cache, price=accounting.price)
+    cache = install_cache(gateway, config.cache, price=accounting.price)
+    metrics.bind_cache_store(cache.store)
     return gateway
 
 
