@@ -101,7 +101,9 @@ def test_errors_cache_hits_and_unrouted_calls() -> None:
         cache="stored", cost=Decimal("0.5"),
     )  # fmt: skip
     m.observe(miss, [])
-    m.observe(CallRecord(request_id="r5", requested_model="x", provider="openai", upstream_model="gpt-4o-mini"), [])
+    m.observe(
+        CallRecord(request_id="r5", requested_model="x", provider="openai", upstream_model="gpt-4o-mini"), []
+    )
     # a client's made-up model name never becomes a label value
     text = m.render().decode()
     assert "made-up" not in text

@@ -16,16 +16,22 @@ from fareway.cache.entry import Entry
 
 
 class Flight:
-    __slots__ = ("_done", "entry", "landed")
+    __slots__ = ("_done", "entry", "landed", "waiters")
 
     def __init__(self) -> None:
         self._done = asyncio.Event()
         self.entry: Entry | None = None
         self.landed = False
+        self.waiters = 0
+        """Calls waiting for this flight now."""
 
     async def wait(self) -> Entry | None:
         """The leader's entry, or None.  Cancelling a waiter does not disturb the flight."""
-        await self._done.wait()
+        self.waiters += 1
+        try:
+            await self._done.wait()
+        finally:
+            self.waiters -= 1
         return self.entry
 
 

@@ -48,7 +48,7 @@ from fareway.types import (
 FORMAT = 1
 PIECE = 24
 """Characters a replayed piece of a whole-answer delta aims at (about what a provider streams)."""
-_LONG = 4 * PIECE
+_LONG = 2 * PIECE
 
 _PART_TYPES: dict[str, type[Any]] = {
     "text": TextPart,
