@@ -287,6 +287,12 @@ def test_bad_settings_stop_start_up_naming_the_key(tmp_path: Path, toml: str, na
         load_config(f, env={})
 
 
+def test_the_redis_url_takes_a_password_from_the_environment(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[cache]\nurl = "redis://:${REDIS_PW}@127.0.0.1:6379/0"\n')
+    assert load_config(f, env={"REDIS_PW": "s3cret"}).cache.url == "redis://:s3cret@127.0.0.1:6379/0"
+
+
 def test_parse_raises_its_own_error_type() -> None:
     with pytest.raises(CacheSettingsError):
         parse({"timeout": 0})

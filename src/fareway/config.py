@@ -340,8 +340,14 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
 
     cfg.aliases = _section(data, "aliases")
     cfg.prices = _section(data, "prices")
+    cache = dict(_section(data, "cache"))
+    if isinstance(cache.get("url"), str):  # a password may be given as ${VAR}
+        url = expand_env(cache["url"], env)
+        if url is None:
+            raise ConfigError("[cache] url refers to an environment variable that is not set")
+        cache["url"] = url
     try:
-        cfg.cache = parse_cache(_section(data, "cache"), cfg.aliases)
+        cfg.cache = parse_cache(cache, cfg.aliases)
     except CacheSettingsError as exc:
         raise ConfigError(str(exc)) from None
     master = data.get("master_key")
