@@ -56,7 +56,7 @@ def _post(url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, dict[
         data=payload,
         headers={"content-type": "application/json", "authorization": f"Bearer {KEY}", **headers},
     )
-    with urllib.request.urlopen(req, timeout=10) as r:
+    with urllib.request.urlopen(req, timeout=60) as r:
         return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
 
 
@@ -64,7 +64,7 @@ def _cache_hits(port: int) -> float:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/metrics", headers={"authorization": f"Bearer {KEY}"}
     )
-    with urllib.request.urlopen(req, timeout=10) as r:
+    with urllib.request.urlopen(req, timeout=60) as r:
         text = r.read().decode()
     return sum(float(m.group(1)) for m in re.finditer(r"^fareway_cache_hits_total\{[^}]*\} (\S+)$", text, re.M))
 
