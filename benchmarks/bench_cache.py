@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import (  # noqa: E402
+from bench_gateway import (
     HAS_PROC,
     HERE,
     KEY,
@@ -66,7 +66,9 @@ def _cache_hits(port: int) -> float:
     )
     with urllib.request.urlopen(req, timeout=60) as r:
         text = r.read().decode()
-    return sum(float(m.group(1)) for m in re.finditer(r"^fareway_cache_hits_total\{[^}]*\} (\S+)$", text, re.M))
+    return sum(
+        float(m.group(1)) for m in re.finditer(r"^fareway_cache_hits_total\{[^}]*\} (\S+)$", text, re.M)
+    )
 
 
 def main() -> None:
@@ -94,7 +96,14 @@ def main() -> None:
             for target in targets:
                 port = free_port()
                 if target == "proxy":
-                    cmd = [PY, str(HERE / "bare_proxy.py"), "--port", str(port), "--upstream", f"{sim_url}/openai"]
+                    cmd = [
+                        PY,
+                        str(HERE / "bare_proxy.py"),
+                        "--port",
+                        str(port),
+                        "--upstream",
+                        f"{sim_url}/openai",
+                    ]
                 else:
                     cfg = tmp / f"{target}.toml"
                     cfg.write_text(

@@ -101,7 +101,12 @@ wrk.headers["Authorization"] = "Bearer %s"
 
 
 def run_wrk(
-    url: str, payload: bytes, seconds: int, conns: int, core: int | None, headers: dict[str, str] | None = None
+    url: str,
+    payload: bytes,
+    seconds: int,
+    conns: int,
+    core: int | None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_LUA % (payload.decode(), KEY))
@@ -196,7 +201,12 @@ async def _py_load(
 
 
 def load(
-    url: str, payload: bytes, seconds: int, conns: int, core: int | None, headers: dict[str, str] | None = None
+    url: str,
+    payload: bytes,
+    seconds: int,
+    conns: int,
+    core: int | None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, float]:
     if shutil.which("wrk"):
         return run_wrk(url, payload, seconds, conns, core, headers)
