@@ -7,6 +7,8 @@
     ledger, keys                        <- depend only on the core
     router                              <- adapters (contract), transport, providers
     pipeline                            <- everything below
+    cache                               <- a feature on the pipeline's seams (lookup, stream wrapper);
+                                           its settings module imports nothing, so config may read it
     metrics                             <- a sink fed from ledger records
     dashboard                           <- the page, its data shaping and sessions (no routes)
     server, cli, cli_usage              <- the top (server holds every route, the dashboard's too)
@@ -62,12 +64,12 @@ ALLOWED: dict[str, set[str]] = {
     "providers": CORE,
     "ledger": {"types"},
     "keys": {"types", "errors", "scrub"},
-    "cache": {"types", "errors", "events"},
+    "cache": CORE | {"pipeline", "wire"},
     "transport": CORE,
-    "config": CORE | {"providers"},
+    "config": CORE | {"providers", "cache"},
     "router": CORE | {"adapters", "providers", "transport", "tokens"},
     "pipeline": CORE
-    | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire", "cache"},
+    | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire"},
     "metrics": {"ledger"},
     "dashboard": CORE | {"ledger", "keys"},
     "server": CORE

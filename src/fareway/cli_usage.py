@@ -147,6 +147,8 @@ def usage_cmd(
         ("output", "output_tokens"),
         ("reasoning", "reasoning_tokens"),
         ("cost (USD)", "cost"),
+        ("cache hits", "cache_hits"),
+        ("saved", "cost_saved"),
         ("unpriced", "unknown_cost_calls"),
     ]
     totals = payload["totals"]

@@ -44,6 +44,9 @@ Top-level sections:
                   optional, listed by /v1/models)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
 ``[prices.X]``    per-provider prices per million tokens: {"model" = {input=..., output=...}}
+``[cache]``       opt-in response caching (fareway.cache.settings: enabled, url, ttl, max_ttl,
+                  max_bytes, max_entry_bytes, coalesce, prefix, timeout, [cache.share]); an alias
+                  table may carry ``cache = {mode, ttl}``
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fareway.cache.settings import CacheSettings, CacheSettingsError
+from fareway.cache.settings import parse as parse_cache
 from fareway.errors import FarewayError
 from fareway.providers.quirks import Quirks
 from fareway.providers.registry import BUILTIN_PROVIDERS, ProviderSpec
@@ -176,6 +181,7 @@ class Config:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     master_key: str | None = None
     demo: bool = False
     source: str = "<defaults>"
@@ -360,6 +366,16 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
 
     cfg.aliases = _section(data, "aliases")
     cfg.prices = _section(data, "prices")
+    cache = dict(_section(data, "cache"))
+    if isinstance(cache.get("url"), str):  # a password may be given as ${VAR}
+        url = expand_env(cache["url"], env)
+        if url is None:
+            raise ConfigError("[cache] url refers to an environment variable that is not set")
+        cache["url"] = url
+    try:
+        cfg.cache = parse_cache(cache, cfg.aliases)
+    except CacheSettingsError as exc:
+        raise ConfigError(str(exc)) from None
     master = data.get("master_key")
     cfg.master_key = (
         require_env(master, env, "master_key")

@@ -15,6 +15,10 @@ Metric families (all names prefixed ``fareway_``)::
     tokens_total{provider,model,bucket}                bucket: input, cached_input, cache_write, output, reasoning
     cost_usd_total{provider,model}                     known spend (USD), billed per attempt
     unpriced_attempts_total{provider,model}            attempts that consumed tokens at an unknown price
+    cache_lookups_total{model}                         calls that used the response cache (hit, miss, stored)
+    cache_hits_total{model} / cache_saved_usd_total{model}   answers served from the cache and what they
+                                                       cost when they were made (hit rate: hits / lookups)
+    cache_store{store,kind}                            the cache store's counters (entries, bytes, errors...)
 
 Tokens and cost are counted per *attempt* (where the money went: a failed try or a losing race
 leg is billed by its own provider), as ``ledger.queries.spend_over_time`` does.
@@ -45,6 +49,33 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 4
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 TOKEN_BUCKETS = ("input", "cached_input", "cache_write", "output", "reasoning")
 NONE = "none"
+
+
+@runtime_checkable
+class StoreCounters(Protocol):
+    """A cache store whose counters can be exported (``fareway.cache.stores`` stores fit)."""
+
+    name: str
+
+    @property
+    def stats(self) -> Any: ...
+
+
+class _StoreCollector(Collector):
+    """Gauges read from the cache store's counters at scrape time."""
+
+    def __init__(self, store: StoreCounters) -> None:
+        self.store = store
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "fareway_cache_store",
+            "Response cache store counters (hits, misses, stores, evictions, errors, entries, bytes).",
+            labels=["store", "kind"],
+        )
+        for kind, value in sorted(self.store.stats.as_dict().items()):
+            g.add_metric([self.store.name, kind], float(value))
+        return [g]
 
 
 @runtime_checkable
@@ -84,6 +115,9 @@ _COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      "cached_input/cache_write are parts of input, reasoning part of output).", ("provider", "model", "bucket")),
     ("cost_usd", "Known spend in USD, billed per attempt.", ("provider", "model")),
     ("unpriced_attempts", "Attempts that consumed tokens at an unknown price (not in cost).", ("provider", "model")),
+    ("cache_lookups", "Calls that used the response cache (hit, miss or stored).", ("model",)),
+    ("cache_hits", "Calls answered from the response cache.", ("model",)),
+    ("cache_saved_usd", "What the cached answers served cost when they were made (USD).", ("model",)),
 )  # fmt: skip
 _HISTOGRAMS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
     ("upstream_latency_seconds", "Successful upstream tries: request sent to last byte.", LATENCY_BUCKETS),
@@ -143,6 +177,7 @@ class Metrics:
         self._bounds = {name: bounds for name, _, bounds in _HISTOGRAMS}
         self.registry.register(_Collector(self))
         self._ledger: _LedgerCollector | None = None
+        self._store: _StoreCollector | None = None
 
     def bind_ledger(self, ledger: LedgerCounters) -> None:
         """Also export the ledger writer's counters (queue depth, dropped records) at scrape time."""
@@ -151,6 +186,14 @@ class Metrics:
             self.registry.register(self._ledger)
         else:
             self._ledger.ledger = ledger
+
+    def bind_cache_store(self, store: StoreCounters) -> None:
+        """Also export the response cache store's counters at scrape time."""
+        if self._store is None:
+            self._store = _StoreCollector(store)
+            self.registry.register(self._store)
+        else:
+            self._store.store = store
 
     def _inc(self, name: str, key: tuple[str, ...], v: float = 1.0) -> None:
         d = self.counters[name]
@@ -170,6 +213,12 @@ class Metrics:
         self._inc("requests", (provider, model, str(call.status), call.client_dialect))
         if call.outcome == "error":
             self._inc("call_errors", (provider, model, call.client_dialect))
+        if call.cache != "bypass":
+            self._inc("cache_lookups", (model,))
+            if call.cache == "hit":
+                self._inc("cache_hits", (model,))
+                if call.cost_saved:
+                    self._inc("cache_saved_usd", (model,), float(call.cost_saved))
         for a in attempts:
             self._attempt(a)
 

@@ -31,6 +31,8 @@ COUNT_FIELDS = (
     "output_tokens",
     "reasoning_tokens",
     "unknown_cost_calls",
+    "cache_hits",
+    "cache_lookups",
 )
 MONEY_FIELDS = ("cost", "cost_saved")
 GROUP_FIELDS: dict[str, tuple[str, ...]] = {
@@ -139,7 +141,13 @@ def usage_group(row: UsageRow, group_by: Sequence[str]) -> dict[str, Any]:
         out[f] = getattr(row, f)
     out["cost"] = money(row.cost)
     out["cost_saved"] = money(row.cost_saved)
+    out["cache_hit_rate"] = _rate(row.cache_hits, row.cache_lookups)
     return out
+
+
+def _rate(hits: int, lookups: int) -> float | None:
+    """The cache hit rate (hits over calls that used the cache), None when none did."""
+    return round(hits / lookups, 4) if lookups else None
 
 
 def totals(rows: Sequence[UsageRow]) -> dict[str, Any]:
@@ -147,6 +155,7 @@ def totals(rows: Sequence[UsageRow]) -> dict[str, Any]:
     out: dict[str, Any] = {f: sum(getattr(r, f) for r in rows) for f in COUNT_FIELDS}
     out["cost"] = money(sum((r.cost for r in rows), Decimal(0)))
     out["cost_saved"] = money(sum((r.cost_saved for r in rows), Decimal(0)))
+    out["cache_hit_rate"] = _rate(out["cache_hits"], out["cache_lookups"])
     return out
 
 
@@ -173,7 +182,7 @@ def usage_payload(
 def usage_csv(payload: Mapping[str, Any]) -> str:
     """The groups of a usage payload as CSV (the totals row alone when not grouped)."""
     group_cols = [f for g in payload["group_by"] for f in GROUP_FIELDS[g]]
-    cols = [*group_cols, *COUNT_FIELDS, *MONEY_FIELDS]
+    cols = [*group_cols, *COUNT_FIELDS, *MONEY_FIELDS, "cache_hit_rate"]
     rows = payload["groups"] if payload["group_by"] else [payload["totals"]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -112,6 +112,8 @@ def app_page(user: str, version: str = "") -> bytes:
       <div class="kpi-sub" id="t-cached"></div></div>
     <div class="kpi"><div class="kpi-label">Output tokens</div><div class="kpi-value" id="t-output">&ndash;</div>
       <div class="kpi-sub" id="t-reasoning"></div></div>
+    <div class="kpi"><div class="kpi-label">Saved by cache</div><div class="kpi-value" id="t-saved">&ndash;</div>
+      <div class="kpi-sub" id="t-hits"></div></div>
   </section>
   <section class="card">
     <div class="card-head"><h2>Spend over time by provider</h2><span class="muted small" id="chart-note"></span></div>

@@ -58,7 +58,17 @@ class UsageRow:
     cost: Decimal = Decimal(0)
     """Sum of the known costs; see ``unknown_cost_calls`` for calls whose price is unknown."""
     cost_saved: Decimal = Decimal(0)
+    """What the cached answers served in the window cost when they were made."""
     unknown_cost_calls: int = 0
+    cache_hits: int = 0
+    """Calls answered from the response cache."""
+    cache_lookups: int = 0
+    """Calls that used the response cache (cache hit, miss or stored; not bypass)."""
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        """cache_hits / cache_lookups, None when no call used the cache."""
+        return self.cache_hits / self.cache_lookups if self.cache_lookups else None
 
 
 @dataclass(slots=True)
@@ -185,7 +195,8 @@ async def usage(
         "COUNT(*), SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END), "
         "SUM(input_tokens), SUM(cached_input_tokens), SUM(cache_write_tokens), "
         f"SUM(output_tokens), SUM(reasoning_tokens), {d.money_sum('cost')}, {d.money_sum('cost_saved')}, "
-        "SUM(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) "
+        "SUM(CASE WHEN cost IS NULL THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN cache = 'hit' THEN 1 ELSE 0 END), SUM(CASE WHEN cache <> 'bypass' THEN 1 ELSE 0 END) "
         f"FROM calls{_where(conds)}"
     )
     if exprs:
@@ -214,6 +225,7 @@ async def usage(
         r.cost = _money(totals[7]) or Decimal(0)
         r.cost_saved = _money(totals[8]) or Decimal(0)
         r.unknown_cost_calls = int(totals[9] or 0)
+        r.cache_hits, r.cache_lookups = int(totals[10] or 0), int(totals[11] or 0)
         out.append(r)
     out.sort(key=lambda r: _sort_key([getattr(r, _FIELD[g]) for g in group_by]))
     return out

@@ -26,8 +26,10 @@ from fareway.types import Usage
 AttemptOutcome = Literal["ok", "error", "cancelled", "skipped", "cache_hit"]
 CallOutcome = Literal["ok", "error", "cancelled", "cache_hit"]
 Role = Literal["primary", "fallback", "race", "hedge", "judge", "last_resort"]
-CacheStatus = Literal["hit", "miss", "bypass"]
 CallKind = Literal["chat", "embedding"]
+CacheStatus = Literal["hit", "miss", "stored", "bypass"]
+"""hit: answered from the cache; miss: asked, not answered from it and nothing stored; stored:
+its answer was stored; bypass: the call did not use the cache."""
 
 
 def utcnow() -> datetime:

@@ -14,6 +14,7 @@ Fields, in the order the stages fill them::
     attempts (CallLog), committed                       execute
     response / stream events, usage                     execute and encode
     status, outcome, error, cost_usd                    the gateway as the call ends
+    cache, cost_saved, replayed_from, reply_headers     a lookup or wrapper (the response cache)
     accounted                                           account (guards "exactly once")
 """
 
@@ -77,6 +78,14 @@ class CallContext:
     outcome: Outcome = "ok"
     error: FarewayError | None = None
     cost_usd: str | None = None
+    cache: str = "bypass"
+    """The cache's part in the call, for its ledger row: hit | miss | stored | bypass."""
+    cost_saved: str | None = None
+    """For a cache hit: what the answer cost when it was made (decimal string)."""
+    replayed_from: tuple[str, str] | None = None
+    """For a cache hit: (provider, upstream model) that made the answer."""
+    reply_headers: dict[str, str] = field(default_factory=dict)
+    """Headers a stage adds to the call's response (read when the response headers are built)."""
     accounted: bool = False
 
     def __post_init__(self) -> None:

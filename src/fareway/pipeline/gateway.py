@@ -66,7 +66,7 @@ class Gateway:
         self.prepare: list[Stage] = []
         """Stages between parse and resolve that complete the request (stored conversation state)."""
         self.lookups: list[Stage] = []
-        """Stages between resolve and execute that may answer early (the cache, when it lands)."""
+        """Stages between resolve and execute that may answer early (the response cache)."""
         self.wrappers: list[StreamWrapper] = []
         self.after_hooks: list[AfterHook] = []
         self.embeddings: EmbeddingService | None = None
@@ -210,6 +210,8 @@ class Gateway:
             hdrs.append(("x-fareway-dropped-params", ",".join(committed.log.dropped)))
         if self.config.demo:
             hdrs.append(("x-fareway-simulated", "true"))
+        if ctx.reply_headers:
+            hdrs += ctx.reply_headers.items()
         return hdrs
 
     def _route_header(self, ctx: CallContext) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from fareway.adapters.base import Adapter
 from fareway.adapters.embeddings import EmbeddingAdapter
+from fareway.cache.wiring import install as install_cache
 from fareway.config import Config, ConfigError
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
@@ -210,6 +211,8 @@ def build_gateway(config: Config) -> Gateway:
         account=gateway._account,
     )
     gateway.on_start.append(_warm_tokenizer)
+    cache = install_cache(gateway, config.cache, price=accounting.price)
+    metrics.bind_cache_store(cache.store)
     return gateway
 
 

@@ -126,6 +126,12 @@
     kpi("t-calls", int(t.calls), t.calls);
     kpi("t-input", compact(t.input_tokens), t.input_tokens);
     kpi("t-output", compact(t.output_tokens), t.output_tokens);
+    kpi("t-saved", money(t.cost_saved), t.cost_saved);
+    var hits = $("t-hits");
+    hits.textContent = t.cache_lookups ? int(t.cache_hits) + " cache hit" + (t.cache_hits === 1 ? "" : "s") +
+      " · " + pct(t.cache_hits / t.cache_lookups) + " of " + int(t.cache_lookups) + " cached calls" :
+      "what cached answers originally cost";
+    hits.setAttribute("data-value", String(t.cache_hits));
     var unknown = $("t-unknown");
     unknown.textContent = t.unknown_cost_calls ? int(t.unknown_cost_calls) + " unpriced call" +
       (t.unknown_cost_calls === 1 ? "" : "s") + " not included" : "all calls priced";

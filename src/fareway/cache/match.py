@@ -1,0 +1,40 @@
+"""Where a matcher other than the exact key plugs in (semantic matching, later).
+
+The lookup stage first reads the entry stored under the request's exact key.  On a miss it asks
+each :class:`Matcher`, in order, for the storage key of another entry that answers the request;
+after it stores an entry it tells every matcher, so a matcher can index it.  A semantic matcher
+would embed :meth:`CacheKey.last_user_text` and search only among the entries remembered under
+the same :meth:`CacheKey.context_digest` (same tenant, system, tools, parameters and earlier
+turns), returning the similarity it found (sent to the client as ``x-fareway-cache-similarity``).
+
+No matcher is built yet: exact matching is the lookup itself, not a Matcher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from fareway.cache.key import CacheKey
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    storage_key: str
+    """The ``CacheKey.storage`` of the entry that answers."""
+    similarity: float | None = None
+
+
+@runtime_checkable
+class Matcher(Protocol):
+    async def find(self, key: CacheKey) -> Match | None:
+        """An entry that answers the request of ``key`` though its exact key differs, or None.
+        Errors are the matcher's to swallow (a failing matcher makes a miss)."""
+        ...
+
+    async def stored(self, key: CacheKey) -> None:
+        """An entry was stored under ``key.storage`` (index it)."""
+        ...
+
+
+__all__ = ["Match", "Matcher"]
