@@ -120,11 +120,20 @@ def _sqlite_v3(conn: sqlite3.Connection) -> None:
 
 
 _V3 = "in-flight streams: a checkpointed call row per committed stream, adopted after a crash"
+_V5 = "rollups: per-minute, per-hour and per-day aggregates of calls and attempts (backfilled)"
+
+
+def _sqlite_v5(conn: sqlite3.Connection) -> None:
+    from fareway.ledger.rollup_store import sqlite_migrate
+
+    sqlite_migrate(conn)
+
 
 SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "calls and attempts", _sqlite_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
     (3, _V3, _sqlite_v3),
+    (5, _V5, _sqlite_v5),
 ]
 
 
@@ -249,10 +258,17 @@ async def _pg_v3(conn: Any) -> None:
     )
 
 
+async def _pg_v5(conn: Any) -> None:
+    from fareway.ledger.rollup_store import pg_migrate
+
+    await pg_migrate(conn)
+
+
 PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (1, "calls and attempts", _pg_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _pg_v2),
     (3, _V3, _pg_v3),
+    (5, _V5, _pg_v5),
 ]
 
 _PG_LOCK_KEY = 0x4641524557  # "FAREW": serializes concurrent migrators on one database
