@@ -385,16 +385,20 @@ class Ledger:
     # -- retention (retention.py)
 
     async def prune(
-        self, keep_days: float | None = None, *, pause: float = retention.PRUNE_PAUSE
+        self,
+        keep_days: float | None = None,
+        *,
+        pause: float = retention.PRUNE_PAUSE,
+        now: datetime | None = None,
     ) -> tuple[int, int]:
-        """Delete raw rows older than ``keep_days`` (default: ``keep_calls_days``) in small
-        transactions, then give the freed space back where the backend can; returns (calls,
-        attempts) deleted.  The rollups are not touched."""
+        """Delete raw rows older than ``keep_days`` (default: ``keep_calls_days``) before ``now``
+        in small transactions, then give the freed space back where the backend can; returns
+        (calls, attempts) deleted.  The rollups are not touched."""
         days = self.keep_calls_days if keep_days is None else keep_days
         store = self.store
         if days is None or not isinstance(store, retention.Prunable):
             return 0, 0
-        before = retention.cutoff(days)
+        before = retention.cutoff(days, now)
         calls = attempts = 0
         while True:
             step = await store.prune_step(before, retention.PRUNE_BATCH)
