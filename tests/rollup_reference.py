@@ -259,3 +259,74 @@ def assert_same(got: dict[tuple[Any, ...], Sums], want: dict[tuple[Any, ...], Su
             (gn, gs), (wn, ws) = getattr(g, what), getattr(w, what)
             assert gn == wn, k
             assert abs(gs - ws) <= 1e-9 * max(1.0, abs(ws)), k
+
+
+def fixed_records(
+    n: int, seed: int, end: datetime, span: timedelta
+) -> list[tuple[CallRecord, list[AttemptRecord]]]:
+    """``n`` calls like :func:`calls` draws, from a seeded ``random.Random``, in ``[end - span, end)``."""
+    import random
+
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        when = end - timedelta(microseconds=rnd.randrange(1, int(span.total_seconds() * 1e6)))
+        provider = rnd.choice([None, "openai", "groq", "anthropic"])
+        key = rnd.choice([None, "k1", "k2"])
+        outcome, status = rnd.choice([("ok", 200), ("ok", 200), ("error", 502), ("cache_hit", 200)])
+        rid = f"f{seed}-{i:05d}"
+
+        def money() -> Decimal | None:
+            return None if rnd.random() < 0.15 else Decimal(rnd.randrange(0, 10**9)) / Decimal(10**10)
+
+        def ms() -> float | None:
+            return None if rnd.random() < 0.1 else round(rnd.lognormvariate(6.5, 1.0), 3)
+
+        attempts = [
+            AttemptRecord(
+                request_id=rid,
+                attempt_no=j,
+                provider=rnd.choice(["openai", "groq", "anthropic"]),
+                model=rnd.choice(["gpt-4o-mini", "llama", "haiku"]),
+                outcome=rnd.choice(["ok", "ok", "ok", "error", "cancelled"]),  # type: ignore[arg-type]
+                status=rnd.choice([200, 200, 503]),
+                input_tokens=rnd.randrange(0, 3000),
+                cached_input_tokens=rnd.randrange(0, 50),
+                output_tokens=rnd.randrange(0, 500),
+                reasoning_tokens=rnd.randrange(0, 20),
+                cost=money(),
+                latency_ms=ms(),
+                ttft_ms=ms(),
+                started_at=when + timedelta(milliseconds=rnd.randrange(0, 3000)),
+            )
+            for j in range(rnd.choice([0, 1, 1, 1, 2]))
+        ]
+        out.append(
+            (
+                CallRecord(
+                    request_id=rid,
+                    requested_model=rnd.choice(["gpt-4o-mini", "fast", "llama"]),
+                    time=when,
+                    key_id=key,
+                    key_name=None if key is None else f"name-{key}",
+                    client_dialect=rnd.choice(["openai", "anthropic"]),
+                    provider=provider,
+                    upstream_model=None
+                    if provider is None
+                    else rnd.choice(["gpt-4o-mini", "llama", "haiku"]),
+                    status=status,
+                    outcome=outcome,  # type: ignore[arg-type]
+                    input_tokens=sum(a.input_tokens for a in attempts),
+                    cached_input_tokens=sum(a.cached_input_tokens for a in attempts),
+                    output_tokens=sum(a.output_tokens for a in attempts),
+                    reasoning_tokens=sum(a.reasoning_tokens for a in attempts),
+                    cost=money(),
+                    cost_saved=money() if outcome == "cache_hit" else None,
+                    latency_ms=ms(),
+                    ttft_ms=ms(),
+                    attempts=len(attempts),
+                ),
+                attempts,
+            )
+        )
+    return out
