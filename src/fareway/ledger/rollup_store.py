@@ -112,7 +112,10 @@ def _set_clause(t: Table, backend: str) -> str:
         cur = m if backend == "sqlite" else f"{t.name}.{m}"
         new = f"excluded.{m}" if backend == "sqlite" else f"EXCLUDED.{m}"
         if kind == "money" and backend == "sqlite":
-            sets.append(f"{m} = fw_dadd({cur}, {new})")
+            # the Python addition only when both sides are non-zero (cost_saved almost never is)
+            sets.append(
+                f"{m} = CASE WHEN {new} = '0' THEN {cur} WHEN {cur} = '0' THEN {new} ELSE fw_dadd({cur}, {new}) END"
+            )
         elif kind in ("int", "float", "money"):
             sets.append(f"{m} = {cur} + {new}")
         elif backend == "sqlite":

@@ -334,6 +334,33 @@ def _money_in(value: Any) -> Decimal:
     return value if type(value) is Decimal else Decimal(value)
 
 
+def _combine_source(table: Table) -> str:
+    """Python source of ``combine(into, other)``: adds one state list into another."""
+    lines = ["def combine(a, b):"]
+    for i, name in enumerate(table.measures):
+        kind = measure_kind(name)
+        if kind in ("int", "float"):
+            lines.append(f"    a[{i}] += b[{i}]")
+        elif kind == "money":
+            lines.append(f"    a[{i}] = add(a[{i}], b[{i}])")
+        else:
+            op = "<" if kind == "min" else ">"
+            lines.append(f"    v = b[{i}]")
+            lines.append(f"    if v is not None and (a[{i}] is None or v {op} a[{i}]):")
+            lines.append(f"        a[{i}] = v")
+    return "\n".join(lines) + "\n"
+
+
+Combine = Callable[[list[Any], Sequence[Any]], None]
+
+
+def make_combine(table: Table) -> Combine:
+    namespace: dict[str, Any] = {}
+    exec(_combine_source(table), {"add": _MONEY.add}, namespace)  # source built from measure names
+    combine: Combine = namespace["combine"]
+    return combine
+
+
 @dataclass(slots=True)
 class Aggregate:
     """The rollup deltas of some raw rows (a batch, or rows being deleted with ``sign=-1``),
@@ -341,6 +368,7 @@ class Aggregate:
 
     table: Table
     fold: Fold
+    combine: Combine
     clock: Clock
     states: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict)
 
@@ -353,40 +381,36 @@ class Aggregate:
     def rows(self, money_out: Callable[[Decimal], Any]) -> list[tuple[Any, ...]]:
         """Upsert rows in the column order of :attr:`Table.columns`, sorted by identity (so that
         two writers upserting the same rows lock them in the same order: no deadlock)."""
-        kinds = [measure_kind(n) for n in self.table.measures]
-        money = [i for i, k in enumerate(kinds) if k == "money"]
-        by_grain: dict[tuple[int, Any, tuple[Any, ...]], list[Any]] = {}
-        for (minute, *dims), state in self.states.items():
-            dims_t = tuple(dims)
-            for grain in GRAINS:
-                k = (grain, self.clock.up(minute, grain), dims_t)
-                cur = by_grain.get(k)
+        money = [i for i, n in enumerate(self.table.measures) if measure_kind(n) == "money"]
+        combine, up, stored = self.combine, self.clock.up, self.clock.stored
+        hours: dict[tuple[Any, ...], list[Any]] = {}
+        days: dict[tuple[Any, ...], list[Any]] = {}
+        for k, state in self.states.items():
+            dims = k[1:]
+            for coarse, grain in ((hours, HOUR), (days, DAY)):
+                ck = (up(k[0], grain), *dims)
+                cur = coarse.get(ck)
                 if cur is None:
-                    by_grain[k] = list(state)
+                    coarse[ck] = state.copy()
                 else:
-                    _combine(cur, state, kinds)
+                    combine(cur, state)
+        keys: dict[tuple[Any, ...], str] = {}
         out = []
-        for (grain, token, dims_t), state in by_grain.items():
-            for i in money:
-                state[i] = money_out(state[i])
-            out.append((grain, self.clock.stored(token, grain), dims_key(dims_t), *dims_t, *state))
-        out.sort(key=lambda r: (r[0], r[1], r[2]))
+        for grain, states in ((MINUTE, self.states), (HOUR, hours), (DAY, days)):
+            for k, state in states.items():
+                dims = k[1:]
+                key = keys.get(dims)
+                if key is None:
+                    key = keys[dims] = dims_key(dims)
+                for i in money:
+                    state[i] = money_out(state[i])
+                out.append((grain, stored(k[0], grain), key, *dims, *state))
+        out.sort(key=_identity)
         return out
 
 
-def _combine(into: list[Any], other: Sequence[Any], kinds: Sequence[str]) -> None:
-    for i, kind in enumerate(kinds):
-        v = other[i]
-        if kind == "min":
-            if v is not None and (into[i] is None or v < into[i]):
-                into[i] = v
-        elif kind == "max":
-            if v is not None and (into[i] is None or v > into[i]):
-                into[i] = v
-        elif kind == "money":
-            into[i] = _MONEY.add(into[i], v)
-        else:
-            into[i] += v
+def _identity(row: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+    return row[0], row[1], row[2]
 
 
 @dataclass(slots=True)
@@ -409,10 +433,13 @@ class Roller:
         self.clock = clock
         self._calls = make_fold(CALLS, CALL_COLUMNS, clock, money)
         self._attempts = make_fold(ATTEMPTS, ATTEMPT_COLUMNS, clock, money)
+        self._combine_calls = make_combine(CALLS)
+        self._combine_attempts = make_combine(ATTEMPTS)
 
     def deltas(self) -> Deltas:
         return Deltas(
-            Aggregate(CALLS, self._calls, self.clock), Aggregate(ATTEMPTS, self._attempts, self.clock)
+            Aggregate(CALLS, self._calls, self._combine_calls, self.clock),
+            Aggregate(ATTEMPTS, self._attempts, self._combine_attempts, self.clock),
         )
 
 

@@ -189,7 +189,8 @@ class _DecimalSum:
 
     def step(self, value: Any) -> None:
         if value is not None:
-            self.total = _SUM_CONTEXT.add(self.total or Decimal(0), Decimal(str(value)))
+            d = Decimal(value) if type(value) is str else Decimal(str(value))
+            self.total = d if self.total is None else _SUM_CONTEXT.add(self.total, d)
 
     def finalize(self) -> str | None:
         return None if self.total is None else str(self.total)
