@@ -576,3 +576,32 @@ async def test_adopted_and_replaced_calls_are_counted_once(tmp_path: Path) -> No
         await ledger.close()
         adopter.close()
         conn.close()
+
+
+@needs_pg
+@pytest.mark.postgres
+async def test_postgres_prune_and_stats(tmp_path: Path) -> None:
+    schema = f"fw_roll_{uuid.uuid4().hex[:12]}"
+    old = (datetime.now(UTC) - timedelta(days=10)).replace(second=5)
+    ledger = Ledger.open(PG_URL, str(tmp_path / "x.db"), schema=schema, spool_path=str(tmp_path / "spool"))
+    await ledger.start()
+    try:
+        for i in range(30):
+            call = CallRecord(request_id=f"old{i}", requested_model="m", time=old + timedelta(seconds=i))
+            ledger.record(call, [AttemptRecord(f"old{i}", 0, "openai", "m", started_at=call.time)])
+        ledger.record(CallRecord(request_id="new", requested_model="m"), [])
+        await ledger.flush()
+        stats = await ledger.storage_stats()
+        assert stats["rows"] == {"calls": 31, "attempts": 30, "rollup_calls": 6, "rollup_attempts": 3}
+        assert datetime.fromisoformat(stats["oldest_call"]) == old
+        assert stats["size_bytes"] > 0 and stats["pruned_before"] is None
+        assert await ledger.prune(7, pause=0) == (30, 30)
+        stats = await ledger.storage_stats()
+        assert stats["rows"] == {"calls": 1, "attempts": 0, "rollup_calls": 6, "rollup_attempts": 3}
+        assert datetime.fromisoformat(stats["pruned_before"]) > old
+        (total,) = await ledger.usage()
+        assert total.calls == 31
+        await ledger.store.reclaim(full=True)  # type: ignore[attr-defined]
+    finally:
+        await ledger.close()
+        await drop_schema(schema)

@@ -73,8 +73,7 @@ def plan(
 ) -> list[Piece]:
     """The pieces of ``[since, until)``, coarsest first, using grains up to ``top``.
     ``raw_from``: raw rows before it were pruned (a minute boundary)."""
-    since = None if since is None else since.astimezone(UTC)
-    until = None if until is None else until.astimezone(UTC)
+    since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since >= until:
         return []
     out: list[Piece] = []
@@ -114,6 +113,13 @@ def plan(
         if p.hi > raw_from:
             pieces.append(Piece(RAW, raw_from, p.hi))
     return pieces
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    """``t`` in UTC (naive means UTC, as the raw-row queries take it)."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 async def pruned_before(store: Store, raw: str) -> datetime | None:
