@@ -142,21 +142,24 @@ def test_plan_cuts_a_window_into_aligned_pieces_that_cover_it(
         if p.grain == 0:
             assert p.lo is not None and p.hi is not None and p.hi - p.lo < timedelta(minutes=2)
             assert raw_from is None or p.lo >= raw_from  # no raw piece in pruned history
+        if p.grain == 1 and raw_from is not None:  # nor a minute piece where minute rollups are gone
+            assert p.lo is not None and p.lo >= raw_from.replace(minute=0)
     ordered = sorted(pieces, key=lambda p: (p.lo is not None, p.lo or T0))
     for a, b in itertools.pairwise(ordered):
         assert a.hi is not None and a.hi == b.lo  # disjoint, no gap
     if not pieces:
         return
-    first, last = ordered[0].lo, ordered[-1].hi
+    assert (ordered[0].lo, ordered[-1].hi) == (snap(since, raw_from), snap(until, raw_from))
 
-    def snap(t: datetime | None) -> datetime | None:
-        # a bound in pruned history is taken from the start of its minute
-        if t is None or raw_from is None or t >= raw_from:
-            return t
+
+def snap(t: datetime | None, raw_from: datetime | None) -> datetime | None:
+    """Where a bound in pruned history goes: the start of its minute while the minute rollups
+    are there (from the hour of ``raw_from`` on), else of its hour."""
+    if t is None or raw_from is None or t >= raw_from:
+        return t
+    if t >= raw_from.replace(minute=0):
         return t.replace(second=0, microsecond=0)
-
-    assert first == snap(since)
-    assert last == (until if until is None or raw_from is None or until >= raw_from else snap(until))
+    return t.replace(minute=0, second=0, microsecond=0)
 
 
 def test_plan_reads_a_week_from_few_rows() -> None:
@@ -373,14 +376,10 @@ def test_pruning_deletes_raw_rows_and_keeps_the_rollups(
         await record_in_batches(ledger, records, [])
         raw_calls, raw_atts = await raw_rows(ledger.store)
         before = reference(raw_calls, raw_atts)
-        # every answer before pruning, with a bound in pruned history taken from its minute
+        # every answer before pruning, with a bound in pruned history moved (see snap)
         cut = PRUNE_AT.replace(second=0, microsecond=0)
-
-        def snap(t: datetime | None) -> datetime | None:
-            return t if t is None or t >= cut else t.replace(second=0, microsecond=0)
-
         want = {
-            w: await queries.usage(ledger.store, snap(w[0]), snap(w[1]), ["provider", "key"])
+            w: await queries.usage(ledger.store, snap(w[0], cut), snap(w[1], cut), ["provider", "key"])
             for w in [(None, None), *windows]
         }
         now = PRUNE_AT + timedelta(days=3)
@@ -389,7 +388,9 @@ def test_pruning_deletes_raw_rows_and_keeps_the_rollups(
         left_calls, left_atts = await raw_rows(ledger.store)
         assert all(c.time >= cut for c in left_calls) and all(a.started_at >= cut for a in left_atts)
         assert len(left_calls) == len(raw_calls) - calls_gone
-        assert_same(await stored_rollups(ledger.store), before)  # the rollups are kept
+        # the hour and day rollups are kept, the minute ones before the cut's hour are gone
+        kept = {k: v for k, v in before.items() if k[1] > 1 or k[2] >= cut.replace(minute=0)}
+        assert_same(await stored_rollups(ledger.store), kept)
         for w, rows in want.items():
             got = await ledger.usage(w[0], w[1], ["provider", "key"])
             assert got == rows, w
@@ -417,7 +418,8 @@ async def test_background_pruning_and_stats(tmp_path: Path) -> None:
             if stats["rows"]["calls"] == 1:
                 break
             await asyncio.sleep(0.05)
-        assert stats["rows"] == {"calls": 1, "attempts": 0, "rollup_calls": 6, "rollup_attempts": 3}
+        # the old minute rollups went with the raw rows; their hour and day rows stay
+        assert stats["rows"] == {"calls": 1, "attempts": 0, "rollup_calls": 5, "rollup_attempts": 2}
         assert stats["oldest_call"] > (datetime.now(UTC) - timedelta(days=1)).isoformat()
         assert stats["pruned_before"] is not None and stats["auto_vacuum"] == "incremental"
         (total,) = await ledger.usage()
@@ -597,7 +599,7 @@ async def test_postgres_prune_and_stats(tmp_path: Path) -> None:
         assert stats["size_bytes"] > 0 and stats["pruned_before"] is None
         assert await ledger.prune(7, pause=0) == (30, 30)
         stats = await ledger.storage_stats()
-        assert stats["rows"] == {"calls": 1, "attempts": 0, "rollup_calls": 6, "rollup_attempts": 3}
+        assert stats["rows"] == {"calls": 1, "attempts": 0, "rollup_calls": 5, "rollup_attempts": 2}
         assert datetime.fromisoformat(stats["pruned_before"]) > old
         (total,) = await ledger.usage()
         assert total.calls == 31

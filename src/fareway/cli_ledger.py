@@ -8,8 +8,8 @@ Examples::
     fareway ledger prune                 # delete raw rows older than [ledger] keep_calls_days
     fareway ledger prune --keep-days 30 --vacuum
 
-Pruning deletes raw call and attempt rows only; the rollups, which every aggregate (usage,
-dashboard, /metrics) reads, are kept.  ``--vacuum`` then rewrites a SQLite file to give the
+Pruning deletes raw call and attempt rows and their minute rollups; the hour and day rollups,
+which every aggregate (usage, dashboard, /metrics) reads, are kept.  ``--vacuum`` then rewrites a SQLite file to give the
 space back at once (run it with the gateway stopped; it also switches an older ledger file to
 incremental vacuuming) or runs ``VACUUM`` on Postgres.
 """
@@ -83,7 +83,7 @@ def _bytes(n: int) -> str:
 @click.option("--vacuum", is_flag=True, help="Then give the freed space back at once (see the help).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 def prune_cmd(keep_days: float | None, vacuum: bool, config_path: str | None) -> None:
-    """Delete raw call and attempt rows older than the retention; the rollups are kept."""
+    """Delete raw call and attempt rows older than the retention; hour and day rollups are kept."""
     cfg = _config(config_path)
     days = keep_days if keep_days is not None else cfg.ledger_keep_calls_days
     if days is None:

@@ -40,8 +40,8 @@ Top-level sections:
                   spooling), spool_path (state_dir/ledger-spool), spool_after (1: seconds a write
                   may hang before the calls behind it are spooled);
                   keep_calls_days (raw call and attempt rows older than this many days are
-                  pruned in the background; the rollups every aggregate reads are kept; unset:
-                  keep every row)
+                  pruned in the background, with their minute rollups; the hour and day rollups
+                  every aggregate reads are kept; unset: keep every row)
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] optional)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}

@@ -1,6 +1,8 @@
 """Retention: raw rows (``calls``, ``attempts``) older than ``[ledger] keep_calls_days`` are
-deleted; the rollups are kept, so every aggregate still covers the whole history (only the
-per-call drill-down, ``/v1/logs`` and the CSV export of calls lose the pruned calls).
+deleted, and the minute rollups with them (by whole hours: before the hour of the cut-off); the
+hour and day rollups are kept, so every aggregate still covers the whole history (only the
+per-call drill-down, ``/v1/logs`` and the CSV export of calls lose the pruned calls, and a
+window starting in pruned history starts at a minute or hour boundary).
 
 Pruning runs in the background (:class:`fareway.ledger.writer.Ledger`, every
 :data:`PRUNE_EVERY` seconds) and on demand (``fareway ledger prune``), in small transactions:
@@ -26,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from fareway.ledger.rollup_store import PRUNED_TABLE, quote_ident
-from fareway.ledger.rollups import MINUTE, TABLES, floor_to
+from fareway.ledger.rollups import HOUR, MINUTE, TABLES, floor_to
 
 PRUNE_BATCH = 2000
 """Calls per pruning transaction (about; a transaction deletes whole minutes)."""
@@ -95,6 +97,10 @@ def sqlite_prune_step(conn: sqlite3.Connection, before: datetime, batch: int, is
     try:
         calls = conn.execute("DELETE FROM calls WHERE time < ?", (c,)).rowcount
         attempts = conn.execute("DELETE FROM attempts WHERE started_at < ?", (c,)).rowcount
+        for t in TABLES:  # minute rollups go with the raw rows, by whole hours
+            conn.execute(
+                f"DELETE FROM {t.name} WHERE grain = {MINUTE} AND bucket < ?", (iso(floor_to(cut, HOUR)),)
+            )
         conn.execute(
             f"INSERT INTO {PRUNED_TABLE} (tbl, before) VALUES ('calls', ?), ('attempts', ?) "
             "ON CONFLICT (tbl) DO UPDATE SET before = max(before, excluded.before)",
@@ -164,6 +170,10 @@ async def pg_prune_step(conn: Any, schema: str, before: datetime, batch: int) ->
         attempts = int(
             (await conn.execute(f"DELETE FROM {s}.attempts WHERE started_at < $1", cut)).split()[-1]
         )
+        for t in TABLES:  # minute rollups go with the raw rows, by whole hours
+            await conn.execute(
+                f"DELETE FROM {s}.{t.name} WHERE grain = {MINUTE} AND bucket < $1", floor_to(cut, HOUR)
+            )
         await conn.execute(
             f"INSERT INTO {s}.{PRUNED_TABLE} AS p (tbl, before) VALUES ('calls', $1), ('attempts', $1) "
             "ON CONFLICT (tbl) DO UPDATE SET before = GREATEST(p.before, EXCLUDED.before)",

@@ -8,8 +8,8 @@ the time index).  One SQL statement reads the pieces (``UNION ALL``) and aggrega
 its cost grows with the number of rollup rows in the window, not with the number of calls.
 
 Where the raw rows of an edge were pruned (retention.py), that edge is read from its minute's
-rollup instead: a window that starts (or ends) in pruned history is taken from the start of
-that minute.
+rollup instead, or from its hour's where the minute rollups were pruned too: a window that
+starts (or ends) in pruned history is taken from the start of that minute (or hour).
 
 Percentiles come from the attempts rollup's histograms (rollups.py: fixed buckets, plus the
 smallest and largest value), not from the values themselves: within a bucket's width of the
@@ -72,8 +72,13 @@ def plan(
     since: datetime | None, until: datetime | None, top: int = DAY, raw_from: datetime | None = None
 ) -> list[Piece]:
     """The pieces of ``[since, until)``, coarsest first, using grains up to ``top``.
-    ``raw_from``: raw rows before it were pruned (a minute boundary)."""
+
+    ``raw_from``: raw rows before it were pruned (a minute boundary), and minute rollups before
+    its hour (retention.py).  A bound in pruned history is moved to the start of its minute, or
+    of its hour where the minute rollups are gone too, so that no piece needs what was pruned."""
     since, until = _utc(since), _utc(until)
+    if raw_from is not None:
+        since, until = _snap(since, raw_from), _snap(until, raw_from)
     if since is not None and until is not None and since >= until:
         return []
     out: list[Piece] = []
@@ -98,21 +103,13 @@ def plan(
             cut(lo, hi, grain - 1)
 
     cut(since, until, top)
-    if raw_from is None:
-        return out
-    pieces: list[Piece] = []
-    for p in out:
-        if p.grain != RAW or p.lo is None or p.hi is None or p.lo >= raw_from:
-            pieces.append(p)
-            continue
-        # its raw rows are gone: the pruned part comes from its minutes, from the minute's start
-        gone_hi = min(p.hi, raw_from)
-        lo, hi = floor_to(p.lo, MINUTE), floor_to(gone_hi, MINUTE) if gone_hi < raw_from else raw_from
-        if lo < hi:
-            pieces.append(Piece(MINUTE, lo, hi))
-        if p.hi > raw_from:
-            pieces.append(Piece(RAW, raw_from, p.hi))
-    return pieces
+    return out
+
+
+def _snap(t: datetime | None, raw_from: datetime) -> datetime | None:
+    if t is None or t >= raw_from:
+        return t
+    return floor_to(t, MINUTE) if t >= floor_to(raw_from, HOUR) else floor_to(t, HOUR)
 
 
 def _utc(t: datetime | None) -> datetime | None:

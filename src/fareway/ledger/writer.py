@@ -111,7 +111,7 @@ class Ledger:
         self.store = store
         self.keep_calls_days = keep_calls_days
         """Raw rows older than this many days are pruned in the background (retention.py);
-        None keeps them all.  The rollups are always kept."""
+        None keeps them all.  The hour and day rollups are always kept."""
         self._pruner: asyncio.Task[None] | None = None
         self.stats: LedgerStats = store.stats
         self.capacity = capacity
@@ -393,7 +393,7 @@ class Ledger:
     ) -> tuple[int, int]:
         """Delete raw rows older than ``keep_days`` (default: ``keep_calls_days``) before ``now``
         in small transactions, then give the freed space back where the backend can; returns
-        (calls, attempts) deleted.  The rollups are not touched."""
+        (calls, attempts) deleted.  The minute rollups go with them; hour and day ones stay."""
         days = self.keep_calls_days if keep_days is None else keep_days
         store = self.store
         if days is None or not isinstance(store, retention.Prunable):
