@@ -9,9 +9,9 @@ Examples::
     fareway ledger prune --keep-days 30 --vacuum
 
 Pruning deletes raw call and attempt rows and their minute rollups; the hour and day rollups,
-which every aggregate (usage, dashboard, /metrics) reads, are kept.  ``--vacuum`` then rewrites a SQLite file to give the
-space back at once (run it with the gateway stopped; it also switches an older ledger file to
-incremental vacuuming) or runs ``VACUUM`` on Postgres.
+which every aggregate (usage, dashboard, /metrics) reads, are kept.  ``--vacuum`` then rewrites
+a SQLite file to give the space back at once (run it with the gateway stopped; it also switches
+an older ledger file to incremental vacuuming) or runs ``VACUUM`` on Postgres.
 """
 
 from __future__ import annotations
