@@ -65,6 +65,8 @@ ATTEMPT_DIMS: tuple[str, ...] = ("provider", "model", "outcome", "role", "status
 INT_DIMS = frozenset({"status"})
 
 _MAX_KEY = 200
+_MAX_KEYS = 50_000
+"""Dimension keys a Roller remembers (then it starts again)."""
 _MONEY = Context(prec=80)  # exact for any realistic ledger, like Postgres NUMERIC sums
 
 
@@ -103,6 +105,8 @@ class Table:
     money: tuple[str, ...]
     histograms: bool
     measures: tuple[str, ...] = field(init=False)
+    money_at: tuple[int, ...] = field(init=False)
+    """Where the money measures are in :attr:`measures`."""
 
     def __post_init__(self) -> None:
         timing = ["latency_count", "latency_sum", "ttft_count", "ttft_sum"]
@@ -111,6 +115,7 @@ class Table:
             timing += [f"lat_{i}" for i in range(N_BUCKETS)] + [f"ttft_{i}" for i in range(N_BUCKETS)]
         cols = (self.counter, *TOKENS, *self.counts, *self.money, *timing)
         object.__setattr__(self, "measures", cols)
+        object.__setattr__(self, "money_at", tuple(cols.index(m) for m in self.money))
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -370,6 +375,8 @@ class Aggregate:
     fold: Fold
     combine: Combine
     clock: Clock
+    keys: dict[tuple[Any, ...], str]
+    """Dimension keys already made (shared by the Roller's aggregates: dimension sets recur)."""
     states: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict)
 
     def add(self, rows: Iterable[Sequence[Any]], sign: int = 1) -> None:
@@ -381,7 +388,7 @@ class Aggregate:
     def rows(self, money_out: Callable[[Decimal], Any]) -> list[tuple[Any, ...]]:
         """Upsert rows in the column order of :attr:`Table.columns`, sorted by identity (so that
         two writers upserting the same rows lock them in the same order: no deadlock)."""
-        money = [i for i, n in enumerate(self.table.measures) if measure_kind(n) == "money"]
+        money = self.table.money_at
         combine, up, stored = self.combine, self.clock.up, self.clock.stored
         hours: dict[tuple[Any, ...], list[Any]] = {}
         days: dict[tuple[Any, ...], list[Any]] = {}
@@ -394,7 +401,9 @@ class Aggregate:
                     coarse[ck] = state.copy()
                 else:
                     combine(cur, state)
-        keys: dict[tuple[Any, ...], str] = {}
+        keys = self.keys
+        if len(keys) > _MAX_KEYS:
+            keys.clear()
         out = []
         for grain, states in ((MINUTE, self.states), (HOUR, hours), (DAY, days)):
             for k, state in states.items():
@@ -435,11 +444,12 @@ class Roller:
         self._attempts = make_fold(ATTEMPTS, ATTEMPT_COLUMNS, clock, money)
         self._combine_calls = make_combine(CALLS)
         self._combine_attempts = make_combine(ATTEMPTS)
+        self._keys: tuple[dict[tuple[Any, ...], str], dict[tuple[Any, ...], str]] = ({}, {})
 
     def deltas(self) -> Deltas:
         return Deltas(
-            Aggregate(CALLS, self._calls, self._combine_calls, self.clock),
-            Aggregate(ATTEMPTS, self._attempts, self._combine_attempts, self.clock),
+            Aggregate(CALLS, self._calls, self._combine_calls, self.clock, self._keys[0]),
+            Aggregate(ATTEMPTS, self._attempts, self._combine_attempts, self.clock, self._keys[1]),
         )
 
 
