@@ -387,7 +387,8 @@ class Aggregate:
 
     def rows(self, money_out: Callable[[Decimal], Any]) -> list[tuple[Any, ...]]:
         """Upsert rows in the column order of :attr:`Table.columns`, sorted by identity (so that
-        two writers upserting the same rows lock them in the same order: no deadlock)."""
+        two writers upserting the same rows lock them in the same order: no deadlock).  Call it
+        once: the money in the states is converted in place."""
         money = self.table.money_at
         combine, up, stored = self.combine, self.clock.up, self.clock.stored
         hours: dict[tuple[Any, ...], list[Any]] = {}
@@ -500,7 +501,3 @@ def _value_at(counts: Sequence[int], k: int, lo: float | None, hi: float | None)
             return b_lo + (k - seen + 0.5) / c * (b_hi - b_lo)
         seen += c
     return float(hi) if hi is not None else float(HIST_BOUNDS_MS[-1])
-
-
-def bucket_of(value_ms: float) -> int:
-    return bisect_left(HIST_BOUNDS_MS, value_ms)
