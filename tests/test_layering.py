@@ -89,7 +89,8 @@ ALLOWED: dict[str, set[str]] = {
         "wire",
     },
     "cli_usage": CORE | {"config", "dashboard", "ledger"},
-    "cli": CORE | {"cli_usage", "config", "keys", "providers", "server", "sim"},
+    "cli_ledger": CORE | {"cli_usage", "config", "ledger"},
+    "cli": CORE | {"cli_usage", "cli_ledger", "config", "keys", "providers", "server", "sim"},
     "sim": {"sse"},
 }
 

@@ -156,6 +156,7 @@ async def test_metrics_endpoint_needs_admin_and_counts_real_calls(usage_world: A
         await client.chat.completions.create(
             model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )
+        await gw.app.gateway.accounting.ledger.flush()  # /metrics reads the ledger's rollups
         from tests.conftest import MASTER_KEY
 
         async with s.get(url, headers={"authorization": f"Bearer {MASTER_KEY}"}) as r:

@@ -333,6 +333,9 @@ def _register_extras() -> None:
     from fareway.cli_usage import register
 
     register(main)
+    from fareway.cli_ledger import register as register_ledger
+
+    register_ledger(main)
 
 
 _register_extras()

@@ -38,7 +38,10 @@ Top-level sections:
                   Postgres: schema ("fareway"), connect_timeout (5) and statement_timeout (10)
                   seconds, close_timeout (5: how long shutdown waits for the database before
                   spooling), spool_path (state_dir/ledger-spool), spool_after (1: seconds a write
-                  may hang before the calls behind it are spooled)
+                  may hang before the calls behind it are spooled);
+                  keep_calls_days (raw call and attempt rows older than this many days are
+                  pruned in the background, with their minute rollups; the hour and day rollups
+                  every aggregate reads are kept; unset: keep every row)
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] and embedding_models = [...]
                   optional, listed by /v1/models)
@@ -178,6 +181,7 @@ class Config:
     ledger_close_timeout: float = 5.0
     ledger_spool_path: Path | None = None
     ledger_spool_after: float = 1.0
+    ledger_keep_calls_days: float | None = None
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -352,6 +356,11 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
         setattr(cfg, f"ledger_{name}", float(value))
     if "spool_path" in ledger:
         cfg.ledger_spool_path = Path(str(ledger["spool_path"]))
+    keep = ledger.get("keep_calls_days")
+    if keep is not None:
+        if isinstance(keep, bool) or not isinstance(keep, int | float) or not keep > 0:
+            raise ConfigError("[ledger] keep_calls_days must be a number of days above 0")
+        cfg.ledger_keep_calls_days = float(keep)
 
     tables = _section(data, "providers")
     for name in BUILTIN_PROVIDERS:

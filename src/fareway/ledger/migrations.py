@@ -120,6 +120,13 @@ def _sqlite_v3(conn: sqlite3.Connection) -> None:
 
 
 _V3 = "in-flight streams: a checkpointed call row per committed stream, adopted after a crash"
+_V5 = "rollups: per-minute, per-hour and per-day aggregates of calls and attempts (backfilled)"
+
+
+def _sqlite_v5(conn: sqlite3.Connection) -> None:
+    from fareway.ledger.rollup_store import sqlite_migrate
+
+    sqlite_migrate(conn)
 
 
 def _sqlite_v4(conn: sqlite3.Connection) -> None:
@@ -161,6 +168,7 @@ SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] =
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
     (3, _V3, _sqlite_v3),
     (4, _V4, _sqlite_v4),
+    (5, _V5, _sqlite_v5),
     (8, _V8, _sqlite_v8),
 ]
 
@@ -309,8 +317,16 @@ async def _pg_v4(conn: Any) -> None:
         CREATE INDEX IF NOT EXISTS response_items_response ON response_items (response_id);
         """
     )
+
+
 async def _pg_v8(conn: Any) -> None:
     await conn.execute("ALTER TABLE calls ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'chat'")
+
+
+async def _pg_v5(conn: Any) -> None:
+    from fareway.ledger.rollup_store import pg_migrate
+
+    await pg_migrate(conn)
 
 
 PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
@@ -318,6 +334,7 @@ PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _pg_v2),
     (3, _V3, _pg_v3),
     (4, _V4, _pg_v4),
+    (5, _V5, _pg_v5),
     (8, _V8, _pg_v8),
 ]
 

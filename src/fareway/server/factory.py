@@ -179,6 +179,7 @@ def build_gateway(config: Config) -> Gateway:
             close_timeout=config.ledger_close_timeout,
             spool_path=str(config.ledger_spool),
             spool_after=config.ledger_spool_after,
+            keep_calls_days=config.ledger_keep_calls_days,
         )
         metrics.bind_ledger(ledger)
     accounting = Accounting(pricebook=pricebook, ledger=ledger, metrics=metrics)

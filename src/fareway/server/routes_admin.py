@@ -154,7 +154,8 @@ def add_admin_routes(app: App, gateway: Gateway, *, metrics_public: bool | None 
             raise MetricsUnavailable("This gateway's metrics sink has no Prometheus exposition.")
         if isinstance(accounting.ledger, LedgerCounters):
             m.bind_ledger(accounting.ledger)
-        return Reply(200, [("cache-control", "no-store")], m.render(), content_type=CONTENT_TYPE)
+        body = await m.scrape()  # from the ledger's rollups when it has them (metrics.py)
+        return Reply(200, [("cache-control", "no-store")], body, content_type=CONTENT_TYPE)
 
     app.add("GET", "/v1/usage", usage)
     app.add("GET", "/v1/usage/export", export)
