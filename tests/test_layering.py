@@ -64,10 +64,23 @@ ALLOWED: dict[str, set[str]] = {
     "keys": {"types", "errors", "scrub"},
     "cache": {"types", "errors", "events"},
     "transport": CORE,
-    "config": CORE | {"providers"},
+    "config": CORE | {"providers", "experiments"},
     "router": CORE | {"adapters", "providers", "transport", "tokens"},
     "pipeline": CORE
     | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire", "cache"},
+    "experiments": CORE
+    | {
+        "adapters",
+        "config",
+        "keys",
+        "ledger",
+        "pipeline",
+        "providers",
+        "router",
+        "tokens",
+        "transport",
+        "wire",
+    },
     "metrics": {"ledger"},
     "dashboard": CORE | {"ledger", "keys"},
     "server": CORE
@@ -76,6 +89,7 @@ ALLOWED: dict[str, set[str]] = {
         "cache",
         "config",
         "dashboard",
+        "experiments",
         "keys",
         "ledger",
         "metrics",
@@ -87,7 +101,8 @@ ALLOWED: dict[str, set[str]] = {
         "wire",
     },
     "cli_usage": CORE | {"config", "dashboard", "ledger"},
-    "cli": CORE | {"cli_usage", "config", "keys", "providers", "server", "sim"},
+    "cli_experiments": CORE | {"cli_usage", "config", "experiments", "ledger"},
+    "cli": CORE | {"cli_experiments", "cli_usage", "config", "keys", "providers", "server", "sim"},
     "sim": {"sse"},
 }
 

@@ -1,4 +1,5 @@
-"""The ``fareway`` command line: serve, sim, keys, providers, models (and usage, logs, route)."""
+"""The ``fareway`` command line: serve, sim, keys, providers, models (and usage, logs, route,
+experiments)."""
 
 from __future__ import annotations
 
@@ -316,9 +317,11 @@ def route_explain(
 
 
 def _register_extras() -> None:
+    from fareway.cli_experiments import register as register_experiments
     from fareway.cli_usage import register
 
     register(main)
+    register_experiments(main)
 
 
 _register_extras()

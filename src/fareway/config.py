@@ -43,6 +43,7 @@ Top-level sections:
                   (dialect + base_url + api_key; models = [...] optional)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
 ``[prices.X]``    per-provider prices per million tokens: {"model" = {input=..., output=...}}
+``[experiments.NAME]`` an A/B experiment with an LLM judge on one model name (fareway.experiments.settings)
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from fareway.errors import FarewayError
+from fareway.experiments.settings import ExperimentSettings, SettingsError
+from fareway.experiments.settings import parse_section as parse_experiments
 from fareway.providers.quirks import Quirks
 from fareway.providers.registry import BUILTIN_PROVIDERS, ProviderSpec
 
@@ -153,6 +156,8 @@ class Config:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    experiments: dict[str, ExperimentSettings] = field(default_factory=dict)
+    """``[experiments.NAME]``: A/B experiments with an LLM judge (fareway.experiments)."""
     master_key: str | None = None
     demo: bool = False
     source: str = "<defaults>"
@@ -334,6 +339,10 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
 
     cfg.aliases = _section(data, "aliases")
     cfg.prices = _section(data, "prices")
+    try:
+        cfg.experiments = parse_experiments(data.get("experiments"))
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from exc
     master = data.get("master_key")
     cfg.master_key = (
         expand_env(master, env) if isinstance(master, str) else env.get("FAREWAY_MASTER_KEY") or None

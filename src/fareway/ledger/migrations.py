@@ -121,10 +121,55 @@ def _sqlite_v3(conn: sqlite3.Connection) -> None:
 
 _V3 = "in-flight streams: a checkpointed call row per committed stream, adopted after a crash"
 
+
+def _sqlite_v6(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        ALTER TABLE calls ADD COLUMN experiment TEXT;
+        ALTER TABLE calls ADD COLUMN experiment_role TEXT;
+        CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, experiment_role)
+            WHERE experiment IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS experiments (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            status TEXT NOT NULL,
+            promoted_to TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            calls_control INTEGER NOT NULL DEFAULT 0,
+            calls_challenger INTEGER NOT NULL DEFAULT 0,
+            sampled INTEGER NOT NULL DEFAULT 0,
+            dropped INTEGER NOT NULL DEFAULT 0,
+            over_budget INTEGER NOT NULL DEFAULT 0,
+            spend TEXT NOT NULL DEFAULT '0',
+            unpriced INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS experiment_pairs (
+            id INTEGER PRIMARY KEY,
+            experiment TEXT NOT NULL,
+            time TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            served TEXT NOT NULL,
+            verdict_1 TEXT NOT NULL,
+            verdict_2 TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            cost TEXT,
+            note TEXT
+        );
+        CREATE INDEX IF NOT EXISTS experiment_pairs_experiment ON experiment_pairs (experiment, id);
+        """,
+    )
+
+
+_V6 = "A/B experiments: their state and judged pairs; calls attributed to an experiment"
+
 SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "calls and attempts", _sqlite_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
     (3, _V3, _sqlite_v3),
+    (6, _V6, _sqlite_v6),
 ]
 
 
@@ -249,10 +294,51 @@ async def _pg_v3(conn: Any) -> None:
     )
 
 
+async def _pg_v6(conn: Any) -> None:
+    await conn.execute(
+        """
+        ALTER TABLE calls ADD COLUMN IF NOT EXISTS experiment TEXT;
+        ALTER TABLE calls ADD COLUMN IF NOT EXISTS experiment_role TEXT;
+        CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, experiment_role)
+            WHERE experiment IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS experiments (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            status TEXT NOT NULL,
+            promoted_to TEXT,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            calls_control BIGINT NOT NULL DEFAULT 0,
+            calls_challenger BIGINT NOT NULL DEFAULT 0,
+            sampled BIGINT NOT NULL DEFAULT 0,
+            dropped BIGINT NOT NULL DEFAULT 0,
+            over_budget BIGINT NOT NULL DEFAULT 0,
+            spend NUMERIC NOT NULL DEFAULT 0,
+            unpriced BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS experiment_pairs (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            experiment TEXT NOT NULL,
+            time TIMESTAMPTZ NOT NULL,
+            request_id TEXT NOT NULL,
+            served TEXT NOT NULL,
+            verdict_1 TEXT NOT NULL,
+            verdict_2 TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            cost NUMERIC,
+            note TEXT
+        );
+        CREATE INDEX IF NOT EXISTS experiment_pairs_experiment ON experiment_pairs (experiment, id);
+        """
+    )
+
+
 PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (1, "calls and attempts", _pg_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _pg_v2),
     (3, _V3, _pg_v3),
+    (6, _V6, _pg_v6),
 ]
 
 _PG_LOCK_KEY = 0x4641524557  # "FAREW": serializes concurrent migrators on one database

@@ -233,7 +233,9 @@ def call_row(
     latency_ms: float,
 ) -> CallRecord:
     """The ledger row of the call ``ctx`` (its tokens and cost are rolled up from the attempts
-    by the caller).  Used by the account stage and by stream checkpoints."""
+    by the caller).  Used by the account stage and by stream checkpoints.  A call that belongs to
+    an A/B experiment carries ``ctx.notes["experiment"] = (name, role)`` (see CallRecord)."""
+    tag = ctx.notes.get("experiment")
     return CallRecord(
         request_id=ctx.request_id,
         requested_model=ctx.requested_model,
@@ -250,6 +252,8 @@ def call_row(
         error=error,
         ttft_ms=ttft_ms,
         latency_ms=latency_ms,
+        experiment=tag[0] if tag is not None else None,
+        experiment_role=tag[1] if tag is not None else None,
     )
 
 

@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING
 
 from fareway.adapters.base import Adapter
 from fareway.config import Config, ConfigError
+from fareway.errors import FarewayError
+from fareway.experiments.manager import ExperimentManager
+from fareway.experiments.manager import build as build_experiments
+from fareway.experiments.store import open_store as open_experiment_store
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
 from fareway.ledger.writer import Ledger
@@ -30,6 +34,7 @@ from fareway.server.app import App
 from fareway.server.routes import add_routes
 from fareway.server.routes_admin import add_admin_routes
 from fareway.server.routes_dashboard import add_dashboard_routes
+from fareway.server.routes_experiments import add_experiment_routes
 from fareway.transport import Transport
 from fareway.wire.base import WireDialect
 
@@ -164,7 +169,24 @@ def build_gateway(config: Config) -> Gateway:
         stats=stats,
     )
     gateway.on_start.append(_warm_tokenizer)
+    gateway.parts["experiments"] = _experiments(config, gateway)
     return gateway
+
+
+def _experiments(config: Config, gateway: Gateway) -> ExperimentManager:
+    """The A/B experiments (``[experiments.NAME]`` and those made through the API), their state
+    beside the ledger's (fareway.experiments.store)."""
+    store = open_experiment_store(
+        config.ledger_url,
+        config.ledger_file,
+        schema=config.ledger_schema,
+        connect_timeout=config.ledger_connect_timeout,
+        statement_timeout=config.ledger_statement_timeout,
+    )
+    try:
+        return build_experiments(gateway, store)
+    except FarewayError as exc:
+        raise StartupError(f"[experiments]: {exc.message}") from exc
 
 
 async def _warm_tokenizer() -> None:
@@ -182,5 +204,6 @@ def build_app(config: Config) -> App:
     app = App(gateway, error_wire=wires["openai"])
     add_routes(app, gateway, wires["openai"], wires["anthropic"])
     add_admin_routes(app, gateway)
-    add_dashboard_routes(app, gateway)
+    sessions = add_dashboard_routes(app, gateway)
+    add_experiment_routes(app, gateway, gateway.parts["experiments"], sessions)
     return app
