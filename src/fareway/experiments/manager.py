@@ -31,11 +31,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from fareway.errors import BadRequest, NotFound
+from fareway.errors import BadRequest, FarewayError, NotFound
 from fareway.events import Accumulator, StreamEvent
 from fareway.experiments import assign
 from fareway.experiments.control import Conflict, transition
@@ -60,13 +60,22 @@ if TYPE_CHECKING:
     from fareway.pipeline.gateway import Gateway
 
 log = logging.getLogger("fareway.experiments")
+T = TypeVar("T")
 
 NOTE = "experiment"
 """``ctx.notes[NOTE] = (name, role)``: read by accounting for the ledger row."""
 SAMPLE = "experiment.sample"
 ANSWER = "experiment.answer"
+PAIR = ("shadow", "judge", "judge")
+"""The background calls of one pair: the other arm, then the judge in each order."""
 MAX_PENDING_PAIRS = 100_000
 """Pairs kept for the store while it cannot be written (beyond this the oldest are dropped)."""
+
+
+class Unavailable(FarewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "experiments_unavailable"
 
 
 class Running:
@@ -112,13 +121,14 @@ class Running:
         self.delta_spend += cost
         self.last_cost[kind] = cost
 
-    def affordable(self, kind: str, n: int = 1) -> bool:
+    def affordable(self, *calls: str) -> bool:
+        """Whether calls of these kinds fit in what is left of the budget, each guessed at what
+        the last call of its kind cost (nothing known yet: 0, and the spend must be under it)."""
         if self.halted is not None:
             return False
-        guess = self.last_cost.get(kind, Decimal(0)) * n
-        return self.spend + guess <= Decimal(str(self.settings.judge_budget_usd)) and (
-            self.spend < Decimal(str(self.settings.judge_budget_usd))
-        )
+        budget = Decimal(str(self.settings.judge_budget_usd))
+        guess = sum((self.last_cost.get(kind, Decimal(0)) for kind in calls), Decimal(0))
+        return self.spend < budget and self.spend + guess <= budget
 
     def add_pair(self, pair: PairRecord) -> None:
         self.pairs.append(pair)
@@ -129,8 +139,8 @@ class Running:
 
     def state(self) -> State:
         notes = [self.halted] if self.halted else []
-        if self.halted is None and self.spend >= Decimal(str(self.settings.judge_budget_usd)):
-            notes.append("judging stopped: judge_budget_usd is spent")
+        if self.halted is None and not self.affordable(*PAIR):
+            notes.append("judging stopped: judge_budget_usd is spent (or the next pair would pass it)")
         return State(
             self.settings,
             self.source,
@@ -168,6 +178,8 @@ class ExperimentManager:
         self._closed = False
         self._installed = False
         self._write_lock = asyncio.Lock()
+        self.ready: bool | None = None
+        """The store was read (True), is not answering (False), not tried yet (None)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -189,24 +201,48 @@ class ExperimentManager:
         self.gateway.after_hooks.append(self)
 
     async def start(self) -> None:
-        if self.store is not None:
-            await self.store.start()
-            stored = {e.name: e for e in await self.store.load()}
-            for name, run in self.experiments.items():
-                row = stored.pop(name, None)
-                if row is None or row.definition != run.settings.as_dict() or row.source != "config":
-                    row = await self.store.ensure(name, "config", run.settings.as_dict())
-                self._apply_row(run, row, initial=True)
-            for row in stored.values():
-                if row.source == "api":
-                    self._adopt_api(row)
-            for run in self.experiments.values():
-                pairs = await self.store.pairs(run.settings.name)
-                run.pairs = pairs
-                run.tally = tally_of(run.settings, pairs)
         if self.experiments:
             self.install()
+        if self.store is not None:
+            try:
+                await self._load()
+            except Exception as exc:  # experiments never keep the gateway from serving
+                self._store_down(exc)
         self._ticker = asyncio.create_task(self._tick(), name="fareway-experiments")
+
+    async def _load(self) -> None:
+        """Open the store and take its state: statuses, counters and pairs so far (kept: what this
+        gateway counted and judged before the store answered)."""
+        assert self.store is not None
+        await self.store.start()
+        stored = {e.name: e for e in await self.store.load()}
+        for name, run in self.experiments.items():
+            row = stored.pop(name, None)
+            if row is None or row.definition != run.settings.as_dict() or row.source != "config":
+                row = await self.store.ensure(name, "config", run.settings.as_dict())
+            self._apply_row(run, row, initial=True)
+        for row in stored.values():
+            if row.source == "api":
+                self._adopt_api(row)
+        for run in self.experiments.values():
+            pairs = await self.store.pairs(run.settings.name)
+            run.pairs = [*pairs, *run.pending]
+            run.tally = tally_of(run.settings, run.pairs)
+        if self.experiments:
+            self.install()
+        if self.ready is False:
+            log.warning("experiments: their state database answers again")
+        self.ready = True
+
+    def _store_down(self, exc: BaseException) -> None:
+        if self.ready is not False:
+            log.warning(
+                "experiments: their state database is unavailable (%s: %s); experiments go on, their "
+                "state is kept in memory and written when it is back",
+                type(exc).__name__,
+                exc,
+            )
+        self.ready = False
 
     def _adopt_api(self, row: StoredExperiment) -> Running | None:
         try:
@@ -247,21 +283,29 @@ class ExperimentManager:
         if self.store is not None:
             try:
                 await self.flush()
+            except Exception as exc:
+                log.error(
+                    "experiments: their last state could not be written (%s: %s)", type(exc).__name__, exc
+                )
             finally:
                 await self.store.close()
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.flush_every)
+            if self.store is None:
+                continue
             try:
+                if not self.ready:
+                    await self._load()
                 await self.flush()
                 await self.refresh()
-            except Exception:  # the store being unreachable must not end the ticker
-                log.exception("experiments: writing or reading the state failed; retrying")
+            except Exception as exc:  # the store being unreachable must not end the ticker
+                self._store_down(exc)
 
     async def flush(self) -> None:
         """Write the counters and new pairs to the store."""
-        if self.store is None:
+        if self.store is None or not self.ready:
             return
         async with self._write_lock:
             for run in list(self.experiments.values()):
@@ -279,7 +323,7 @@ class ExperimentManager:
 
     async def refresh(self) -> None:
         """Status changes made elsewhere (the CLI, another gateway) and experiments created there."""
-        if self.store is None:
+        if self.store is None or not self.ready:
             return
         for row in await self.store.load():
             run = self.experiments.get(row.name)
@@ -348,7 +392,7 @@ class ExperimentManager:
         if self._closed or run.status != "running" or run.in_flight >= run.settings.max_concurrent:
             run.count("dropped")
             return
-        if not run.affordable("shadow"):
+        if not run.affordable(*PAIR):
             run.count("over_budget")
             return
         run.in_flight += 1
@@ -406,7 +450,7 @@ class ExperimentManager:
                 )
                 if shadow.response is None:
                     note = f"the {other}'s call failed: {shadow.error}"
-                elif not run.affordable("judge", 2):
+                elif not run.affordable("judge", "judge"):
                     run.count("over_budget")
                     return
                 else:
@@ -498,6 +542,20 @@ class ExperimentManager:
             raise NotFound(f"No experiment named `{name}`.", param="name", code="experiment_not_found")
         return run
 
+    async def _write(self, aw: Coroutine[Any, Any, T]) -> T:
+        """A change the caller waits for (create, pause...): refused with a 503 while the store
+        does not answer, so that it is never lost."""
+        if not self.ready:
+            aw.close()
+            raise Unavailable("The experiments' state database is unavailable right now; try again shortly.")
+        try:
+            return await aw
+        except Exception as exc:
+            self._store_down(exc)
+            raise Unavailable(
+                "The experiments' state database is unavailable right now; try again shortly."
+            ) from exc
+
     async def variants(self, name: str) -> dict[str, VariantStats] | None:
         ledger = self.gateway.accounting.ledger
         store = getattr(ledger, "store", None)
@@ -507,8 +565,15 @@ class ExperimentManager:
 
     async def summary(self, name: str, *, with_series: bool = True) -> dict[str, Any]:
         run = self.get(name)
-        variants = await self.variants(name)
-        return summarize(run.state(), run.pairs, variants, with_series=with_series)
+        state = run.state()
+        try:
+            variants = await self.variants(name)
+        except Exception as exc:  # the ledger's database down: the rest of the results still stand
+            variants = None
+            state.notes.append(
+                f"per-variant numbers unavailable: the ledger could not be read ({type(exc).__name__})"
+            )
+        return summarize(state, run.pairs, variants, with_series=with_series)
 
     async def list(self) -> list[dict[str, Any]]:
         return [brief(summarize(r.state(), r.pairs)) for r in self.experiments.values()]
@@ -530,7 +595,7 @@ class ExperimentManager:
             raise BadRequest(str(exc)) from exc
         self._check_routable(settings)
         if self.store is not None:
-            row = await self.store.ensure(name, "api", settings.as_dict())
+            row = await self._write(self.store.ensure(name, "api", settings.as_dict()))
             run = self._add(settings, "api")
             self._apply_row(run, row, initial=True)
         else:
@@ -553,7 +618,7 @@ class ExperimentManager:
         run = self.get(name)
         status, promoted_to = transition(run.settings, run.status, run.promoted_to, action, run.tally, to)
         if self.store is not None:
-            await self.store.set_status(name, status, promoted_to)
+            await self._write(self.store.set_status(name, status, promoted_to))
         run.status, run.promoted_to = status, promoted_to
         log.info("experiment %s: %s (status %s)", name, action, status)
         return await self.summary(name)

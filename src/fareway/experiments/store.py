@@ -157,9 +157,12 @@ class SqliteExperimentStore:
         self._conn: sqlite3.Connection | None = None
 
     async def start(self) -> None:
+        if self._conn is not None:
+            return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fareway-experiments")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fareway-experiments")
         await self._run(self._open)
 
     def _open(self) -> None:
@@ -319,6 +322,8 @@ class PostgresExperimentStore:
     async def start(self) -> None:
         import asyncpg
 
+        if self._pool is not None:
+            return
         conn = await asyncpg.connect(
             self.url, timeout=self.connect_timeout, command_timeout=self.statement_timeout
         )
