@@ -701,10 +701,14 @@ async def test_experiments_go_on_in_memory_while_their_database_is_down(xsim: An
     from tests.conftest import free_port
 
     down = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
-    gw = await live(xsim, tmp_path, experiment(), ledger_url=down, ledger_connect_timeout=0.5, ledger_close_timeout=0.5)
+    gw = await live(
+        xsim, tmp_path, experiment(), ledger_url=down, ledger_connect_timeout=0.5, ledger_close_timeout=0.5
+    )
     try:
         client = openai_client(gw.url + "/v1")
-        r = await client.chat.completions.create(model="support", messages=[{"role": "user", "content": "down"}])
+        r = await client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "down"}]
+        )
         assert r.choices[0].message.content.startswith("[control]")
         await manager(gw).drain()
         status, body = await get(gw, "/v1/experiments/bot")

@@ -305,3 +305,22 @@ def test_a_judge_of_a_variants_family_or_maker_is_warned_about() -> None:
         )
         == []
     )
+
+
+def test_the_interval_over_time_is_thinned_but_keeps_its_ends() -> None:
+    from fareway.experiments.results import MAX_POINTS, History
+    from fareway.experiments.settings import parse
+    from fareway.experiments.store import PairRecord
+
+    s = parse("e", {"model": "m", "control": "a/b", "challenger": "c/d", "judge": "e/f"})
+    h = History(s)
+    outcomes = ["win", "loss", "tie", "unparseable"] * 1000
+    for i, o in enumerate(outcomes):
+        v = {"win": "challenger", "loss": "control", "tie": "tie", "unparseable": "unparseable"}[o]
+        h.add(PairRecord("e", f"r{i}", "control", v, v, o))
+    points = h.series()
+    assert MAX_POINTS <= len(points) <= 2 * MAX_POINTS + 1
+    ns = [p["pairs"] for p in points]
+    assert ns == sorted(set(ns)) and ns[-1] == 3000 == h.tally.pairs
+    assert h.tally.unparseable == 1000
+    assert points[-1]["win_rate"] == 0.5

@@ -7,6 +7,7 @@
     ledger, keys                        <- depend only on the core
     router                              <- adapters (contract), transport, providers
     pipeline                            <- everything below
+    experiments                         <- the pipeline (its settings module is loaded by config)
     metrics                             <- a sink fed from ledger records
     dashboard                           <- the page, its data shaping and sessions (no routes)
     server, cli, cli_usage              <- the top (server holds every route, the dashboard's too)

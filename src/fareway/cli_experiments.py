@@ -30,7 +30,7 @@ from fareway.config import Config
 from fareway.errors import FarewayError
 from fareway.experiments.control import transition
 from fareway.experiments.queries import VariantStats, variant_stats
-from fareway.experiments.results import State, brief, summarize, tally_of
+from fareway.experiments.results import History, State, brief, summarize, tally_of
 from fareway.experiments.results import text as summary_text
 from fareway.experiments.settings import ExperimentSettings, SettingsError, parse
 from fareway.experiments.store import ExperimentStore, StoredExperiment, open_store
@@ -105,7 +105,9 @@ def _summaries(cfg: Config, name: str | None, with_series: bool) -> list[dict[st
         known = _settings(cfg, rows)
         if name is not None and name not in known:
             raise click.ClickException(f"no experiment named {name!r}")
-        return [summarize(_state(s, src, None), []) for n, (s, src) in known.items() if name in (None, n)]
+        return [
+            summarize(_state(s, src, None), History(s)) for n, (s, src) in known.items() if name in (None, n)
+        ]
 
     async def fetch(store: ExperimentStore) -> list[dict[str, Any]]:
         rows = {r.name: r for r in await store.load()}
@@ -118,7 +120,8 @@ def _summaries(cfg: Config, name: str | None, with_series: bool) -> list[dict[st
                 continue
             pairs = await store.pairs(n)
             variants = await _variants(cfg, n) if name is not None else None
-            out.append(summarize(_state(s, src, rows.get(n)), pairs, variants, with_series=with_series))
+            history = History.of(s, pairs)
+            out.append(summarize(_state(s, src, rows.get(n)), history, variants, with_series=with_series))
         return out
 
     return _with_store(cfg, fetch)

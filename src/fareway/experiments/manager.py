@@ -48,10 +48,10 @@ from fareway.experiments.judge import (
     read_verdict,
 )
 from fareway.experiments.queries import VariantStats, variant_stats
-from fareway.experiments.results import State, brief, summarize, tally_of
+from fareway.experiments.results import History, State, brief, summarize
 from fareway.experiments.runner import Background, BackgroundRunner
 from fareway.experiments.settings import ExperimentSettings, SettingsError, check_models, parse
-from fareway.experiments.stats import Tally, Verdict, combine
+from fareway.experiments.stats import Verdict, combine
 from fareway.experiments.store import COUNTERS, ExperimentStore, PairRecord, StoredExperiment
 from fareway.pipeline.context import CallContext
 from fareway.types import ChatResponse
@@ -92,9 +92,10 @@ class Running:
         self.delta: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         """Not yet written to the store."""
         self.delta_spend = Decimal(0)
-        self.pairs: list[PairRecord] = []
+        self.history = History(settings)
+        """Every judged pair folded: the tally and the interval over time."""
         self.pending: list[PairRecord] = []
-        self.tally: Tally = Tally(settings.alpha)
+        """Judged pairs not yet written to the store."""
         self.in_flight = 0
         self.last_cost: dict[str, Decimal] = {}
         """The cost of the last background call of each kind (``shadow``, ``judge``): the guess
@@ -131,11 +132,10 @@ class Running:
         return self.spend < budget and self.spend + guess <= budget
 
     def add_pair(self, pair: PairRecord) -> None:
-        self.pairs.append(pair)
         self.pending.append(pair)
         if len(self.pending) > MAX_PENDING_PAIRS:
             del self.pending[0]
-        self.tally.add(pair.outcome, pair.consistent)
+        self.history.add(pair)
 
     def state(self) -> State:
         notes = [self.halted] if self.halted else []
@@ -226,8 +226,8 @@ class ExperimentManager:
                 self._adopt_api(row)
         for run in self.experiments.values():
             pairs = await self.store.pairs(run.settings.name)
-            run.pairs = [*pairs, *run.pending]
-            run.tally = tally_of(run.settings, run.pairs)
+            history = await asyncio.to_thread(History.of, run.settings, [*pairs, *run.pending])
+            run.history = history
         if self.experiments:
             self.install()
         if self.ready is False:
@@ -573,10 +573,10 @@ class ExperimentManager:
             state.notes.append(
                 f"per-variant numbers unavailable: the ledger could not be read ({type(exc).__name__})"
             )
-        return summarize(state, run.pairs, variants, with_series=with_series)
+        return summarize(state, run.history, variants, with_series=with_series)
 
     async def list(self) -> list[dict[str, Any]]:
-        return [brief(summarize(r.state(), r.pairs)) for r in self.experiments.values()]
+        return [brief(summarize(r.state(), r.history)) for r in self.experiments.values()]
 
     async def create(self, body: Any) -> dict[str, Any]:
         """``POST /v1/experiments``: a new experiment from the same keys as a config table."""
@@ -616,7 +616,9 @@ class ExperimentManager:
     async def set_status(self, name: str, action: str, to: str | None = None) -> dict[str, Any]:
         """``pause``, ``resume``, ``stop`` or ``promote`` (fareway.experiments.control)."""
         run = self.get(name)
-        status, promoted_to = transition(run.settings, run.status, run.promoted_to, action, run.tally, to)
+        status, promoted_to = transition(
+            run.settings, run.status, run.promoted_to, action, run.history.tally, to
+        )
         if self.store is not None:
             await self._write(self.store.set_status(name, status, promoted_to))
         run.status, run.promoted_to = status, promoted_to

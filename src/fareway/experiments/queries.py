@@ -55,8 +55,8 @@ class VariantStats:
             "background_calls": self.background,
             "errors": self.errors,
             "error_rate": None if self.error_rate is None else round(self.error_rate, 4),
-            "cost_usd": _text(self.cost),
-            "cost_per_call_usd": None if per is None else _text(per),
+            "cost_usd": money_text(self.cost),
+            "cost_per_call_usd": None if per is None else money_text(per),
             "unpriced_calls": self.calls - self.priced,
             "ttft_p50_ms": _ms(self.ttft_p50_ms),
             "ttft_p95_ms": _ms(self.ttft_p95_ms),
@@ -69,7 +69,7 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else round(float(v), 1)
 
 
-def _text(d: Decimal) -> str:
+def money_text(d: Decimal) -> str:
     q = d.quantize(Decimal("1e-10")).normalize()
     s = format(q, "f")
     return "0" if s in ("-0", "") else s

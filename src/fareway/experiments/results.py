@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from fareway.experiments.queries import VariantStats, _text
+from fareway.experiments.queries import VariantStats, money_text
 from fareway.experiments.settings import ExperimentSettings
 from fareway.experiments.stats import Tally, decide
 from fareway.experiments.store import COUNTERS, PairRecord
 
 MAX_POINTS = 200
-"""The interval-over-time series is thinned to about this many points."""
+"""The interval-over-time series is thinned to between this many and twice as many points."""
 
 
 @dataclass(slots=True)
@@ -33,34 +33,54 @@ class State:
     in_flight: int = 0
 
 
+class History:
+    """The judged pairs of one experiment folded in order: the tally (and so the interval and the
+    decision) and the interval over time, thinned as it grows (every ``stride``-th valid pair, the
+    stride doubling whenever the points pass twice MAX_POINTS), so neither grows with the pairs."""
+
+    def __init__(self, settings: ExperimentSettings) -> None:
+        self.tally = Tally(settings.alpha)
+        self._points: list[dict[str, Any]] = []
+        self._stride = 1
+        self._last: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, settings: ExperimentSettings, pairs: list[PairRecord]) -> History:
+        h = cls(settings)
+        for p in pairs:
+            h.add(p)
+        return h
+
+    def add(self, pair: PairRecord) -> None:
+        self.tally.add(pair.outcome, pair.consistent)
+        if pair.outcome not in ("win", "loss", "tie"):
+            return
+        t = self.tally
+        lo, hi = t.cs.interval
+        point = {
+            "pairs": t.pairs,
+            "time": pair.time.isoformat(),
+            "win_rate": _r(t.win_rate),
+            "lower": _r(lo),
+            "upper": _r(hi),
+        }
+        self._last = point
+        if t.pairs % self._stride == 0:
+            self._points.append(point)
+            if len(self._points) > 2 * MAX_POINTS:
+                self._points = self._points[1::2]
+                self._stride *= 2
+
+    def series(self) -> list[dict[str, Any]]:
+        """The win rate and its interval after each judged pair (thinned; the latest always in)."""
+        out = list(self._points)
+        if self._last is not None and (not out or out[-1]["pairs"] != self._last["pairs"]):
+            out.append(self._last)
+        return out
+
+
 def tally_of(settings: ExperimentSettings, pairs: list[PairRecord]) -> Tally:
-    t = Tally(settings.alpha)
-    for p in pairs:
-        t.add(p.outcome, p.consistent)
-    return t
-
-
-def series(settings: ExperimentSettings, pairs: list[PairRecord]) -> list[dict[str, Any]]:
-    """The win rate and its interval after each judged pair, thinned to about MAX_POINTS."""
-    t = Tally(settings.alpha)
-    valid = [p for p in pairs if p.outcome in ("win", "loss", "tie")]
-    n = len(valid)
-    step = max(1, -(-n // MAX_POINTS))
-    out: list[dict[str, Any]] = []
-    for i, p in enumerate(valid, 1):
-        t.add(p.outcome, p.consistent)
-        if i % step == 0 or i == n:
-            lo, hi = t.cs.interval
-            out.append(
-                {
-                    "pairs": i,
-                    "time": p.time.isoformat(),
-                    "win_rate": _r(t.win_rate),
-                    "lower": _r(lo),
-                    "upper": _r(hi),
-                }
-            )
-    return out
+    return History.of(settings, pairs).tally
 
 
 def _r(x: float | None) -> float | None:
@@ -69,13 +89,13 @@ def _r(x: float | None) -> float | None:
 
 def summarize(
     state: State,
-    pairs: list[PairRecord],
+    history: History,
     variants: dict[str, VariantStats] | None = None,
     *,
     with_series: bool = False,
 ) -> dict[str, Any]:
     s = state.settings
-    t = tally_of(s, pairs)
+    t = history.tally
     d = decide(t, s.margin, s.max_inconsistency)
     lo, hi = t.cs.interval
     budget = Decimal(str(s.judge_budget_usd))
@@ -134,9 +154,9 @@ def summarize(
             "over_budget": state.counters.get("over_budget", 0),
         },
         "spend": {
-            "judge_and_shadow_usd": _text(state.spend),
-            "budget_usd": _text(budget),
-            "remaining_usd": _text(max(Decimal(0), budget - state.spend)),
+            "judge_and_shadow_usd": money_text(state.spend),
+            "budget_usd": money_text(budget),
+            "remaining_usd": money_text(max(Decimal(0), budget - state.spend)),
             "unpriced_calls": state.counters.get("unpriced", 0),
         },
         "variants": {k: v.as_dict() for k, v in (variants or {}).items()},
@@ -144,7 +164,7 @@ def summarize(
         "notes": list(state.notes),
     }
     if with_series:
-        out["series"] = series(s, pairs)
+        out["series"] = history.series()
     return out
 
 
