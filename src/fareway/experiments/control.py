@@ -60,8 +60,8 @@ def transition(
         d = decide(tally, settings.margin, settings.max_inconsistency)
         if d.winner is None:
             raise Conflict(
-                f"The experiment `{name}` has no decision yet: {d.text}. Promote with "
-                "to = control or challenger to choose anyway."
+                f"The experiment `{name}` has no decision yet: {d.text}. To promote anyway, name the arm: "
+                "`to` (API) or `--to` (CLI): control or challenger."
             )
         to = d.winner
     if to not in ("control", "challenger"):

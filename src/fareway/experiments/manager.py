@@ -15,8 +15,10 @@
 The caller's answer is never delayed, changed or failed by any of this: the pair starts after the
 call was accounted and answered, in its own task, bounded by ``max_concurrent`` pairs per
 experiment (a sampled call beyond that is *dropped* and counted), by ``timeout`` seconds per
-pair, and by ``judge_budget_usd``: a background call is not started once the spend so far plus
-what the last call of its kind cost would pass the budget (counted ``over_budget``).  A
+pair, and by ``judge_budget_usd``: a pair (and, in it, the verdicts) is not started once the spend
+so far plus what its calls are guessed to cost (what the last call of each kind cost) plus a whole
+pair for every other pair in flight would pass the budget (counted ``over_budget``); until one
+pair's cost is known, pairs run one at a time.  A
 background call with no known price stops the judging (the budget cannot be enforced without
 prices), with a note saying so.  At shutdown the pairs still running are cancelled (their calls
 are accounted as cancelled); nothing waits on a stalled judge.
@@ -122,14 +124,20 @@ class Running:
         self.delta_spend += cost
         self.last_cost[kind] = cost
 
-    def affordable(self, *calls: str) -> bool:
+    def affordable(self, *calls: str, others: int | None = None) -> bool:
         """Whether calls of these kinds fit in what is left of the budget, each guessed at what
-        the last call of its kind cost (nothing known yet: 0, and the spend must be under it)."""
+        the last call of its kind cost (nothing known yet: 0, and the spend must be under it),
+        with every other pair in flight counted as a whole pair still to pay (``others``: how
+        many; by default all of them): so pairs running at once cannot pass the budget together."""
         if self.halted is not None:
             return False
         budget = Decimal(str(self.settings.judge_budget_usd))
-        guess = sum((self.last_cost.get(kind, Decimal(0)) for kind in calls), Decimal(0))
+        running = self.in_flight if others is None else others
+        guess = self.guess(*calls) + running * self.guess(*PAIR)
         return self.spend < budget and self.spend + guess <= budget
+
+    def guess(self, *calls: str) -> Decimal:
+        return sum((self.last_cost.get(kind, Decimal(0)) for kind in calls), Decimal(0))
 
     def add_pair(self, pair: PairRecord) -> None:
         self.pending.append(pair)
@@ -139,7 +147,7 @@ class Running:
 
     def state(self) -> State:
         notes = [self.halted] if self.halted else []
-        if self.halted is None and not self.affordable(*PAIR):
+        if self.halted is None and not self.affordable(*PAIR, others=0):
             notes.append("judging stopped: judge_budget_usd is spent (or the next pair would pass it)")
         return State(
             self.settings,
@@ -389,7 +397,9 @@ class ExperimentManager:
             if acc is None or not acc.finished:
                 return
             answer = acc.result()
-        if self._closed or run.status != "running" or run.in_flight >= run.settings.max_concurrent:
+        # until a whole pair's cost is known, pairs run one at a time (the budget needs the guess)
+        limit = run.settings.max_concurrent if "judge" in run.last_cost else 1
+        if self._closed or run.status != "running" or run.in_flight >= limit:
             run.count("dropped")
             return
         if not run.affordable(*PAIR):
@@ -450,7 +460,7 @@ class ExperimentManager:
                 )
                 if shadow.response is None:
                     note = f"the {other}'s call failed: {shadow.error}"
-                elif not run.affordable("judge", "judge"):
+                elif not run.affordable("judge", "judge", others=run.in_flight - 1):
                     run.count("over_budget")
                     return
                 else:
