@@ -536,6 +536,14 @@ async def test_the_admin_api_creates_experiments_and_refuses_bad_ones(xsim: Any,
         assert status == 400 and err["error"]["param"] == "control"
         status, err = await post(gw, "/v1/experiments", {**spec, "name": "w"})  # same model as "made"
         assert status == 400 and "both on the model name" in err["error"]["message"]
+        # a judge of the control's maker is allowed, with a warning (self-preference)
+        status, body = await post(
+            gw, "/v1/experiments", {**spec, "name": "selfish", "model": "m5", "judge": "openai/gpt-4o-mini"}
+        )
+        assert status == 201 and len(body["warnings"]) == 1
+        assert (
+            "openai/gpt-4o-mini and the control openai/gpt-4o are both OpenAI models" in body["warnings"][0]
+        )
 
         client = openai_client(gw.url + "/v1")
         await client.chat.completions.create(model="made-model", messages=[{"role": "user", "content": "hi"}])
@@ -554,7 +562,10 @@ async def test_the_admin_api_creates_experiments_and_refuses_bad_ones(xsim: Any,
     gw = await live(xsim, tmp_path)
     try:
         _, listing = await get(gw, "/v1/experiments")
-        assert [e["name"] for e in listing["data"]] == ["made"]  # an API experiment survives a restart
+        assert [e["name"] for e in listing["data"]] == [
+            "made",
+            "selfish",
+        ]  # API experiments survive a restart
     finally:
         await gw.stop()
 
@@ -723,6 +734,16 @@ def test_experiment_settings_in_the_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="both on the model name 'm'"):
         load_config(conf, env={})
     assert dataclasses.asdict(e)["name"] == "support-bot"
+
+
+def test_an_experiment_on_a_model_nothing_serves_stops_start_up(tmp_path: Path) -> None:
+    from fareway.server.factory import StartupError, build_app
+
+    cfg = gateway_config(
+        "http://127.0.0.1:9", tmp_path, experiments={"e": experiment("e", challenger="nowhere/model")}
+    )
+    with pytest.raises(StartupError, match=r"\[experiments\]: `challenger`"):
+        build_app(cfg)
 
 
 async def test_experiments_go_on_in_memory_while_their_database_is_down(xsim: Any, tmp_path: Path) -> None:
