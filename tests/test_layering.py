@@ -9,6 +9,7 @@
     pipeline                            <- everything below
     cache                               <- a feature on the pipeline's seams (lookup, stream wrapper);
                                            its settings module imports nothing, so config may read it
+    experiments                         <- the pipeline (its settings module is loaded by config)
     metrics                             <- a sink fed from ledger records
     dashboard                           <- the page, its data shaping and sessions (no routes)
     server, cli, cli_usage              <- the top (server holds every route, the dashboard's too)
@@ -66,10 +67,23 @@ ALLOWED: dict[str, set[str]] = {
     "keys": {"types", "errors", "scrub"},
     "cache": CORE | {"pipeline", "wire"},
     "transport": CORE,
-    "config": CORE | {"providers", "cache"},
+    "config": CORE | {"providers", "cache", "experiments"},
     "router": CORE | {"adapters", "providers", "transport", "tokens"},
     "pipeline": CORE
     | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire"},
+    "experiments": CORE
+    | {
+        "adapters",
+        "config",
+        "keys",
+        "ledger",
+        "pipeline",
+        "providers",
+        "router",
+        "tokens",
+        "transport",
+        "wire",
+    },
     "metrics": {"ledger"},
     "dashboard": CORE | {"ledger", "keys"},
     "server": CORE
@@ -78,6 +92,7 @@ ALLOWED: dict[str, set[str]] = {
         "cache",
         "config",
         "dashboard",
+        "experiments",
         "keys",
         "ledger",
         "metrics",
@@ -90,7 +105,9 @@ ALLOWED: dict[str, set[str]] = {
     },
     "cli_usage": CORE | {"config", "dashboard", "ledger"},
     "cli_ledger": CORE | {"cli_usage", "config", "ledger"},
-    "cli": CORE | {"cli_usage", "cli_ledger", "config", "keys", "providers", "server", "sim"},
+    "cli_experiments": CORE | {"cli_usage", "config", "experiments", "ledger"},
+    "cli": CORE
+    | {"cli_experiments", "cli_usage", "cli_ledger", "config", "keys", "providers", "server", "sim"},
     "sim": {"sse"},
 }
 

@@ -1,4 +1,5 @@
-"""The ``fareway`` command line: serve, sim, keys, providers, models (and usage, logs, route)."""
+"""The ``fareway`` command line: serve, sim, keys, providers, models (and usage, logs, route,
+experiments)."""
 
 from __future__ import annotations
 
@@ -330,12 +331,14 @@ def route_explain(
 
 
 def _register_extras() -> None:
+    from fareway.cli_experiments import register as register_experiments
     from fareway.cli_usage import register
 
     register(main)
     from fareway.cli_ledger import register as register_ledger
 
     register_ledger(main)
+    register_experiments(main)
 
 
 _register_extras()

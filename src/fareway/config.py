@@ -50,6 +50,7 @@ Top-level sections:
 ``[cache]``       opt-in response caching (fareway.cache.settings: enabled, url, ttl, max_ttl,
                   max_bytes, max_entry_bytes, coalesce, prefix, timeout, [cache.share]); an alias
                   table may carry ``cache = {mode, ttl}``
+``[experiments.NAME]`` an A/B experiment with an LLM judge on one model name (fareway.experiments.settings)
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ from typing import Any
 from fareway.cache.settings import CacheSettings, CacheSettingsError
 from fareway.cache.settings import parse as parse_cache
 from fareway.errors import FarewayError
+from fareway.experiments.settings import ExperimentSettings, SettingsError
+from fareway.experiments.settings import parse_section as parse_experiments
 from fareway.providers.quirks import Quirks
 from fareway.providers.registry import BUILTIN_PROVIDERS, ProviderSpec
 
@@ -186,6 +189,8 @@ class Config:
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    experiments: dict[str, ExperimentSettings] = field(default_factory=dict)
+    """``[experiments.NAME]``: A/B experiments with an LLM judge (fareway.experiments)."""
     master_key: str | None = None
     demo: bool = False
     source: str = "<defaults>"
@@ -377,14 +382,15 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
     cfg.prices = _section(data, "prices")
     cache = dict(_section(data, "cache"))
     if isinstance(cache.get("url"), str):  # a password may be given as ${VAR}
-        url = expand_env(cache["url"], env)
-        if url is None:
-            raise ConfigError("[cache] url refers to an environment variable that is not set")
-        cache["url"] = url
+        cache["url"] = require_env(cache["url"], env, "[cache] url")
     try:
         cfg.cache = parse_cache(cache, cfg.aliases)
     except CacheSettingsError as exc:
         raise ConfigError(str(exc)) from None
+    try:
+        cfg.experiments = parse_experiments(data.get("experiments"))
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from exc
     master = data.get("master_key")
     cfg.master_key = (
         require_env(master, env, "master_key")

@@ -96,6 +96,7 @@ def app_page(user: str, version: str = "") -> bytes:
     <button type="button" data-range="90d">90 days</button>
     <button type="button" data-range="all">All</button>
   </nav>
+  <a href="/ui/experiments" id="experiments-link">Experiments</a>
   <div class="who">
     <span class="muted">{html.escape(user)}</span>
     <form method="post" action="/ui/logout"><button type="submit" class="link" id="logout">Sign out</button></form>

@@ -163,12 +163,56 @@ def _sqlite_v8(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE calls ADD COLUMN kind TEXT NOT NULL DEFAULT 'chat'")
 
 
+def _sqlite_v6(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        ALTER TABLE calls ADD COLUMN experiment TEXT;
+        ALTER TABLE calls ADD COLUMN experiment_role TEXT;
+        CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, experiment_role)
+            WHERE experiment IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS experiments (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            status TEXT NOT NULL,
+            promoted_to TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            calls_control INTEGER NOT NULL DEFAULT 0,
+            calls_challenger INTEGER NOT NULL DEFAULT 0,
+            sampled INTEGER NOT NULL DEFAULT 0,
+            dropped INTEGER NOT NULL DEFAULT 0,
+            over_budget INTEGER NOT NULL DEFAULT 0,
+            spend TEXT NOT NULL DEFAULT '0',
+            unpriced INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS experiment_pairs (
+            id INTEGER PRIMARY KEY,
+            experiment TEXT NOT NULL,
+            time TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            served TEXT NOT NULL,
+            verdict_1 TEXT NOT NULL,
+            verdict_2 TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            cost TEXT,
+            note TEXT
+        );
+        CREATE INDEX IF NOT EXISTS experiment_pairs_experiment ON experiment_pairs (experiment, id);
+        """,
+    )
+
+
+_V6 = "A/B experiments: their state and judged pairs; calls attributed to an experiment"
+
 SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "calls and attempts", _sqlite_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
     (3, _V3, _sqlite_v3),
     (4, _V4, _sqlite_v4),
     (5, _V5, _sqlite_v5),
+    (6, _V6, _sqlite_v6),
     (8, _V8, _sqlite_v8),
 ]
 
@@ -319,6 +363,46 @@ async def _pg_v4(conn: Any) -> None:
     )
 
 
+async def _pg_v6(conn: Any) -> None:
+    await conn.execute(
+        """
+        ALTER TABLE calls ADD COLUMN IF NOT EXISTS experiment TEXT;
+        ALTER TABLE calls ADD COLUMN IF NOT EXISTS experiment_role TEXT;
+        CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, experiment_role)
+            WHERE experiment IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS experiments (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            status TEXT NOT NULL,
+            promoted_to TEXT,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            calls_control BIGINT NOT NULL DEFAULT 0,
+            calls_challenger BIGINT NOT NULL DEFAULT 0,
+            sampled BIGINT NOT NULL DEFAULT 0,
+            dropped BIGINT NOT NULL DEFAULT 0,
+            over_budget BIGINT NOT NULL DEFAULT 0,
+            spend NUMERIC NOT NULL DEFAULT 0,
+            unpriced BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS experiment_pairs (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            experiment TEXT NOT NULL,
+            time TIMESTAMPTZ NOT NULL,
+            request_id TEXT NOT NULL,
+            served TEXT NOT NULL,
+            verdict_1 TEXT NOT NULL,
+            verdict_2 TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            cost NUMERIC,
+            note TEXT
+        );
+        CREATE INDEX IF NOT EXISTS experiment_pairs_experiment ON experiment_pairs (experiment, id);
+        """
+    )
+
+
 async def _pg_v8(conn: Any) -> None:
     await conn.execute("ALTER TABLE calls ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'chat'")
 
@@ -335,6 +419,7 @@ PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (3, _V3, _pg_v3),
     (4, _V4, _pg_v4),
     (5, _V5, _pg_v5),
+    (6, _V6, _pg_v6),
     (8, _V8, _pg_v8),
 ]
 

@@ -132,6 +132,12 @@ class CallRecord:
     error: str | None = None
     kind: CallKind = "chat"
     """``chat`` (chat completions, messages) or ``embedding`` (/v1/embeddings)."""
+    experiment: str | None = None
+    """The A/B experiment this call belongs to (``[experiments.NAME]``), or None."""
+    experiment_role: str | None = None
+    """Its part in that experiment: ``control`` or ``challenger`` (a caller's call served by that
+    arm), ``shadow-control`` or ``shadow-challenger`` (the experiment's own background run of
+    that arm, paid for by the experiment, not by a caller), or ``judge`` (a verdict call)."""
 
 
 def rollup(call: CallRecord, attempts: list[AttemptRecord], price_source: str | None = None) -> CallRecord:

@@ -238,7 +238,9 @@ def call_row(
 ) -> CallRecord:
     """The ledger row of the call ``ctx`` (its tokens and cost are rolled up from the attempts
     by the caller).  Used by the account stage and by stream checkpoints.  A cache hit has no
-    attempt: its provider and model are the ones that made the cached answer."""
+    attempt: its provider and model are the ones that made the cached answer.  A call that belongs
+    to an A/B experiment carries ``ctx.notes["experiment"] = (name, role)`` (see CallRecord)."""
+    tag = ctx.notes.get("experiment")
     if served_by is not None:
         provider: str | None = served_by.target.upstream.provider
         upstream_model: str | None = served_by.target.upstream.model
@@ -265,6 +267,8 @@ def call_row(
         kind=ctx.kind,
         cache=ctx.cache,  # type: ignore[arg-type]
         cost_saved=Decimal(ctx.cost_saved) if ctx.cost_saved is not None else None,
+        experiment=tag[0] if tag is not None else None,
+        experiment_role=tag[1] if tag is not None else None,
     )
 
 

@@ -5,7 +5,8 @@
     admit     Admission.admit for each admission (scope, rate limit, budget reservation): raise a
               FarewayError to refuse (401/403/402/429 in the caller's dialect)
     parse     client bytes -> canonical request (the wire dialect checks limits while parsing)
-    resolve   the model name -> a routing Decision (pinned, bare id, alias, auto with @floor)
+    resolve   the model name -> a routing Decision (pinned, bare id, alias, auto with @floor);
+              an ArmPicker may name another model to route to (an A/B experiment's arm)
     lookup    each Lookup may answer early with a Reply (a cache hit)
     execute   the route tree until an attempt commits (fallback, race, hedge)
     encode    canonical events -> client bytes; each StreamWrapper wraps the committed events
@@ -57,6 +58,15 @@ class StreamWrapper(Protocol):
 
 
 @runtime_checkable
+class ArmPicker(Protocol):
+    """Consulted by resolve before routing: the model name this call is routed to instead of the
+    one it names (the arm of an A/B experiment on that name), or None to leave it.  Runs on the
+    request path: a dict lookup and a hash, no I/O.  It may leave notes on the context."""
+
+    def pick(self, ctx: CallContext) -> str | None: ...
+
+
+@runtime_checkable
 class AfterHook(Protocol):
     """Runs after the call was accounted, off the request path (its errors are logged)."""
 
@@ -93,12 +103,19 @@ class Parse:
 class Resolve:
     name = "resolve"
 
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, pickers: list[ArmPicker] | None = None) -> None:
         self.resolver = resolver
+        self.pickers: list[ArmPicker] = pickers if pickers is not None else []
+        """Shared with the gateway (``Gateway.pickers``): appended to after construction."""
 
     async def run(self, ctx: CallContext) -> Reply | None:
         assert ctx.req is not None, "resolve runs after parse"
-        decision = self.resolver.decide(ctx.req)
+        name = None
+        for picker in self.pickers:
+            name = picker.pick(ctx)
+            if name is not None:
+                break
+        decision = self.resolver.decide(ctx.req, model=name)
         ctx.decision = decision
         ctx.route = decision.route_text
         note = decision.header()

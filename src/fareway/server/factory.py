@@ -16,6 +16,10 @@ from fareway.adapters.base import Adapter
 from fareway.adapters.embeddings import EmbeddingAdapter
 from fareway.cache.wiring import install as install_cache
 from fareway.config import Config, ConfigError
+from fareway.errors import FarewayError
+from fareway.experiments.manager import ExperimentManager
+from fareway.experiments.manager import build as build_experiments
+from fareway.experiments.store import open_store as open_experiment_store
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
 from fareway.ledger.writer import Ledger
@@ -35,6 +39,7 @@ from fareway.server.routes import add_routes
 from fareway.server.routes_admin import add_admin_routes
 from fareway.server.routes_dashboard import add_dashboard_routes
 from fareway.server.routes_embeddings import add_embedding_routes
+from fareway.server.routes_experiments import add_experiment_routes
 from fareway.server.routes_responses import add_responses
 from fareway.transport import Transport
 from fareway.wire.base import WireDialect
@@ -214,7 +219,24 @@ def build_gateway(config: Config) -> Gateway:
     gateway.on_start.append(_warm_tokenizer)
     cache = install_cache(gateway, config.cache, price=accounting.price)
     metrics.bind_cache_store(cache.store)
+    gateway.parts["experiments"] = _experiments(config, gateway)
     return gateway
+
+
+def _experiments(config: Config, gateway: Gateway) -> ExperimentManager:
+    """The A/B experiments (``[experiments.NAME]`` and those made through the API), their state
+    beside the ledger's (fareway.experiments.store)."""
+    store = open_experiment_store(
+        config.ledger_url,
+        config.ledger_file,
+        schema=config.ledger_schema,
+        connect_timeout=config.ledger_connect_timeout,
+        statement_timeout=config.ledger_statement_timeout,
+    )
+    try:
+        return build_experiments(gateway, store)
+    except FarewayError as exc:
+        raise StartupError(f"[experiments]: {exc.message}") from exc
 
 
 async def _warm_tokenizer() -> None:
@@ -233,7 +255,8 @@ def build_app(config: Config) -> App:
     add_routes(app, gateway, wires["openai"], wires["anthropic"])
     add_responses(app, gateway, wires["openai_responses"], config)
     add_admin_routes(app, gateway)
-    add_dashboard_routes(app, gateway)
+    sessions = add_dashboard_routes(app, gateway)
+    add_experiment_routes(app, gateway, gateway.parts["experiments"], sessions)
     assert gateway.embeddings is not None
     add_embedding_routes(app, gateway.embeddings, wires["openai"])
     return app
