@@ -66,7 +66,9 @@ ALLOWED: dict[str, set[str]] = {
     "keys": {"types", "errors", "scrub"},
     "cache": CORE | {"pipeline", "wire"},
     "transport": CORE,
-    "config": CORE | {"providers", "cache"},
+    "config_schema": CORE,
+    "config_state": set(),
+    "config": CORE | {"providers", "cache", "config_schema", "config_state"},
     "router": CORE | {"adapters", "providers", "transport", "tokens"},
     "pipeline": CORE
     | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire"},
