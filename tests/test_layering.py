@@ -92,7 +92,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "cli_usage": CORE | {"config", "dashboard", "ledger"},
     "cli_ledger": CORE | {"cli_usage", "config", "ledger"},
-    "cli": CORE | {"cli_usage", "cli_ledger", "config", "keys", "providers", "server", "sim"},
+    "cli_config": CORE | {"config", "server"},
+    "cli": CORE | {"cli_usage", "cli_ledger", "cli_config", "config", "keys", "providers", "server", "sim"},
     "sim": {"sse"},
 }
 
