@@ -9,7 +9,7 @@ Example (the smallest useful config)::
 
 Top-level sections:
 
-``[server]``      host, port, max_body_bytes, state_dir, and the limits that keep slow or hostile
+``[server]``      host, port, max_body_bytes, state_dir (see fareway.config_state), and the limits that keep slow or hostile
                   clients and upstreams from exhausting the gateway:
                   header_timeout (seconds from connect, or from a request's first byte on a
                   kept-alive connection, to the end of its headers; 10), body_timeout (seconds from
