@@ -41,6 +41,7 @@ def _error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
         ('[aliases.fast]\nstrategy = "race"\ntarget = ["groq/x"]\n', 'did you mean "targets"?'),
         ("[prices]\nopenai = 3\n", "[prices.openai] must be a table"),
         ('master_kee = "x"\n', 'did you mean "master_key"?'),
+        ("port = 8080\n", 'unknown section or key "port"; did you mean [server] port?'),
     ],
 )
 def test_unknown_keys_anywhere_are_named_with_a_suggestion(tmp_path: Path, text: str, expected: str) -> None:

@@ -78,7 +78,7 @@ def check_document(data: Mapping[str, Any]) -> None:
             continue
         section = SECTIONS.get(name)
         if section is None:
-            hint = suggest(name, known_top)
+            hint = suggest(name, known_top) or _in_a_section(name)
             raise ConfigError(
                 f'unknown section or key "{name}"{hint or " (known: " + ", ".join(sorted(known_top)) + ")"}'
             )
@@ -94,6 +94,14 @@ def check_document(data: Mapping[str, Any]) -> None:
                     raise ConfigError(f"[{name}.{entry}] must be a table, not {table!r}")
                 if section.entry_keys is not None:
                     check_keys(table, section.entry_keys, f"[{name}.{entry}]")
+
+
+def _in_a_section(key: str) -> str:
+    """``; did you mean [server] port?`` for a section's key written at the top level."""
+    for name, section in SECTIONS.items():
+        if section.keys is not None and key in section.keys:
+            return f"; did you mean [{name}] {key}?"
+    return ""
 
 
 # ----------------------------------------------------------------------------- typed readers
