@@ -708,7 +708,7 @@ def test_experiment_settings_in_the_config(tmp_path: Path) -> None:
         4,
     )
     bad = {
-        "splitt = 0.3": "unknown key(s): splitt",
+        "splitt = 0.3": 'unknown key "splitt"; did you mean "split"?',
         'split = "half"': "split must be a number",
         "split = 1.5": "split must be at least 0 and at most 1",
         'mode = "ab"': 'mode must be "shadow" or "split"',

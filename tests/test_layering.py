@@ -67,7 +67,9 @@ ALLOWED: dict[str, set[str]] = {
     "keys": {"types", "errors", "scrub"},
     "cache": CORE | {"pipeline", "wire"},
     "transport": CORE,
-    "config": CORE | {"providers", "cache", "experiments"},
+    "config_schema": CORE,
+    "config_state": set(),
+    "config": CORE | {"providers", "cache", "experiments", "config_schema", "config_state"},
     "router": CORE | {"adapters", "providers", "transport", "tokens"},
     "pipeline": CORE
     | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire"},
@@ -106,8 +108,19 @@ ALLOWED: dict[str, set[str]] = {
     "cli_usage": CORE | {"config", "dashboard", "ledger"},
     "cli_ledger": CORE | {"cli_usage", "config", "ledger"},
     "cli_experiments": CORE | {"cli_usage", "config", "experiments", "ledger"},
+    "cli_config": CORE | {"config", "server"},
     "cli": CORE
-    | {"cli_experiments", "cli_usage", "cli_ledger", "config", "keys", "providers", "server", "sim"},
+    | {
+        "cli_experiments",
+        "cli_usage",
+        "cli_ledger",
+        "cli_config",
+        "config",
+        "keys",
+        "providers",
+        "server",
+        "sim",
+    },
     "sim": {"sse"},
 }
 

@@ -2,7 +2,7 @@
 
 The ledger is found as the server finds it: ``ledger_url`` from the config (``[ledger] url`` or
 ``FAREWAY_LEDGER_URL``; Postgres or ``sqlite:///path``), else SQLite at ``<state_dir>/fareway.db``
-(``[server] state_dir`` or ``FAREWAY_STATE_DIR``, default ``./fareway-data``).
+(fareway.config_state: ``[server] state_dir``, else ``FAREWAY_HOME``, else the per-user data directory).
 
 Examples::
 

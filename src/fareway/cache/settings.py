@@ -49,6 +49,8 @@ _KEYS = {
     "share",
 }
 _ALIAS_KEYS = {"mode", "ttl"}
+KEYS = frozenset(_KEYS)
+"""The keys of ``[cache]`` (fareway.config checks a file against them)."""
 
 
 class CacheSettingsError(ValueError):

@@ -68,6 +68,8 @@ class ExperimentSettings:
 
 _REQUIRED = ("model", "control", "challenger", "judge")
 _KEYS = frozenset(ExperimentSettings.__dataclass_fields__) - {"name"}
+KEYS = _KEYS
+"""The keys an ``[experiments.NAME]`` table may hold (config_schema checks them with a suggestion)."""
 
 
 def _where(name: str, key: str) -> str:

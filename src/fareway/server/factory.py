@@ -132,9 +132,24 @@ def check_adapters(config: Config, adapters: Mapping[str, Adapter]) -> None:
             )
 
 
+def build_pricebook(config: Config) -> PriceBook:
+    """The price book with the config's ``[prices]``; a wrong price table is a ConfigError."""
+    try:
+        return PriceBook(config.prices or None)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{config.source}: [prices] {exc}") from None
+
+
+def check_config(config: Config) -> None:
+    """What a config needs beyond its own parse: an adapter per dialect, valid price tables."""
+    check_adapters(config, build_adapters())
+    build_pricebook(config)
+
+
 def build_gateway(config: Config) -> Gateway:
     adapters = build_adapters()
     check_adapters(config, adapters)
+    pricebook = build_pricebook(config)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     # Every stored provider key is scrubbed from whatever an upstream says (fareway.scrub).
     register_secrets([config.master_key, *(p.api_key for p in config.providers.values())])
@@ -144,7 +159,6 @@ def build_gateway(config: Config) -> Gateway:
     )
     catalog = Catalog.builtin()
     stats = Stats(catalog)
-    pricebook = PriceBook(config.prices or None)
     resolver = Resolver(config, catalog.offers())
     router = Router(
         catalog,
