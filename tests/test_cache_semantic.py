@@ -195,6 +195,9 @@ async def test_aliases_without_semantic_never_embed(sgw: LiveGateway) -> None:
         ("send it to ann@example.com", "send it to bob@example.com", False),
         ("a follow-up on the e-mail", "a follow up on the email", True),
         ("how do I reset my password", "how can I reset my password", True),
+        ("convert 10 USD to EUR", "convert 10 EUR to USD", False),
+        ('replace "colour" with "color"', 'replace "color" with "colour"', False),
+        ("order 1234, not 1234 again", "order 1234", True),
     ],
 )
 def test_anchors(a: str, b: str, equal: bool) -> None:
@@ -203,14 +206,14 @@ def test_anchors(a: str, b: str, equal: bool) -> None:
 
 def test_the_index_is_bounded_and_drops_expired_vectors() -> None:
     idx = SemanticIndex(max_entries=2)
-    bucket = ("m", "ctx", frozenset())
+    bucket: tuple[str, str, tuple[str, ...]] = ("m", "ctx", ())
     idx.add(bucket, "k1", [1.0, 0.0], expires_at=10)
     idx.add(bucket, "k2", [0.0, 1.0], expires_at=10)
     idx.add(bucket, "k3", [0.6, 0.8], expires_at=5)
     assert len(idx) == 2  # k1, the oldest, went
     assert idx.best(bucket, [1.0, 0.0], now=0) == ("k3", pytest.approx(0.6))
     assert idx.best(bucket, [1.0, 0.0], now=6) == ("k2", pytest.approx(0.0))  # k3 expired
-    assert idx.best(("m", "other", frozenset()), [1.0, 0.0], now=0) is None
+    assert idx.best(("m", "other", ()), [1.0, 0.0], now=0) is None
 
 
 def test_semantic_settings() -> None:

@@ -7,7 +7,7 @@ by a stored entry when all of these hold:
    turn (system, tools, tool choice, every parameter, earlier turns, the resolved route): the
    :meth:`~fareway.cache.key.CacheKey.context_digest` is equal;
 2. the same *anchors* in the last user turn (:func:`anchors`): numbers, identifiers, quoted
-   strings and code-ish tokens are equal as a set, so "refund order 1234" never answers "refund
+   strings and code-ish tokens are equal, in the same order, so "refund order 1234" never answers "refund
    order 1235";
 3. the cosine similarity of the two turns' embeddings is at least the alias's threshold.
 
@@ -97,8 +97,9 @@ def _number(token: str) -> str | None:
     return ("0" if text == "-0" else text) + suffix.lower()
 
 
-def anchors(text: str) -> frozenset[str]:
-    """The tokens of ``text`` that must be equal for two turns to match semantically:
+def anchors(text: str) -> tuple[str, ...]:
+    """The tokens of ``text`` that must be equal, in the same order, for two turns to match
+    semantically (each kept once, at its first occurrence):
 
     * every quoted span (``"..."``, ``“...”``, ```...```, ``'...'``), exactly as written;
     * every number, normalised: thousands separators, a leading currency sign or ``#`` dropped,
@@ -106,36 +107,39 @@ def anchors(text: str) -> frozenset[str]:
       suffix kept (``20%`` is not ``20``);
     * every other token (split on white space, outer punctuation stripped) that contains a
       digit (``A-1234``, ``v2``, ``3pm``), or looks like code or an address (``_``, brackets,
-      ``=``, inner ``. / : @ # \\ $``: ``user_id``, ``foo.bar()``, ``a@b.com``, ``/etc/hosts``,
-      ``#42``), or is camelCase (``getUser``), or is all capitals of two letters or more
-      (``USD``, ``EUR``, ``SKUs``), exactly as written.
+      ``=``, inner ``. / : @ # \\ $``: ``user_id``, ``foo.bar()``, ``a@b.com``, ``/etc/hosts``),
+      or is camelCase (``getUser``), or is all capitals of two letters or more (``USD``,
+      ``EUR``, ``SKUs``), exactly as written.
 
-    Number words ("five"), dates in words and single capital letters are not anchors: the
-    embedding alone decides them.  Hyphenated plain words (``follow-up``) are not anchors."""
-    found: set[str] = set()
-    rest: list[str] = []
-    last = 0
-    for m in _QUOTED.finditer(text):
-        found.add("q:" + next(g for g in m.groups() if g is not None))
-        rest.append(text[last : m.start()])
-        last = m.end()
-    rest.append(text[last:])
-    for chunk in rest:
+    The order counts: "convert 10 USD to EUR" and "convert 10 EUR to USD" do not match (nor,
+    conservatively, a rewording that names them in another order).  Number words ("five"),
+    single capital letters and hyphenated plain words (``follow-up``) are not anchors: the
+    embedding alone decides them."""
+    found: dict[str, None] = {}
+
+    def tokens(chunk: str) -> None:
         for raw in chunk.split():
             token = raw.strip(_EDGE)
             if not token:
                 continue
             number = _number(token[1:] if token.startswith(("#", "№")) else token)
             if number is not None:
-                found.add("n:" + number)
+                found.setdefault("n:" + number)
             elif (
                 _HAS_DIGIT.search(token)
                 or _CODEISH.search(token)
                 or _CAMEL.search(token)
                 or _ALLCAPS.match(token)
             ):
-                found.add("t:" + token)
-    return frozenset(found)
+                found.setdefault("t:" + token)
+
+    last = 0
+    for m in _QUOTED.finditer(text):
+        tokens(text[last : m.start()])
+        found.setdefault("q:" + next(g for g in m.groups() if g is not None))
+        last = m.end()
+    tokens(text[last:])
+    return tuple(found)
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -163,14 +167,16 @@ class SemanticIndex:
     def __init__(self, max_entries: int = 256, max_buckets: int = MAX_BUCKETS) -> None:
         self.max_entries = max_entries
         self.max_buckets = max_buckets
-        self._buckets: OrderedDict[tuple[str, str, frozenset[str]], OrderedDict[str, _Vector]] = OrderedDict()
+        self._buckets: OrderedDict[tuple[str, str, tuple[str, ...]], OrderedDict[str, _Vector]] = (
+            OrderedDict()
+        )
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets.values())
 
     def add(
         self,
-        bucket: tuple[str, str, frozenset[str]],
+        bucket: tuple[str, str, tuple[str, ...]],
         storage_key: str,
         values: list[float],
         expires_at: float,
@@ -188,7 +194,7 @@ class SemanticIndex:
             entries.popitem(last=False)
 
     def best(
-        self, bucket: tuple[str, str, frozenset[str]], values: list[float], now: float
+        self, bucket: tuple[str, str, tuple[str, ...]], values: list[float], now: float
     ) -> tuple[str, float] | None:
         """The live vector of ``bucket`` most similar to ``values`` (expired ones are dropped)."""
         entries = self._buckets.get(bucket)
@@ -247,7 +253,7 @@ class SemanticMatcher:
         return vectors[0]
 
     @staticmethod
-    def _bucket(key: CacheKey, model: str) -> tuple[str, str, frozenset[str]]:
+    def _bucket(key: CacheKey, model: str) -> tuple[str, str, tuple[str, ...]]:
         return (model, key.context_digest(), anchors(key.last_user_text()))
 
     async def find(self, key: CacheKey, ctx: CallContext) -> Match | None:
