@@ -43,7 +43,6 @@ from fareway.cache.match import Match
 from fareway.cache.settings import CacheSettings
 
 if TYPE_CHECKING:
-    from fareway.keys.store import Principal
     from fareway.pipeline.context import CallContext
 
 log = logging.getLogger("fareway.cache.semantic")
@@ -65,8 +64,9 @@ class Embeds(Protocol):
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
 
-EmbedderFor = Callable[[str, "Principal"], Embeds]
-"""``(model, principal) -> Embedder`` (``gateway.embeddings.embedder(model, principal=...)``)."""
+EmbedderFor = Callable[[str, Any], Embeds]
+"""``(model, ctx.principal) -> Embedder`` (``gateway.embeddings.embedder(model, principal=...)``);
+the principal's type is the keys layer's, which this layer does not import."""
 
 # ----------------------------------------------------------------------------- anchors
 

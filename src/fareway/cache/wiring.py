@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fareway.cache.semantic import SemanticMatcher
 from fareway.cache.settings import CacheSettings
@@ -11,7 +11,6 @@ from fareway.cache.stage import PriceFn, ResponseCache
 from fareway.cache.stores import CacheStore, Clock, MemoryStore
 
 if TYPE_CHECKING:
-    from fareway.keys.store import Principal
     from fareway.pipeline.embeddings import RoutedEmbedder
     from fareway.pipeline.gateway import Gateway
 
@@ -39,7 +38,7 @@ def install(
         if service is None:
             raise RuntimeError("semantic cache matching needs the gateway's embeddings service")
 
-        def embedder_for(model: str, principal: Principal) -> RoutedEmbedder:
+        def embedder_for(model: str, principal: Any) -> RoutedEmbedder:
             return service.embedder(model, principal=principal)
 
         cache.matchers.append(SemanticMatcher(settings, embedder_for, clock=lambda: cache.clock()))
