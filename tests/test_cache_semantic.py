@@ -7,19 +7,20 @@ miss with the call answered.  Plus the anchors rule and the settings, unit by un
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fareway.cache.semantic import SIMILARITY_HEADER, SemanticIndex, anchors
+from fareway.cache.semantic import SIMILARITY_HEADER, Bucket, SemanticIndex, anchors
 from fareway.cache.settings import CacheSettingsError, parse
 from fareway.config import ConfigError, load_config
 from fareway.keys.store import KeyStore
 from fareway.sim.embeddings import sim_vector
-from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, start_gateway
-from tests.test_cache_gateway import ask, upstream_calls
+from tests.conftest import MASTER_KEY, LiveGateway, free_port, gateway_config, start_gateway
+from tests.test_cache_gateway import REDIS_URL, _drop_prefix, ask, upstream_calls
 from tests.test_e2e_ledger import logged
 
 EMB = "openai/text-embedding-3-small"
@@ -37,9 +38,9 @@ def sim_cosine(a: str, b: str) -> float:
     return sum(x * y for x, y in zip(va, vb, strict=True))
 
 
-def semantic_config(sim: Any, tmp: Path, **cache: Any) -> Any:
-    aliases = {ALIAS: {"targets": ["openai/gpt-4o-mini"], "cache": {"semantic": THRESHOLD, **cache}}}
-    section = {"embeddings_model": EMB}
+def semantic_config(sim: Any, tmp: Path, **section_extra: Any) -> Any:
+    aliases = {ALIAS: {"targets": ["openai/gpt-4o-mini"], "cache": {"semantic": THRESHOLD}}}
+    section = {"embeddings_model": EMB, **section_extra}
     return dataclasses.replace(gateway_config(sim.url, tmp), aliases=aliases, cache=parse(section, aliases))
 
 
@@ -176,6 +177,39 @@ async def test_aliases_without_semantic_never_embed(sgw: LiveGateway) -> None:
     assert len(await embedding_rows(sgw)) == before
 
 
+@pytest.mark.redis
+async def test_with_redis_a_paraphrase_matches_on_another_instance(sim: Any, tmp_path: Path) -> None:
+    prefix = f"fareway-test:{uuid.uuid4().hex}:"
+    one = await start_gateway(semantic_config(sim, tmp_path / "one", url=REDIS_URL, prefix=prefix))
+    two = await start_gateway(semantic_config(sim, tmp_path / "two", url=REDIS_URL, prefix=prefix))
+    try:
+        made = await ask(one, "openai", ORIGINAL, model=ALIAS, headers={})
+        got = await ask(two, "anthropic-stream", PARAPHRASE, model=ALIAS, headers={})
+        assert (made.cache, got.cache) == ("stored", "hit")
+        assert got.text == made.text
+        assert abs(float(got.headers[SIMILARITY_HEADER]) - sim_cosine(ORIGINAL, PARAPHRASE)) < 1e-3
+        # a changed number still misses, across instances too
+        a = "Please refund order 1234 for me: the blue ceramic teapot I bought last week arrived broken."
+        assert (await ask(one, "openai", a, model=ALIAS, headers={})).cache == "stored"
+        b = a.replace("1234", "1235")
+        assert (await ask(two, "openai", b, model=ALIAS, headers={})).cache == "stored"
+    finally:
+        await one.stop()
+        await two.stop()
+        await _drop_prefix(prefix)
+
+
+@pytest.mark.redis
+async def test_a_dead_redis_is_a_semantic_miss_and_the_call_is_answered(sim: Any, tmp_path: Path) -> None:
+    gw = await start_gateway(semantic_config(sim, tmp_path, url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        for text in (ORIGINAL, PARAPHRASE):
+            got = await ask(gw, "openai", text, model=ALIAS, headers={})
+            assert got.cache == "miss" and got.text
+    finally:
+        await gw.stop()
+
+
 # --------------------------------------------------------------------------- the rules, unit by unit
 
 
@@ -204,16 +238,16 @@ def test_anchors(a: str, b: str, equal: bool) -> None:
     assert (anchors(a) == anchors(b)) is equal
 
 
-def test_the_index_is_bounded_and_drops_expired_vectors() -> None:
+async def test_the_index_is_bounded_and_drops_expired_vectors() -> None:
     idx = SemanticIndex(max_entries=2)
-    bucket: tuple[str, str, tuple[str, ...]] = ("m", "ctx", ())
-    idx.add(bucket, "k1", [1.0, 0.0], expires_at=10)
-    idx.add(bucket, "k2", [0.0, 1.0], expires_at=10)
-    idx.add(bucket, "k3", [0.6, 0.8], expires_at=5)
+    bucket: Bucket = ("m", "ctx", ())
+    await idx.add(bucket, "k1", [1.0, 0.0], expires_at=10)
+    await idx.add(bucket, "k2", [0.0, 1.0], expires_at=10)
+    await idx.add(bucket, "k3", [0.6, 0.8], expires_at=5)
     assert len(idx) == 2  # k1, the oldest, went
-    assert idx.best(bucket, [1.0, 0.0], now=0) == ("k3", pytest.approx(0.6))
-    assert idx.best(bucket, [1.0, 0.0], now=6) == ("k2", pytest.approx(0.0))  # k3 expired
-    assert idx.best(("m", "other", ()), [1.0, 0.0], now=0) is None
+    assert await idx.best(bucket, [1.0, 0.0], now=0) == ("k3", pytest.approx(0.6))
+    assert await idx.best(bucket, [1.0, 0.0], now=6) == ("k2", pytest.approx(0.0))  # k3 expired
+    assert await idx.best(("m", "other", ()), [1.0, 0.0], now=0) is None
 
 
 def test_semantic_settings() -> None:

@@ -21,8 +21,9 @@ principal: each embeddings call is a ledger row (kind ``embedding``) booked to t
 request's vector is computed once, at lookup, and reused when its answer is stored.  A failing or
 slow embeddings call (over :data:`EMBED_TIMEOUT`) makes a miss, never a failed call.
 
-The index is in the memory of this process, also with the Redis store: entries are shared by
-instances through Redis, semantic matches only among the entries this instance stored.
+The vectors live where the entries live: in this process's memory (:class:`SemanticIndex`) with
+the memory store, in Redis (:class:`fareway.cache.semantic_redis.RedisVectors`) with ``[cache]
+url``, so that every instance matches paraphrases of every instance's entries.
 """
 
 from __future__ import annotations
@@ -153,6 +154,20 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 
 # ----------------------------------------------------------------------------- the index
 
+Bucket = tuple[str, str, tuple[str, ...]]
+"""(embeddings model, context digest, anchors): only vectors of one bucket are ever compared."""
+
+
+class VectorIndex(Protocol):
+    """Where the vectors live: :class:`SemanticIndex` (this process) or
+    :class:`fareway.cache.semantic_redis.RedisVectors` (shared through Redis)."""
+
+    async def add(self, bucket: Bucket, storage_key: str, values: list[float], expires_at: float) -> None: ...
+
+    async def best(self, bucket: Bucket, values: list[float], now: float) -> tuple[str, float] | None:
+        """The live vector of ``bucket`` most similar to ``values``: (storage key, cosine)."""
+        ...
+
 
 @dataclass(slots=True)
 class _Vector:
@@ -167,20 +182,12 @@ class SemanticIndex:
     def __init__(self, max_entries: int = 256, max_buckets: int = MAX_BUCKETS) -> None:
         self.max_entries = max_entries
         self.max_buckets = max_buckets
-        self._buckets: OrderedDict[tuple[str, str, tuple[str, ...]], OrderedDict[str, _Vector]] = (
-            OrderedDict()
-        )
+        self._buckets: OrderedDict[Bucket, OrderedDict[str, _Vector]] = OrderedDict()
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets.values())
 
-    def add(
-        self,
-        bucket: tuple[str, str, tuple[str, ...]],
-        storage_key: str,
-        values: list[float],
-        expires_at: float,
-    ) -> None:
+    async def add(self, bucket: Bucket, storage_key: str, values: list[float], expires_at: float) -> None:
         entries = self._buckets.get(bucket)
         if entries is None:
             entries = self._buckets[bucket] = OrderedDict()
@@ -193,9 +200,7 @@ class SemanticIndex:
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
 
-    def best(
-        self, bucket: tuple[str, str, tuple[str, ...]], values: list[float], now: float
-    ) -> tuple[str, float] | None:
+    async def best(self, bucket: Bucket, values: list[float], now: float) -> tuple[str, float] | None:
         """The live vector of ``bucket`` most similar to ``values`` (expired ones are dropped)."""
         entries = self._buckets.get(bucket)
         if not entries:
@@ -224,12 +229,12 @@ class SemanticMatcher:
         embedder_for: EmbedderFor,
         *,
         clock: Callable[[], float] | None = None,
-        index: SemanticIndex | None = None,
+        index: VectorIndex | None = None,
     ) -> None:
         self.settings = settings
         self.embedder_for = embedder_for
         self.clock = clock if clock is not None else time.time
-        self.index = index if index is not None else SemanticIndex(settings.semantic_max_entries)
+        self.index: VectorIndex = index if index is not None else SemanticIndex(settings.semantic_max_entries)
 
     def _rule(self, ctx: CallContext) -> tuple[float, str] | None:
         return None if ctx.req is None else self.settings.semantic(ctx.req.model)
@@ -253,7 +258,7 @@ class SemanticMatcher:
         return vectors[0]
 
     @staticmethod
-    def _bucket(key: CacheKey, model: str) -> tuple[str, str, tuple[str, ...]]:
+    def _bucket(key: CacheKey, model: str) -> Bucket:
         return (model, key.context_digest(), anchors(key.last_user_text()))
 
     async def find(self, key: CacheKey, ctx: CallContext) -> Match | None:
@@ -265,7 +270,7 @@ class SemanticMatcher:
         vec = await self._vector(key, ctx, model)
         if vec is None:
             return None
-        best = self.index.best(bucket, vec, self.clock())
+        best = await self.index.best(bucket, vec, self.clock())
         if best is None or best[1] < threshold or best[0] == key.storage:
             return None
         return Match(best[0], min(best[1], 1.0))
@@ -281,15 +286,17 @@ class SemanticMatcher:
         call: Any = ctx.notes.get("cache")
         ttl = getattr(call, "ttl", None)
         expires = self.clock() + (ttl if isinstance(ttl, int) else self.settings.ttl)
-        self.index.add(self._bucket(key, model), key.storage, vec, expires)
+        await self.index.add(self._bucket(key, model), key.storage, vec, expires)
 
 
 __all__ = [
     "EMBED_TIMEOUT",
     "SIMILARITY_HEADER",
+    "Bucket",
     "EmbedderFor",
     "SemanticIndex",
     "SemanticMatcher",
+    "VectorIndex",
     "anchors",
     "cosine",
 ]

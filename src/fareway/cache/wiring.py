@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fareway.cache.semantic import SemanticMatcher
+from fareway.cache.semantic import SemanticMatcher, VectorIndex
 from fareway.cache.settings import CacheSettings
 from fareway.cache.stage import PriceFn, ResponseCache
 from fareway.cache.stores import CacheStore, Clock, MemoryStore
@@ -41,7 +41,16 @@ def install(
         def embedder_for(model: str, principal: Any) -> RoutedEmbedder:
             return service.embedder(model, principal=principal)
 
-        cache.matchers.append(SemanticMatcher(settings, embedder_for, clock=lambda: cache.clock()))
+        index: VectorIndex | None = None
+        if settings.url:  # the vectors go where the entries go, so paraphrases match on every instance
+            from fareway.cache.redis_store import RedisStore
+            from fareway.cache.semantic_redis import RedisVectors
+
+            assert isinstance(cache.store, RedisStore)
+            index = RedisVectors(cache.store, settings.semantic_max_entries)
+        cache.matchers.append(
+            SemanticMatcher(settings, embedder_for, clock=lambda: cache.clock(), index=index)
+        )
     gateway.lookups.append(cache)
     gateway.wrappers.append(cache)
     gateway.on_close.append(cache.close)
