@@ -48,8 +48,9 @@ Top-level sections:
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
 ``[prices.X]``    per-provider prices per million tokens: {"model" = {input=..., output=...}}
 ``[cache]``       opt-in response caching (fareway.cache.settings: enabled, url, ttl, max_ttl,
-                  max_bytes, max_entry_bytes, coalesce, prefix, timeout, [cache.share]); an alias
-                  table may carry ``cache = {mode, ttl}``
+                  max_bytes, max_entry_bytes, coalesce, prefix, timeout, embeddings_model,
+                  semantic_max_entries, [cache.share]); an alias table may carry
+                  ``cache = {mode, ttl, semantic, embeddings_model}``
 ``[experiments.NAME]`` an A/B experiment with an LLM judge on one model name (fareway.experiments.settings)
 """
 

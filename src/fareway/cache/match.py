@@ -7,15 +7,20 @@ would embed :meth:`CacheKey.last_user_text` and search only among the entries re
 the same :meth:`CacheKey.context_digest` (same tenant, system, tools, parameters and earlier
 turns), returning the similarity it found (sent to the client as ``x-fareway-cache-similarity``).
 
-No matcher is built yet: exact matching is the lookup itself, not a Matcher.
+Exact matching is the lookup itself, not a Matcher; :mod:`fareway.cache.semantic` is the one
+matcher built.  Both calls get the call's context (its principal pays for any embeddings call,
+its requested model names the alias whose settings apply).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from fareway.cache.key import CacheKey
+
+if TYPE_CHECKING:
+    from fareway.pipeline.context import CallContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +32,12 @@ class Match:
 
 @runtime_checkable
 class Matcher(Protocol):
-    async def find(self, key: CacheKey) -> Match | None:
+    async def find(self, key: CacheKey, ctx: CallContext) -> Match | None:
         """An entry that answers the request of ``key`` though its exact key differs, or None.
         Errors are the matcher's to swallow (a failing matcher makes a miss)."""
         ...
 
-    async def stored(self, key: CacheKey) -> None:
+    async def stored(self, key: CacheKey, ctx: CallContext) -> None:
         """An entry was stored under ``key.storage`` (index it)."""
         ...
 

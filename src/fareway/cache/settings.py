@@ -12,6 +12,9 @@
     coalesce = true             # identical concurrent opted-in requests make one upstream call
     prefix = "fareway:cache:"   # Redis key prefix
     timeout = 0.25              # seconds a Redis operation may take before it counts as a miss
+    embeddings_model = "text-embedding-3-small"   # what semantic matching embeds with (any routable
+                                # embedding model: a bare id, provider/model or an alias)
+    semantic_max_entries = 256  # vectors kept per (tenant, context, anchors) bucket (oldest go first)
 
     [cache.share]               # keys (by key id) that share one namespace; every other key has its own
     team-a = ["key_1a2b3c4d5e6f", "key_abcdef012345"]
@@ -20,6 +23,8 @@
     strategy = "fallback"
     targets = ["groq/llama-3.1-8b-instant", "cerebras/llama3.1-8b"]
     cache = { mode = "use", ttl = 600 }   # the default for requests naming this alias
+    # cache = { semantic = 0.92 }         # also answer paraphrases (cosine >= 0.92; see cache.semantic)
+    # cache = { semantic = 0.92, embeddings_model = "mistral/mistral-embed" }   # per-alias model
 
 This module imports nothing of the project: ``fareway.config`` calls :func:`parse` and turns its
 :class:`CacheSettingsError` (a ``ValueError`` that names the key) into a ``ConfigError``.
@@ -47,8 +52,10 @@ _KEYS = {
     "prefix",
     "timeout",
     "share",
+    "embeddings_model",
+    "semantic_max_entries",
 }
-_ALIAS_KEYS = {"mode", "ttl"}
+_ALIAS_KEYS = {"mode", "ttl", "semantic", "embeddings_model"}
 KEYS = frozenset(_KEYS)
 """The keys of ``[cache]`` (fareway.config checks a file against them)."""
 
@@ -63,6 +70,10 @@ class AliasCache:
 
     mode: Mode = "bypass"
     ttl: int | None = None
+    semantic: float | None = None
+    """The cosine similarity at or above which a paraphrase is a hit (None: exact matching only)."""
+    embeddings_model: str | None = None
+    """The alias's own embeddings model (None: ``[cache] embeddings_model``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,10 @@ class CacheSettings:
     coalesce: bool = True
     prefix: str = "fareway:cache:"
     timeout: float = 0.25
+    embeddings_model: str | None = None
+    """The embeddings model semantic matching uses when an alias names none."""
+    semantic_max_entries: int = 256
+    """Vectors kept per semantic bucket (the brute-force search is bounded by it)."""
     share: Mapping[str, str] = field(default_factory=dict)
     """key id -> the group whose namespace it shares (from ``[cache.share]``)."""
     aliases: Mapping[str, AliasCache] = field(default_factory=dict)
@@ -85,6 +100,14 @@ class CacheSettings:
         """The namespace of ``key_id``'s entries: its group's, or its own."""
         group = self.share.get(key_id)
         return f"g:{group}" if group is not None else f"k:{key_id}"
+
+    def semantic(self, alias: str) -> tuple[float, str] | None:
+        """(threshold, embeddings model) when requests naming ``alias`` may match semantically."""
+        spec = self.aliases.get(alias)
+        if spec is None or spec.semantic is None:
+            return None
+        model = spec.embeddings_model or self.embeddings_model
+        return None if model is None else (spec.semantic, model)
 
 
 _DEFAULT = CacheSettings()
@@ -120,24 +143,36 @@ def _share(value: Any) -> dict[str, str]:
     return out
 
 
-def _alias(name: str, value: Any, max_ttl: int) -> AliasCache:
+def _alias(name: str, value: Any, max_ttl: int, default_model: str | None) -> AliasCache:
     where = f"[aliases.{name}] cache"
     if not isinstance(value, dict):
         raise CacheSettingsError(f'{where} must be a table, e.g. {{ mode = "use", ttl = 600 }}')
-    if "semantic" in value:
-        raise CacheSettingsError(
-            f"{where}: semantic matching is not available yet (only exact matching is built)"
-        )
     unknown = sorted(set(value) - _ALIAS_KEYS)
     if unknown:
-        raise CacheSettingsError(f"{where} has unknown key(s): {', '.join(unknown)} (known: mode, ttl)")
+        raise CacheSettingsError(
+            f"{where} has unknown key(s): {', '.join(unknown)} (known: {', '.join(sorted(_ALIAS_KEYS))})"
+        )
     mode = value.get("mode", "use")
     if mode not in MODES:
         raise CacheSettingsError(f"{where} mode must be one of {', '.join(MODES)}, not {mode!r}")
     ttl = value.get("ttl")
     if ttl is not None:
         ttl = min(_int(ttl, f"{where} ttl", 1), max_ttl)
-    return AliasCache(mode, ttl)
+    semantic = value.get("semantic")
+    if semantic is not None and (
+        isinstance(semantic, bool) or not isinstance(semantic, int | float) or not 0 < semantic <= 1
+    ):
+        raise CacheSettingsError(f"{where} semantic must be a cosine similarity in (0, 1], not {semantic!r}")
+    model = value.get("embeddings_model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise CacheSettingsError(f"{where} embeddings_model must be a non-empty string")
+    if semantic is None and model is not None:
+        raise CacheSettingsError(f"{where} embeddings_model is set but semantic is not")
+    if semantic is not None and model is None and default_model is None:
+        raise CacheSettingsError(
+            f"{where} semantic needs an embeddings model: set embeddings_model there or in [cache]"
+        )
+    return AliasCache(mode, ttl, None if semantic is None else float(semantic), model)
 
 
 def parse(section: Mapping[str, Any], aliases: Mapping[str, Any] | None = None) -> CacheSettings:
@@ -172,6 +207,13 @@ def parse(section: Mapping[str, Any], aliases: Mapping[str, Any] | None = None) 
         kw["timeout"] = float(t)
     if "share" in section:
         kw["share"] = _share(section["share"])
+    if "embeddings_model" in section:
+        model = section["embeddings_model"]
+        if not isinstance(model, str) or not model:
+            raise CacheSettingsError("[cache] embeddings_model must be a non-empty string")
+        kw["embeddings_model"] = model
+    if "semantic_max_entries" in section:
+        kw["semantic_max_entries"] = _int(section["semantic_max_entries"], "[cache] semantic_max_entries", 1)
     max_ttl = kw.get("max_ttl", _DEFAULT.max_ttl)
     if "ttl" in kw and kw["ttl"] > max_ttl:
         raise CacheSettingsError(f"[cache] ttl ({kw['ttl']}) must not exceed max_ttl ({max_ttl})")
@@ -179,7 +221,7 @@ def parse(section: Mapping[str, Any], aliases: Mapping[str, Any] | None = None) 
     found: dict[str, AliasCache] = {}
     for name, spec in (aliases or {}).items():
         if isinstance(spec, dict) and "cache" in spec:
-            found[name] = _alias(name, spec["cache"], max_ttl)
+            found[name] = _alias(name, spec["cache"], max_ttl, kw.get("embeddings_model"))
     kw["aliases"] = found
     return CacheSettings(**kw)
 

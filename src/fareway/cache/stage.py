@@ -106,7 +106,7 @@ class ResponseCache:
         if not ctl.read:
             return None
         for _ in range(MAX_WAITS):
-            found = await self._find(key)
+            found = await self._find(key, ctx)
             if found is not None:
                 return self._hit(ctx, *found)
             if not self.settings.coalesce:
@@ -122,13 +122,13 @@ class ResponseCache:
                 return self._hit(ctx, entry, None)
         return None
 
-    async def _find(self, key: CacheKey) -> tuple[Entry, float | None] | None:
+    async def _find(self, key: CacheKey, ctx: CallContext) -> tuple[Entry, float | None] | None:
         entry = await self._get(key.storage)
         if entry is not None:
             return entry, None
         for m in self.matchers:
             try:
-                match = await m.find(key)
+                match = await m.find(key, ctx)
             except Exception:
                 log.exception("cache matcher %s failed", type(m).__name__)
                 continue
@@ -239,7 +239,7 @@ class ResponseCache:
         ctx.cache = ctx.reply_headers[HEADER] = "stored"
         for m in self.matchers:
             try:
-                await m.stored(call.key)
+                await m.stored(call.key, ctx)
             except Exception:
                 log.exception("cache matcher %s failed to index an entry", type(m).__name__)
 
