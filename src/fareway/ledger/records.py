@@ -132,6 +132,11 @@ class CallRecord:
     error: str | None = None
     kind: CallKind = "chat"
     """``chat`` (chat completions, messages) or ``embedding`` (/v1/embeddings)."""
+    user_id: str | None = None
+    """The end user the client named (OpenAI ``user``, Anthropic ``metadata.user_id``)."""
+    tags: str | None = None
+    """The call's request tags, sorted, unique, joined by ``,`` (a tag holds no comma); None
+    when untagged (pipeline.attribution)."""
 
 
 def rollup(call: CallRecord, attempts: list[AttemptRecord], price_source: str | None = None) -> CallRecord:

@@ -265,6 +265,8 @@ def call_row(
         kind=ctx.kind,
         cache=ctx.cache,  # type: ignore[arg-type]
         cost_saved=Decimal(ctx.cost_saved) if ctx.cost_saved is not None else None,
+        user_id=ctx.user_id,
+        tags=",".join(ctx.tags) or None,
     )
 
 
