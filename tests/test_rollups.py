@@ -206,10 +206,15 @@ async def same_answers(ledger: Ledger, windows: list[tuple[datetime | None, date
     """Every aggregate the ledger answers (rollups) equals the raw-row query's answer."""
     store = ledger.store
     for since, until in windows:
-        for group in ([], ["provider"], ["provider", "model"], ["key"], ["day"], ["key", "day", "model"]):
+        groups = (
+            [], ["provider"], ["provider", "model"], ["key"], ["day"], ["key", "day", "model"],
+            ["user"], ["tag"], ["tag", "day"], ["user", "tag"],
+        )  # fmt: skip
+        for group in groups:
             want = await queries.usage(store, since, until, group)  # type: ignore[arg-type]
             got = await ledger.usage(since, until, group)  # type: ignore[arg-type]
             assert got == want, (since, until, group)
+        await by_user_and_tag_by_hand(ledger, since, until)
         for bucket in ("hour", "day"):
             for by in ("provider", "model", "key", None):
                 want_s = await queries.spend_over_time(store, since, bucket, by, until)  # type: ignore[arg-type]
@@ -243,6 +248,31 @@ async def same_answers(ledger: Ledger, windows: list[tuple[datetime | None, date
                     lo = max(_bucket_range(lo_v)[0], values[0])
                     hi = min(_bucket_range(hi_v)[1], values[-1])
                     assert lo - 1e-6 <= got <= hi + 1e-6, (g.provider, what, q, got, lo, hi)
+
+
+async def by_user_and_tag_by_hand(ledger: Ledger, since: datetime | None, until: datetime | None) -> None:
+    """group_by=user and group_by=tag (from the rollups) against sums over the raw rows done
+    here: a call counts once under its user (None: no user), once under each of its tags
+    (None: untagged)."""
+    raw, _ = await raw_rows(ledger.store)
+    inside = [c for c in raw if (since is None or c.time >= since) and (until is None or c.time < until)]
+    by_user: dict[Any, list[Any]] = {}
+    by_tag: dict[Any, list[Any]] = {}
+    for c in inside:
+        for key, into in [
+            (c.user_id, by_user),
+            *((t, by_tag) for t in (c.tags.split(",") if c.tags else [None])),
+        ]:
+            s = into.setdefault(key, [0, 0, Decimal(0)])
+            s[0] += 1
+            s[1] += c.input_tokens + c.output_tokens
+            s[2] += c.cost or Decimal(0)
+    got_u = await ledger.usage(since, until, ["user"])
+    assert {r.user: [r.calls, r.input_tokens + r.output_tokens, r.cost] for r in got_u} == by_user
+    got_t = await ledger.usage(since, until, ["tag"])
+    assert {r.tag: [r.calls, r.input_tokens + r.output_tokens, r.cost] for r in got_t} == by_tag
+    # the tag groups hold each tagged call once per tag, the untagged once
+    assert sum(r.calls for r in got_t) == sum(len(c.tags.split(",")) if c.tags else 1 for c in inside)
 
 
 _windows = st.lists(
