@@ -255,6 +255,8 @@ def call_dict(c: CallRecord, attempts: Sequence[AttemptRecord]) -> dict[str, Any
         "key_name": c.key_name,
         "client_dialect": c.client_dialect,
         "requested_model": c.requested_model,
+        "user": c.user_id,
+        "tags": c.tags.split(",") if c.tags else [],
         "provider": c.provider,
         "upstream_model": c.upstream_model,
         "status": c.status,
