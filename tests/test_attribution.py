@@ -67,6 +67,11 @@ async def _get(gw: LiveGateway, path: str, **params: str) -> Any:
         return await r.json()
 
 
+def _meta(user: str, tags: Any) -> Any:
+    """Anthropic ``metadata`` with ``tags`` (the SDK's type knows only ``user_id``)."""
+    return {"user_id": user, "tags": tags}
+
+
 async def _make_calls(gw: LiveGateway) -> None:
     oa = openai_client(gw.url + "/v1")
     an = anthropic_client(gw.url)
@@ -92,7 +97,7 @@ async def _make_calls(gw: LiveGateway) -> None:
         model=CLAUDE_MODEL,
         max_tokens=64,
         messages=msgs,
-        metadata={"user_id": "bob", "tags": ["search", "chat"]},  # type: ignore[typeddict-unknown-key]
+        metadata=_meta("bob", ["search", "chat"]),
         extra_headers={"x-fareway-tags": "chat"},
     )
     await an.messages.create(
@@ -248,7 +253,7 @@ async def test_bad_metadata_tags_are_a_400_in_anthropic_shape(
             model=CLAUDE_MODEL,
             max_tokens=16,
             messages=[{"role": "user", "content": "hi"}],
-            metadata={"user_id": "bob", "tags": tags},  # type: ignore[typeddict-unknown-key]
+            metadata=_meta("bob", tags),
         )
     assert e.value.status_code == 400
     body = e.value.body
