@@ -226,8 +226,8 @@ async def test_dashboard_overview_has_by_user_and_by_tag(world: tuple[LiveGatewa
     "tags",
     ["has space", "a,,b", "x" * 65, ",".join(f"t{i}" for i in range(11)), "tab\there"],
 )
-async def test_bad_header_tags_are_a_400_in_openai_shape(world: tuple[LiveGateway, Path], tags: str) -> None:
-    gw, _ = world
+async def test_bad_header_tags_are_a_400_in_openai_shape(gateway: LiveGateway, tags: str) -> None:
+    gw = gateway
     oa = openai_client(gw.url + "/v1")
     with pytest.raises(openai.BadRequestError) as e:
         await oa.chat.completions.create(
@@ -261,8 +261,8 @@ async def test_bad_metadata_tags_are_a_400_in_anthropic_shape(
     assert body["error"]["type"] == "invalid_request_error" and "metadata.tags" in body["error"]["message"]
 
 
-async def test_a_refused_call_still_has_its_ledger_row(world: tuple[LiveGateway, Path]) -> None:
-    gw, _ = world
+async def test_a_refused_call_still_has_its_ledger_row(gateway: LiveGateway) -> None:
+    gw = gateway
     oa = openai_client(gw.url + "/v1")
     with pytest.raises(openai.BadRequestError):
         await oa.chat.completions.create(
@@ -275,6 +275,21 @@ async def test_a_refused_call_still_has_its_ledger_row(world: tuple[LiveGateway,
     await ledger.flush()
     body = await _get(gw, "/v1/logs", n="5")
     assert any(c["status"] == 400 and "tag" in (c["error"] or "") for c in body["data"])
+
+
+async def test_an_embeddings_call_records_its_user_and_header_tags(gateway: LiveGateway) -> None:
+    oa = openai_client(gateway.url + "/v1")
+    await oa.embeddings.create(
+        model="openai/text-embedding-3-small",
+        input="hello",
+        user="dave",
+        extra_headers={"x-fareway-tags": "emb,batch"},
+    )
+    ledger = gateway.app.gateway.accounting.ledger
+    assert ledger is not None
+    await ledger.flush()
+    body = await _get(gateway, "/v1/logs", n="1")
+    assert (body["data"][0]["user"], body["data"][0]["tags"]) == ("dave", ["batch", "emb"])
 
 
 # ------------------------------------------------------------------ what goes upstream
@@ -319,3 +334,17 @@ def test_tags_never_go_upstream_and_the_user_goes_where_supported() -> None:
     assert attribution.from_chat(oreq, {}) == ("alice", ("x", "y"))
     sent = json.loads(OPENAI_ADAPTER.build_request(oreq, _up("openai", "openai")).body)
     assert sent["user"] == "alice" and sent["metadata"] == {"team": "red"}
+
+
+def test_a_checkpoint_from_before_migration_10_still_decodes() -> None:
+    """A stream checkpoint (inflight row) written by a gateway before migration 10 has two call
+    columns fewer; adopting it gives no user and no tags."""
+    from fareway.ledger.inflight import decode_rows, encode_rows
+    from fareway.ledger.records import CALL_COLUMNS
+
+    assert CALL_COLUMNS[-2:] == ("user_id", "tags")
+    old = ["v"] * (len(CALL_COLUMNS) - 2)
+    call, attempts = decode_rows(encode_rows(old, []))
+    assert call == [*old, None, None] and attempts == []
+    with pytest.raises(ValueError):
+        decode_rows(encode_rows(["v"] * 3, []))

@@ -181,6 +181,18 @@ TIME_COLUMNS = frozenset({"time", "started_at"})
 BOOL_COLUMNS = frozenset({"stream", "estimated"})
 
 
+_V10_TAIL = ("user_id", "tags")
+"""The call columns migration 10 appended (both nullable)."""
+
+
+def upgrade_call_row(values: Any) -> Any:
+    """A call row as a gateway before migration 10 spooled or checkpointed it (without the
+    last two columns): with them, None.  Any other row is returned as it is."""
+    if CALL_COLUMNS[-2:] == _V10_TAIL and len(values) == len(CALL_COLUMNS) - 2:
+        return [*values, None, None]
+    return values
+
+
 def call_values(c: CallRecord) -> tuple[Any, ...]:
     return tuple(getattr(c, name) for name in CALL_COLUMNS)
 
