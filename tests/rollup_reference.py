@@ -34,6 +34,8 @@ CALL_DIMS = (
     "status",
     "outcome",
     "cache",
+    "user_id",
+    "tags",
 )
 ATTEMPT_DIMS = ("provider", "model", "outcome", "role", "status")
 
@@ -46,6 +48,14 @@ _money = st.one_of(
 _ms = st.one_of(st.none(), st.floats(min_value=0.1, max_value=400_000, allow_nan=False))
 _offset = st.integers(min_value=0, max_value=int(SPAN.total_seconds() * 1_000_000) - 1)
 _model = st.sampled_from(["gpt-4o-mini", "llama", "héllo-模型", "", "m" * 150])
+_user = st.sampled_from([None, None, "u1", "user-ü2", "", "u" * 240])
+_tags = st.one_of(
+    st.none(),
+    st.sets(st.sampled_from(["a", "b", "feature:search", "t" * 64]), min_size=1).map(
+        lambda s: ",".join(sorted(s))
+    ),
+)
+"""As pipeline.attribution stores them: sorted, unique, joined by commas; None when untagged."""
 
 
 @st.composite
@@ -106,6 +116,8 @@ def calls(draw: Any, max_calls: int = 40) -> list[tuple[CallRecord, list[Attempt
             latency_ms=draw(_ms),
             ttft_ms=draw(_ms),
             attempts=len(attempts),
+            user_id=draw(_user),
+            tags=draw(_tags),
         )
         out.append((call, attempts))
     return out

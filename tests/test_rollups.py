@@ -5,6 +5,7 @@ them what the raw-row queries answer (percentiles: within their histogram bucket
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import sqlite3
@@ -206,10 +207,15 @@ async def same_answers(ledger: Ledger, windows: list[tuple[datetime | None, date
     """Every aggregate the ledger answers (rollups) equals the raw-row query's answer."""
     store = ledger.store
     for since, until in windows:
-        for group in ([], ["provider"], ["provider", "model"], ["key"], ["day"], ["key", "day", "model"]):
+        groups = (
+            [], ["provider"], ["provider", "model"], ["key"], ["day"], ["key", "day", "model"],
+            ["user"], ["tag"], ["tag", "day"], ["user", "tag"],
+        )  # fmt: skip
+        for group in groups:
             want = await queries.usage(store, since, until, group)  # type: ignore[arg-type]
             got = await ledger.usage(since, until, group)  # type: ignore[arg-type]
             assert got == want, (since, until, group)
+        await by_user_and_tag_by_hand(ledger, since, until)
         for bucket in ("hour", "day"):
             for by in ("provider", "model", "key", None):
                 want_s = await queries.spend_over_time(store, since, bucket, by, until)  # type: ignore[arg-type]
@@ -243,6 +249,31 @@ async def same_answers(ledger: Ledger, windows: list[tuple[datetime | None, date
                     lo = max(_bucket_range(lo_v)[0], values[0])
                     hi = min(_bucket_range(hi_v)[1], values[-1])
                     assert lo - 1e-6 <= got <= hi + 1e-6, (g.provider, what, q, got, lo, hi)
+
+
+async def by_user_and_tag_by_hand(ledger: Ledger, since: datetime | None, until: datetime | None) -> None:
+    """group_by=user and group_by=tag (from the rollups) against sums over the raw rows done
+    here: a call counts once under its user (None: no user), once under each of its tags
+    (None: untagged)."""
+    raw, _ = await raw_rows(ledger.store)
+    inside = [c for c in raw if (since is None or c.time >= since) and (until is None or c.time < until)]
+    by_user: dict[Any, list[Any]] = {}
+    by_tag: dict[Any, list[Any]] = {}
+    for c in inside:
+        for key, into in [
+            (c.user_id, by_user),
+            *((t, by_tag) for t in (c.tags.split(",") if c.tags else [None])),
+        ]:
+            s = into.setdefault(key, [0, 0, Decimal(0)])
+            s[0] += 1
+            s[1] += c.input_tokens + c.output_tokens
+            s[2] += c.cost or Decimal(0)
+    got_u = await ledger.usage(since, until, ["user"])
+    assert {r.user: [r.calls, r.input_tokens + r.output_tokens, r.cost] for r in got_u} == by_user
+    got_t = await ledger.usage(since, until, ["tag"])
+    assert {r.tag: [r.calls, r.input_tokens + r.output_tokens, r.cost] for r in got_t} == by_tag
+    # the tag groups hold each tagged call once per tag, the untagged once
+    assert sum(r.calls for r in got_t) == sum(len(c.tags.split(",")) if c.tags else 1 for c in inside)
 
 
 _windows = st.lists(
@@ -607,3 +638,114 @@ async def test_postgres_prune_and_stats(tmp_path: Path) -> None:
     finally:
         await ledger.close()
         await drop_schema(schema)
+
+
+# ------------------------------------------------------------- migration 10: users and tags
+
+
+def _split_records(records: Records) -> tuple[Records, Records]:
+    """The first half as a ledger from before migration 10 holds them (no user, no tags)."""
+    half = len(records) // 2
+    for call, _ in records[:half]:
+        call.user_id = call.tags = None
+    return records[:half], records[half:]
+
+
+async def _same_by_user_and_tag(ledger: Ledger) -> None:
+    for group in (["user"], ["tag"], ["user", "tag", "day"], []):
+        want = await queries.usage(ledger.store, None, None, group)  # type: ignore[arg-type]
+        assert await ledger.usage(None, None, group) == want, group  # type: ignore[arg-type]
+    await by_user_and_tag_by_hand(ledger, None, None)
+
+
+@slow(6)
+@given(records=calls(max_calls=30))
+def test_migration_10_upgrades_an_existing_sqlite_ledger(
+    tmp_path_factory: pytest.TempPathFactory, records: Records
+) -> None:
+    """A ledger at version 9 (calls and rollup_calls without user_id and tags, rollup keys
+    without them) takes migration 10; old calls count under no user and no tag, new ones under
+    theirs, and the rollups still equal the raw rows."""
+    old, new = _split_records(records)
+    path = tmp_path_factory.mktemp("v10") / "ledger.db"
+
+    async def first() -> None:
+        ledger = Ledger.open(None, str(path), writer="thread")
+        await ledger.start()
+        await record_in_batches(ledger, old, [])
+        await ledger.close()
+
+    asyncio.run(first())
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DELETE FROM rollup_calls")  # rebuilt below with the old, shorter keys
+    for table in ("calls", "rollup_calls"):
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN user_id")
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN tags")
+    conn.execute("DELETE FROM schema_version WHERE version = 10")
+    conn.close()
+
+    async def second() -> None:
+        ledger = Ledger.open(None, str(path), writer="thread")
+        await ledger.start()  # migration 10
+        try:
+            await _same_by_user_and_tag(ledger)
+            await record_in_batches(ledger, new, [len(new) // 2])
+            await _same_by_user_and_tag(ledger)
+        finally:
+            await ledger.close()
+
+    # the old calls' rollups as a version-9 writer keyed them (nine dimensions)
+    from fareway.ledger import rollup_store
+    from fareway.ledger.rollups import CALLS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    rollup_store.register_sqlite(conn)
+    nine = tuple(d for d in CALLS.dims if d not in ("user_id", "tags"))
+    v9 = dataclasses.replace(CALLS, dims=nine)
+    for statement in rollup_store._sqlite_backfill_sql(v9):
+        conn.execute(statement)
+    conn.close()
+    asyncio.run(second())
+
+
+@needs_pg
+@pytest.mark.postgres
+@slow(4)
+@given(records=calls(max_calls=25))
+def test_migration_10_upgrades_an_existing_postgres_ledger(
+    tmp_path_factory: pytest.TempPathFactory, records: Records
+) -> None:
+    """As on SQLite: a schema at version 9 takes migration 10 and answers by user and tag."""
+    import asyncpg
+
+    old, new = _split_records(records)
+    tmp = tmp_path_factory.mktemp("v10pg")
+
+    async def go() -> None:
+        schema = f"fw_v10_{uuid.uuid4().hex[:10]}"
+        try:
+            ledger = Ledger.open(PG_URL, str(tmp / "x.db"), schema=schema, spool_path=str(tmp / "s1"))
+            await ledger.start()
+            await record_in_batches(ledger, old, [])
+            await ledger.close()
+            conn = await asyncpg.connect(PG_URL)
+            try:
+                for table in ("calls", "rollup_calls"):
+                    await conn.execute(
+                        f'ALTER TABLE "{schema}".{table} DROP COLUMN user_id, DROP COLUMN tags'
+                    )
+                await conn.execute(f'DELETE FROM "{schema}".schema_version WHERE version = 10')
+            finally:
+                await conn.close()
+            ledger = Ledger.open(PG_URL, str(tmp / "x.db"), schema=schema, spool_path=str(tmp / "s2"))
+            await ledger.start()  # migration 10
+            try:
+                await _same_by_user_and_tag(ledger)
+                await record_in_batches(ledger, new, [len(new) // 2])
+                await _same_by_user_and_tag(ledger)
+            finally:
+                await ledger.close()
+        finally:
+            await drop_schema(schema)
+
+    asyncio.run(go())

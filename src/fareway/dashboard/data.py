@@ -21,7 +21,7 @@ from fareway.errors import BadRequest
 from fareway.ledger.queries import GroupBy, LoggedCall, ProviderLatency, SpendPoint, UsageRow
 from fareway.ledger.records import AttemptRecord, CallRecord
 
-GROUPS: tuple[GroupBy, ...] = ("provider", "model", "key", "day")
+GROUPS: tuple[GroupBy, ...] = ("provider", "model", "key", "day", "user", "tag")
 COUNT_FIELDS = (
     "calls",
     "errors",
@@ -40,6 +40,8 @@ GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "model": ("model",),
     "key": ("key_id", "key_name"),
     "day": ("day",),
+    "user": ("user",),
+    "tag": ("tag",),
 }
 MAX_LOGS = 1000
 
@@ -165,8 +167,12 @@ def usage_payload(
     since: datetime | None,
     until: datetime | None,
     key_id: str | None = None,
+    total_rows: Sequence[UsageRow] | None = None,
 ) -> dict[str, Any]:
-    """The ``/v1/usage`` body: one entry per group (none when not grouped) and the totals."""
+    """The ``/v1/usage`` body: one entry per group (none when not grouped) and the totals.
+
+    ``total_rows``: what the totals are summed from when that is not ``rows`` (grouped by
+    ``tag``, a call with several tags is in several groups; the totals count it once)."""
     return {
         "object": "usage",
         "since": since.isoformat() if since else None,
@@ -175,8 +181,23 @@ def usage_payload(
         "key_id": key_id,
         "currency": "USD",
         "groups": [usage_group(r, group_by) for r in rows] if group_by else [],
-        "totals": totals(rows),
+        "totals": totals(rows if total_rows is None else total_rows),
     }
+
+
+async def usage_rows(
+    read: Any,
+    since: datetime | None,
+    until: datetime | None,
+    group_by: Sequence[GroupBy],
+    key_id: str | None,
+) -> tuple[list[UsageRow], list[UsageRow] | None]:
+    """The rows of a usage query and, when grouped by tag, the ungrouped rows its totals come
+    from.  ``read(group_by)`` awaits the ledger's usage query."""
+    rows = await read(list(group_by))
+    if "tag" not in group_by:
+        return rows, None
+    return rows, await read([])
 
 
 def usage_csv(payload: Mapping[str, Any]) -> str:
@@ -234,6 +255,8 @@ def call_dict(c: CallRecord, attempts: Sequence[AttemptRecord]) -> dict[str, Any
         "key_name": c.key_name,
         "client_dialect": c.client_dialect,
         "requested_model": c.requested_model,
+        "user": c.user_id,
+        "tags": c.tags.split(",") if c.tags else [],
         "provider": c.provider,
         "upstream_model": c.upstream_model,
         "status": c.status,

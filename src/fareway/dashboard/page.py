@@ -127,6 +127,13 @@ def app_page(user: str, version: str = "") -> bytes:
     <section class="card"><div class="card-head"><h2>Spend by key</h2></div>
       <table class="tbl" id="by-key"></table></section>
   </div>
+  <div class="grid2">
+    <section class="card"><div class="card-head"><h2>Spend by user</h2></div>
+      <table class="tbl" id="by-user"></table></section>
+    <section class="card"><div class="card-head"><h2>Spend by tag</h2>
+      <span class="muted small">a call with several tags counts under each</span></div>
+      <table class="tbl" id="by-tag"></table></section>
+  </div>
   <section class="card"><div class="card-head"><h2>Providers: latency, time to first token, errors</h2>
     <span class="muted small">per upstream attempt; percentiles over successful attempts</span></div>
     <table class="tbl" id="latency"></table></section>

@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from fareway.ledger.base import log
-from fareway.ledger.records import ATTEMPT_COLUMNS, CALL_COLUMNS
+from fareway.ledger.records import ATTEMPT_COLUMNS, CALL_COLUMNS, upgrade_call_row
 from fareway.ledger.rollup_store import PG, SQLITE, apply_pg, apply_sqlite
 
 STOPPED = "the gateway stopped before the stream ended"
@@ -68,6 +68,7 @@ def encode_rows(call: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> str:
 
 def decode_rows(text: str) -> tuple[list[Any], list[list[Any]]]:
     call, attempts = orjson.loads(text)
+    call = upgrade_call_row(call)
     if len(call) != len(CALL_COLUMNS) or any(len(a) != len(ATTEMPT_COLUMNS) for a in attempts):
         raise ValueError("an inflight row does not match the ledger's columns")
     return call, attempts

@@ -206,6 +206,19 @@ def _sqlite_v6(conn: sqlite3.Connection) -> None:
 
 _V6 = "A/B experiments: their state and judged pairs; calls attributed to an experiment"
 
+
+_V10 = "calls.user_id and calls.tags (attribution), as rollup_calls dimensions"
+_V10_COLUMNS = ("user_id", "tags")
+
+
+def _sqlite_v10(conn: sqlite3.Connection) -> None:
+    for table in ("calls", "rollup_calls"):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for col in _V10_COLUMNS:
+            if col not in have:  # a ledger made at v10 got them in rollup_calls at v5
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} TEXT")
+
+
 SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "calls and attempts", _sqlite_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
@@ -214,6 +227,7 @@ SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] =
     (5, _V5, _sqlite_v5),
     (6, _V6, _sqlite_v6),
     (8, _V8, _sqlite_v8),
+    (10, _V10, _sqlite_v10),
 ]
 
 
@@ -413,6 +427,12 @@ async def _pg_v5(conn: Any) -> None:
     await pg_migrate(conn)
 
 
+async def _pg_v10(conn: Any) -> None:
+    for table in ("calls", "rollup_calls"):
+        for col in _V10_COLUMNS:
+            await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} TEXT")
+
+
 PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (1, "calls and attempts", _pg_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _pg_v2),
@@ -421,6 +441,7 @@ PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (5, _V5, _pg_v5),
     (6, _V6, _pg_v6),
     (8, _V8, _pg_v8),
+    (10, _V10, _pg_v10),
 ]
 
 _PG_LOCK_KEY = 0x4641524557  # "FAREW": serializes concurrent migrators on one database

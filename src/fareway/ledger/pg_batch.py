@@ -43,6 +43,7 @@ from fareway.ledger.records import (
     TIME_COLUMNS,
     attempt_values,
     call_values,
+    upgrade_call_row,
 )
 from fareway.ledger.rollup_store import PG, apply_pg
 
@@ -216,7 +217,7 @@ def decode(payload: bytes, own_writer: str) -> Batch:
     return Batch(
         writer,
         block,
-        [_dec(c, _CALL_TIMES, _CALL_MONEY) for c in calls],
+        [_dec(upgrade_call_row(c), _CALL_TIMES, _CALL_MONEY) for c in calls],
         [_dec(a, _ATT_TIMES, _ATT_MONEY) for a in attempts],
         list(counts),
         singles=singles,

@@ -138,6 +138,11 @@ class CallRecord:
     """Its part in that experiment: ``control`` or ``challenger`` (a caller's call served by that
     arm), ``shadow-control`` or ``shadow-challenger`` (the experiment's own background run of
     that arm, paid for by the experiment, not by a caller), or ``judge`` (a verdict call)."""
+    user_id: str | None = None
+    """The end user the client named (OpenAI ``user``, Anthropic ``metadata.user_id``)."""
+    tags: str | None = None
+    """The call's request tags, sorted, unique, joined by ``,`` (a tag holds no comma); None
+    when untagged (pipeline.attribution)."""
 
 
 def rollup(call: CallRecord, attempts: list[AttemptRecord], price_source: str | None = None) -> CallRecord:
@@ -180,6 +185,18 @@ MONEY_COLUMNS = frozenset(
 )
 TIME_COLUMNS = frozenset({"time", "started_at"})
 BOOL_COLUMNS = frozenset({"stream", "estimated"})
+
+
+_V10_TAIL = ("user_id", "tags")
+"""The call columns migration 10 appended (both nullable)."""
+
+
+def upgrade_call_row(values: Any) -> Any:
+    """A call row as a gateway before migration 10 spooled or checkpointed it (without the
+    last two columns): with them, None.  Any other row is returned as it is."""
+    if CALL_COLUMNS[-2:] == _V10_TAIL and len(values) == len(CALL_COLUMNS) - 2:
+        return [*values, None, None]
+    return values
 
 
 def call_values(c: CallRecord) -> tuple[Any, ...]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ from fareway.ledger.base import Store
 from fareway.ledger.queries import (
     _FIELD,
     _GROUP_EXPR,
+    GROUPS,
     GroupBy,
     ProviderLatency,
     SpendPoint,
@@ -38,6 +39,8 @@ from fareway.ledger.queries import (
     _sort_key,
     _where,
     _window,
+    set_group,
+    split_tags,
 )
 from fareway.ledger.rollup_store import PRUNED_TABLE
 from fareway.ledger.rollups import (
@@ -196,9 +199,10 @@ async def usage(
     group_by: Sequence[GroupBy] = (),
     key_id: str | None = None,
 ) -> list[UsageRow]:
-    """As :func:`fareway.ledger.queries.usage`, from the rollups."""
+    """As :func:`fareway.ledger.queries.usage`, from the rollups (``tag``: grouped by tag set
+    in SQL, then split per tag, :func:`~fareway.ledger.queries.split_tags`)."""
     for g in group_by:
-        if g not in ("provider", "model", "key", "day"):
+        if g not in GROUPS:
             raise ValueError(f"cannot group usage by {g!r}")
     d = store.dialect
     exprs = [d.bucket("t", "day") if g == "day" else _GROUP_EXPR[g] for g in group_by]
@@ -214,7 +218,10 @@ async def usage(
         "SUM(CASE WHEN cache = 'hit' THEN calls ELSE 0 END)",
         "SUM(CASE WHEN cache <> 'bypass' THEN calls ELSE 0 END)",
     ]
-    dims = ["provider", "requested_model", "upstream_model", "key_id", "key_name", "outcome", "cache"]
+    dims = [
+        "provider", "requested_model", "upstream_model", "key_id", "key_name", "outcome", "cache",
+        "user_id", "tags",
+    ]  # fmt: skip
     measures = ["calls", *TOKENS, "cost", "cost_saved", "unknown_cost_calls"]
 
     def conds(p: _Params) -> list[str]:
@@ -232,10 +239,8 @@ async def usage(
                 r.provider = value
             elif g == "model":
                 r.model = value
-            elif g == "key":
-                r.key_id = value
             else:
-                r.day = date.fromisoformat(value)
+                set_group(r, g, value)
         if "key" in group_by:
             r.key_name = keys[-1]
         r.calls, r.errors = int(totals[0] or 0), int(totals[1] or 0)
@@ -247,6 +252,7 @@ async def usage(
         r.unknown_cost_calls = int(totals[9] or 0)
         r.cache_hits, r.cache_lookups = int(totals[10] or 0), int(totals[11] or 0)
         out.append(r)
+    out = split_tags(out, group_by)
     out.sort(key=lambda r: _sort_key([getattr(r, _FIELD[g]) for g in group_by]))
     return out
 

@@ -162,8 +162,17 @@ def _agg(kind: str) -> str:
     return {"min": "MIN", "max": "MAX"}.get(kind, "SUM")
 
 
-def _sqlite_backfill_sql(t: Table) -> list[str]:
+def _raw_dims(t: Table, present: set[str] | None) -> str:
+    """The dimensions as read from the raw table: ``NULL`` for one whose raw column a later
+    migration adds (a ledger created from scratch runs migration 5 before it)."""
+    return ", ".join(d if present is None or d in present else f"NULL AS {d}" for d in t.dims)
+
+
+def _sqlite_backfill_sql(t: Table, present: set[str] | None = None) -> list[str]:
     dims = ", ".join(t.dims)
+    raw_dims = _raw_dims(t, present)
+    raw_group = ", ".join(d for d in t.dims if present is None or d in present)
+    key_args = ", ".join(d if present is None or d in present else "NULL" for d in t.dims)
     measures = []
     for m in t.measures:
         kind = measure_kind(m)
@@ -179,8 +188,8 @@ def _sqlite_backfill_sql(t: Table) -> list[str]:
     minute = f"substr({t.time}, 1, 16)"
     cols = ", ".join(t.columns)
     out = [
-        f"INSERT INTO {t.name} ({cols}) SELECT {MINUTE}, {minute} || ':00.000000+00:00', fw_key({dims}), "
-        f"{dims}, {', '.join(measures)} FROM {t.raw} GROUP BY {minute}, {dims}"
+        f"INSERT INTO {t.name} ({cols}) SELECT {MINUTE}, {minute} || ':00.000000+00:00', fw_key({key_args}), "
+        f"{raw_dims}, {', '.join(measures)} FROM {t.raw} GROUP BY {minute}, {raw_group}"
     ]
     for grain, width, tail in ((HOUR, 13, ":00:00.000000+00:00"), (GRAINS[-1], 10, "T00:00:00.000000+00:00")):
         ups = []
@@ -201,7 +210,8 @@ def sqlite_migrate(conn: sqlite3.Connection) -> None:
     for statement in sqlite_ddl():
         conn.execute(statement)
     for t in TABLES:
-        for statement in _sqlite_backfill_sql(t):
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({t.raw})")}
+        for statement in _sqlite_backfill_sql(t, present):
             conn.execute(statement)
 
 
@@ -266,16 +276,21 @@ def _same(value: Decimal) -> Decimal:
     return value
 
 
-def _pg_key_sql(t: Table) -> str:
+def _pg_key_sql(t: Table, present: set[str] | None = None) -> str:
     parts = []
     for d in t.dims:
+        if present is not None and d not in present:
+            parts.append("'-'")
+            continue
         v = f"{d}::text" if d in INT_DIMS else d
         parts.append(f"COALESCE(length({v})::text || ':' || {v}, '-')")
     return " || ".join(parts)
 
 
-def _pg_backfill_sql(t: Table) -> list[str]:
+def _pg_backfill_sql(t: Table, present: set[str] | None = None) -> list[str]:
     dims = ", ".join(t.dims)
+    raw_dims = ", ".join(d if present is None or d in present else f"NULL::text AS {d}" for d in t.dims)
+    raw_group = ", ".join(d for d in t.dims if present is None or d in present)
     measures = []
     for m in t.measures:
         kind = measure_kind(m)
@@ -288,9 +303,9 @@ def _pg_backfill_sql(t: Table) -> list[str]:
     names = ", ".join(t.measures)
     out = [
         f"INSERT INTO {t.name} ({cols}) SELECT grain, bucket, {key}, {dims}, {names} FROM ("
-        f"SELECT {MINUTE} AS grain, date_trunc('minute', {t.time}, 'UTC') AS bucket, {_pg_key_sql(t)} AS enc, "
-        f"{dims}, {', '.join(f'{e} AS {m}' for e, m in zip(measures, t.measures, strict=True))} "
-        f"FROM {t.raw} GROUP BY 2, {dims}) g"
+        f"SELECT {MINUTE} AS grain, date_trunc('minute', {t.time}, 'UTC') AS bucket, {_pg_key_sql(t, present)} AS enc, "
+        f"{raw_dims}, {', '.join(f'{e} AS {m}' for e, m in zip(measures, t.measures, strict=True))} "
+        f"FROM {t.raw} GROUP BY 2, {raw_group}) g"
     ]
     for grain, unit in ((HOUR, "hour"), (GRAINS[-1], "day")):
         ups = [f"{_agg(measure_kind(m))}({m})" for m in t.measures]
@@ -308,5 +323,13 @@ async def pg_migrate(conn: Any) -> None:
         await conn.execute(statement)
     await conn.execute("SET LOCAL statement_timeout = 0")
     for t in TABLES:
-        for statement in _pg_backfill_sql(t):
+        present = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = $1",
+                t.raw,
+            )
+        }
+        for statement in _pg_backfill_sql(t, present):
             await conn.execute(statement, timeout=BACKFILL_TIMEOUT)

@@ -61,6 +61,8 @@ CALL_DIMS: tuple[str, ...] = (
     "status",
     "outcome",
     "cache",
+    "user_id",
+    "tags",
 )
 ATTEMPT_DIMS: tuple[str, ...] = ("provider", "model", "outcome", "role", "status")
 INT_DIMS = frozenset({"status"})

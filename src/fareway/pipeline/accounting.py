@@ -269,6 +269,8 @@ def call_row(
         cost_saved=Decimal(ctx.cost_saved) if ctx.cost_saved is not None else None,
         experiment=tag[0] if tag is not None else None,
         experiment_role=tag[1] if tag is not None else None,
+        user_id=ctx.user_id,
+        tags=",".join(ctx.tags) or None,
     )
 
 

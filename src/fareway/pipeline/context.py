@@ -87,6 +87,10 @@ class CallContext:
     reply_headers: dict[str, str] = field(default_factory=dict)
     """Headers a stage adds to the call's response (read when the response headers are built)."""
     accounted: bool = False
+    user_id: str | None = None
+    """The end user the client named (pipeline.attribution), for the ledger row."""
+    tags: tuple[str, ...] = ()
+    """The call's request tags, sorted and unique (pipeline.attribution)."""
 
     def __post_init__(self) -> None:
         self.attempts = CallLog(self.request_id)

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from fareway.events import StreamEvent
+from fareway.pipeline import attribution
 from fareway.pipeline.context import CallContext, Reply
 from fareway.pipeline.resolve import Resolver
 
@@ -97,6 +98,7 @@ class Parse:
 
     async def run(self, ctx: CallContext) -> Reply | None:
         ctx.req = ctx.wire.parse_request(ctx.body, ctx.headers)
+        ctx.user_id, ctx.tags = attribution.from_chat(ctx.req, ctx.headers)
         return None
 
 

@@ -136,6 +136,8 @@ def add_dashboard_routes(app: App, gateway: Gateway, sessions: SessionStore | No
         )
         by_model = await ledger.usage(since, None, ["provider", "model"])
         by_key = await ledger.usage(since, None, ["key"])
+        by_user = await ledger.usage(since, None, ["user"])
+        by_tag = await ledger.usage(since, None, ["tag"])
         spend = await ledger.spend_over_time(since, bucket, "provider")
         latency = await ledger.latency_by_provider(since)
         body = {
@@ -145,6 +147,8 @@ def add_dashboard_routes(app: App, gateway: Gateway, sessions: SessionStore | No
             "totals": data.totals(by_model),  # the groups' sums: exact, one query fewer
             "by_model": [data.usage_group(r, ["provider", "model"]) for r in by_model],
             "by_key": [data.usage_group(r, ["key"]) for r in by_key],
+            "by_user": [data.usage_group(r, ["user"]) for r in by_user],
+            "by_tag": [data.usage_group(r, ["tag"]) for r in by_tag],
             "spend": data.spend_series(spend),
             "latency": [data.latency_dict(r) for r in latency],
         }

@@ -96,6 +96,8 @@
       renderChart(ov);
       renderModels(ov.by_model);
       renderKeys(ov.by_key);
+      renderAttribution("by-user", "User", ov.by_user || [], "user", "(no user)");
+      renderAttribution("by-tag", "Tag", ov.by_tag || [], "tag", "(untagged)");
       renderLatency(ov.latency);
       app.setAttribute("data-since", ov.since || "");
       return loadCalls();
@@ -333,6 +335,12 @@
     var t = $("by-key");
     t.setAttribute("data-label", "Key");
     spendTable(t, rows, function (r) { return [r.key_name || r.key_id || "(no key)", r.key_id || ""]; });
+  }
+
+  function renderAttribution(id, label, rows, field, none) {
+    var t = $(id);
+    t.setAttribute("data-label", label);
+    spendTable(t, rows, function (r) { return [r[field] === null ? none : r[field], ""]; });
   }
 
   function renderLatency(rows) {
