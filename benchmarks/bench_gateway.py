@@ -100,9 +100,18 @@ wrk.headers["Authorization"] = "Bearer %s"
 """
 
 
-def run_wrk(url: str, payload: bytes, seconds: int, conns: int, core: int | None) -> dict[str, float]:
+def run_wrk(
+    url: str,
+    payload: bytes,
+    seconds: int,
+    conns: int,
+    core: int | None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_LUA % (payload.decode(), KEY))
+        for k, v in (headers or {}).items():
+            f.write(f'wrk.headers["{k}"] = "{v}"\n')
         script = f.name
     cmd = pinned(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", script, url], core)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -155,13 +164,15 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-async def _py_load(url: str, payload: bytes, seconds: int, conns: int) -> dict[str, float]:
+async def _py_load(
+    url: str, payload: bytes, seconds: int, conns: int, extra: dict[str, str] | None = None
+) -> dict[str, float]:
     import aiohttp
 
     lat: list[float] = []
     bad = 0
     deadline = time.monotonic() + seconds
-    headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+    headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}", **(extra or {})}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
 
         async def worker() -> None:
@@ -189,10 +200,17 @@ async def _py_load(url: str, payload: bytes, seconds: int, conns: int) -> dict[s
     }
 
 
-def load(url: str, payload: bytes, seconds: int, conns: int, core: int | None) -> dict[str, float]:
+def load(
+    url: str,
+    payload: bytes,
+    seconds: int,
+    conns: int,
+    core: int | None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
     if shutil.which("wrk"):
-        return run_wrk(url, payload, seconds, conns, core)
-    return asyncio.run(_py_load(url, payload, seconds, conns))
+        return run_wrk(url, payload, seconds, conns, core, headers)
+    return asyncio.run(_py_load(url, payload, seconds, conns, headers))
 
 
 def main() -> None:

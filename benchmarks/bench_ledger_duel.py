@@ -18,6 +18,11 @@ instances and the simulator run on the other core.  Rounds alternate which serve
     python benchmarks/bench_ledger_duel.py --variant thread --rounds 7
     python benchmarks/bench_ledger_duel.py --variant writer-cpu1  # writer process on core 1
 
+``--against-src DIR`` duels the variant against the *same* variant run from another source tree
+(e.g. ``git archive <commit> | tar -x -C DIR``: ``DIR/src`` goes first on its PYTHONPATH), instead
+of against Fareway without a ledger: the cost printed is then what this version's ledger adds over
+that one's (the rollups, measured against the commit before them).
+
 Variants: ``default`` (SQLite, ``writer = "auto"``: the writer thread here, since the server is
 confined to one core), ``process`` (the writer process sharing the server's core),
 ``writer-cpu1`` (the writer process on the other core, as ``auto`` picks on a machine where the
@@ -52,8 +57,12 @@ VARIANTS = {
 NO_LEDGER = "[ledger]\nenabled = false\n"
 
 
-def serve(name: str, ledger: str, sim_url: str, tmp: Path, core: int) -> tuple[subprocess.Popen[bytes], int]:
+def serve(
+    name: str, ledger: str, sim_url: str, tmp: Path, core: int, src: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
+    if "postgresql://" in ledger:  # a schema per server role, so that two versions do not share one
+        ledger += f'schema = "fw_duel_{name.rsplit("-", 1)[0]}"\n'
     cfg = tmp / f"{name}.toml"
     cfg.write_text(
         f'[server]\nstate_dir = "{tmp / name}"\n[providers.openai]\nbase_url = "{sim_url}/openai/v1"\n'
@@ -61,7 +70,7 @@ def serve(name: str, ledger: str, sim_url: str, tmp: Path, core: int) -> tuple[s
     )
     proc = subprocess.Popen(
         ["taskset", "-c", str(core), *fareway_cmd(), "serve", "--config", str(cfg), "--port", str(port)],
-        env={**os.environ, "FAREWAY_MASTER_KEY": KEY},
+        env={**os.environ, "FAREWAY_MASTER_KEY": KEY, **({"PYTHONPATH": f"{src}/src"} if src else {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own autogroup: half of the shared core
@@ -124,7 +133,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=6)
     ap.add_argument("--connections", type=int, default=32, help="per server")
+    ap.add_argument("--against-src", default=None, help="duel against the variant run from this source tree")
     a = ap.parse_args()
+    base = "baseline" if a.against_src else "noledger"
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs two cores: the servers share one, the load and the simulator use the other")
     server_core, load_core = 0, 1
@@ -140,32 +151,37 @@ def main() -> None:
         wait_port(sim_port)
         sim_url = f"http://127.0.0.1:{sim_port}"
         for r in range(a.rounds):
-            order = [("noledger", NO_LEDGER), (a.variant, VARIANTS[a.variant])]
+            order = [
+                (base, VARIANTS[a.variant] if a.against_src else NO_LEDGER),
+                (a.variant, VARIANTS[a.variant]),
+            ]
             if r % 2:
                 order.reverse()
             procs, ports = [], {}
             try:
                 for name, ledger in order:
-                    proc, ports[name] = serve(f"{name}-{r}", ledger, sim_url, tmp, server_core)
+                    src = a.against_src if name == "baseline" else None
+                    proc, ports[name] = serve(f"{name}-{r}", ledger, sim_url, tmp, server_core, src)
                     procs.append(proc)
-                    if name == "writer-cpu1":
+                    if a.variant == "writer-cpu1" and name != "noledger":
                         detach_writer(proc.pid)
                 duel(ports, 2, a.connections, load_core)  # warm-up
                 rps = duel(ports, a.duration, a.connections, load_core)
             finally:
                 for proc in procs:
                     stop(proc)
-            cost = 1 - rps[a.variant] / rps["noledger"]
+            cost = 1 - rps[a.variant] / rps[base]
             costs.append(cost)
             print(
-                f"round {r + 1}: noledger {rps['noledger']:.0f} req/s, {a.variant} {rps[a.variant]:.0f} req/s"
+                f"round {r + 1}: {base} {rps[base]:.0f} req/s, {a.variant} {rps[a.variant]:.0f} req/s"
                 f" -> ledger cost {cost:.1%}",
                 flush=True,
             )
     finally:
         stop(sim)
     print(
-        f"ledger cost ({a.variant}), median of {len(costs)} rounds: {statistics.median(costs):.1%}"
+        f"ledger cost ({a.variant}{', over ' + a.against_src if a.against_src else ''}), median of "
+        f"{len(costs)} rounds: {statistics.median(costs):.1%}"
         f"  (min {min(costs):.1%}, max {max(costs):.1%})"
     )
 

@@ -115,8 +115,10 @@ def drive(url: str, admin_key: str, inference_key: str) -> dict[str, Any]:
             "input_tokens": dv("t-input"),
             "output_tokens": dv("t-output"),
             "unknown_cost_calls": dv("t-unknown"),
+            "cost_saved": dv("t-saved"),
+            "cache_hits": dv("t-hits"),
         }
-        out["saved_shown"] = len(driver.find_elements(By.ID, "t-saved"))
+        out["hits_text"] = driver.find_element(By.ID, "t-hits").text
         out["cost_text"] = driver.find_element(By.ID, "t-cost").text
         out["chart_bars"] = len(driver.find_elements(By.CSS_SELECTOR, "#chart rect.bar"))
         out["models_text"] = driver.find_element(By.ID, "by-model").text
@@ -178,8 +180,9 @@ async def test_dashboard_in_a_real_browser(dash: tuple[LiveGateway, str, str]) -
         api = (await r.json())["totals"]
     t = got["totals"]
     assert Decimal(t["cost"]) == Decimal(api["cost"])
-    assert got["saved_shown"] == 0  # no cache yet: no savings shown
-    for name in ("calls", "errors", "input_tokens", "output_tokens", "unknown_cost_calls"):
+    assert Decimal(t["cost_saved"]) == Decimal(api["cost_saved"]) and Decimal(api["cost_saved"]) > 0
+    assert "cache hit" in got["hits_text"]  # the seeded hit, and the hit rate beside it
+    for name in ("calls", "errors", "input_tokens", "output_tokens", "unknown_cost_calls", "cache_hits"):
         assert int(t[name]) == api[name], name
     assert api["calls"] >= 8  # seven seeded calls plus the real ones
     assert got["cost_text"].startswith("$")

@@ -7,6 +7,9 @@
     ledger, keys                        <- depend only on the core
     router                              <- adapters (contract), transport, providers
     pipeline                            <- everything below
+    cache                               <- a feature on the pipeline's seams (lookup, stream wrapper);
+                                           its settings module imports nothing, so config may read it
+    experiments                         <- the pipeline (its settings module is loaded by config)
     limits                              <- budgets and rate limits: admissions on the pipeline's admit
                                            seam; its settings module imports nothing, so config reads it
     metrics                             <- a sink fed from ledger records
@@ -64,12 +67,27 @@ ALLOWED: dict[str, set[str]] = {
     "providers": CORE,
     "ledger": {"types"},
     "keys": {"types", "errors", "scrub"},
-    "cache": {"types", "errors", "events"},
+    "cache": CORE | {"pipeline", "wire"},
     "transport": CORE,
-    "config": CORE | {"providers", "keys", "limits"},
+    "config_schema": CORE,
+    "config_state": set(),
+    "config": CORE | {"providers", "cache", "experiments", "config_schema", "config_state", "keys", "limits"},
     "router": CORE | {"adapters", "providers", "transport", "tokens"},
     "pipeline": CORE
-    | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire", "cache"},
+    | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire"},
+    "experiments": CORE
+    | {
+        "adapters",
+        "config",
+        "keys",
+        "ledger",
+        "pipeline",
+        "providers",
+        "router",
+        "tokens",
+        "transport",
+        "wire",
+    },
     "limits": CORE | {"keys", "ledger", "pipeline", "router", "tokens"},
     "metrics": {"ledger"},
     "dashboard": CORE | {"ledger", "keys"},
@@ -79,6 +97,7 @@ ALLOWED: dict[str, set[str]] = {
         "cache",
         "config",
         "dashboard",
+        "experiments",
         "keys",
         "ledger",
         "limits",
@@ -91,8 +110,23 @@ ALLOWED: dict[str, set[str]] = {
         "wire",
     },
     "cli_usage": CORE | {"config", "dashboard", "ledger"},
-    "cli_keys": CORE | {"config", "keys"},
-    "cli": CORE | {"cli_usage", "cli_keys", "config", "keys", "providers", "server", "sim"},
+    "cli_ledger": CORE | {"cli_usage", "config", "ledger"},
+    "cli_experiments": CORE | {"cli_usage", "config", "experiments", "ledger"},
+    "cli_config": CORE | {"config", "server"},
+    "cli_keys": CORE | {"cli_config", "config", "keys"},
+    "cli": CORE
+    | {
+        "cli_experiments",
+        "cli_keys",
+        "cli_usage",
+        "cli_ledger",
+        "cli_config",
+        "config",
+        "keys",
+        "providers",
+        "server",
+        "sim",
+    },
     "sim": {"sse"},
 }
 

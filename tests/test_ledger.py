@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fareway.ledger import AttemptRecord, CallRecord, Ledger, PriceBook, rollup
+from fareway.ledger import AttemptRecord, CallRecord, Ledger, PriceBook, queries, rollup
 from fareway.ledger.migrations import PG_MIGRATIONS, SQLITE_MIGRATIONS, migrate_sqlite
 from fareway.ledger.records import CALL_COLUMNS
 from fareway.ledger.sqlite_store import percentile_cont
@@ -142,18 +142,18 @@ async def test_migrations_are_idempotent(make_ledger: Factory) -> None:
     first = await started(make_ledger)
     await first.close()
     second = await started(make_ledger)
-    versions = [v for v, _, _ in SQLITE_MIGRATIONS]  # each helper's branch owns its number(s)
-    latest = versions[-1]
+    versions = [v for v, _, _ in SQLITE_MIGRATIONS]
+    latest = max(versions)
     assert [v for v, _, _ in PG_MIGRATIONS] == versions  # both backends at the same schema version
     assert getattr(second.store, "schema_version", None) == latest
     rows = await second.store.fetch("SELECT version FROM schema_version ORDER BY version", [])
-    assert [r[0] for r in rows] == versions
+    assert [r[0] for r in rows] == sorted(versions)
     assert await count(second, "calls") == 0
 
 
 def test_sqlite_migration_function_twice(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
-    latest = SQLITE_MIGRATIONS[-1][0]
+    latest = max(v for v, _, _ in SQLITE_MIGRATIONS)
     assert migrate_sqlite(conn) == latest
     assert migrate_sqlite(conn) == latest
     assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == len(SQLITE_MIGRATIONS)
@@ -400,13 +400,21 @@ async def test_latency_by_provider_percentiles(make_ledger: Factory) -> None:
     skipped_attempts[0].outcome = "skipped"  # not counted at all
     ledger.record(skipped, skipped_attempts)
     await ledger.flush()
-    (p1,) = await ledger.latency_by_provider(since=T0 - timedelta(hours=1))
+    # from the raw rows: exact percentile_cont
+    (p1,) = await queries.latency_by_provider(ledger.store, since=T0 - timedelta(hours=1))
     assert (p1.provider, p1.attempts, p1.errors) == ("p1", 8, 1)
     assert p1.error_rate == pytest.approx(1 / 8)
     for q, got in ((0.5, p1.latency_p50_ms), (0.9, p1.latency_p90_ms), (0.99, p1.latency_p99_ms)):
         assert got == pytest.approx(percentile_cont(latencies, q), rel=1e-12)
     assert p1.latency_p50_ms == 30.5
     assert p1.ttft_p90_ms == pytest.approx(percentile_cont([v / 2 for v in latencies], 0.9), rel=1e-12)
+    # what the ledger answers (from the rollups' histograms): the same counts, and each
+    # percentile inside the histogram bucket(s) of the exact one (sorted: 3, 7.25, 12, 30.5, ...)
+    (r1,) = await ledger.latency_by_provider(since=T0 - timedelta(hours=1))
+    assert (r1.provider, r1.attempts, r1.errors, r1.error_rate) == ("p1", 8, 1, p1.error_rate)
+    assert r1.latency_p50_ms is not None and 25 <= r1.latency_p50_ms <= 50  # 30.5 is in (25, 50]
+    assert r1.latency_p99_ms is not None and 75 <= r1.latency_p99_ms <= 100  # 100 is the largest
+    assert r1.ttft_p50_ms is not None and 10 <= r1.ttft_p50_ms <= 25  # 15.25 is in (10, 25]
     assert await ledger.latency_by_provider(since=T0 + timedelta(days=1)) == []
 
 

@@ -81,7 +81,7 @@ def test_observe_counts_requests_tokens_cost_and_latency() -> None:
     assert value(m, "fareway_upstream_latency_seconds_count", provider="cerebras") is None
 
 
-def test_errors_and_unrouted_calls() -> None:
+def test_errors_cache_hits_and_unrouted_calls() -> None:
     m = Metrics()
     refused = CallRecord(
         request_id="r2",
@@ -96,6 +96,14 @@ def test_errors_and_unrouted_calls() -> None:
         cache="hit", cost=Decimal(0), cost_saved=Decimal("0.5"),
     )  # fmt: skip
     m.observe(hit, [])
+    miss = CallRecord(
+        request_id="r4", requested_model="gpt-4o-mini", provider="openai", upstream_model="gpt-4o-mini",
+        cache="stored", cost=Decimal("0.5"),
+    )  # fmt: skip
+    m.observe(miss, [])
+    m.observe(
+        CallRecord(request_id="r5", requested_model="x", provider="openai", upstream_model="gpt-4o-mini"), []
+    )
     # a client's made-up model name never becomes a label value
     text = m.render().decode()
     assert "made-up" not in text
@@ -103,8 +111,10 @@ def test_errors_and_unrouted_calls() -> None:
         value(m, "fareway_requests_total", provider="none", model="none", status="404", dialect="openai") == 1
     )
     assert value(m, "fareway_call_errors_total", provider="none", model="none", dialect="openai") == 1
-    # no cache exists yet: nothing about cache hits or savings is exported (issue: staged call)
-    assert "cache_hits" not in text and "cache_saved" not in text
+    # one hit of two calls that used the cache (the third bypassed it), and what the hit saved
+    assert value(m, "fareway_cache_hits_total", model="gpt-4o-mini") == 1
+    assert value(m, "fareway_cache_lookups_total", model="gpt-4o-mini") == 2
+    assert value(m, "fareway_cache_saved_usd_total", model="gpt-4o-mini") == 0.5
 
 
 def test_instances_do_not_share_a_registry() -> None:
@@ -146,6 +156,7 @@ async def test_metrics_endpoint_needs_admin_and_counts_real_calls(usage_world: A
         await client.chat.completions.create(
             model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )
+        await gw.app.gateway.accounting.ledger.flush()  # /metrics reads the ledger's rollups
         from tests.conftest import MASTER_KEY
 
         async with s.get(url, headers={"authorization": f"Bearer {MASTER_KEY}"}) as r:

@@ -525,7 +525,7 @@ def test_server_limits_are_read_and_checked(tmp_path: Path) -> None:
         ("max_headers = 1.5", "max_headers"),
         ("max_connections = -2", "max_connections"),
         ("max_header_bytes = true", "max_header_bytes"),
-        ("header_timout = 3", r"unknown key\(s\): header_timout"),
+        ("header_timout = 3", r'unknown key "header_timout"; did you mean "header_timeout"'),
     ):
         p.write_text(f"[server]\n{bad}\n")
         with pytest.raises(ConfigError, match=needle):

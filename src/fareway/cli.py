@@ -1,4 +1,5 @@
-"""The ``fareway`` command line: serve, sim, keys, providers, models (and usage, logs, route)."""
+"""The ``fareway`` command line: serve, sim, keys, providers, models (and usage, logs, route,
+experiments)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,15 @@ from typing import Any
 import click
 
 from fareway import __version__
-from fareway.config import Config, ConfigError, load_config
+from fareway.cli_config import FarewayGroup, UserError, load, state_line
+from fareway.config import Config, unroutable_aliases
 from fareway.errors import FarewayError
 
 DEMO_KEY = "demo"
 
 
 def _load(config_path: str | None) -> Config:
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(exc.message) from exc
+    return load(config_path)
 
 
 def _free_port(host: str) -> int:
@@ -30,13 +29,17 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FarewayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fareway")
 def main() -> None:
     """Fareway: a self-hosted, zero-markup LLM gateway.
 
     Point the OpenAI or Anthropic SDK at Fareway (base URL + a Fareway key); bring your own
     provider keys; Fareway routes, falls back, races and accounts the real cost of every call.
+
+    State (keys, ledger) lives in one place for the server and every command: [server] state_dir
+    of the config, else $FAREWAY_HOME, else the per-user data directory; `fareway config check`
+    and the commands that read it say which.
     """
 
 
@@ -89,6 +92,12 @@ def serve(
         cfg = cfg.with_demo(f"http://127.0.0.1:{sim_port}")
         if not cfg.master_key:
             cfg = dataclasses.replace(cfg, master_key=DEMO_KEY)
+    dead = [] if demo else unroutable_aliases(cfg)
+    if dead:
+        raise UserError(
+            f"{cfg.source}: alias(es) {', '.join(dead)} have no target on a provider with an API key: "
+            "add the key or change the targets"
+        )
     app = build_app(cfg)
     if sim_port is not None:
         from fareway.sim.server import SimConfig, start_sim
@@ -106,6 +115,7 @@ def serve(
     click.echo(
         f"Fareway {__version__} on {url}  (OpenAI base_url {url}/v1, Anthropic base_url {url})", err=True
     )
+    click.echo(state_line(cfg), err=True)
     if cfg.demo:
         key_note = "the key in FAREWAY_MASTER_KEY" if cfg.master_key != DEMO_KEY else f"key: {DEMO_KEY}"
         click.echo(f"DEMO MODE: every response is simulated, no provider is called. {key_note}", err=True)
@@ -178,6 +188,15 @@ def models(config_path: str | None, show_all: bool) -> None:
 
     cfg = _load(config_path)
     keyed = cfg.keyed_providers()
+    if not keyed and not show_all:
+        click.echo(
+            "no model is routable: no provider has an API key.\n"
+            "  Add one: export OPENAI_API_KEY=... (or ANTHROPIC_API_KEY, GROQ_API_KEY, ...; see `fareway providers`),\n"
+            "  or set api_key in a [providers.NAME] table of your config file.\n"
+            "  `fareway models --all` lists every model the catalog knows; `fareway serve --demo` simulates them.",
+            err=True,
+        )
+        return
     for o in load_builtin_catalog():
         if show_all or o.provider in keyed:
             mark = "" if o.provider in keyed else "  (no key)"
@@ -273,10 +292,18 @@ def route_explain(
 
 
 def _register_extras() -> None:
+    from fareway.cli_experiments import register as register_experiments
     from fareway.cli_keys import register as register_keys
     from fareway.cli_usage import register
 
     register(main)
+    from fareway.cli_config import register as register_config
+
+    register_config(main)
+    from fareway.cli_ledger import register as register_ledger
+
+    register_ledger(main)
+    register_experiments(main)
     register_keys(main)
 
 

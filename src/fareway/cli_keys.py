@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from fareway.config import Config, ConfigError, load_config
+from fareway.cli_config import load, state_line
 from fareway.errors import FarewayError
 from fareway.keys.admin import Admin, parse_span
 from fareway.keys.audit import Actor
@@ -29,15 +29,9 @@ from fareway.keys.vault import Vault, VaultLocked, new_master_key, parse_master_
 T = TypeVar("T")
 
 
-def _config(config_path: str | None) -> Config:
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(exc.message) from exc
-
-
 def _admin(config_path: str | None) -> Admin:
-    cfg = _config(config_path)
+    cfg = load(config_path)
+    click.echo(state_line(cfg), err=True)
     keys = KeyStore(cfg.state_dir / "state.db")
     try:
         master = parse_master_keys(cfg.key_settings.master_key_text())

@@ -2,7 +2,7 @@
 
 The ledger is found as the server finds it: ``ledger_url`` from the config (``[ledger] url`` or
 ``FAREWAY_LEDGER_URL``; Postgres or ``sqlite:///path``), else SQLite at ``<state_dir>/fareway.db``
-(``[server] state_dir`` or ``FAREWAY_STATE_DIR``, default ``./fareway-data``).
+(fareway.config_state: ``[server] state_dir``, else ``FAREWAY_HOME``, else the per-user data directory).
 
 Examples::
 
@@ -95,7 +95,9 @@ def _cost(value: str | None, tokens: int = 1) -> str:
 
 
 @click.command("usage")
-@click.option("--by", "by", multiple=True, help="Group by provider, model, key, day (comma-separated).")
+@click.option(
+    "--by", "by", multiple=True, help="Group by provider, model, key, day, user, tag (comma-separated)."
+)
 @click.option(
     "--since", default=None, help="Start: ISO date/datetime or relative (7d, 24h, 30m). Default: all."
 )
@@ -124,7 +126,10 @@ def usage_cmd(
     _parse(lambda: data.check_window(t0, t1))
     cfg = _config(config_path)
     rows = _with_ledger(cfg, lambda ledger: ledger.usage(t0, t1, group_by, key_id))
-    payload = data.usage_payload(rows or [], group_by, t0, t1, key_id)
+    total_rows = None
+    if rows is not None and "tag" in group_by:  # a multi-tag call is in several groups, once in the totals
+        total_rows = _with_ledger(cfg, lambda ledger: ledger.usage(t0, t1, [], key_id))
+    payload = data.usage_payload(rows or [], group_by, t0, t1, key_id, total_rows)
     if as_json:
         click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
         return
@@ -147,6 +152,8 @@ def usage_cmd(
         ("output", "output_tokens"),
         ("reasoning", "reasoning_tokens"),
         ("cost (USD)", "cost"),
+        ("cache hits", "cache_hits"),
+        ("saved", "cost_saved"),
         ("unpriced", "unknown_cost_calls"),
     ]
     totals = payload["totals"]

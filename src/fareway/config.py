@@ -9,7 +9,7 @@ Example (the smallest useful config)::
 
 Top-level sections:
 
-``[server]``      host, port, max_body_bytes, state_dir, and the limits that keep slow or hostile
+``[server]``      host, port, max_body_bytes, state_dir (see fareway.config_state), and the limits that keep slow or hostile
                   clients and upstreams from exhausting the gateway:
                   header_timeout (seconds from connect, or from a request's first byte on a
                   kept-alive connection, to the end of its headers; 10), body_timeout (seconds from
@@ -38,12 +38,20 @@ Top-level sections:
                   Postgres: schema ("fareway"), connect_timeout (5) and statement_timeout (10)
                   seconds, close_timeout (5: how long shutdown waits for the database before
                   spooling), spool_path (state_dir/ledger-spool), spool_after (1: seconds a write
-                  may hang before the calls behind it are spooled)
+                  may hang before the calls behind it are spooled);
+                  keep_calls_days (raw call and attempt rows older than this many days are
+                  pruned in the background, with their minute rollups; the hour and day rollups
+                  every aggregate reads are kept; unset: keep every row)
 ``[providers.X]`` a built-in provider's overrides (api_key, base_url) or a new provider
                   (dialect + base_url + api_key; models = [...] and embedding_models = [...]
                   optional, listed by /v1/models)
 ``[aliases]``     name = "provider/model" or {strategy = "fallback", targets = [...]}
 ``[prices.X]``    per-provider prices per million tokens: {"model" = {input=..., output=...}}
+``[cache]``       opt-in response caching (fareway.cache.settings: enabled, url, ttl, max_ttl,
+                  max_bytes, max_entry_bytes, coalesce, prefix, timeout, embeddings_model,
+                  semantic_max_entries, [cache.share]); an alias table may carry
+                  ``cache = {mode, ttl, semantic, embeddings_model}``
+``[experiments.NAME]`` an A/B experiment with an LLM judge on one model name (fareway.experiments.settings)
 ``[keys]``        the provider-key vault's master key and key rest times (fareway.keys.settings)
 ``[limits]``      where budget and rate-limit reservations live and how they are estimated
                   (fareway.limits.settings)
@@ -58,20 +66,34 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fareway.errors import FarewayError
+from fareway.cache.settings import KEYS as CACHE_KEYS
+from fareway.cache.settings import CacheSettings, CacheSettingsError
+from fareway.cache.settings import parse as parse_cache
+from fareway.config_schema import (
+    SECTIONS,
+    ConfigError,
+    Section,
+    check_document,
+    get_bool,
+    get_float,
+    get_int,
+    get_str,
+    suggest,
+)
+from fareway.config_state import resolve_state_dir
+from fareway.experiments.settings import KEYS as EXPERIMENT_KEYS
+from fareway.experiments.settings import ExperimentSettings, SettingsError
+from fareway.experiments.settings import parse_section as parse_experiments
+from fareway.keys.settings import KEYS as KEY_SETTINGS_KEYS
 from fareway.keys.settings import KeySettings, KeySettingsError
 from fareway.keys.settings import parse as parse_key_settings
+from fareway.limits.settings import KEYS as LIMIT_SETTINGS_KEYS
 from fareway.limits.settings import LimitSettings, LimitSettingsError
 from fareway.limits.settings import parse as parse_limit_settings
 from fareway.providers.quirks import Quirks
 from fareway.providers.registry import BUILTIN_PROVIDERS, ProviderSpec
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class ConfigError(FarewayError):
-    status = 500
-    type = "config_error"
 
 
 def expand_env(value: str, env: dict[str, str] | os._Environ[str] | None = None) -> str | None:
@@ -147,6 +169,48 @@ _SERVER_KEYS = {
 }
 
 
+_PROVIDER_KEYS = {
+    "dialect",
+    "base_url",
+    "api_key",
+    "models",
+    "embedding_models",
+    "unsupported_params",
+    "unsupported_policy",
+}
+_ALIAS_KEYS = {"strategy", "targets", "weights", "hedge_ms", "max_cost_usd", "cache"}
+STRATEGIES = ("fallback", "race", "hedge", "split", "single")
+"""The alias strategies (fareway.router.policies.STRATEGIES)."""
+_LEDGER_KEYS = {
+    "url",
+    "batch_size",
+    "max_delay",
+    "enabled",
+    "writer",
+    "writer_cpus",
+    "schema",
+    "connect_timeout",
+    "statement_timeout",
+    "close_timeout",
+    "spool_path",
+    "spool_after",
+    "keep_calls_days",
+}
+
+# The registry of sections (fareway.config_schema): a new section joins with one line.
+SECTIONS["server"] = Section(keys=_SERVER_KEYS)
+SECTIONS["timeouts"] = Section(keys={"connect", "first_token", "idle", "total", "stream_upstream"})
+SECTIONS["defaults"] = Section(keys={"max_tokens"})
+SECTIONS["ledger"] = Section(keys=_LEDGER_KEYS)
+SECTIONS["providers"] = Section(named=True, entry_keys=_PROVIDER_KEYS)
+SECTIONS["aliases"] = Section(named=True, entry_keys=_ALIAS_KEYS, scalar_entries=True)
+SECTIONS["prices"] = Section(named=True)  # model tables checked by the price book at start-up
+SECTIONS["cache"] = Section(keys=CACHE_KEYS)
+SECTIONS["experiments"] = Section(named=True, entry_keys=EXPERIMENT_KEYS)
+SECTIONS["keys"] = Section(keys=KEY_SETTINGS_KEYS)
+SECTIONS["limits"] = Section(keys=LIMIT_SETTINGS_KEYS)
+
+
 @dataclass(slots=True)
 class ProviderConfig:
     spec: ProviderSpec
@@ -162,7 +226,9 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
-    state_dir: Path = Path("fareway-data")
+    state_dir: Path = field(default_factory=lambda: resolve_state_dir(None, None, {})[0])
+    state_source: str = "the per-user data directory"
+    """Where ``state_dir`` came from (FAREWAY_HOME, [server] state_dir, ...): the CLI says it."""
     default_model: str | None = None
     """Where a request for a model nothing routes goes (None: such a request is a 404)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -180,9 +246,13 @@ class Config:
     ledger_close_timeout: float = 5.0
     ledger_spool_path: Path | None = None
     ledger_spool_after: float = 1.0
+    ledger_keep_calls_days: float | None = None
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    experiments: dict[str, ExperimentSettings] = field(default_factory=dict)
+    """``[experiments.NAME]``: A/B experiments with an LLM judge (fareway.experiments)."""
     key_settings: KeySettings = field(default_factory=KeySettings)
     limit_settings: LimitSettings = field(default_factory=LimitSettings)
     master_key: str | None = None
@@ -227,7 +297,10 @@ def _provider(name: str, table: dict[str, Any], env: Any) -> ProviderConfig:
     base = BUILTIN_PROVIDERS.get(name)
     dialect = table.get("dialect", base.dialect if base else None)
     if dialect not in ("openai", "anthropic", "gemini"):
-        raise ConfigError(f'[providers.{name}] needs dialect = "openai", "anthropic" or "gemini"')
+        raise ConfigError(
+            f'[providers.{name}] needs dialect = "openai", "anthropic" or "gemini", not {dialect!r}'
+            + suggest(str(dialect), ("openai", "anthropic", "gemini"))
+        )
     base_url = table.get("base_url", base.base_url if base else None)
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"[providers.{name}] needs base_url = an http(s) URL")
@@ -259,6 +332,8 @@ def _provider(name: str, table: dict[str, Any], env: Any) -> ProviderConfig:
         )
     key: str | None = None
     raw_key = table.get("api_key")
+    if raw_key is not None and not isinstance(raw_key, str):
+        raise ConfigError(f'[providers.{name}] api_key must be a string such as "${{ENV_VAR}}"')
     if isinstance(raw_key, str):
         key = require_env(raw_key, env, f"[providers.{name}] api_key") or None
     elif spec.key_env:
@@ -293,68 +368,98 @@ def _limits(server: dict[str, Any]) -> ServerLimits:
 
 
 def load_config(path: str | Path | None = None, env: Any = None) -> Config:
-    """Load ``path`` (or only defaults and environment variables when None)."""
+    """Load ``path`` (or only defaults and environment variables when None).
+
+    Any mistake (an unknown key, a wrong type, an alias that cannot route) is a ConfigError whose
+    message starts with the file's name and names the key."""
+    try:
+        return _load_config(path, env)
+    except ConfigError as exc:
+        if path is not None and not exc.message.startswith(str(path)):
+            raise ConfigError(f"{path}: {exc.message}") from None
+        raise
+
+
+def _load_config(path: str | Path | None, env: Any) -> Config:
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     cfg = Config()
+    file: Path | None = None
     if path is not None:
-        p = Path(path)
+        file = Path(path)
         try:
-            data = tomllib.loads(p.read_text("utf-8"))
+            data = tomllib.loads(file.read_text("utf-8"))
         except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {p}") from exc
+            raise ConfigError(f"config file not found: {file}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {file} cannot be read: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
-        cfg.source = str(p)
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+        cfg.source = str(file)
+    check_document(data)
 
     server = _section(data, "server")
-    unknown = sorted(set(server) - _SERVER_KEYS)
-    if unknown:
-        raise ConfigError(f"[server] has unknown key(s): {', '.join(unknown)}")
     cfg.limits = _limits(server)
-    cfg.host = str(server.get("host", cfg.host))
-    cfg.port = int(server.get("port", cfg.port))
-    cfg.max_body_bytes = int(server.get("max_body_bytes", cfg.max_body_bytes))
-    cfg.state_dir = Path(str(server.get("state_dir", env.get("FAREWAY_STATE_DIR", cfg.state_dir))))
+    cfg.host = get_str(server, "host", cfg.host, "[server]")
+    cfg.port = get_int(server, "port", cfg.port, "[server]", least=0)
+    if cfg.port > 65535:
+        raise ConfigError(f"[server] port must be at most 65535, not {cfg.port}")
+    cfg.max_body_bytes = get_int(server, "max_body_bytes", cfg.max_body_bytes, "[server]", least=1)
+    state_dir = server.get("state_dir")
+    if state_dir is not None and (not isinstance(state_dir, str) or not state_dir):
+        raise ConfigError(f"[server] state_dir must be a path (a string), not {state_dir!r}")
+    cfg.state_dir, cfg.state_source = resolve_state_dir(state_dir, file, env)
     default_model = server.get("default_model")
     if default_model is not None and (not isinstance(default_model, str) or not default_model):
         raise ConfigError("[server] default_model must be a model name (a string)")
     cfg.default_model = default_model
     t = _section(data, "timeouts")
-    stream_upstream = t.get("stream_upstream", True)
-    if not isinstance(stream_upstream, bool):
-        raise ConfigError("[timeouts] stream_upstream must be true or false")
     cfg.timeouts = Timeouts(
         **{
-            k: float(v) for k, v in t.items() if k in Timeouts.__dataclass_fields__ and k != "stream_upstream"
+            k: get_float(t, k, getattr(cfg.timeouts, k), "[timeouts]", above=0)
+            for k in ("connect", "first_token", "idle", "total")
         },
-        stream_upstream=stream_upstream,
+        stream_upstream=get_bool(t, "stream_upstream", True, "[timeouts]"),
     )
-    cfg.default_max_tokens = int(_section(data, "defaults").get("max_tokens", cfg.default_max_tokens))
+    cfg.default_max_tokens = get_int(
+        _section(data, "defaults"), "max_tokens", cfg.default_max_tokens, "[defaults]", least=1
+    )
     ledger = _section(data, "ledger")
     url = ledger.get("url", env.get("FAREWAY_LEDGER_URL"))
+    if url is not None and not isinstance(url, str):
+        raise ConfigError(f"[ledger] url must be a string, not {url!r}")
     cfg.ledger_url = require_env(url, env, "[ledger] url") if isinstance(url, str) else None
-    cfg.ledger_batch_size = int(ledger.get("batch_size", cfg.ledger_batch_size))
-    cfg.ledger_max_delay = float(ledger.get("max_delay", cfg.ledger_max_delay))
-    if cfg.ledger_batch_size < 1 or not cfg.ledger_max_delay >= 0:
-        raise ConfigError("[ledger] batch_size must be at least 1 and max_delay at least 0")
-    cfg.ledger_enabled = bool(ledger.get("enabled", True))
-    cfg.ledger_writer = str(ledger.get("writer", cfg.ledger_writer))
+    cfg.ledger_batch_size = get_int(ledger, "batch_size", cfg.ledger_batch_size, "[ledger]", least=1)
+    cfg.ledger_max_delay = get_float(ledger, "max_delay", cfg.ledger_max_delay, "[ledger]")
+    if not cfg.ledger_max_delay >= 0:
+        raise ConfigError("[ledger] max_delay must be at least 0")
+    cfg.ledger_enabled = get_bool(ledger, "enabled", True, "[ledger]")
+    cfg.ledger_writer = get_str(ledger, "writer", cfg.ledger_writer, "[ledger]")
     if cfg.ledger_writer not in ("auto", "process", "thread"):
-        raise ConfigError('[ledger] writer must be "auto", "process" or "thread"')
+        raise ConfigError(
+            '[ledger] writer must be "auto", "process" or "thread"'
+            + suggest(cfg.ledger_writer, ("auto", "process", "thread"))
+        )
     cpus = ledger.get("writer_cpus")
     if cpus is not None:
-        if not isinstance(cpus, list) or not all(isinstance(c, int) and c >= 0 for c in cpus):
+        if not isinstance(cpus, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus
+        ):
             raise ConfigError("[ledger] writer_cpus must be a list of CPU numbers")
         cfg.ledger_writer_cpus = list(cpus)
-    cfg.ledger_schema = str(ledger.get("schema", cfg.ledger_schema))
+    cfg.ledger_schema = get_str(ledger, "schema", cfg.ledger_schema, "[ledger]")
     for name in ("connect_timeout", "statement_timeout", "close_timeout", "spool_after"):
         value = ledger.get(name, getattr(cfg, f"ledger_{name}"))
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ConfigError(f"[ledger] {name} must be a number of seconds above 0")
+            raise ConfigError(f"[ledger] {name} must be a number of seconds above 0, not {value!r}")
         setattr(cfg, f"ledger_{name}", float(value))
     if "spool_path" in ledger:
-        cfg.ledger_spool_path = Path(str(ledger["spool_path"]))
+        cfg.ledger_spool_path = Path(get_str(ledger, "spool_path", "", "[ledger]"))
+    keep = ledger.get("keep_calls_days")
+    if keep is not None:
+        if isinstance(keep, bool) or not isinstance(keep, int | float) or not keep > 0:
+            raise ConfigError("[ledger] keep_calls_days must be a number of days above 0")
+        cfg.ledger_keep_calls_days = float(keep)
 
     tables = _section(data, "providers")
     for name in BUILTIN_PROVIDERS:
@@ -368,7 +473,26 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
             cfg.providers[name] = _provider(name, table, env)
 
     cfg.aliases = _section(data, "aliases")
+    for name, spec in cfg.aliases.items():
+        check_alias(name, spec, cfg.providers)
     cfg.prices = _section(data, "prices")
+    for provider, models in cfg.prices.items():
+        for model, table in models.items():
+            if not isinstance(table, dict):
+                raise ConfigError(
+                    f'[prices.{provider}] "{model}" must be a table {{input = ..., output = ...}}'
+                )
+    cache = dict(_section(data, "cache"))
+    if isinstance(cache.get("url"), str):  # a password may be given as ${VAR}
+        cache["url"] = require_env(cache["url"], env, "[cache] url")
+    try:
+        cfg.cache = parse_cache(cache, cfg.aliases)
+    except CacheSettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        cfg.experiments = parse_experiments(data.get("experiments"))
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from exc
     keys_section = dict(_section(data, "keys"))
     if isinstance(keys_section.get("vault_key"), str):
         keys_section["vault_key"] = require_env(keys_section["vault_key"], env, "[keys] vault_key")
@@ -387,3 +511,69 @@ def load_config(path: str | Path | None = None, env: Any = None) -> Config:
         else env.get("FAREWAY_MASTER_KEY") or None
     )
     return cfg
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def check_alias(name: str, spec: Any, providers: dict[str, ProviderConfig]) -> None:
+    """An alias's form, strategy and targets: each target is ``provider/model`` on a provider this
+    config knows (the checks fareway.router.policies would otherwise make at request time)."""
+    where = f"[aliases] {name}"
+    if isinstance(spec, str):
+        targets: Any = [spec]
+    elif isinstance(spec, dict):
+        strategy = spec.get("strategy", "fallback")
+        if strategy not in STRATEGIES:
+            raise ConfigError(
+                f'{where}: unknown strategy "{strategy}"{suggest(str(strategy), STRATEGIES)}'
+                f" (one of {', '.join(STRATEGIES)})"
+            )
+        targets = spec.get("targets")
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, list) or not targets:
+            raise ConfigError(f'{where} needs targets = ["provider/model", ...]')
+        weights = spec.get("weights")
+        if weights is not None and (
+            not isinstance(weights, list)
+            or len(weights) != len(targets)
+            or not all(_number(w) and w >= 0 for w in weights)
+            or not any(w > 0 for w in weights)
+        ):
+            raise ConfigError(f"{where}: weights must be one non-negative number per target, not all zero")
+        for key in ("hedge_ms", "max_cost_usd"):
+            if key in spec and (not _number(spec[key]) or spec[key] < 0):
+                raise ConfigError(f"{where}: {key} must be a non-negative number, not {spec[key]!r}")
+    else:
+        raise ConfigError(f'{where} must be "provider/model" or a table {{strategy = ..., targets = [...]}}')
+    for t in targets:
+        if not isinstance(t, str):
+            raise ConfigError(f"{where}: target {t!r} must be a string")
+        provider, _, model = t.partition("/")
+        if not model:
+            raise ConfigError(f'{where}: target "{t}" must be "provider/model"{_pin_hint(t, providers)}')
+        if provider not in providers:
+            raise ConfigError(
+                f'{where}: target "{t}" names an unknown provider "{provider}"{suggest(provider, providers)}'
+            )
+
+
+def _pin_hint(model: str, providers: dict[str, ProviderConfig]) -> str:
+    from fareway.providers.catalog import load_builtin_catalog
+
+    keys = sorted(o.key for o in load_builtin_catalog() if o.model == model and o.provider in providers)
+    return f'; did you mean "{keys[0]}"?' if keys else ""
+
+
+def unroutable_aliases(cfg: Config) -> list[str]:
+    """Aliases none of whose targets is on a provider with a key (they could only fail)."""
+    keyed = cfg.keyed_providers()
+    out = []
+    for name, spec in cfg.aliases.items():
+        targets = [spec] if isinstance(spec, str) else spec.get("targets", [])
+        targets = [targets] if isinstance(targets, str) else targets
+        if not any(str(t).partition("/")[0] in keyed for t in targets):
+            out.append(name)
+    return out

@@ -15,9 +15,23 @@ Metric families (all names prefixed ``fareway_``)::
     tokens_total{provider,model,bucket}                bucket: input, cached_input, cache_write, output, reasoning
     cost_usd_total{provider,model}                     known spend (USD), billed per attempt
     unpriced_attempts_total{provider,model}            attempts that consumed tokens at an unknown price
+    cache_lookups_total{model}                         calls that used the response cache (hit, miss, stored)
+    cache_hits_total{model} / cache_saved_usd_total{model}   answers served from the cache and what they
+                                                       cost when they were made (hit rate: hits / lookups)
+    cache_store{store,kind}                            the cache store's counters (entries, bytes, errors...)
 
 Tokens and cost are counted per *attempt* (where the money went: a failed try or a losing race
 leg is billed by its own provider), as ``ledger.queries.spend_over_time`` does.
+
+Where they come from.  With a ledger bound (:meth:`Metrics.bind_ledger`, as the server does),
+these families are read from the ledger's day rollups at scrape time (:meth:`Metrics.scrape`):
+everything the ledger ever committed, so they survive restarts and equal what ``/v1/usage``
+and the dashboard say.  With several gateways on one Postgres ledger every one of them exports
+the same ledger-wide totals: scrape one, or aggregate with ``max``, not ``sum``.  A call shows
+once the ledger has committed it (``max_delay``, 50 ms by default).  If the ledger's database
+cannot be read, the scrape still answers, with the writer gauges and
+``fareway_ledger_readable 0``.  Without a ledger, :meth:`Metrics.observe` counts the calls of
+this process in memory instead.
 
 Label values come from the gateway's own tables (provider names, upstream model ids), never from
 free client input: a call that never reached a provider is labelled ``provider="none"`` and
@@ -36,8 +50,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from fareway.ledger.base import LedgerStats
+from fareway.ledger.base import LedgerStats, StoreUnavailable
 from fareway.ledger.records import AttemptRecord, CallRecord
+from fareway.ledger.rollup_queries import LedgerTotals
+from fareway.ledger.rollups import HIST_BOUNDS_MS, TOKENS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -48,11 +64,45 @@ NONE = "none"
 
 
 @runtime_checkable
+class StoreCounters(Protocol):
+    """A cache store whose counters can be exported (``fareway.cache.stores`` stores fit)."""
+
+    name: str
+
+    @property
+    def stats(self) -> Any: ...
+
+
+class _StoreCollector(Collector):
+    """Gauges read from the cache store's counters at scrape time."""
+
+    def __init__(self, store: StoreCounters) -> None:
+        self.store = store
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "fareway_cache_store",
+            "Response cache store counters (hits, misses, stores, evictions, errors, entries, bytes).",
+            labels=["store", "kind"],
+        )
+        for kind, value in sorted(self.store.stats.as_dict().items()):
+            g.add_metric([self.store.name, kind], float(value))
+        return [g]
+
+
+@runtime_checkable
 class LedgerCounters(Protocol):
     """A ledger whose writer counters can be exported (``ledger.writer.Ledger`` fits)."""
 
     @property
     def stats(self) -> LedgerStats: ...
+
+
+@runtime_checkable
+class LedgerTotalsSource(Protocol):
+    """A ledger whose rollups can be read as metric totals (``ledger.writer.Ledger`` fits)."""
+
+    async def ledger_totals(self) -> LedgerTotals: ...
 
 
 class _LedgerCollector(Collector):
@@ -84,6 +134,9 @@ _COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      "cached_input/cache_write are parts of input, reasoning part of output).", ("provider", "model", "bucket")),
     ("cost_usd", "Known spend in USD, billed per attempt.", ("provider", "model")),
     ("unpriced_attempts", "Attempts that consumed tokens at an unknown price (not in cost).", ("provider", "model")),
+    ("cache_lookups", "Calls that used the response cache (hit, miss or stored).", ("model",)),
+    ("cache_hits", "Calls answered from the response cache.", ("model",)),
+    ("cache_saved_usd", "What the cached answers served cost when they were made (USD).", ("model",)),
 )  # fmt: skip
 _HISTOGRAMS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
     ("upstream_latency_seconds", "Successful upstream tries: request sent to last byte.", LATENCY_BUCKETS),
@@ -128,6 +181,14 @@ class _Collector(Collector):
             yield hfam
 
 
+class _Fixed(Collector):
+    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return self.families
+
+
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
@@ -143,14 +204,96 @@ class Metrics:
         self._bounds = {name: bounds for name, _, bounds in _HISTOGRAMS}
         self.registry.register(_Collector(self))
         self._ledger: _LedgerCollector | None = None
+        self._store: _StoreCollector | None = None
+        self._source: LedgerTotalsSource | None = None
 
     def bind_ledger(self, ledger: LedgerCounters) -> None:
-        """Also export the ledger writer's counters (queue depth, dropped records) at scrape time."""
+        """Also export the ledger writer's counters (queue depth, dropped records) at scrape time;
+        a ledger with rollups becomes the source of every call family (module docstring)."""
         if self._ledger is None:
             self._ledger = _LedgerCollector(ledger)
             self.registry.register(self._ledger)
         else:
             self._ledger.ledger = ledger
+        self._source = ledger if isinstance(ledger, LedgerTotalsSource) else None
+
+    async def scrape(self) -> bytes:
+        """The exposition: from the ledger's rollups when one is bound, else as :meth:`render`."""
+        if self._source is None:
+            return self.render()
+        try:
+            totals = await self._source.ledger_totals()
+        except StoreUnavailable:
+            return self._from(None)
+        return self._from(totals)
+
+    def _from(self, totals: LedgerTotals | None) -> bytes:
+        """A one-off exposition of ``totals`` (None: the ledger could not be read) with this
+        instance's ledger gauges."""
+        view = Metrics()
+        if totals is not None:
+            view._load(totals)
+        if self._ledger is not None:
+            view.bind_ledger(self._ledger.ledger)
+        if self._store is not None:
+            view.bind_cache_store(self._store.store)
+        readable = GaugeMetricFamily(
+            "fareway_ledger_readable", "1 when the call metrics could be read from the ledger's rollups."
+        )
+        readable.add_metric([], 1.0 if totals is not None else 0.0)
+        view.registry.register(_Fixed([readable]))
+        return view.render()
+
+    def _load(self, totals: LedgerTotals) -> None:
+        for c in totals.calls:
+            provider = c.provider or NONE
+            model = (c.upstream_model or NONE) if c.provider else NONE
+            self._inc("requests", (provider, model, str(c.status), c.client_dialect), c.calls)
+            if c.outcome == "error":
+                self._inc("call_errors", (provider, model, c.client_dialect), c.calls)
+            if c.cache != "bypass":
+                self._inc("cache_lookups", (model,), c.calls)
+                if c.cache == "hit":
+                    self._inc("cache_hits", (model,), c.calls)
+                    if c.cost_saved:
+                        self._inc("cache_saved_usd", (model,), float(c.cost_saved))
+        for a in totals.attempts:
+            p, m = a.provider, a.model
+            self._inc("upstream_attempts", (p, m, a.outcome), a.attempts)
+            if a.outcome == "error":
+                self._inc("upstream_errors", (p, m), a.attempts)
+            for bucket, name in zip(TOKEN_BUCKETS, TOKENS, strict=True):
+                if a.tokens[name]:
+                    self._inc("tokens", (p, m, bucket), a.tokens[name])
+            if a.cost:
+                self._inc("cost_usd", (p, m), float(a.cost))
+            if a.unpriced:
+                self._inc("unpriced_attempts", (p, m), a.unpriced)
+            if a.outcome == "ok":
+                self._load_hist("upstream_latency_seconds", p, a.latency_hist, a.latency_sum)
+                self._load_hist("upstream_ttft_seconds", p, a.ttft_hist, a.ttft_sum)
+
+    def _load_hist(self, name: str, provider: str, counts: list[int], total_ms: float) -> None:
+        if not any(counts):
+            return
+        d = self.histograms[name]
+        h = d.get(provider)
+        if h is None:
+            h = d[provider] = _Histogram(self._bounds[name])
+        for i, n in enumerate(counts):
+            if n:
+                # every bound of h is one of the rollup's, so a rollup bucket falls in one of h's
+                upper = HIST_BOUNDS_MS[i] / 1000.0 if i < len(HIST_BOUNDS_MS) else float("inf")
+                h.counts[bisect_left(h.bounds, upper)] += n
+        h.total += total_ms / 1000.0
+
+    def bind_cache_store(self, store: StoreCounters) -> None:
+        """Also export the response cache store's counters at scrape time."""
+        if self._store is None:
+            self._store = _StoreCollector(store)
+            self.registry.register(self._store)
+        else:
+            self._store.store = store
 
     def _inc(self, name: str, key: tuple[str, ...], v: float = 1.0) -> None:
         d = self.counters[name]
@@ -164,12 +307,21 @@ class Metrics:
         h.observe(v)
 
     def observe(self, call: CallRecord, attempts: list[AttemptRecord]) -> None:
-        """Count one finished call and its attempts."""
+        """Count one finished call and its attempts (in memory: nothing to do when the ledger's
+        rollups are the source)."""
+        if self._source is not None:
+            return
         provider = call.provider or NONE
         model = (call.upstream_model or NONE) if call.provider else NONE
         self._inc("requests", (provider, model, str(call.status), call.client_dialect))
         if call.outcome == "error":
             self._inc("call_errors", (provider, model, call.client_dialect))
+        if call.cache != "bypass":
+            self._inc("cache_lookups", (model,))
+            if call.cache == "hit":
+                self._inc("cache_hits", (model,))
+                if call.cost_saved:
+                    self._inc("cache_saved_usd", (model,), float(call.cost_saved))
         for a in attempts:
             self._attempt(a)
 
@@ -204,4 +356,4 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-__all__ = ["CONTENT_TYPE", "LedgerCounters", "Metrics"]
+__all__ = ["CONTENT_TYPE", "LedgerCounters", "LedgerTotalsSource", "Metrics"]

@@ -21,7 +21,7 @@ from fareway.errors import BadRequest
 from fareway.ledger.queries import GroupBy, LoggedCall, ProviderLatency, SpendPoint, UsageRow
 from fareway.ledger.records import AttemptRecord, CallRecord
 
-GROUPS: tuple[GroupBy, ...] = ("provider", "model", "key", "day")
+GROUPS: tuple[GroupBy, ...] = ("provider", "model", "key", "day", "user", "tag")
 COUNT_FIELDS = (
     "calls",
     "errors",
@@ -31,6 +31,8 @@ COUNT_FIELDS = (
     "output_tokens",
     "reasoning_tokens",
     "unknown_cost_calls",
+    "cache_hits",
+    "cache_lookups",
 )
 MONEY_FIELDS = ("cost", "cost_saved")
 GROUP_FIELDS: dict[str, tuple[str, ...]] = {
@@ -38,6 +40,8 @@ GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "model": ("model",),
     "key": ("key_id", "key_name"),
     "day": ("day",),
+    "user": ("user",),
+    "tag": ("tag",),
 }
 MAX_LOGS = 1000
 
@@ -139,7 +143,13 @@ def usage_group(row: UsageRow, group_by: Sequence[str]) -> dict[str, Any]:
         out[f] = getattr(row, f)
     out["cost"] = money(row.cost)
     out["cost_saved"] = money(row.cost_saved)
+    out["cache_hit_rate"] = _rate(row.cache_hits, row.cache_lookups)
     return out
+
+
+def _rate(hits: int, lookups: int) -> float | None:
+    """The cache hit rate (hits over calls that used the cache), None when none did."""
+    return round(hits / lookups, 4) if lookups else None
 
 
 def totals(rows: Sequence[UsageRow]) -> dict[str, Any]:
@@ -147,6 +157,7 @@ def totals(rows: Sequence[UsageRow]) -> dict[str, Any]:
     out: dict[str, Any] = {f: sum(getattr(r, f) for r in rows) for f in COUNT_FIELDS}
     out["cost"] = money(sum((r.cost for r in rows), Decimal(0)))
     out["cost_saved"] = money(sum((r.cost_saved for r in rows), Decimal(0)))
+    out["cache_hit_rate"] = _rate(out["cache_hits"], out["cache_lookups"])
     return out
 
 
@@ -156,8 +167,12 @@ def usage_payload(
     since: datetime | None,
     until: datetime | None,
     key_id: str | None = None,
+    total_rows: Sequence[UsageRow] | None = None,
 ) -> dict[str, Any]:
-    """The ``/v1/usage`` body: one entry per group (none when not grouped) and the totals."""
+    """The ``/v1/usage`` body: one entry per group (none when not grouped) and the totals.
+
+    ``total_rows``: what the totals are summed from when that is not ``rows`` (grouped by
+    ``tag``, a call with several tags is in several groups; the totals count it once)."""
     return {
         "object": "usage",
         "since": since.isoformat() if since else None,
@@ -166,14 +181,29 @@ def usage_payload(
         "key_id": key_id,
         "currency": "USD",
         "groups": [usage_group(r, group_by) for r in rows] if group_by else [],
-        "totals": totals(rows),
+        "totals": totals(rows if total_rows is None else total_rows),
     }
+
+
+async def usage_rows(
+    read: Any,
+    since: datetime | None,
+    until: datetime | None,
+    group_by: Sequence[GroupBy],
+    key_id: str | None,
+) -> tuple[list[UsageRow], list[UsageRow] | None]:
+    """The rows of a usage query and, when grouped by tag, the ungrouped rows its totals come
+    from.  ``read(group_by)`` awaits the ledger's usage query."""
+    rows = await read(list(group_by))
+    if "tag" not in group_by:
+        return rows, None
+    return rows, await read([])
 
 
 def usage_csv(payload: Mapping[str, Any]) -> str:
     """The groups of a usage payload as CSV (the totals row alone when not grouped)."""
     group_cols = [f for g in payload["group_by"] for f in GROUP_FIELDS[g]]
-    cols = [*group_cols, *COUNT_FIELDS, *MONEY_FIELDS]
+    cols = [*group_cols, *COUNT_FIELDS, *MONEY_FIELDS, "cache_hit_rate"]
     rows = payload["groups"] if payload["group_by"] else [payload["totals"]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -225,6 +255,8 @@ def call_dict(c: CallRecord, attempts: Sequence[AttemptRecord]) -> dict[str, Any
         "key_name": c.key_name,
         "client_dialect": c.client_dialect,
         "requested_model": c.requested_model,
+        "user": c.user_id,
+        "tags": c.tags.split(",") if c.tags else [],
         "provider": c.provider,
         "upstream_model": c.upstream_model,
         "status": c.status,

@@ -96,6 +96,7 @@ def app_page(user: str, version: str = "") -> bytes:
     <button type="button" data-range="90d">90 days</button>
     <button type="button" data-range="all">All</button>
   </nav>
+  <a href="/ui/experiments" id="experiments-link">Experiments</a>
   <div class="who">
     <span class="muted">{html.escape(user)}</span>
     <form method="post" action="/ui/logout"><button type="submit" class="link" id="logout">Sign out</button></form>
@@ -112,6 +113,8 @@ def app_page(user: str, version: str = "") -> bytes:
       <div class="kpi-sub" id="t-cached"></div></div>
     <div class="kpi"><div class="kpi-label">Output tokens</div><div class="kpi-value" id="t-output">&ndash;</div>
       <div class="kpi-sub" id="t-reasoning"></div></div>
+    <div class="kpi"><div class="kpi-label">Saved by cache</div><div class="kpi-value" id="t-saved">&ndash;</div>
+      <div class="kpi-sub" id="t-hits"></div></div>
   </section>
   <section class="card">
     <div class="card-head"><h2>Spend over time by provider</h2><span class="muted small" id="chart-note"></span></div>
@@ -123,6 +126,13 @@ def app_page(user: str, version: str = "") -> bytes:
       <table class="tbl" id="by-model"></table></section>
     <section class="card"><div class="card-head"><h2>Spend by key</h2></div>
       <table class="tbl" id="by-key"></table></section>
+  </div>
+  <div class="grid2">
+    <section class="card"><div class="card-head"><h2>Spend by user</h2></div>
+      <table class="tbl" id="by-user"></table></section>
+    <section class="card"><div class="card-head"><h2>Spend by tag</h2>
+      <span class="muted small">a call with several tags counts under each</span></div>
+      <table class="tbl" id="by-tag"></table></section>
   </div>
   <section class="card"><div class="card-head"><h2>Providers: latency, time to first token, errors</h2>
     <span class="muted small">per upstream attempt; percentiles over successful attempts</span></div>

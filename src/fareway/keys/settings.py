@@ -68,3 +68,7 @@ def parse(section: dict[str, Any], env: Any) -> KeySettings:
                 raise KeySettingsError(f"[keys] {name} must be a number of seconds above 0")
             out[name] = float(v)
     return KeySettings(**out)
+
+
+KEYS = frozenset(KeySettings.__dataclass_fields__)
+"""The section's keys (for the config's registry of sections)."""

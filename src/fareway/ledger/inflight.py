@@ -44,7 +44,8 @@ from typing import Any
 import orjson
 
 from fareway.ledger.base import log
-from fareway.ledger.records import ATTEMPT_COLUMNS, CALL_COLUMNS
+from fareway.ledger.records import ATTEMPT_COLUMNS, CALL_COLUMNS, upgrade_call_row
+from fareway.ledger.rollup_store import PG, SQLITE, apply_pg, apply_sqlite
 
 STOPPED = "the gateway stopped before the stream ended"
 """The error text of a checkpointed (and adopted) call."""
@@ -67,6 +68,7 @@ def encode_rows(call: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> str:
 
 def decode_rows(text: str) -> tuple[list[Any], list[list[Any]]]:
     call, attempts = orjson.loads(text)
+    call = upgrade_call_row(call)
     if len(call) != len(CALL_COLUMNS) or any(len(a) != len(ATTEMPT_COLUMNS) for a in attempts):
         raise ValueError("an inflight row does not match the ledger's columns")
     return call, attempts
@@ -183,8 +185,15 @@ def _sqlite_undo_adoption(conn: sqlite3.Connection, rids: list[str]) -> None:
         return  # the checkpoint was in the same batch, or was refused: nothing was adopted
     ids = [r[1] for r in found]
     back = [r[0] for r in found]
-    conn.execute(f"DELETE FROM calls WHERE id IN ({_placeholders(len(ids))})", ids)
-    conn.execute(f"DELETE FROM attempts WHERE request_id IN ({_placeholders(len(back))})", back)
+    calls = conn.execute(
+        f"DELETE FROM calls WHERE id IN ({_placeholders(len(ids))}) RETURNING {', '.join(CALL_COLUMNS)}", ids
+    ).fetchall()
+    atts = conn.execute(
+        f"DELETE FROM attempts WHERE request_id IN ({_placeholders(len(back))}) "
+        f"RETURNING {', '.join(ATTEMPT_COLUMNS)}",
+        back,
+    ).fetchall()
+    apply_sqlite(conn, SQLITE.deltas().add(calls, atts, sign=-1))  # counted by their real rows
     log.warning(
         "ledger: %d call(s) adopted from this writer's checkpoints while it was alive were replaced "
         "by their real rows: request ids %s",
@@ -267,6 +276,7 @@ class SqliteAdopter:
         calls = attempts = 0
         now = _iso_now()
         rows = conn.execute("SELECT request_id, rows FROM inflight WHERE writer = ?", (writer,)).fetchall()
+        deltas = SQLITE.deltas()
         for rid, text in rows:
             try:
                 call, atts = decode_rows(text)
@@ -280,8 +290,10 @@ class SqliteAdopter:
                 "INSERT OR REPLACE INTO inflight_adopted (request_id, call_id, adopted_at) VALUES (?, ?, ?)",
                 (rid, cur.lastrowid, now),
             )
+            deltas.add([call], atts)
             calls += 1
             attempts += len(atts)
+        apply_sqlite(conn, deltas)
         conn.execute("DELETE FROM inflight WHERE writer = ?", (writer,))
         return calls, attempts
 
@@ -352,6 +364,7 @@ class PgAdopter:
                 )
                 adopted: list[tuple[str, int]] = []
                 atts: list[Any] = []
+                deltas = PG.deltas()
                 for rid, text in rows:
                     try:
                         call, call_atts = decode_checkpoint(text)
@@ -362,10 +375,12 @@ class PgAdopter:
                         continue
                     adopted.append((rid, int(await conn.fetchval(insert, *call))))
                     atts.extend(call_atts)
+                    deltas.add([call], call_atts)
                 if atts:
                     await conn.copy_records_to_table(
                         "attempts", records=atts, columns=ATTEMPT_COLUMNS, schema_name=self.schema
                     )
+                await apply_pg(conn, self.schema, deltas)
                 if adopted:
                     await conn.executemany(
                         f"INSERT INTO {t}.inflight_adopted (request_id, call_id, adopted_at) VALUES ($1, $2, now()) "

@@ -120,6 +120,13 @@ def _sqlite_v3(conn: sqlite3.Connection) -> None:
 
 
 _V3 = "in-flight streams: a checkpointed call row per committed stream, adopted after a crash"
+_V5 = "rollups: per-minute, per-hour and per-day aggregates of calls and attempts (backfilled)"
+
+
+def _sqlite_v5(conn: sqlite3.Connection) -> None:
+    from fareway.ledger.rollup_store import sqlite_migrate
+
+    sqlite_migrate(conn)
 
 
 def _sqlite_v4(conn: sqlite3.Connection) -> None:
@@ -156,12 +163,71 @@ def _sqlite_v8(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE calls ADD COLUMN kind TEXT NOT NULL DEFAULT 'chat'")
 
 
+def _sqlite_v6(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        ALTER TABLE calls ADD COLUMN experiment TEXT;
+        ALTER TABLE calls ADD COLUMN experiment_role TEXT;
+        CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, experiment_role)
+            WHERE experiment IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS experiments (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            status TEXT NOT NULL,
+            promoted_to TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            calls_control INTEGER NOT NULL DEFAULT 0,
+            calls_challenger INTEGER NOT NULL DEFAULT 0,
+            sampled INTEGER NOT NULL DEFAULT 0,
+            dropped INTEGER NOT NULL DEFAULT 0,
+            over_budget INTEGER NOT NULL DEFAULT 0,
+            spend TEXT NOT NULL DEFAULT '0',
+            unpriced INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS experiment_pairs (
+            id INTEGER PRIMARY KEY,
+            experiment TEXT NOT NULL,
+            time TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            served TEXT NOT NULL,
+            verdict_1 TEXT NOT NULL,
+            verdict_2 TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            cost TEXT,
+            note TEXT
+        );
+        CREATE INDEX IF NOT EXISTS experiment_pairs_experiment ON experiment_pairs (experiment, id);
+        """,
+    )
+
+
+_V6 = "A/B experiments: their state and judged pairs; calls attributed to an experiment"
+
+
+_V10 = "calls.user_id and calls.tags (attribution), as rollup_calls dimensions"
+_V10_COLUMNS = ("user_id", "tags")
+
+
+def _sqlite_v10(conn: sqlite3.Connection) -> None:
+    for table in ("calls", "rollup_calls"):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for col in _V10_COLUMNS:
+            if col not in have:  # a ledger made at v10 got them in rollup_calls at v5
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} TEXT")
+
+
 SQLITE_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "calls and attempts", _sqlite_v1),
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _sqlite_v2),
     (3, _V3, _sqlite_v3),
     (4, _V4, _sqlite_v4),
+    (5, _V5, _sqlite_v5),
+    (6, _V6, _sqlite_v6),
     (8, _V8, _sqlite_v8),
+    (10, _V10, _sqlite_v10),
 ]
 
 
@@ -309,8 +375,62 @@ async def _pg_v4(conn: Any) -> None:
         CREATE INDEX IF NOT EXISTS response_items_response ON response_items (response_id);
         """
     )
+
+
+async def _pg_v6(conn: Any) -> None:
+    await conn.execute(
+        """
+        ALTER TABLE calls ADD COLUMN IF NOT EXISTS experiment TEXT;
+        ALTER TABLE calls ADD COLUMN IF NOT EXISTS experiment_role TEXT;
+        CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, experiment_role)
+            WHERE experiment IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS experiments (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            status TEXT NOT NULL,
+            promoted_to TEXT,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            calls_control BIGINT NOT NULL DEFAULT 0,
+            calls_challenger BIGINT NOT NULL DEFAULT 0,
+            sampled BIGINT NOT NULL DEFAULT 0,
+            dropped BIGINT NOT NULL DEFAULT 0,
+            over_budget BIGINT NOT NULL DEFAULT 0,
+            spend NUMERIC NOT NULL DEFAULT 0,
+            unpriced BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS experiment_pairs (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            experiment TEXT NOT NULL,
+            time TIMESTAMPTZ NOT NULL,
+            request_id TEXT NOT NULL,
+            served TEXT NOT NULL,
+            verdict_1 TEXT NOT NULL,
+            verdict_2 TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            cost NUMERIC,
+            note TEXT
+        );
+        CREATE INDEX IF NOT EXISTS experiment_pairs_experiment ON experiment_pairs (experiment, id);
+        """
+    )
+
+
 async def _pg_v8(conn: Any) -> None:
     await conn.execute("ALTER TABLE calls ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'chat'")
+
+
+async def _pg_v5(conn: Any) -> None:
+    from fareway.ledger.rollup_store import pg_migrate
+
+    await pg_migrate(conn)
+
+
+async def _pg_v10(conn: Any) -> None:
+    for table in ("calls", "rollup_calls"):
+        for col in _V10_COLUMNS:
+            await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} TEXT")
 
 
 PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
@@ -318,7 +438,10 @@ PG_MIGRATIONS: list[tuple[int, str, Callable[[Any], Awaitable[None]]]] = [
     (2, "writer state: the last batch each writer committed (exactly-once re-sends)", _pg_v2),
     (3, _V3, _pg_v3),
     (4, _V4, _pg_v4),
+    (5, _V5, _pg_v5),
+    (6, _V6, _pg_v6),
     (8, _V8, _pg_v8),
+    (10, _V10, _pg_v10),
 ]
 
 _PG_LOCK_KEY = 0x4641524557  # "FAREW": serializes concurrent migrators on one database

@@ -43,7 +43,9 @@ from fareway.ledger.records import (
     TIME_COLUMNS,
     attempt_values,
     call_values,
+    upgrade_call_row,
 )
+from fareway.ledger.rollup_store import PG, apply_pg
 
 BLOCK_BITS = 16
 MAX_BATCH = (1 << BLOCK_BITS) - 2
@@ -215,7 +217,7 @@ def decode(payload: bytes, own_writer: str) -> Batch:
     return Batch(
         writer,
         block,
-        [_dec(c, _CALL_TIMES, _CALL_MONEY) for c in calls],
+        [_dec(upgrade_call_row(c), _CALL_TIMES, _CALL_MONEY) for c in calls],
         [_dec(a, _ATT_TIMES, _ATT_MONEY) for a in attempts],
         list(counts),
         singles=singles,
@@ -246,7 +248,7 @@ class SplitUnderWay(Exception):
     """A whole-batch write found that this block was being written one call at a time."""
 
 
-async def write_whole(conn: Any, schema: str, batch: Batch) -> bool:
+async def write_whole(conn: Any, schema: str, batch: Batch, rollups: bool = True) -> bool:
     """Write ``batch`` in one transaction.  True if written now, False if it was already
     committed (a re-send).  Raises :class:`SplitUnderWay` if a one-call-at-a-time write of it
     had started; database errors propagate (the transaction is rolled back)."""
@@ -262,11 +264,11 @@ async def write_whole(conn: Any, schema: str, batch: Batch) -> bool:
             return False
         if batch.checkpoints or batch.settled:
             await inflight_ops(conn, schema, batch.writer, batch.checkpoints, batch.settled)
-        await _copy(conn, schema, batch.call_rows, batch.attempt_rows)
+        await _copy(conn, schema, batch.call_rows, batch.attempt_rows, rollups)
     return True
 
 
-async def write_one(conn: Any, schema: str, batch: Batch, k: int) -> bool:
+async def write_one(conn: Any, schema: str, batch: Batch, k: int, rollups: bool = True) -> bool:
     """Write call ``k`` of ``batch`` alone (see :func:`write_whole`); ``k == batch.calls``: its
     checkpoints."""
     seq = batch.single_seq(k)
@@ -281,7 +283,7 @@ async def write_one(conn: Any, schema: str, batch: Batch, k: int) -> bool:
             rid = str(calls[0][CALL_COLUMNS.index("request_id")])
             if rid in batch.settled:
                 await inflight_ops(conn, schema, batch.writer, [], [rid])
-        await _copy(conn, schema, calls, attempts)
+        await _copy(conn, schema, calls, attempts, rollups)
     return True
 
 
@@ -304,10 +306,17 @@ async def inflight_ops(
             )
             if found:
                 back = [r[0] for r in found]
-                await conn.execute(
-                    f"DELETE FROM {t}.calls WHERE id = ANY($1::bigint[])", [r[1] for r in found]
+                calls = await conn.fetch(
+                    f"DELETE FROM {t}.calls WHERE id = ANY($1::bigint[]) RETURNING {', '.join(CALL_COLUMNS)}",
+                    [r[1] for r in found],
                 )
-                await conn.execute(f"DELETE FROM {t}.attempts WHERE request_id = ANY($1::text[])", back)
+                atts = await conn.fetch(
+                    f"DELETE FROM {t}.attempts WHERE request_id = ANY($1::text[]) "
+                    f"RETURNING {', '.join(ATTEMPT_COLUMNS)}",
+                    back,
+                )
+                # counted again by their real rows: take the adopted ones out of the rollups
+                await apply_pg(conn, schema, PG.deltas().add(calls, atts, sign=-1))
                 log.warning(
                     "ledger: %d call(s) adopted from this writer's checkpoints while it was alive were "
                     "replaced by their real rows: request ids %s",
@@ -323,12 +332,17 @@ async def inflight_ops(
         )
 
 
-async def _copy(conn: Any, schema: str, calls: list[Values], attempts: list[Values]) -> None:
+async def _copy(
+    conn: Any, schema: str, calls: list[Values], attempts: list[Values], rollups: bool = True
+) -> None:
+    """The rows, and (``rollups``) their rollups (rollup_store.py), in the caller's transaction."""
     await conn.copy_records_to_table("calls", records=calls, columns=CALL_COLUMNS, schema_name=schema)
     if attempts:
         await conn.copy_records_to_table(
             "attempts", records=attempts, columns=ATTEMPT_COLUMNS, schema_name=schema
         )
+    if rollups:
+        await apply_pg(conn, schema, PG.deltas().add(calls, attempts))
 
 
 async def forget_writers(conn: Any, schema: str, writers: list[str]) -> None:

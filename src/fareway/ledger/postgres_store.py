@@ -42,6 +42,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Awaitable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -52,6 +53,8 @@ from fareway.ledger.inflight import PgAdopter, pg_take_writer_lock
 from fareway.ledger.migrations import migrate_postgres
 from fareway.ledger.pg_batch import Batch, decode_checkpoint
 from fareway.ledger.records import CALL_COLUMNS
+from fareway.ledger.retention import PruneStep, pg_prune_step, pg_reclaim, pg_stats
+from fareway.ledger.rollup_store import BACKFILL_TIMEOUT
 
 T = TypeVar("T")
 
@@ -138,8 +141,11 @@ class PostgresStore:
         spool_after: float = 1.0,
         retry_first: float = 0.1,
         retry_max: float = 10.0,
+        rollups: bool = True,
     ) -> None:
         self.url = url
+        self.rollups = rollups
+        """Maintain the rollup tables with each batch (off only to measure what they cost)."""
         self.schema = schema
         self.stats = stats
         self.dialect = PostgresDialect()
@@ -617,7 +623,7 @@ class PostgresStore:
         if not head.singles:
             try:
                 fresh = await self._op(
-                    pg_batch.write_whole(self._conn, self.schema, head), self.statement_timeout
+                    pg_batch.write_whole(self._conn, self.schema, head, self.rollups), self.statement_timeout
                 )
             except pg_batch.SplitUnderWay:
                 head.singles = True
@@ -635,7 +641,7 @@ class PostgresStore:
             k = head.done
             try:
                 fresh = await self._op(
-                    pg_batch.write_one(self._conn, self.schema, head, k), self.statement_timeout
+                    pg_batch.write_one(self._conn, self.schema, head, k, self.rollups), self.statement_timeout
                 )
             except Exception as exc:
                 if is_transient(exc):
@@ -730,8 +736,10 @@ class PostgresStore:
                     "protected until that session ends"
                 )
             if not self.schema_version:
+                # each statement is bounded by statement_timeout but the backfill of migration 5
+                # (once, on a ledger that had rows before it: rollup_store.py)
                 self.schema_version = await asyncio.wait_for(
-                    migrate_postgres(conn, self.schema), self.statement_timeout
+                    migrate_postgres(conn, self.schema), self.statement_timeout + BACKFILL_TIMEOUT
                 )
         except BaseException:
             conn.terminate()
@@ -766,16 +774,34 @@ class PostgresStore:
     # ------------------------------------------------------------------ reads
 
     async def fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        rows = await self._on_pool(lambda conn: conn.fetch(sql, *params))
+        return [tuple(r) for r in rows]
+
+    async def _on_pool(self, fn: Any, bound: float | None = None) -> Any:
+        """``await fn(conn)`` on a pooled connection; the database unreachable (or the ledger not
+        migrated yet) is :class:`StoreUnavailable`."""
         if self._pool is None:
             raise RuntimeError("the ledger is not started")
         try:
-            async with asyncio.timeout(self.connect_timeout + self.statement_timeout):
+            async with asyncio.timeout(bound or self.connect_timeout + self.statement_timeout):
                 async with self._pool.acquire(timeout=self.connect_timeout) as conn:
-                    rows = await conn.fetch(sql, *params)
+                    return await fn(conn)
         except Exception as exc:
             if is_transient(exc) or not self.schema_version:
                 raise StoreUnavailable(
                     f"the ledger database is unavailable ({type(exc).__name__}: {str(exc) or 'timed out'})"
                 ) from exc
             raise
-        return [tuple(r) for r in rows]
+
+    # -- retention (retention.py)
+
+    async def prune_step(self, before: datetime, batch: int) -> PruneStep:
+        step: PruneStep = await self._on_pool(lambda c: pg_prune_step(c, self.schema, before, batch))
+        return step
+
+    async def reclaim(self, full: bool = False) -> bool:
+        return bool(await self._on_pool(lambda c: pg_reclaim(c, self.schema, full), 3600.0 if full else None))
+
+    async def storage_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self._on_pool(lambda c: pg_stats(c, self.schema), 600.0)
+        return stats

@@ -30,12 +30,17 @@ from fareway.ledger.records import (
     CallRecord,
 )
 
-GroupBy = Literal["provider", "model", "key", "day"]
+GroupBy = Literal["provider", "model", "key", "day", "user", "tag"]
+GROUPS: tuple[str, ...] = ("provider", "model", "key", "day", "user", "tag")
 _GROUP_EXPR = {
     "provider": "provider",
     "model": "COALESCE(upstream_model, requested_model)",
     "key": "key_id",
+    "user": "user_id",
+    "tag": "tags",
 }
+"""The SQL of each grouping; ``tag`` groups by the call's whole tag set, which
+:func:`split_tags` then splits into one group per tag."""
 
 
 # ------------------------------------------------------------------------------- results
@@ -48,6 +53,10 @@ class UsageRow:
     key_id: str | None = None
     key_name: str | None = None
     day: date | None = None
+    user: str | None = None
+    """The end user (None: calls that named none)."""
+    tag: str | None = None
+    """One request tag (None: untagged calls).  A call with several tags counts under each."""
     calls: int = 0
     errors: int = 0
     input_tokens: int = 0
@@ -58,7 +67,17 @@ class UsageRow:
     cost: Decimal = Decimal(0)
     """Sum of the known costs; see ``unknown_cost_calls`` for calls whose price is unknown."""
     cost_saved: Decimal = Decimal(0)
+    """What the cached answers served in the window cost when they were made."""
     unknown_cost_calls: int = 0
+    cache_hits: int = 0
+    """Calls answered from the response cache."""
+    cache_lookups: int = 0
+    """Calls that used the response cache (cache hit, miss or stored; not bypass)."""
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        """cache_hits / cache_lookups, None when no call used the cache."""
+        return self.cache_hits / self.cache_lookups if self.cache_lookups else None
 
 
 @dataclass(slots=True)
@@ -171,7 +190,7 @@ async def usage(
     """Call totals in ``[since, until)``, grouped by any of provider, model (the upstream model,
     else the requested one), key and UTC day.  No grouping gives one row (zeros when empty)."""
     for g in group_by:
-        if g not in ("provider", "model", "key", "day"):
+        if g not in GROUPS:
             raise ValueError(f"cannot group usage by {g!r}")
     d = store.dialect
     p = _Params(store)
@@ -185,7 +204,8 @@ async def usage(
         "COUNT(*), SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END), "
         "SUM(input_tokens), SUM(cached_input_tokens), SUM(cache_write_tokens), "
         f"SUM(output_tokens), SUM(reasoning_tokens), {d.money_sum('cost')}, {d.money_sum('cost_saved')}, "
-        "SUM(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) "
+        "SUM(CASE WHEN cost IS NULL THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN cache = 'hit' THEN 1 ELSE 0 END), SUM(CASE WHEN cache <> 'bypass' THEN 1 ELSE 0 END) "
         f"FROM calls{_where(conds)}"
     )
     if exprs:
@@ -201,10 +221,8 @@ async def usage(
                 r.provider = value
             elif g == "model":
                 r.model = value
-            elif g == "key":
-                r.key_id = value
             else:
-                r.day = date.fromisoformat(value)
+                set_group(r, g, value)
         if "key" in group_by:
             r.key_name = keys[-1]
         r.calls, r.errors = int(totals[0]), int(totals[1] or 0)
@@ -214,12 +232,78 @@ async def usage(
         r.cost = _money(totals[7]) or Decimal(0)
         r.cost_saved = _money(totals[8]) or Decimal(0)
         r.unknown_cost_calls = int(totals[9] or 0)
+        r.cache_hits, r.cache_lookups = int(totals[10] or 0), int(totals[11] or 0)
         out.append(r)
+    out = split_tags(out, group_by)
     out.sort(key=lambda r: _sort_key([getattr(r, _FIELD[g]) for g in group_by]))
     return out
 
 
-_FIELD = {"provider": "provider", "model": "model", "key": "key_id", "day": "day"}
+_FIELD = {
+    "provider": "provider",
+    "model": "model",
+    "key": "key_id",
+    "day": "day",
+    "user": "user",
+    "tag": "tag",
+}
+_SUMMED = (
+    "calls",
+    "errors",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost",
+    "cost_saved",
+    "unknown_cost_calls",
+    "cache_hits",
+    "cache_lookups",
+)
+
+
+def set_group(r: UsageRow, g: str, value: Any) -> None:
+    """Set grouping ``g`` of ``r`` from its SQL value (``key``'s name is set by the caller)."""
+    if g == "provider":
+        r.provider = value
+    elif g == "model":
+        r.model = value
+    elif g == "key":
+        r.key_id = value
+    elif g == "user":
+        r.user = value
+    elif g == "tag":
+        r.tag = value  # the whole tag set until split_tags
+    else:
+        r.day = date.fromisoformat(value)
+
+
+def split_tags(rows: list[UsageRow], group_by: Sequence[str]) -> list[UsageRow]:
+    """Rows grouped by tag *set* -> rows grouped by tag: a set's totals are added to the group
+    of each of its tags (untagged calls stay under ``None``).  The other groupings are kept.
+    Exact, since each tag set's totals are exact."""
+    if "tag" not in group_by:
+        return rows
+    merged: dict[tuple[Any, ...], UsageRow] = {}
+    for r in rows:
+        for tag in r.tag.split(",") if r.tag else [None]:
+            key = (*(getattr(r, _FIELD[g]) for g in group_by if g != "tag"), tag)
+            into = merged.get(key)
+            if into is None:
+                into = merged[key] = UsageRow(
+                    provider=r.provider, model=r.model, key_id=r.key_id, key_name=r.key_name,
+                    day=r.day, user=r.user, tag=tag,
+                )  # fmt: skip
+            else:
+                for name in _SUMMED:
+                    setattr(into, name, getattr(into, name) + getattr(r, name))
+                if r.key_name is not None and (into.key_name is None or r.key_name > into.key_name):
+                    into.key_name = r.key_name
+                continue
+            for name in _SUMMED:
+                setattr(into, name, getattr(r, name))
+    return list(merged.values())
 
 
 async def recent_calls(

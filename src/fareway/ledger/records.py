@@ -26,8 +26,10 @@ from fareway.types import Usage
 AttemptOutcome = Literal["ok", "error", "cancelled", "skipped", "cache_hit"]
 CallOutcome = Literal["ok", "error", "cancelled", "cache_hit"]
 Role = Literal["primary", "fallback", "race", "hedge", "judge", "last_resort"]
-CacheStatus = Literal["hit", "miss", "bypass"]
 CallKind = Literal["chat", "embedding"]
+CacheStatus = Literal["hit", "miss", "stored", "bypass"]
+"""hit: answered from the cache; miss: asked, not answered from it and nothing stored; stored:
+its answer was stored; bypass: the call did not use the cache."""
 
 
 def utcnow() -> datetime:
@@ -130,6 +132,17 @@ class CallRecord:
     error: str | None = None
     kind: CallKind = "chat"
     """``chat`` (chat completions, messages) or ``embedding`` (/v1/embeddings)."""
+    experiment: str | None = None
+    """The A/B experiment this call belongs to (``[experiments.NAME]``), or None."""
+    experiment_role: str | None = None
+    """Its part in that experiment: ``control`` or ``challenger`` (a caller's call served by that
+    arm), ``shadow-control`` or ``shadow-challenger`` (the experiment's own background run of
+    that arm, paid for by the experiment, not by a caller), or ``judge`` (a verdict call)."""
+    user_id: str | None = None
+    """The end user the client named (OpenAI ``user``, Anthropic ``metadata.user_id``)."""
+    tags: str | None = None
+    """The call's request tags, sorted, unique, joined by ``,`` (a tag holds no comma); None
+    when untagged (pipeline.attribution)."""
 
 
 def rollup(call: CallRecord, attempts: list[AttemptRecord], price_source: str | None = None) -> CallRecord:
@@ -172,6 +185,18 @@ MONEY_COLUMNS = frozenset(
 )
 TIME_COLUMNS = frozenset({"time", "started_at"})
 BOOL_COLUMNS = frozenset({"stream", "estimated"})
+
+
+_V10_TAIL = ("user_id", "tags")
+"""The call columns migration 10 appended (both nullable)."""
+
+
+def upgrade_call_row(values: Any) -> Any:
+    """A call row as a gateway before migration 10 spooled or checkpointed it (without the
+    last two columns): with them, None.  Any other row is returned as it is."""
+    if CALL_COLUMNS[-2:] == _V10_TAIL and len(values) == len(CALL_COLUMNS) - 2:
+        return [*values, None, None]
+    return values
 
 
 def call_values(c: CallRecord) -> tuple[Any, ...]:

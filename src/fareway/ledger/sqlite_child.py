@@ -42,8 +42,8 @@ class _ChildWriter(SqliteStore):
     """SqliteStore's retry and isolate-the-bad-record rules, reporting refused calls back to the
     gateway (which counts and logs them) and committing each batch's sequence number with it."""
 
-    def __init__(self, path: str, writer_id: str, close_retries: int) -> None:
-        super().__init__(path, LedgerStats(), close_retries=close_retries)
+    def __init__(self, path: str, writer_id: str, close_retries: int, rollups: bool = True) -> None:
+        super().__init__(path, LedgerStats(), close_retries=close_retries, rollups=rollups)
         self.writer_id = writer_id
         self.refused: list[tuple[str, list[str]]] = []
         self.seq = 0
@@ -97,6 +97,7 @@ def main(argv: list[str]) -> int:
     path, writer_id = argv[0], argv[1]
     close_retries = int(argv[2]) if len(argv) > 2 else 5
     cpus = [int(c) for c in argv[3].split(",") if c] if len(argv) > 3 else []
+    rollups = argv[4] != "0" if len(argv) > 4 else True
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     if cpus:
         try:
@@ -113,7 +114,7 @@ def main(argv: list[str]) -> int:
         write_frame(out, ("error", f"{type(exc).__name__}: {exc}"))
         return 1
     write_frame(out, ("ready", version, last, adopted))
-    writer = _ChildWriter(path, writer_id, close_retries)
+    writer = _ChildWriter(path, writer_id, close_retries, rollups)
     try:
         while True:
             msg: Any = read_frame(inp)

@@ -89,9 +89,8 @@ class SqliteProcessStore(SqliteStore):
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fareway-ledger-reader")
 
     async def _spawn(self) -> int:
-        args = [str(self.path), self.writer_id, str(self.close_retries)]
-        if self.cpus:
-            args.append(",".join(str(c) for c in self.cpus))
+        cpus = ",".join(str(c) for c in self.cpus or ())
+        args = [str(self.path), self.writer_id, str(self.close_retries), cpus, "1" if self.rollups else "0"]
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",

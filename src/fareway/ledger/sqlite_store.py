@@ -39,6 +39,8 @@ from fareway.ledger.records import (
     MONEY_COLUMNS,
     TIME_COLUMNS,
 )
+from fareway.ledger.retention import PruneStep, sqlite_prune_step, sqlite_reclaim, sqlite_stats
+from fareway.ledger.rollup_store import SQLITE, apply_sqlite, register_sqlite
 
 _STOP = object()
 
@@ -187,7 +189,8 @@ class _DecimalSum:
 
     def step(self, value: Any) -> None:
         if value is not None:
-            self.total = _SUM_CONTEXT.add(self.total or Decimal(0), Decimal(str(value)))
+            d = Decimal(value) if type(value) is str else Decimal(str(value))
+            self.total = d if self.total is None else _SUM_CONTEXT.add(self.total, d)
 
     def finalize(self) -> str | None:
         return None if self.total is None else str(self.total)
@@ -244,9 +247,13 @@ class SqliteDialect:
 
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    # takes effect only on a new database (before its first table): freed pages can then be
+    # handed back to the file system a few at a time (retention.py); a no-op on an existing one
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
+    register_sqlite(conn)
     return conn
 
 
@@ -262,8 +269,11 @@ class SqliteStore:
         batch_size: int = 500,
         max_delay: float = 0.05,
         close_retries: int = 5,
+        rollups: bool = True,
     ) -> None:
         self.path = path
+        self.rollups = rollups
+        """Maintain the rollup tables with each batch (off only to measure what they cost)."""
         self.stats = stats
         self.dialect = SqliteDialect()
         self.batch_size = batch_size
@@ -440,6 +450,8 @@ class SqliteStore:
                 sqlite_apply(conn, self.writer_id, self._cps, gone)
             insert_rows(conn, "calls", CALL_COLUMNS, calls)
             insert_rows(conn, "attempts", ATTEMPT_COLUMNS, attempts)
+            if self.rollups:
+                apply_sqlite(conn, SQLITE.deltas().add(calls, attempts))
             self._in_transaction(conn, len(calls))
             conn.execute("COMMIT")
         except BaseException:
@@ -485,3 +497,23 @@ class SqliteStore:
         if self._reader is None:
             raise RuntimeError("the ledger is not started")
         return await asyncio.get_running_loop().run_in_executor(self._reader, self._fetch_sync, sql, params)
+
+    # -- retention (retention.py): on the reader's connection, off the event loop
+
+    async def _on_reader(self, fn: Any, *args: Any) -> Any:
+        if self._reader is None:
+            raise RuntimeError("the ledger is not started")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader, lambda: fn(self._reader_conn(), *args)
+        )
+
+    async def prune_step(self, before: datetime, batch: int) -> PruneStep:
+        step: PruneStep = await self._on_reader(sqlite_prune_step, before, batch, iso_utc)
+        return step
+
+    async def reclaim(self, full: bool = False) -> bool:
+        return bool(await self._on_reader(sqlite_reclaim, full))
+
+    async def storage_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self._on_reader(sqlite_stats, self.path)
+        return stats

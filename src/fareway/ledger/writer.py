@@ -47,13 +47,14 @@ survives a process crash; an OS crash or power cut may lose the last transaction
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
-from fareway.ledger import queries
+from fareway.ledger import queries, retention, rollup_queries
 from fareway.ledger.base import Checkpoint, FlushMarker, LedgerStats, QueueItem, Settle, Store
 from fareway.ledger.records import AttemptRecord, CallRecord
 
@@ -105,8 +106,13 @@ class Ledger:
         capacity: int = 100_000,
         checkpoint_after: float = 0.05,
         checkpoint_every: float = 5.0,
+        keep_calls_days: float | None = None,
     ) -> None:
         self.store = store
+        self.keep_calls_days = keep_calls_days
+        """Raw rows older than this many days are pruned in the background (retention.py);
+        None keeps them all.  The hour and day rollups are always kept."""
+        self._pruner: asyncio.Task[None] | None = None
         self.stats: LedgerStats = store.stats
         self.capacity = capacity
         self.checkpoint_after = checkpoint_after
@@ -139,6 +145,8 @@ class Ledger:
         spool_after: float = 1.0,
         checkpoint_after: float = 0.05,
         checkpoint_every: float = 5.0,
+        keep_calls_days: float | None = None,
+        rollups: bool = True,
     ) -> Ledger:
         """A ledger on Postgres when ``url`` is ``postgres[ql]://...``, else on SQLite at ``path``
         (``url`` may also be ``sqlite:///some/path.db``).  ``schema`` is the Postgres schema.
@@ -153,7 +161,11 @@ class Ledger:
         (seconds a write may hang before the calls waiting behind it are spooled).
 
         ``checkpoint_after`` and ``checkpoint_every``: when a committed stream is first
-        checkpointed, and how often again while it runs (see :meth:`checkpoint`)."""
+        checkpointed, and how often again while it runs (see :meth:`checkpoint`).
+
+        ``keep_calls_days``: prune raw rows older than that in the background (retention.py).
+        ``rollups=False`` stops maintaining the rollup tables, which every aggregate query
+        reads: only for measuring what they cost (benchmarks)."""
         stats = LedgerStats()
         store: Store
         if url and url.startswith(("postgresql://", "postgres://")):
@@ -170,6 +182,7 @@ class Ledger:
                 close_timeout=close_timeout,
                 spool_path=spool_path or os.path.join(os.path.dirname(path) or ".", "ledger-spool"),
                 spool_after=spool_after,
+                rollups=rollups,
             )
         elif not url or url.startswith("sqlite:"):
             from fareway.ledger.sqlite_store import SqliteStore
@@ -183,16 +196,20 @@ class Ledger:
                 from fareway.ledger.sqlite_process import SqliteProcessStore
 
                 store = SqliteProcessStore(
-                    path, stats, batch_size=batch_size, max_delay=max_delay, cpus=writer_cpus
+                    path, stats, batch_size=batch_size, max_delay=max_delay, cpus=writer_cpus, rollups=rollups
                 )
             elif writer == "thread":
-                store = SqliteStore(path, stats, batch_size=batch_size, max_delay=max_delay)
+                store = SqliteStore(path, stats, batch_size=batch_size, max_delay=max_delay, rollups=rollups)
             else:
                 raise ValueError(f"unknown ledger writer {writer!r}: process or thread")
         else:
             raise ValueError(f"unsupported ledger_url {url!r}: use postgresql://... or sqlite:///path")
         return cls(
-            store, capacity=capacity, checkpoint_after=checkpoint_after, checkpoint_every=checkpoint_every
+            store,
+            capacity=capacity,
+            checkpoint_after=checkpoint_after,
+            checkpoint_every=checkpoint_every,
+            keep_calls_days=keep_calls_days,
         )
 
     # -- lifecycle
@@ -204,6 +221,8 @@ class Ledger:
         await self.store.start()
         self._loop = asyncio.get_running_loop()
         self._started = True
+        if self.keep_calls_days is not None and isinstance(self.store, retention.Prunable):
+            self._pruner = asyncio.create_task(self._prune_forever(), name="fareway-ledger-pruner")
 
     async def flush(self) -> None:
         """Wait until every call recorded before this point is committed."""
@@ -218,6 +237,11 @@ class Ledger:
         """Flush everything, stop the writer, close the database.  Idempotent."""
         if self._closed:
             return
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
         if self._started:
             self._checkpoint_all()
             begin_close = getattr(self.store, "begin_close", None)
@@ -358,7 +382,60 @@ class Ledger:
         while self.saturated:  # noqa: ASYNC110
             await asyncio.sleep(poll)
 
-    # -- named queries (reads run off the event loop)
+    # -- retention (retention.py)
+
+    async def prune(
+        self,
+        keep_days: float | None = None,
+        *,
+        pause: float = retention.PRUNE_PAUSE,
+        now: datetime | None = None,
+    ) -> tuple[int, int]:
+        """Delete raw rows older than ``keep_days`` (default: ``keep_calls_days``) before ``now``
+        in small transactions, then give the freed space back where the backend can; returns
+        (calls, attempts) deleted.  The minute rollups go with them; hour and day ones stay."""
+        days = self.keep_calls_days if keep_days is None else keep_days
+        store = self.store
+        if days is None or not isinstance(store, retention.Prunable):
+            return 0, 0
+        before = retention.cutoff(days, now)
+        calls = attempts = 0
+        while True:
+            step = await store.prune_step(before, retention.PRUNE_BATCH)
+            calls += step.calls
+            attempts += step.attempts
+            if step.calls or step.attempts:
+                await store.reclaim()
+            if not step.more:
+                break
+            await asyncio.sleep(pause)
+        more = True
+        while more:  # bounded steps, so reads and writes get the database in between
+            more = await store.reclaim()
+            if more:
+                await asyncio.sleep(pause)
+        if calls or attempts:
+            log.info("ledger: pruned %d call(s) and %d attempt(s) older than %s", calls, attempts, before)
+        return calls, attempts
+
+    async def storage_stats(self) -> dict[str, object]:
+        """Rows per table, size on disk, the oldest raw rows and where pruning stopped."""
+        if not isinstance(self.store, retention.Prunable):
+            raise RuntimeError("this ledger's store keeps no storage statistics")
+        return await self.store.storage_stats()
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database may be down: try again next time
+                log.warning("ledger: pruning failed (%s: %s); will retry", type(exc).__name__, exc)
+            await asyncio.sleep(retention.PRUNE_EVERY)
+
+    # -- named queries (reads run off the event loop).  Aggregates come from the rollups
+    # (rollup_queries.py); calls and their attempts from the raw rows (queries.py).
 
     async def usage(
         self,
@@ -367,7 +444,7 @@ class Ledger:
         group_by: Sequence[queries.GroupBy] = (),
         key_id: str | None = None,
     ) -> list[queries.UsageRow]:
-        return await queries.usage(self.store, since, until, group_by, key_id)
+        return await rollup_queries.usage(self.store, since, until, group_by, key_id)
 
     async def recent_calls(
         self, n: int = 20, model: str | None = None, key_id: str | None = None
@@ -375,7 +452,7 @@ class Ledger:
         return await queries.recent_calls(self.store, n, model, key_id)
 
     async def latency_by_provider(self, since: datetime | None = None) -> list[queries.ProviderLatency]:
-        return await queries.latency_by_provider(self.store, since)
+        return await rollup_queries.latency_by_provider(self.store, since)
 
     async def spend_over_time(
         self,
@@ -384,7 +461,11 @@ class Ledger:
         by: Literal["provider", "model", "key"] | None = "provider",
         until: datetime | None = None,
     ) -> list[queries.SpendPoint]:
-        return await queries.spend_over_time(self.store, since, bucket, by, until)
+        return await rollup_queries.spend_over_time(self.store, since, bucket, by, until)
+
+    async def ledger_totals(self) -> rollup_queries.LedgerTotals:
+        """Everything ever recorded, grouped as /metrics labels it (from the day rollups)."""
+        return await rollup_queries.ledger_totals(self.store)
 
     async def export_csv(
         self, since: datetime | None = None, until: datetime | None = None, key_id: str | None = None

@@ -333,7 +333,7 @@ class LimitsAdmission:
         if isinstance(result, Refusal):
             raise self._refusal(result, names, p)
         ctx.notes["limits"] = _Held(result, tokens, cost, names)
-        ctx.reply_headers += rate_headers(result.levels) + budget_headers(result.levels)
+        ctx.reply_headers.update(rate_headers(result.levels) + budget_headers(result.levels))
 
     def _refusal(self, r: Refusal, names: dict[str, str], p: Principal) -> FarewayError:
         lv = r.level

@@ -76,3 +76,7 @@ def parse(section: dict[str, Any]) -> LimitSettings:
             value = float(value)
         out[name] = value
     return LimitSettings(**out)
+
+
+KEYS = frozenset(LimitSettings.__dataclass_fields__)
+"""The section's keys (for the config's registry of sections)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -201,7 +202,10 @@ class Accounting:
                 if a.usage.output_tokens > 1 and gen_s > 0:
                     rec.tokens_per_s = round(a.usage.output_tokens / gen_s, 2)
             attempts.append(rec)
-        latency_s = max((a.latency_s or 0.0) for a in call.attempts) if call.attempts else 0.0
+        if call.attempts:
+            latency_s = max((a.latency_s or 0.0) for a in call.attempts)
+        else:  # refused before any try (0), or answered by the cache (the time it took)
+            latency_s = time.monotonic() - ctx.t0 if ctx.outcome == "cache_hit" else 0.0
         last = winner or (call.attempts[-1] if call.attempts else None)
         rec_call = call_row(
             ctx,
@@ -233,7 +237,17 @@ def call_row(
     latency_ms: float,
 ) -> CallRecord:
     """The ledger row of the call ``ctx`` (its tokens and cost are rolled up from the attempts
-    by the caller).  Used by the account stage and by stream checkpoints."""
+    by the caller).  Used by the account stage and by stream checkpoints.  A cache hit has no
+    attempt: its provider and model are the ones that made the cached answer.  A call that belongs
+    to an A/B experiment carries ``ctx.notes["experiment"] = (name, role)`` (see CallRecord)."""
+    tag = ctx.notes.get("experiment")
+    if served_by is not None:
+        provider: str | None = served_by.target.upstream.provider
+        upstream_model: str | None = served_by.target.upstream.model
+    elif ctx.replayed_from is not None:
+        provider, upstream_model = ctx.replayed_from
+    else:
+        provider = upstream_model = None
     return CallRecord(
         request_id=ctx.request_id,
         requested_model=ctx.requested_model,
@@ -241,8 +255,8 @@ def call_row(
         key_id=ctx.principal.key_id,
         key_name=ctx.principal.name,
         client_dialect=ctx.dialect,
-        provider=served_by.target.upstream.provider if served_by is not None else None,
-        upstream_model=served_by.target.upstream.model if served_by is not None else None,
+        provider=provider,
+        upstream_model=upstream_model,
         status=status,
         outcome=outcome,  # type: ignore[arg-type]
         stream=ctx.stream,
@@ -251,6 +265,12 @@ def call_row(
         ttft_ms=ttft_ms,
         latency_ms=latency_ms,
         kind=ctx.kind,
+        cache=ctx.cache,  # type: ignore[arg-type]
+        cost_saved=Decimal(ctx.cost_saved) if ctx.cost_saved is not None else None,
+        experiment=tag[0] if tag is not None else None,
+        experiment_role=tag[1] if tag is not None else None,
+        user_id=ctx.user_id,
+        tags=",".join(ctx.tags) or None,
     )
 
 

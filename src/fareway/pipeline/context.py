@@ -15,6 +15,7 @@ Fields, in the order the stages fill them::
     attempts (CallLog), committed                       execute
     response / stream events, usage                     execute and encode
     status, outcome, error, cost_usd                    the gateway as the call ends
+    cache, cost_saved, replayed_from, reply_headers     a lookup or wrapper (the response cache)
     accounted                                           account (guards "exactly once")
 """
 
@@ -67,8 +68,6 @@ class CallContext:
     route_note: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
     """Free-form notes of the stages (cache status, experiment arm, admission tickets)."""
-    reply_headers: list[tuple[str, str]] = field(default_factory=list)
-    """Headers a stage adds to the call's reply (the admit stage's ``x-ratelimit-*``)."""
 
     attempts: CallLog = field(init=False)
     committed: Committed | None = None
@@ -80,7 +79,20 @@ class CallContext:
     outcome: Outcome = "ok"
     error: FarewayError | None = None
     cost_usd: str | None = None
+    cache: str = "bypass"
+    """The cache's part in the call, for its ledger row: hit | miss | stored | bypass."""
+    cost_saved: str | None = None
+    """For a cache hit: what the answer cost when it was made (decimal string)."""
+    replayed_from: tuple[str, str] | None = None
+    """For a cache hit: (provider, upstream model) that made the answer."""
+    reply_headers: dict[str, str] = field(default_factory=dict)
+    """Headers a stage adds to the call's response (read when the response headers are built):
+    the admit stage's ``x-ratelimit-*`` and budget headers, the cache's ``x-fareway-cache``."""
     accounted: bool = False
+    user_id: str | None = None
+    """The end user the client named (pipeline.attribution), for the ledger row."""
+    tags: tuple[str, ...] = ()
+    """The call's request tags, sorted and unique (pipeline.attribution)."""
 
     def __post_init__(self) -> None:
         self.attempts = CallLog(self.request_id)

@@ -33,6 +33,7 @@ import orjson
 
 from fareway.errors import BadRequest, FarewayError
 from fareway.keys.store import Principal
+from fareway.pipeline import attribution
 from fareway.pipeline.context import CallContext, Reply
 from fareway.pipeline.stages import Stage
 from fareway.router.embed_executor import EmbeddingAnswer, EmbeddingExecutor
@@ -97,7 +98,10 @@ class EmbeddingService:
         ctx = CallContext(request_id, principal, self.wire, body, headers, kind="embedding")
 
         async def parsed() -> EmbeddingRequest:
-            return wire_embeddings.parse_request(ctx.body, ctx.headers)
+            req = wire_embeddings.parse_request(ctx.body, ctx.headers)
+            ctx.user_id = attribution.check_user(req.user)
+            ctx.tags = attribution.combine(attribution.header_tags(ctx.headers))
+            return req
 
         done = await self._run(ctx, parsed)
         result, req = done.answer.result, done.req
@@ -212,7 +216,7 @@ class EmbeddingService:
             hdrs.append(("x-fareway-cost-usd", done.cost_usd))
         if log.usage is not None and log.usage.estimated:
             hdrs.append(("x-fareway-estimated", "true"))
-        return hdrs + ctx.reply_headers
+        return hdrs + list(ctx.reply_headers.items())
 
 
 class RoutedEmbedder:

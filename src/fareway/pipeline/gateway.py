@@ -28,7 +28,16 @@ from fareway.pipeline.checkpoint import stream_snapshot
 from fareway.pipeline.context import CallContext, Reply
 from fareway.pipeline.embeddings import EmbeddingService
 from fareway.pipeline.resolve import Resolver
-from fareway.pipeline.stages import Admission, Admit, AfterHook, Parse, Resolve, Stage, StreamWrapper
+from fareway.pipeline.stages import (
+    Admission,
+    Admit,
+    AfterHook,
+    ArmPicker,
+    Parse,
+    Resolve,
+    Stage,
+    StreamWrapper,
+)
 from fareway.router.executor import Executor
 from fareway.router.health import HealthView
 from fareway.transport_base import UpstreamTransport
@@ -62,17 +71,21 @@ class Gateway:
         self.started = time.time()
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_close: list[Callable[[], Awaitable[None]]] = []
+        self.parts: dict[str, Any] = {}
+        """Long-lived parts features attach for their routes (``experiments``: the manager)."""
         self.admit = Admit(list(admissions or []))
         self.prepare: list[Stage] = []
         """Stages between parse and resolve that complete the request (stored conversation state)."""
         self.lookups: list[Stage] = []
-        """Stages between resolve and execute that may answer early (the cache, when it lands)."""
+        """Stages between resolve and execute that may answer early (the response cache)."""
         self.wrappers: list[StreamWrapper] = []
         self.after_hooks: list[AfterHook] = []
         self.embeddings: EmbeddingService | None = None
         """``/v1/embeddings`` and the in-process Embedder (pipeline.embeddings); the factory wires it."""
+        self.pickers: list[ArmPicker] = []
+        """Consulted by resolve: another model name to route a call to (an experiment's arm)."""
         self._parse = Parse()
-        self._resolve = Resolve(resolver)
+        self._resolve = Resolve(resolver, self.pickers)
         self._after_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -136,8 +149,12 @@ class Gateway:
                     if ctx.status == 0:
                         ctx.succeeded()
                     self._account(ctx)
-                    if ctx.reply_headers:
-                        early.headers = [*early.headers, *ctx.reply_headers]
+                    if ctx.reply_headers:  # those the early reply does not carry already
+                        have = {name for name, _ in early.headers}
+                        early.headers = [
+                            *early.headers,
+                            *((k, v) for k, v in ctx.reply_headers.items() if k not in have),
+                        ]
                     return early
             assert ctx.req is not None and ctx.decision is not None
             req = ctx.req
@@ -213,7 +230,7 @@ class Gateway:
         if self.config.demo:
             hdrs.append(("x-fareway-simulated", "true"))
         if ctx.reply_headers:
-            hdrs += ctx.reply_headers
+            hdrs += ctx.reply_headers.items()
         return hdrs
 
     def _route_header(self, ctx: CallContext) -> str:

@@ -83,12 +83,13 @@ class Resolver:
             else f"set api_key in [providers.{provider}]"
         )
 
-    def decide(self, req: ChatRequest) -> Decision:
-        """The routing decision for ``req.model``.  Raises NotFound (404) for a name nothing
-        serves, NoEligibleRoute (422/503) when no offer can serve this request now."""
+    def decide(self, req: ChatRequest, model: str | None = None) -> Decision:
+        """The routing decision for ``req.model`` (or for ``model`` instead, when given: an A/B
+        experiment's arm).  Raises NotFound (404) for a name nothing serves, NoEligibleRoute
+        (422/503) when no offer can serve this request now."""
         if not req.model:
             raise NotFound("The request names no model.", param="model")
-        return self.router.decide(req)
+        return self.router.decide(req, model=model)
 
     def listed_models(self) -> list[tuple[str, str]]:
         """(id, owned_by) for GET /v1/models (see :meth:`listed`)."""

@@ -4,7 +4,8 @@
 
     parse     client bytes -> canonical request (the wire dialect checks limits while parsing)
     prepare   stages that complete the request before routing (stored conversation state)
-    resolve   the model name -> a routing Decision (pinned, bare id, alias, auto with @floor)
+    resolve   the model name -> a routing Decision (pinned, bare id, alias, auto with @floor);
+              an ArmPicker may name another model to route to (an A/B experiment's arm)
     admit     Admission.admit for each admission (allowed models, provider keys, rate limits,
               budget reservations): raise a FarewayError to refuse (402/403/429 in the caller's
               dialect); after resolve, because a worst-case reservation prices the route
@@ -25,6 +26,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from fareway.events import StreamEvent
+from fareway.pipeline import attribution
 from fareway.pipeline.context import CallContext, Reply
 from fareway.pipeline.resolve import Resolver
 
@@ -59,6 +61,15 @@ class StreamWrapper(Protocol):
 
 
 @runtime_checkable
+class ArmPicker(Protocol):
+    """Consulted by resolve before routing: the model name this call is routed to instead of the
+    one it names (the arm of an A/B experiment on that name), or None to leave it.  Runs on the
+    request path: a dict lookup and a hash, no I/O.  It may leave notes on the context."""
+
+    def pick(self, ctx: CallContext) -> str | None: ...
+
+
+@runtime_checkable
 class AfterHook(Protocol):
     """Runs after the call was accounted, off the request path (its errors are logged)."""
 
@@ -89,18 +100,26 @@ class Parse:
 
     async def run(self, ctx: CallContext) -> Reply | None:
         ctx.req = ctx.wire.parse_request(ctx.body, ctx.headers)
+        ctx.user_id, ctx.tags = attribution.from_chat(ctx.req, ctx.headers)
         return None
 
 
 class Resolve:
     name = "resolve"
 
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, pickers: list[ArmPicker] | None = None) -> None:
         self.resolver = resolver
+        self.pickers: list[ArmPicker] = pickers if pickers is not None else []
+        """Shared with the gateway (``Gateway.pickers``): appended to after construction."""
 
     async def run(self, ctx: CallContext) -> Reply | None:
         assert ctx.req is not None, "resolve runs after parse"
-        decision = self.resolver.decide(ctx.req)
+        name = None
+        for picker in self.pickers:
+            name = picker.pick(ctx)
+            if name is not None:
+                break
+        decision = self.resolver.decide(ctx.req, model=name)
         ctx.decision = decision
         ctx.route = decision.route_text
         note = decision.header()

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 
 from fareway.adapters.base import Adapter
 from fareway.adapters.embeddings import EmbeddingAdapter
+from fareway.cache.wiring import install as install_cache
 from fareway.config import Config, ConfigError
+from fareway.errors import FarewayError
+from fareway.experiments.manager import ExperimentManager
+from fareway.experiments.manager import build as build_experiments
+from fareway.experiments.store import open_store as open_experiment_store
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
 from fareway.ledger.writer import Ledger
@@ -36,6 +41,7 @@ from fareway.server.routes import add_routes
 from fareway.server.routes_admin import add_admin_routes
 from fareway.server.routes_dashboard import add_dashboard_routes
 from fareway.server.routes_embeddings import add_embedding_routes
+from fareway.server.routes_experiments import add_experiment_routes
 from fareway.server.routes_keys import add_key_routes
 from fareway.server.routes_responses import add_responses
 from fareway.transport import Transport
@@ -129,9 +135,24 @@ def check_adapters(config: Config, adapters: Mapping[str, Adapter]) -> None:
             )
 
 
+def build_pricebook(config: Config) -> PriceBook:
+    """The price book with the config's ``[prices]``; a wrong price table is a ConfigError."""
+    try:
+        return PriceBook(config.prices or None)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{config.source}: [prices] {exc}") from None
+
+
+def check_config(config: Config) -> None:
+    """What a config needs beyond its own parse: an adapter per dialect, valid price tables."""
+    check_adapters(config, build_adapters())
+    build_pricebook(config)
+
+
 def build_gateway(config: Config) -> Gateway:
     adapters = build_adapters()
     check_adapters(config, adapters)
+    pricebook = build_pricebook(config)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     # Every stored provider key is scrubbed from whatever an upstream says (fareway.scrub).
     register_secrets([config.master_key, *(p.api_key for p in config.providers.values())])
@@ -141,7 +162,6 @@ def build_gateway(config: Config) -> Gateway:
     )
     catalog = Catalog.builtin()
     stats = Stats(catalog)
-    pricebook = PriceBook(config.prices or None)
     resolver = Resolver(config, catalog.offers())
     # provider keys: the configured ones, and the vault's (a team's own, several per provider)
     key_services = build_key_services(config, keys, pricebook)
@@ -184,6 +204,7 @@ def build_gateway(config: Config) -> Gateway:
             close_timeout=config.ledger_close_timeout,
             spool_path=str(config.ledger_spool),
             spool_after=config.ledger_spool_after,
+            keep_calls_days=config.ledger_keep_calls_days,
         )
         metrics.bind_ledger(ledger)
     accounting = Accounting(pricebook=pricebook, ledger=ledger, metrics=metrics)
@@ -218,7 +239,26 @@ def build_gateway(config: Config) -> Gateway:
         account=gateway._account,
     )
     gateway.on_start.append(_warm_tokenizer)
+    cache = install_cache(gateway, config.cache, price=accounting.price)
+    metrics.bind_cache_store(cache.store)
+    gateway.parts["experiments"] = _experiments(config, gateway)
     return gateway
+
+
+def _experiments(config: Config, gateway: Gateway) -> ExperimentManager:
+    """The A/B experiments (``[experiments.NAME]`` and those made through the API), their state
+    beside the ledger's (fareway.experiments.store)."""
+    store = open_experiment_store(
+        config.ledger_url,
+        config.ledger_file,
+        schema=config.ledger_schema,
+        connect_timeout=config.ledger_connect_timeout,
+        statement_timeout=config.ledger_statement_timeout,
+    )
+    try:
+        return build_experiments(gateway, store)
+    except FarewayError as exc:
+        raise StartupError(f"[experiments]: {exc.message}") from exc
 
 
 async def _warm_tokenizer() -> None:
@@ -242,7 +282,8 @@ def build_app(config: Config) -> App:
         add_key_routes(
             app, services.admin(config), limits=services.limits, reload=services.refresher.refresh_now
         )
-    add_dashboard_routes(app, gateway)
+    sessions = add_dashboard_routes(app, gateway)
+    add_experiment_routes(app, gateway, gateway.parts["experiments"], sessions)
     assert gateway.embeddings is not None
     add_embedding_routes(app, gateway.embeddings, wires["openai"])
     return app

@@ -12,7 +12,6 @@ server.factory that knows these concrete classes).
 from __future__ import annotations
 
 import asyncio
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -78,7 +77,7 @@ def bind(services: KeyServices, gateway: Gateway) -> None:
     with the gateway."""
     services.limits.spend = _spend_source(gateway.accounting, services.keys)
     gateway.on_close.append(services.store.close)
-    _SERVICES[gateway] = services
+    gateway.parts["keys"] = services
 
 
 def _spend_source(accounting: Accounting, keys: KeyStore) -> SpendFn:
@@ -101,9 +100,7 @@ def _spend_source(accounting: Accounting, keys: KeyStore) -> SpendFn:
     return spend
 
 
-_SERVICES: weakref.WeakKeyDictionary[Gateway, KeyServices] = weakref.WeakKeyDictionary()
-"""The services of each gateway this process built, for build_app."""
-
-
 def services_of(gateway: Gateway) -> KeyServices | None:
-    return _SERVICES.get(gateway)
+    """The key services a gateway was built with (``gateway.parts["keys"]``), for build_app."""
+    services = gateway.parts.get("keys")
+    return services if isinstance(services, KeyServices) else None

@@ -1,6 +1,6 @@
 """Usage, logs and metrics routes (the dashboard under ``/ui`` is server.routes_dashboard).
 
-``GET /v1/usage?since=7d&until=...&group_by=provider,model,key,day&format=json|csv[&key_id=K]``
+``GET /v1/usage?since=7d&until=...&group_by=provider,model,key,day,user,tag&format=json|csv[&key_id=K]``
     Call totals from the ledger, grouped, with grand totals.  ``since``/``until`` take an ISO date,
     an ISO datetime or a relative span (``7d``, ``24h``, ``30m``, ``2w``); the window is
     ``[since, until)``.  An admin key, or a key with the read-only ``usage`` scope, sees every
@@ -113,8 +113,13 @@ async def usage_reply(req: Request, gateway: Gateway, *, own_key: str | None) ->
     if fmt not in ("json", "csv"):
         raise BadRequest(f"Invalid `format`: {fmt!r}. Use json or csv.", param="format")
     key_id = own_key if own_key is not None else (params.get("key_id") or None)
-    rows = await ledger_read(ledger_of(gateway).usage(since, until, group_by, key_id))
-    payload = data.usage_payload(rows, group_by, since, until, key_id)
+    ledger = ledger_of(gateway)
+
+    async def read(by: list[data.GroupBy]) -> list[Any]:
+        return await ledger_read(ledger.usage(since, until, by, key_id))
+
+    rows, total_rows = await data.usage_rows(read, since, until, group_by, key_id)
+    payload = data.usage_payload(rows, group_by, since, until, key_id, total_rows)
     if fmt == "csv":
         disposition = ("content-disposition", 'attachment; filename="fareway-usage.csv"')
         return Reply(200, [disposition], data.usage_csv(payload).encode(), content_type=CSV)
@@ -155,7 +160,8 @@ def add_admin_routes(app: App, gateway: Gateway, *, metrics_public: bool | None 
             raise MetricsUnavailable("This gateway's metrics sink has no Prometheus exposition.")
         if isinstance(accounting.ledger, LedgerCounters):
             m.bind_ledger(accounting.ledger)
-        return Reply(200, [("cache-control", "no-store")], m.render(), content_type=CONTENT_TYPE)
+        body = await m.scrape()  # from the ledger's rollups when it has them (metrics.py)
+        return Reply(200, [("cache-control", "no-store")], body, content_type=CONTENT_TYPE)
 
     app.add("GET", "/v1/usage", usage, auth="key")
     app.add("GET", "/v1/usage/export", export, auth="key")

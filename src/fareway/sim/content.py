@@ -360,6 +360,14 @@ def plan_reply(ask: Ask, config_seed: int, default_len: int, choice: int = 0) ->
     return reply
 
 
+def sign(reply: Reply, ask: Ask, signature: str) -> Reply:
+    """Put ``signature`` before a text answer (one more token); an echo, tool calls and JSON are
+    left as they are."""
+    if signature and ask.echo is None and ask.output == "text" and not reply.tool_calls and reply.pieces:
+        reply.pieces = [signature + " ", *reply.pieces]
+    return reply
+
+
 def plan_replies(ask: Ask, config_seed: int, default_len: int) -> list[Reply]:
     """One reply per choice; choice 0 is what a single-choice request gets."""
     return [plan_reply(ask, config_seed, default_len, i) for i in range(max(1, ask.n))]

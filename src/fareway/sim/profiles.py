@@ -23,6 +23,15 @@ TOML shape (``fareway sim --config sim.toml``)::
     [providers.openai]
     ttft = { kind = "heavy", median = 0.35, sigma = 0.35, tail_p = 0.03, tail_mult = 6 }
 
+    [providers.openai.models."gpt-4o"]
+    signature = "[control]"              # put before each text answer (for a simulated judge)
+
+    [judges."claude-sonnet-4-5"]         # a simulated judge (fareway.sim.judge)
+    prefer = "[challenger]"
+    over = "[control]"
+    preference = 0.7
+    position_bias = 0.1
+
     [[faults]]                           # rate-based faults for benchmark storms
     provider = "groq"
     kind = "429"
@@ -38,6 +47,8 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from fareway.sim.judge import JudgeSpec
 
 INF = math.inf
 
@@ -111,6 +122,9 @@ class Profile:
     """Output speed; ``inf`` streams everything at once."""
     output_tokens: int = 16
     """Default reply length in tokens (words), cut by the request's max tokens."""
+    signature: str = ""
+    """Put before every text answer (not an echo, tool calls or JSON) as one more token, so a
+    simulated judge (fareway.sim.judge) can tell this model's answers from another's."""
 
     @property
     def instant(self) -> bool:
@@ -125,6 +139,10 @@ class Profile:
             out = replace(out, tokens_per_s=INF if tps in ("inf", 0, None) else float(tps))
         if "output_tokens" in obj:
             out = replace(out, output_tokens=int(obj["output_tokens"]))
+        if "signature" in obj:
+            if not isinstance(obj["signature"], str):
+                raise ValueError("a signature must be a string")
+            out = replace(out, signature=obj["signature"])
         return out
 
 
@@ -167,6 +185,8 @@ class SimConfig:
     """Fault specs armed at start (same fields as ``POST /_sim/faults``)."""
     anthropic_cache_min_tokens: int = 0
     """Prefixes shorter than this are not cached (the real API uses 1024-4096 by model)."""
+    judges: dict[str, JudgeSpec] = field(default_factory=dict)
+    """Model ids that answer as simulated judges (fareway.sim.judge), on any provider."""
 
     def profile(self, provider: str, model: str) -> Profile:
         p = self.models.get((provider, model))
@@ -201,6 +221,11 @@ class SimConfig:
             base.providers[name] = prof
             for model, mtable in (table.get("models") or {}).items():
                 base.models[(name, model)] = prof.merged(mtable)
+        judges = data.get("judges") or {}
+        if not isinstance(judges, dict):
+            raise ValueError("judges must be a table of [judges.MODEL] tables")
+        for model, jtable in judges.items():
+            base.judges[model] = JudgeSpec.from_obj(model, jtable)
         faults = data.get("faults") or []
         if not isinstance(faults, list):
             raise ValueError("faults must be an array of tables")

@@ -23,8 +23,9 @@ import orjson
 from aiohttp import web
 from aiohttp.client_exceptions import ClientConnectionResetError
 
-from fareway.sim.content import Ask, Reply, plan_replies
+from fareway.sim.content import Ask, Reply, content_seed, json_pieces, plan_replies, sign
 from fareway.sim.faults import HTTP_KINDS, Fault, FaultTable, Stats
+from fareway.sim.judge import verdict_text
 from fareway.sim.profiles import SimConfig
 
 _NO_RNG = random.Random(0)
@@ -279,7 +280,15 @@ async def _serve(
 
     rng = state.latency_rng(provider)
     ttft = 0.0 if profile.ttft.is_zero else profile.ttft.draw(rng)
-    replies = plan_replies(parsed.ask, config.seed, profile.output_tokens)
+    judge = config.judges.get(parsed.model)
+    if judge is not None and parsed.ask.output == "json":
+        text = verdict_text(judge, parsed.ask.hint, parsed.ask.schema, config.seed)
+        replies = [Reply(pieces=json_pieces(text), seed=content_seed(config.seed, parsed.ask.key))]
+    else:
+        replies = [
+            sign(r, parsed.ask, profile.signature)
+            for r in plan_replies(parsed.ask, config.seed, profile.output_tokens)
+        ]
     reply = replies[0]
     ctx = Ctx(
         provider=provider,

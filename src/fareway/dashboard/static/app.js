@@ -96,6 +96,8 @@
       renderChart(ov);
       renderModels(ov.by_model);
       renderKeys(ov.by_key);
+      renderAttribution("by-user", "User", ov.by_user || [], "user", "(no user)");
+      renderAttribution("by-tag", "Tag", ov.by_tag || [], "tag", "(untagged)");
       renderLatency(ov.latency);
       app.setAttribute("data-since", ov.since || "");
       return loadCalls();
@@ -126,6 +128,12 @@
     kpi("t-calls", int(t.calls), t.calls);
     kpi("t-input", compact(t.input_tokens), t.input_tokens);
     kpi("t-output", compact(t.output_tokens), t.output_tokens);
+    kpi("t-saved", money(t.cost_saved), t.cost_saved);
+    var hits = $("t-hits");
+    hits.textContent = t.cache_lookups ? int(t.cache_hits) + " cache hit" + (t.cache_hits === 1 ? "" : "s") +
+      " · " + pct(t.cache_hits / t.cache_lookups) + " of " + int(t.cache_lookups) + " cached calls" :
+      "what cached answers originally cost";
+    hits.setAttribute("data-value", String(t.cache_hits));
     var unknown = $("t-unknown");
     unknown.textContent = t.unknown_cost_calls ? int(t.unknown_cost_calls) + " unpriced call" +
       (t.unknown_cost_calls === 1 ? "" : "s") + " not included" : "all calls priced";
@@ -327,6 +335,12 @@
     var t = $("by-key");
     t.setAttribute("data-label", "Key");
     spendTable(t, rows, function (r) { return [r.key_name || r.key_id || "(no key)", r.key_id || ""]; });
+  }
+
+  function renderAttribution(id, label, rows, field, none) {
+    var t = $(id);
+    t.setAttribute("data-label", label);
+    spendTable(t, rows, function (r) { return [r[field] === null ? none : r[field], ""]; });
   }
 
   function renderLatency(rows) {
