@@ -75,7 +75,7 @@ def test_a_bad_kind_in_a_catalog_row_is_refused() -> None:
         offer_from_row({"provider": "p", "model": "m", "kind": "rerank"})
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     policy=st.sampled_from(["auto", "auto:cheap", "auto:fast", "auto@1", "auto:cheap@1", "auto:fast@2"]),
     text=st.text(min_size=1, max_size=200),

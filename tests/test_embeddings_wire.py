@@ -29,7 +29,7 @@ def body(**fields: Any) -> bytes:
 # ------------------------------------------------------------------------------- the codec
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(float32s, max_size=300))
 def test_base64_is_little_endian_float32_and_round_trips(values: list[float]) -> None:
     v = Vector(values)

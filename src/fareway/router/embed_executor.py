@@ -41,7 +41,7 @@ from fareway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from fareway.router.executor import AttemptLog, CallLog, _expected_cost, _Skipped
+from fareway.router.executor import AttemptLog, CallLog, _expected_cost, _Skipped, end_attempt, fail_attempt
 from fareway.router.health import HealthRecorder
 from fareway.router.routes import Fallback, Race, Route, Split, Target
 from fareway.tokens import estimate_text_tokens
@@ -356,12 +356,7 @@ class EmbeddingExecutor:
     # ---------------------------------------------------------------- stats
 
     def _fail(self, log: AttemptLog, exc: UpstreamError) -> None:
-        log.outcome = "error"
-        log.error = exc
-        if exc.status:
-            log.status = exc.status
-        log.latency_s = self.clock() - log.t0
-        self._stats_end(log, ok=False, headers=exc.headers, retry_after=exc.retry_after)
+        fail_attempt(self.stats, log, exc, self.clock())
 
     def _stats_end(
         self,
@@ -372,17 +367,7 @@ class EmbeddingExecutor:
         retry_after: float | None = None,
         cancelled: bool = False,
     ) -> None:
-        if self.stats is None or log.stats_token is None:
-            return
-        self.stats.end(
-            log.stats_token,
-            ok,
-            log.latency_s or 0.0,
-            0,
-            None if cancelled else log.status,
-            retry_after,
-            headers,
-        )
+        end_attempt(self.stats, log, ok=ok, headers=headers, retry_after=retry_after, cancelled=cancelled)
 
 
 __all__ = ["EmbeddingAnswer", "EmbeddingExecutor", "count_input_tokens", "quick_token_estimate"]

@@ -673,12 +673,7 @@ class Executor:
         self._stats_end(log, ok=True, headers=None, cancelled=True)
 
     def _fail(self, log: AttemptLog, exc: UpstreamError) -> None:
-        log.outcome = "error"
-        log.error = exc
-        if exc.status:
-            log.status = exc.status
-        log.latency_s = self.clock() - log.t0
-        self._stats_end(log, ok=False, headers=exc.headers, retry_after=exc.retry_after)
+        fail_attempt(self.stats, log, exc, self.clock())
 
     def _stats_end(
         self,
@@ -689,15 +684,38 @@ class Executor:
         retry_after: float | None = None,
         cancelled: bool = False,
     ) -> None:
-        if self.stats is None or log.stats_token is None:
-            return
-        out = log.usage.output_tokens if log.usage else 0
-        self.stats.end(
-            log.stats_token,
-            ok,
-            log.latency_s or 0.0,
-            out,
-            None if cancelled else log.status,
-            retry_after,
-            headers,
-        )
+        end_attempt(self.stats, log, ok=ok, headers=headers, retry_after=retry_after, cancelled=cancelled)
+
+
+def end_attempt(
+    stats: HealthRecorder | None,
+    log: AttemptLog,
+    *,
+    ok: bool,
+    headers: Mapping[str, str] | None,
+    retry_after: float | None = None,
+    cancelled: bool = False,
+) -> None:
+    """Report one finished attempt to the health recorder (chat and embeddings executors)."""
+    if stats is None or log.stats_token is None:
+        return
+    out = log.usage.output_tokens if log.usage else 0
+    stats.end(
+        log.stats_token,
+        ok,
+        log.latency_s or 0.0,
+        out,
+        None if cancelled else log.status,
+        retry_after,
+        headers,
+    )
+
+
+def fail_attempt(stats: HealthRecorder | None, log: AttemptLog, exc: UpstreamError, now: float) -> None:
+    """The attempt ``log`` failed with ``exc`` at ``now`` (the executor's clock)."""
+    log.outcome = "error"
+    log.error = exc
+    if exc.status:
+        log.status = exc.status
+    log.latency_s = now - log.t0
+    end_attempt(stats, log, ok=False, headers=exc.headers, retry_after=exc.retry_after)
