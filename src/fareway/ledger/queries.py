@@ -215,28 +215,35 @@ async def usage(
     for row in rows:
         n = len(select)
         keys, totals = row[:n], row[n:]
-        r = UsageRow()
-        for g, value in zip(group_by, keys, strict=False):
-            if g == "provider":
-                r.provider = value
-            elif g == "model":
-                r.model = value
-            else:
-                set_group(r, g, value)
-        if "key" in group_by:
-            r.key_name = keys[-1]
-        r.calls, r.errors = int(totals[0]), int(totals[1] or 0)
-        r.input_tokens, r.cached_input_tokens = int(totals[2] or 0), int(totals[3] or 0)
-        r.cache_write_tokens, r.output_tokens = int(totals[4] or 0), int(totals[5] or 0)
-        r.reasoning_tokens = int(totals[6] or 0)
-        r.cost = _money(totals[7]) or Decimal(0)
-        r.cost_saved = _money(totals[8]) or Decimal(0)
-        r.unknown_cost_calls = int(totals[9] or 0)
-        r.cache_hits, r.cache_lookups = int(totals[10] or 0), int(totals[11] or 0)
-        out.append(r)
+        out.append(usage_row(group_by, keys, totals))
     out = split_tags(out, group_by)
     out.sort(key=lambda r: _sort_key([getattr(r, _FIELD[g]) for g in group_by]))
     return out
+
+
+def usage_row(group_by: Sequence[GroupBy], keys: Sequence[Any], totals: Sequence[Any]) -> UsageRow:
+    """One usage row from a grouped query's group values and its twelve totals (calls, errors,
+    the five token buckets, cost, cost saved, calls of unknown cost, cache hits, cache lookups):
+    the raw-row and the rollup queries select them in this order."""
+    r = UsageRow()
+    for g, value in zip(group_by, keys, strict=False):
+        if g == "provider":
+            r.provider = value
+        elif g == "model":
+            r.model = value
+        else:
+            set_group(r, g, value)
+    if "key" in group_by:
+        r.key_name = keys[-1]
+    r.calls, r.errors = int(totals[0] or 0), int(totals[1] or 0)
+    r.input_tokens, r.cached_input_tokens = int(totals[2] or 0), int(totals[3] or 0)
+    r.cache_write_tokens, r.output_tokens = int(totals[4] or 0), int(totals[5] or 0)
+    r.reasoning_tokens = int(totals[6] or 0)
+    r.cost = _money(totals[7]) or Decimal(0)
+    r.cost_saved = _money(totals[8]) or Decimal(0)
+    r.unknown_cost_calls = int(totals[9] or 0)
+    r.cache_hits, r.cache_lookups = int(totals[10] or 0), int(totals[11] or 0)
+    return r
 
 
 _FIELD = {

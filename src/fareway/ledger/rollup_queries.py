@@ -39,8 +39,8 @@ from fareway.ledger.queries import (
     _sort_key,
     _where,
     _window,
-    set_group,
     split_tags,
+    usage_row,
 )
 from fareway.ledger.rollup_store import PRUNED_TABLE
 from fareway.ledger.rollups import (
@@ -233,25 +233,7 @@ async def usage(
     out: list[UsageRow] = []
     for row in rows:
         keys, totals = row[:n], row[n:]
-        r = UsageRow()
-        for g, value in zip(group_by, keys, strict=False):
-            if g == "provider":
-                r.provider = value
-            elif g == "model":
-                r.model = value
-            else:
-                set_group(r, g, value)
-        if "key" in group_by:
-            r.key_name = keys[-1]
-        r.calls, r.errors = int(totals[0] or 0), int(totals[1] or 0)
-        r.input_tokens, r.cached_input_tokens = int(totals[2] or 0), int(totals[3] or 0)
-        r.cache_write_tokens, r.output_tokens = int(totals[4] or 0), int(totals[5] or 0)
-        r.reasoning_tokens = int(totals[6] or 0)
-        r.cost = _money(totals[7]) or Decimal(0)
-        r.cost_saved = _money(totals[8]) or Decimal(0)
-        r.unknown_cost_calls = int(totals[9] or 0)
-        r.cache_hits, r.cache_lookups = int(totals[10] or 0), int(totals[11] or 0)
-        out.append(r)
+        out.append(usage_row(group_by, keys, totals))
     out = split_tags(out, group_by)
     out.sort(key=lambda r: _sort_key([getattr(r, _FIELD[g]) for g in group_by]))
     return out
