@@ -189,7 +189,8 @@ async def hold_streams(url: str, n: int, pid: int) -> tuple[int, int, int, float
     return before, peak, ok, took
 
 
-def memory_phase(a: argparse.Namespace, tmp: Path) -> dict[str, float]:
+def memory_phase(a: argparse.Namespace, tmp: Path, target: str) -> dict[str, float]:
+    """RSS of ``target`` (``fareway`` or ``proxy``, the bare pass-through) holding the streams."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, max(soft, 4 * a.streams + 256))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
@@ -199,18 +200,20 @@ def memory_phase(a: argparse.Namespace, tmp: Path) -> dict[str, float]:
     sim_cfg.write_text(
         f"[providers.openai]\nttft = 0.2\ntokens_per_s = {tokens / a.stream_seconds:g}\noutput_tokens = {tokens}\n"
     )
-    sim_port, fw_port = free_port(), free_port()
+    sim_port, port = free_port(), free_port()
     sim = start(pinned([*fareway, "sim", "--port", str(sim_port), "--config", str(sim_cfg)], LOAD_CORE))
     proc = None
     try:
         wait_port(sim_port)
-        cfg = gateway_config(tmp, "memory", f"http://127.0.0.1:{sim_port}")
-        proc = start(
-            pinned([*fareway, "serve", "--config", str(cfg), "--port", str(fw_port)], SERVER_CORE),
-            {"FAREWAY_MASTER_KEY": KEY},
-        )
-        wait_port(fw_port)
-        url = f"http://127.0.0.1:{fw_port}/v1/chat/completions"
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        if target == "proxy":
+            cmd = [PY, str(HERE / "bare_proxy.py"), "--port", str(port), "--upstream", f"{sim_url}/openai"]
+        else:
+            cfg = gateway_config(tmp, "memory", sim_url)
+            cmd = [*fareway, "serve", "--config", str(cfg), "--port", str(port)]
+        proc = start(pinned(cmd, SERVER_CORE), {"FAREWAY_MASTER_KEY": KEY})
+        wait_port(port)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
         asyncio.run(hold_streams(url, 20, proc.pid))  # warm-up: connections, imports, first rows
         idle = rss_kib(proc.pid)
         before, peak, ok, took = asyncio.run(hold_streams(url, a.streams, proc.pid))
@@ -264,12 +267,15 @@ def main() -> None:
             p50, p90, p99 = pct(xs, 50), pct(xs, 90), pct(xs, 99)
             print(f"{name:<10} {p50:>8.3f} {p90:>8.3f} {p99:>8.3f} {p50 - d50:>10.3f} {p99 - d99:>10.3f}")
     if "memory" not in a.skip:
-        m = memory_phase(a, tmp)
-        print(f"## memory: {a.streams} concurrent streams of ~{a.stream_seconds:g}s each through Fareway")
-        print(
-            f"RSS idle {m['idle'] / 1024:.1f} MB, peak {m['peak'] / 1024:.1f} MB, after {m['after'] / 1024:.1f} MB;"
-            f" {m['ok']:.0f}/{a.streams} streams complete in {m['took']:.1f}s"
-        )
+        print(f"## memory: {a.streams} concurrent streams of ~{a.stream_seconds:g}s each")
+        for target in ("proxy", "fareway"):
+            m = memory_phase(a, tmp, target)
+            per = (m["peak"] - m["idle"]) * 1024 / a.streams
+            print(
+                f"{target:<10} RSS idle {m['idle'] / 1024:.1f} MB, peak {m['peak'] / 1024:.1f} MB"
+                f" ({per / 1024:.1f} KB per stream), after {m['after'] / 1024:.1f} MB;"
+                f" {m['ok']:.0f}/{a.streams} streams complete in {m['took']:.1f}s"
+            )
 
 
 if __name__ == "__main__":
