@@ -13,6 +13,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -29,7 +30,6 @@ from bench_gateway import (  # noqa: E402
     free_port,
     load,
     pinned,
-    start,
     stop,
     tree_cpu_seconds,
     wait_port,
@@ -51,12 +51,17 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (printed path)")
     a = ap.parse_args()
     granian = granian_cmd()
     tmp = Path(tempfile.mkdtemp(prefix="fareway-stacks-"))
     fareway = fareway_cmd()
     sim_port = free_port()
-    sim = start(pinned([*fareway, "sim", "--port", str(sim_port)], LOAD_CORE))
+    # the simulator's log goes to a file: a pipe nobody reads would stall it once full
+    sim_log = (tmp / "sim.log").open("wb")
+    sim = subprocess.Popen(
+        pinned([*fareway, "sim", "--port", str(sim_port)], LOAD_CORE), stdout=sim_log, stderr=sim_log
+    )
     sim_url = f"http://127.0.0.1:{sim_port}"
     cfg = tmp / "fareway.toml"
     cfg.write_text(
@@ -117,7 +122,13 @@ def main() -> None:
             for stream in (False, True):
                 for name, cmd in targets:
                     port = free_port()
-                    proc = start(pinned([*cmd, str(port)], SERVER_CORE), env)
+                    log = (tmp / f"{name.replace('/', '-')}.log").open("ab")
+                    proc = subprocess.Popen(
+                        pinned([*cmd, str(port)], SERVER_CORE),
+                        env={**os.environ, **env},
+                        stdout=log,
+                        stderr=log,
+                    )
                     try:
                         wait_port(port)
                         url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -130,9 +141,14 @@ def main() -> None:
                         results.setdefault((name, stream), []).append((r["rps"], cpu))
                     finally:
                         stop(proc)
+                        log.close()
     finally:
         stop(sim)
-        shutil.rmtree(tmp, ignore_errors=True)
+        sim_log.close()
+        if a.keep_logs:
+            print(f"# logs in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     if granian is None:
         print("# granian is not installed (pip install granian): uvicorn only")
     print(
