@@ -62,9 +62,12 @@ def pinned(cmd: list[str], core: int | None) -> list[str]:
 
 
 def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    """Start a server; its stderr goes to a temporary file (a pipe nobody reads during the run
+    would stall a chatty process once full), readable as ``proc.stderr`` after :func:`stop`."""
+    err = tempfile.TemporaryFile()
+    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=err)
+    p.stderr = err  # type: ignore[assignment]
+    return p
 
 
 def stop(p: subprocess.Popen[bytes]) -> None:
@@ -73,6 +76,9 @@ def stop(p: subprocess.Popen[bytes]) -> None:
         p.wait(10)
     except subprocess.TimeoutExpired:
         p.kill()
+        p.wait()
+    if p.stderr is not None:
+        p.stderr.seek(0)
 
 
 def fareway_cmd() -> list[str]:

@@ -86,6 +86,12 @@ class SseParser:
                 self._line(line, out)  # comments, event names, ids, unspaced data (the general rules)
         return out
 
+    def pending(self) -> bool:
+        """Whether part of an event is buffered (a line, data lines, a split character)."""
+        return bool(self._buf or self._data or self._pending_cr or self._event is not None) or bool(
+            self._decoder.getstate()[0]
+        )
+
     def close(self) -> list[SseEvent]:
         out: list[SseEvent] = []
         self._buf += self._decoder.decode(b"", final=True)

@@ -82,7 +82,11 @@ def _get_encoding() -> Any:
                 import tiktoken
 
                 _seed_o200k()
-                _encoding = tiktoken.get_encoding("o200k_base")
+                enc = tiktoken.get_encoding("o200k_base")
+                # The Python dict of the 200k merge ranks is kept only for pickling the
+                # Encoding (the Rust core holds its own copy): about 25 MB of every process.
+                enc._mergeable_ranks = {}
+                _encoding = enc
             except Exception:  # any failure falls back to the char estimate
                 _failed = True
     return _encoding

@@ -100,6 +100,10 @@ class AnthropicStreamParser:
         self._started = False
         self._done = False
 
+    def feed_all(self, chunk: bytes) -> list[StreamEvent]:
+        """More of the body, for a consumer that folds the events: the events of :meth:`feed`."""
+        return self.feed(chunk)
+
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         for ev in self._sse.feed(chunk):

@@ -29,6 +29,12 @@ class StreamParser(Protocol):
         Anthropic ``event: error``)."""
         ...
 
+    def feed_all(self, chunk: bytes) -> list[StreamEvent]:
+        """More of the upstream body, for a consumer that folds the events into one answer (a
+        whole answer read as a stream): the events of :meth:`feed`, where a parser may join a
+        run of deltas of one part into one delta and hold back an event cut by the read."""
+        ...
+
     def close(self) -> list[StreamEvent]:
         """The upstream body ended.  Returns the events still buffered.  Raises
         UpstreamConnectionError if the stream ended before its terminal event (``[DONE]``,
@@ -69,6 +75,13 @@ class _ScrubbedParser:
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         try:
             return self._inner.feed(chunk)
+        except UpstreamError as exc:
+            scrub_error(exc, self._key)
+            raise
+
+    def feed_all(self, chunk: bytes) -> list[StreamEvent]:
+        try:
+            return self._inner.feed_all(chunk)
         except UpstreamError as exc:
             scrub_error(exc, self._key)
             raise

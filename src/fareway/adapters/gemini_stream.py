@@ -314,6 +314,10 @@ class GeminiStreamParser:
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._json = _JsonObjects()
 
+    def feed_all(self, chunk: bytes) -> list[StreamEvent]:
+        """More of the body, for a consumer that folds the events: the events of :meth:`feed`."""
+        return self.feed(chunk)
+
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         if self._mode is None:
             stripped = chunk.lstrip()

@@ -226,6 +226,10 @@ class ResponsesStreamParser:
         self._done = False
         self._pending: UpstreamError | None = None
 
+    def feed_all(self, chunk: bytes) -> list[StreamEvent]:
+        """More of the body, for a consumer that folds the events: the events of :meth:`feed`."""
+        return self.feed(chunk)
+
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         self._raise_pending()
         return self._events(self._sse.feed(self._decoder.decode(chunk)))

@@ -279,16 +279,161 @@ class OpenAIStreamParser:
         self._extras: dict[str, Any] = {}
         self._done = False
         self._pending: UpstreamError | None = None
+        self._carry = b""  # feed_all: the start of an event whose end has not come yet
+        self.fast_folds = 0
+        """How many times :meth:`feed_all` took the fast path (for tests)."""
 
     # ------------------------------------------------------------------ public
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         self._raise_pending()
+        if self._carry:
+            chunk, self._carry = self._carry + chunk, b""
         return self._events(self._sse.feed(self._decoder.decode(chunk)))
+
+    def feed_all(self, chunk: bytes) -> list[StreamEvent]:
+        """More of the body, for a consumer that folds the events into one answer (a whole
+        answer read as a stream): the events of :meth:`feed`, except that a run of text deltas
+        within one read comes as one delta.  The common stream (text deltas of choice 0, a
+        finish reason, usage, ``[DONE]``) takes a fast path that skips the per-chunk event
+        building; anything else (tool calls, reasoning, refusals, errors, event names, CR line
+        ends) goes through :meth:`feed`.  An event cut by the read waits for the next one."""
+        if self._carry:
+            chunk, self._carry = self._carry + chunk, b""
+        end = chunk.rfind(b"\n\n") + 2
+        if end < 2:  # no whole event yet
+            self._carry = chunk
+            return []
+        fast = self._fast_rest(chunk if end == len(chunk) else chunk[:end])
+        if fast is None:
+            return self.feed(chunk)
+        self.fast_folds += 1
+        if end < len(chunk):
+            self._carry = chunk[end:]  # a part of the next event: it comes with the next read
+        return fast
+
+    def _fast_rest(self, chunk: bytes) -> list[StreamEvent] | None:
+        # The parser must be between events, with at most the text part open.
+        if self._pending is not None or self._done or self._tools:
+            return None
+        free = self._free
+        if free is not None and free[0] != "text":
+            return None
+        if self._sse.pending() or self._decoder.getstate()[0]:
+            return None
+        try:
+            text = chunk.decode()
+        except UnicodeDecodeError:
+            return None
+        if "\r" in text:
+            return None
+        # The events: every one a single `data: {...}` line, a comment or `data: [DONE]` last.
+        payloads: list[str] = []
+        done = False
+        for block in text.split("\n\n"):
+            if block.startswith("data: {") and "\n" not in block:
+                if done:
+                    return None
+                payloads.append(block[6:])
+            elif not block or (block[0] == ":" and "\n" not in block):
+                continue
+            elif block == "data: [DONE]" and not done:
+                done = True
+            else:
+                return None  # event names, ids, multi-line data, unspaced fields: the general parser
+        try:
+            chunks = orjson.loads("[" + ",".join(payloads) + "]") if payloads else []
+        except orjson.JSONDecodeError:
+            return None
+        started = self._started
+        texts: list[str] = []
+        usages: list[Usage] = []
+        first: dict[str, Any] | None = None
+        finish_raw: Any = None
+        finish_seen = False
+        finished = self._finish_raw is not None  # a finish reason came before this rest
+        usage_after_finish = True
+        extras: list[dict[str, Any]] = []
+        known = _CHUNK_KNOWN
+        choice_known = _CHOICE_KNOWN
+        for c in chunks:
+            if not isinstance(c, dict) or c.get("error"):
+                return None
+            if not c.keys() <= known:
+                extras.append(c)
+            if first is None and not started:
+                first = c
+            choices = c.get("choices")
+            if choices:
+                if len(choices) != 1:
+                    return None
+                ch = choices[0]
+                if not isinstance(ch, dict) or ch.get("index") or ch.get("logprobs") is not None:
+                    return None
+                if not ch.keys() <= choice_known and any(
+                    v is not None for k, v in ch.items() if k not in choice_known
+                ):
+                    return None
+                delta = ch.get("delta")
+                if delta:
+                    if not isinstance(delta, dict):
+                        return None
+                    content = delta.get("content")
+                    if content:
+                        if not isinstance(content, str) or finished:
+                            return None
+                        texts.append(content)
+                    for k, v in delta.items():
+                        if v is not None and k != "content" and k != "role":
+                            return None  # tool calls, reasoning, refusals: the general parser
+                fr = ch.get("finish_reason")
+                if fr is not None and not finished:
+                    finish_raw, finish_seen, finished = fr, True, True
+            if c.get("usage") is not None or "x_groq" in c:
+                u = usage_of_chunk(c)
+                if u is not None:
+                    if not finished:
+                        usage_after_finish = False
+                    usages.append(u)
+        if usages and not usage_after_finish and (texts or finish_seen):
+            return None  # usage between deltas or before the finish: keep the general order
+        # The stream is the common shape: build its events as the general parser would.
+        out: list[StreamEvent] = []
+        for c in extras:
+            ext = self._extras
+            for k, v in c.items():
+                if k in _CHUNK_KNOWN:
+                    continue
+                old = ext.get(k)
+                ext[k] = {**old, **v} if isinstance(old, dict) and isinstance(v, dict) else v
+        if first is not None:
+            self._started = True
+            created = first.get("created")
+            own = {k: v for k, v in first.items() if k not in _CHUNK_KNOWN}
+            out.append(
+                ResponseStart(
+                    id=str(first.get("id") or ""),
+                    model=str(first.get("model") or self._up.model),
+                    created=int(created) if isinstance(created, int | float) else None,
+                    extensions={D: own} if own else {},
+                )
+            )
+        if texts:
+            self._free_delta("text", texts[0] if len(texts) == 1 else "".join(texts), out)
+        if finish_seen:
+            self._finish_raw = finish_raw
+            self._finish_extra = {}
+            self._end_all(out)
+        for u in usages:
+            out.append(UsageUpdate(u))
+        if done:
+            self._finish(out)
+        return out
 
     def close(self) -> list[StreamEvent]:
         self._raise_pending()
-        out = self._events(self._sse.feed(self._decoder.decode(b"", final=True)) + self._sse.close())
+        carry, self._carry = self._carry, b""
+        out = self._events(self._sse.feed(self._decoder.decode(carry, final=True)) + self._sse.close())
         self._raise_pending()
         if not self._done:
             if self._finish_raw is None:

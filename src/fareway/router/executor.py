@@ -203,11 +203,15 @@ class _Live:
         resp: OpenResponse,
         parser: StreamParser,
         deadline: float,
+        *,
+        whole: bool = False,
     ) -> None:
         self.executor = executor
         self.log = log
         self.resp = resp
         self.parser = parser
+        # a whole answer folds the events: the parser may join deltas (its fast path)
+        self._feed = parser.feed_all if whole else parser.feed
         self.acc = Accumulator()
         self.eof = False
         self.deadline = deadline
@@ -229,7 +233,7 @@ class _Live:
         else:
             chunk = await self.resp.next_chunk()
         if chunk:
-            events = self.parser.feed(chunk)
+            events = self._feed(chunk)
         else:
             self.eof = True
             events = self.parser.close()
@@ -262,7 +266,7 @@ class _Live:
             parts.append(chunk)
         self.eof = True
         parser = self.parser
-        events = parser.feed(parts[0] if len(parts) == 1 else b"".join(parts)) if parts else []
+        events = parser.feed_all(parts[0] if len(parts) == 1 else b"".join(parts)) if parts else []
         events += parser.close()
         add = self.acc.add
         for e in events:
@@ -592,7 +596,9 @@ class Executor:
                     if req.stream:
                         return Committed(log, buffered=response_to_events(answer))
                     return Committed(log, response=answer)
-                live = _Live(self, log, resp, adapter.stream_parser(up), log.t0 + self.total_timeout)
+                live = _Live(
+                    self, log, resp, adapter.stream_parser(up), log.t0 + self.total_timeout, whole=whole
+                )
                 buffered: list[StreamEvent] = []
                 while True:
                     events = await live.read()

@@ -1,0 +1,281 @@
+"""The whole-answer fold of an OpenAI-dialect stream (``feed_all``): a call whose client wants one
+answer reads the rest of the upstream stream in one piece and folds it.  Its fast path must give
+the answer the general parser gives, on the real recorded streams and on generated ones, and the
+common stream must take it (else the fold costs what it did)."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fareway.adapters.openai_stream import OpenAIStreamParser
+from fareway.errors import UpstreamError
+from fareway.events import Accumulator, StreamEvent
+from fareway.types import Upstream
+from tests.test_adapter_openai_replay import _files, _interactions, _upstream, expected_from_stream
+
+UP = Upstream("openai", "openai", "http://upstream.invalid/v1", "gpt-4o-mini", "sk-x")
+
+
+def _fold(events: list[StreamEvent]) -> Any:
+    acc = Accumulator()
+    for e in events:
+        acc.add(e)
+    r = acc.result()
+    return (r, acc.finished, acc.output_chars)
+
+
+def _general(up: Upstream, body: bytes) -> tuple[Any, Any]:
+    p = OpenAIStreamParser(up)
+    events: list[StreamEvent] = []
+    try:
+        events += p.feed(body)
+        events += p.close()
+    except UpstreamError as exc:
+        return _fold(events), (type(exc), exc.message)
+    return _fold(events), None
+
+
+def _split_fold(up: Upstream, head: bytes, rest: bytes) -> tuple[Any, Any, int]:
+    p = OpenAIStreamParser(up)
+    events: list[StreamEvent] = []
+    try:
+        events += p.feed(head)
+        events += p.feed_all(rest)
+        events += p.close()
+    except UpstreamError as exc:
+        return _fold(events), (type(exc), exc.message), p.fast_folds
+    return _fold(events), None, p.fast_folds
+
+
+def _cuts(body: bytes) -> list[int]:
+    """Every event boundary (where the executor's first read can end) plus a few odd places."""
+    cuts = [i + 2 for i in range(len(body)) if body[i : i + 2] == b"\n\n"]
+    rng = random.Random(len(body))
+    return [0, *cuts[:40], *(rng.randrange(len(body) + 1) for _ in range(5))]
+
+
+RECORDED = [p for p in _files() if p.values[0] is not None]
+
+
+@pytest.mark.parametrize(("provider", "path"), RECORDED or [pytest.param(None, None, id="no-fixtures")])
+def test_fold_of_recorded_streams_matches_the_general_parser(provider: str | None, path: Any) -> None:
+    if provider is None:
+        pytest.skip("../shared/fixtures is absent")
+    up = _upstream(provider)
+    streams = [it for it in _interactions(path) if it.is_stream and it.status == 200]
+    if not streams:
+        pytest.skip("no 200 stream in this recording")
+    for it in streams:
+        want, want_err = _general(up, it.body)
+        if want_err is None:  # the independent reader of the replay tests agrees on the text
+            exp = expected_from_stream(it.body)
+            text = "".join(p.text for p in want[0].content if type(p).__name__ == "TextPart")
+            assert text == exp["text"] + exp["refusal"]
+        for cut in _cuts(it.body):
+            got, got_err, _ = _split_fold(up, it.body[:cut], it.body[cut:])
+            assert got_err == want_err, f"{it.file}#{it.index} cut at {cut}"
+            assert got == want, f"{it.file}#{it.index} cut at {cut}"
+
+
+def test_the_fast_path_is_taken_on_real_plain_text_streams() -> None:
+    """A recorded OpenAI stream of plain text (no tools, reasoning or refusal) folds on the fast
+    path when it is cut at an event boundary, as the executor cuts it."""
+    fast = 0
+    for p in RECORDED:
+        provider, path = p.values
+        if provider != "openai":
+            continue
+        for it in _interactions(path):
+            if (
+                not (it.is_stream and it.status == 200)
+                or b"tool_calls" in it.body
+                or b'refusal":"' in it.body
+            ):
+                continue
+            first = it.body.find(b"\n\n") + 2
+            fast += _split_fold(_upstream("openai"), it.body[:first], it.body[first:])[2]
+    if not RECORDED:
+        pytest.skip("../shared/fixtures is absent")
+    assert fast > 0
+
+
+# ------------------------------------------------------------------------ generated streams
+
+
+def _sse(chunks: list[dict[str, Any] | str]) -> bytes:
+    out = []
+    for c in chunks:
+        out.append(c if isinstance(c, str) else f"data: {json.dumps(c)}\n\n")
+    return "".join(out).encode()
+
+
+@st.composite
+def plain_streams(draw: st.DrawFn) -> tuple[bytes, bool]:
+    base: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    if draw(st.booleans()):
+        base["system_fingerprint"] = draw(st.sampled_from(["fp_1", "fp_2"]))
+    chunks: list[dict[str, Any] | str] = [
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        }
+    ]
+    for piece in draw(st.lists(st.text(min_size=0, max_size=8), max_size=12)):
+        if draw(st.integers(0, 9)) == 0:
+            chunks.append(": keep-alive\n\n")
+        chunks.append({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+    finish = draw(st.sampled_from(["stop", "length"]))
+    usage = {"prompt_tokens": 5, "completion_tokens": draw(st.integers(0, 50)), "total_tokens": 60}
+    where = draw(st.sampled_from(["own", "finish", "none"]))
+    fin: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
+    if where == "finish":
+        fin["usage"] = usage
+    chunks.append(fin)
+    if where == "own":
+        chunks.append({**base, "choices": [], "usage": usage})
+    ended = draw(st.booleans())
+    if ended:
+        chunks.append("data: [DONE]\n\n")
+    return _sse(chunks), ended
+
+
+@settings(max_examples=150, deadline=None)
+@given(plain_streams(), st.integers(0, 30))
+def test_fold_of_generated_streams_matches_the_general_parser(stream: tuple[bytes, bool], k: int) -> None:
+    body, _ = stream
+    cuts = [i + 2 for i in range(len(body)) if body[i : i + 2] == b"\n\n"]
+    cut = cuts[k % len(cuts)]
+    want = _general(UP, body)
+    got, err, fast = _split_fold(UP, body[:cut], body[cut:])
+    assert (got, err) == want
+    if cut < len(body):
+        assert fast == 1, "a plain stream cut at an event boundary takes the fast path"
+
+
+@settings(max_examples=100, deadline=None)
+@given(plain_streams(), st.integers(0, 10_000))
+def test_fold_cut_anywhere_matches_the_general_parser(stream: tuple[bytes, bool], at: int) -> None:
+    body, _ = stream
+    cut = at % (len(body) + 1)
+    assert _split_fold(UP, body[:cut], body[cut:])[:2] == _general(UP, body)
+
+
+def _pieces_fold(up: Upstream, pieces: list[bytes]) -> tuple[Any, Any, int]:
+    """The body as the executor reads it for a whole answer: every read through feed_all."""
+    p = OpenAIStreamParser(up)
+    events: list[StreamEvent] = []
+    try:
+        for piece in pieces:
+            events += p.feed_all(piece)
+        events += p.close()
+    except UpstreamError as exc:
+        return _fold(events), (type(exc), exc.message), p.fast_folds
+    return _fold(events), None, p.fast_folds
+
+
+@settings(max_examples=100, deadline=None)
+@given(plain_streams(), st.lists(st.integers(1, 200), min_size=1, max_size=20))
+def test_fold_read_by_read_matches_the_general_parser(stream: tuple[bytes, bool], sizes: list[int]) -> None:
+    """Reads of any size (an event, a character, cut anywhere) fold to the general answer."""
+    body, _ = stream
+    pieces, i = [], 0
+    for n in sizes * (len(body) // sum(sizes) + 1):
+        if i >= len(body):
+            break
+        pieces.append(body[i : i + n])
+        i += n
+    got = _pieces_fold(UP, pieces)
+    assert got[:2] == _general(UP, body)
+    assert got[2] >= 1, "a plain stream takes the fast path"
+
+
+def test_recorded_streams_read_by_read_match_the_general_parser() -> None:
+    n = 0
+    for p in RECORDED:
+        provider, path = p.values
+        up = _upstream(provider)
+        for it in _interactions(path):
+            if not (it.is_stream and it.status == 200):
+                continue
+            want = _general(up, it.body)
+            for seed, most in ((1, 7), (2, 64), (3, 700), (4, 1 << 20)):
+                rng, pieces, i = random.Random(seed), [], 0
+                while i < len(it.body):
+                    k = rng.randint(1, most)
+                    pieces.append(it.body[i : i + k])
+                    i += k
+                assert _pieces_fold(up, pieces)[:2] == want, f"{it.file}#{it.index} seed {seed}"
+                n += 1
+    if not RECORDED:
+        pytest.skip("../shared/fixtures is absent")
+    assert n > 0
+
+
+def test_fold_joins_text_runs_into_one_delta() -> None:
+    body = _sse(
+        [
+            {
+                "id": "c",
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}],
+            },
+            {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": "lo, "}}]},
+            {
+                "id": "c",
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": "wörld"}, "finish_reason": "stop"}],
+            },
+            {"id": "c", "model": "m", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+            "data: [DONE]\n\n",
+        ]
+    )
+    cut = body.find(b"\n\n") + 2
+    p = OpenAIStreamParser(UP)
+    head = p.feed(body[:cut])
+    rest = p.feed_all(body[cut:]) + p.close()
+    deltas = [e for e in rest if type(e).__name__ == "PartDelta"]
+    assert [d.text for d in deltas] == ["lo, wörld"]  # one delta for the run
+    r = _fold(head + rest)[0]
+    assert r.content[0].text == "Hello, wörld" and r.finish_reason == "stop"
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (3, 4)
+
+
+def test_tool_calls_and_errors_go_through_the_general_parser() -> None:
+    tool = _sse(
+        [
+            {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": "x"}}]},
+            {
+                "id": "c",
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {"index": 0, "id": "t1", "function": {"name": "f", "arguments": "{}"}}
+                            ]
+                        },
+                    }
+                ],
+            },
+            {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+            "data: [DONE]\n\n",
+        ]
+    )
+    err = _sse(
+        [
+            {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": "x"}}]},
+            {"error": {"message": "upstream overloaded", "code": 503}},
+        ]
+    )
+    for body in (tool, err):
+        cut = body.find(b"\n\n") + 2
+        got, got_err, fast = _split_fold(UP, body[:cut], body[cut:])
+        assert fast == 0
+        assert (got, got_err) == _general(UP, body)
