@@ -109,28 +109,31 @@ async def test_gemini_cannot_forbid_parallel_calls_and_says_so(client: openai.As
     assert len(raw.parse().choices[0].message.tool_calls or []) == 2
 
 
-@pytest.mark.parametrize(
-    "model",
-    [
-        MODELS[0],
-        pytest.param(
-            MODELS[1],
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=openai.BadRequestError,
-                reason="gateway: response_format json_object to an Anthropic upstream is a 400 "
-                "(adapters/anthropic.py), so instructor's JSON mode fails on anthropic/ models",
-            ),
-        ),
-        MODELS[2],
-    ],
-)
+@pytest.mark.parametrize("model", MODELS)
 async def test_instructor_json_mode(client: openai.AsyncOpenAI, model: str) -> None:
     msgs: list[Any] = [{"role": "system", "content": INSTRUCTOR_SYSTEM}, *user("the printer is on fire")]
     r = await client.chat.completions.create(
         model=model, messages=msgs, response_format={"type": "json_object"}
     )
     Ticket.model_validate_json(r.choices[0].message.content or "")
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_json_object_without_a_schema_is_a_json_object(client: openai.AsyncOpenAI, model: str) -> None:
+    # no schema anywhere in the prompt: the reply is still one JSON object (on anthropic/ by the
+    # instruction the gateway adds to the system prompt, streamed or not)
+    msgs: list[Any] = [{"role": "user", "content": "describe the weather as json"}]
+    r = await client.chat.completions.create(
+        model=model, messages=msgs, response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(r.choices[0].message.content or ""), dict)
+    text = ""
+    async for chunk in await client.chat.completions.create(
+        model=model, messages=msgs, response_format={"type": "json_object"}, stream=True
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+    assert isinstance(json.loads(text), dict)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -152,14 +155,25 @@ async def test_n_choices_anthropic_is_refused_in_openai_shape(client: openai.Asy
     assert exc.value.param == "n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway: candidateCount is sent, but adapters/gemini_stream.py keeps only candidate 0 "
-    "(the others go to extensions['gemini']['candidates'], which the OpenAI encoder does not render)",
-)
 async def test_n_choices_gemini(client: openai.AsyncOpenAI) -> None:
-    r = await client.chat.completions.create(model=MODELS[2], messages=user("say more"), n=2)
+    r = await client.chat.completions.create(model=MODELS[2], messages=user("say more"), n=3)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    texts = [c.message.content for c in r.choices]
+    assert all(texts) and len(set(texts)) == 3
+    assert [c.finish_reason for c in r.choices] == ["stop"] * 3
+    # choice 0 is what n=1 gets (the simulator's content is keyed by the conversation)
+    one = await client.chat.completions.create(model=MODELS[2], messages=user("say more"))
+    assert one.choices[0].message.content == texts[0]
+
+
+async def test_n_choices_gemini_with_tools_have_distinct_call_ids(client: openai.AsyncOpenAI) -> None:
+    r = await client.chat.completions.create(
+        model=MODELS[2], messages=user("weather and a stock"), tools=TOOLS, n=2
+    )
     assert [c.index for c in r.choices] == [0, 1]
+    ids = [t.id for c in r.choices for t in c.message.tool_calls or []]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert all(c.finish_reason == "tool_calls" for c in r.choices)
 
 
 async def test_logprobs_openai(client: openai.AsyncOpenAI) -> None:
