@@ -1,6 +1,7 @@
 """The simulator's request features through the GATEWAY in demo mode (tests/conftest.py): the official
 ``openai`` SDK on ``/v1/chat/completions`` to ``openai/``, ``anthropic/`` and ``gemini/`` models, so the
-gateway's translation into each upstream dialect and back is what is checked.
+gateway's translation into each upstream dialect and back is what is checked; then the official
+``anthropic`` SDK on ``/v1/messages`` to the same three (``messages.parse``, parallel ``tool_use``).
 
 Cases the gateway does not carry yet are ``xfail(strict=True)`` with the reason: they turn into failures
 (to be unmarked) the day the gateway handles them.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+import anthropic
 import jsonschema
 import openai
 import pytest
@@ -194,3 +196,38 @@ async def test_stop_and_max_tokens(client: openai.AsyncOpenAI, model: str) -> No
     r = await client.chat.completions.create(model=model, messages=user("describe"), max_tokens=3)
     assert r.choices[0].finish_reason == "length"
     assert r.usage is not None and r.usage.completion_tokens == 3
+
+
+# ---------------------------------------------------------------- the Anthropic SDK as the client
+
+
+@pytest.fixture
+async def claude(gateway: LiveGateway) -> Any:
+    c = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=MASTER_KEY, max_retries=0)
+    yield c
+    await c.close()
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_anthropic_client_parse_with_a_pydantic_model(
+    claude: anthropic.AsyncAnthropic, model: str
+) -> None:
+    m = await claude.messages.parse(
+        model=model, max_tokens=1024, messages=user("file a ticket"), output_format=Ticket
+    )
+    assert isinstance(m.parsed_output, Ticket) and m.stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_anthropic_client_parallel_tool_use(claude: anthropic.AsyncAnthropic, model: str) -> None:
+    tools: Any = [
+        {"name": name, "description": name, "input_schema": schema} for name, schema in SCHEMAS.items()
+    ]
+    m = await claude.messages.create(
+        model=model, max_tokens=1024, messages=user("weather and a stock"), tools=tools
+    )
+    uses = [b for b in m.content if b.type == "tool_use"]
+    assert [b.name for b in uses] == ["Weather", "Stock"] and m.stop_reason == "tool_use"
+    for b in uses:
+        jsonschema.validate(b.input, SCHEMAS[b.name])
+    assert len({b.id for b in uses}) == 2
