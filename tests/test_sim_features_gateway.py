@@ -231,3 +231,14 @@ async def test_anthropic_client_parallel_tool_use(claude: anthropic.AsyncAnthrop
     for b in uses:
         jsonschema.validate(b.input, SCHEMAS[b.name])
     assert len({b.id for b in uses}) == 2
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+async def test_gemini_dropped_params_name_only_client_parameters(
+    client: openai.AsyncOpenAI, field: str
+) -> None:
+    # the gateway's note of how max_tokens was spelt is not a parameter the client sent and lost
+    raw = await client.chat.completions.with_raw_response.create(
+        model=MODELS[2], messages=user("hi"), logit_bias={"1": 2}, **{field: 20}
+    )
+    assert raw.headers.get("x-fareway-dropped-params") == "logit_bias"

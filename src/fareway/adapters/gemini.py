@@ -500,9 +500,11 @@ def _tool_config(req: ChatRequest, dropped: list[str]) -> dict[str, Any] | None:
 
 
 def _foreign_extensions(req: ChatRequest, cfg: dict[str, Any], dropped: list[str]) -> None:
-    """Fields other dialects carried that the canonical model does not know."""
+    """Fields other dialects carried that the canonical model does not know.  The gateway's own
+    ``fareway`` namespace (``max_tokens_field``: how the client spelt ``max_tokens``) is not a
+    client parameter: it is never reported as dropped."""
     for dialect, fields in req.extensions.items():
-        if dialect == "gemini":
+        if dialect in ("gemini", "fareway"):
             continue
         for key, value in fields.items():
             if key in _PENALTIES:
