@@ -118,7 +118,7 @@ class Resolver:
             for mid in ids:
                 if mid not in seen:
                     seen.add(mid)
-                    owner = o.provider if mid == ids[0] else self._bare_owner(mid, o)
+                    owner = o.provider if mid == ids[0] else self._bare_owner(mid, o, keyed)
                     out.append((mid, owner, o.kind))
         for name, p in providers.items():
             if name in keyed:
@@ -138,17 +138,18 @@ class Resolver:
                 out.append((a, "fareway", "chat"))
         return out
 
-    def _bare_owner(self, mid: str, offer: Offer) -> str:
+    def _bare_owner(self, mid: str, offer: Offer, keyed: set[str]) -> str:
         """The provider a plain call to the bare id ``mid`` goes to first: ``offer``'s when it is
         the only keyed offer of that id, else the router's choice (cheapest for a short prompt, as
         healthy now), so that ``owned_by`` says where a call goes."""
         if self._router is None or offer.kind != "chat":
             return offer.provider
-        keyed = self.keyed()
         if len({o.provider for o in self._router.catalog.by_model_id(mid) if o.provider in keyed}) < 2:
             return offer.provider
         try:
-            route = self._router.decide(ChatRequest(mid, [Message("user", [TextPart("hi")])])).route
+            route = self._router.decide(
+                ChatRequest(mid, [Message("user", [TextPart("hi")])]), prompt_tokens=8
+            ).route
         except FarewayError:
             return offer.provider
         return targets(route)[0].upstream.provider

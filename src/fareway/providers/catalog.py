@@ -165,6 +165,7 @@ class Catalog:
             self._by_key[o.key] = o
             self._by_family.setdefault(o.family, []).append(o)
             self._by_model.setdefault(o.model, []).append(o)
+        self._pos: dict[str, int] = {o.key: i for i, o in enumerate(self._offers)}
         self._priors: dict[str, Prior] = dict(priors or {})
 
     @classmethod
@@ -205,8 +206,8 @@ class Catalog:
 
     def by_model_id(self, name: str) -> list[Offer]:
         """Offers for a bare model id: those whose ``model`` or ``family`` equals it (catalog order)."""
-        hits = {o.key for o in self._by_model.get(name, [])} | {o.key for o in self._by_family.get(name, [])}
-        return [o for o in self._offers if o.key in hits]
+        hits = {o.key: o for o in (*self._by_model.get(name, ()), *self._by_family.get(name, ()))}
+        return sorted(hits.values(), key=lambda o: self._pos[o.key])
 
     def lookup(self, name: str) -> list[Offer]:
         """``provider/model`` when that exact offer exists, else the bare-id matches.
