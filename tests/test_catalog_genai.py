@@ -119,7 +119,7 @@ def test_generated_offers_are_untiered_with_unknown_capabilities() -> None:
     hand = {o.key: o for o in load_handset_catalog()}
     cat = Catalog.builtin()
     for o in load_generated_catalog():
-        assert o.quality == 0 and o.family == o.model
+        assert o.quality == 0 and o.family == o.model.removesuffix("-latest")
         assert (o.tools, o.vision, o.json_schema, o.reasoning, o.max_output) == (None,) * 5
         if o.key in hand:
             assert cat.offer(o.provider, o.model) == hand[o.key]  # the hand-set row wins
@@ -193,6 +193,8 @@ def test_auto_never_picks_an_untiered_row() -> None:
         ("claude-haiku-4-5", "anthropic", "claude-haiku-4-5"),
         ("claude-haiku-4-5-20251001[1m]", "anthropic", "claude-haiku-4-5"),
         ("claude-3-7-sonnet-latest", "anthropic", "claude-3-7-sonnet-latest"),
+        # older Claude Code's small model: dated, found through the `-latest` row's family
+        ("claude-3-5-haiku-20241022", "anthropic", "claude-3-5-haiku-latest"),
         ("gpt-4o-mini-2024-07-18", "openai", "gpt-4o-mini"),
         ("gemini-2.5-flash-lite", "gemini", "gemini-2.5-flash-lite"),
         # a provider prefix passes any id through, listed or not

@@ -87,10 +87,16 @@ def _builtin_toml() -> dict[str, Any]:
 GENERATED_FILE = "catalog_genai.toml"
 
 
+def _generated_family(model: str) -> str:
+    """A generated row's family: its id, less a ``-latest`` (so ``claude-3-5-haiku-20241022``,
+    read as ``claude-3-5-haiku``, finds ``claude-3-5-haiku-latest``)."""
+    return model.removesuffix("-latest") or model
+
+
 def load_generated_catalog() -> list[Offer]:
     """The rows generated from genai-prices (``catalog_genai.toml``, see
-    ``fareway.ledger.genai_catalog``): family = model id, untiered, capabilities unknown.  Their
-    prices are a record only (the ledger prices from genai-prices itself)."""
+    ``fareway.ledger.genai_catalog``): family = model id (less ``-latest``), untiered, capabilities
+    unknown.  Their prices are a record only (the ledger prices from genai-prices itself)."""
     return list(_generated_offers())
 
 
@@ -101,7 +107,7 @@ def _generated_offers() -> tuple[Offer, ...]:
         Offer(
             provider=str(row["provider"]),
             model=str(row["model"]),
-            family=str(row["model"]),
+            family=_generated_family(str(row["model"])),
             context_window=row.get("context_window"),
             max_output=None,
             tools=None,
