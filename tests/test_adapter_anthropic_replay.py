@@ -474,8 +474,18 @@ def test_build_refusals_and_version_2026() -> None:
     assert "messages[3]" in ei.value.message
     with pytest.raises(BadRequest):
         ADAPTER.build_request(_openai_req(n=2), _up())
-    with pytest.raises(BadRequest):
-        ADAPTER.build_request(_openai_req(response_format=ResponseFormat("json_object")), _up())
+    req_json = ChatRequest(
+        "claude-x",
+        [Message("system", [TextPart("Be brief.")]), Message("user", [TextPart("a json ticket")])],
+        response_format=ResponseFormat("json_object"),
+    )
+    body = json.loads(ADAPTER.build_request(req_json, _up()).body)
+    # json_object has no Anthropic field: an instruction after the caller's system text, no prefill
+    assert body["system"] == (
+        "Be brief.\nRespond with a single valid JSON object and nothing else: no prose before or "
+        "after it and no Markdown code fences."
+    )
+    assert body["messages"][-1]["role"] == "user" and "output_config" not in body
     req = ChatRequest(
         "claude-x",
         [Message("user", [TextPart("hi")])],

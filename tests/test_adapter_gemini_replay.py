@@ -454,7 +454,7 @@ def test_synthetic_utf8_split_across_reads() -> None:
     assert run_stream(body, pieces)[0].text() == "caf\u00e9 \u2014 \U0001f426"
 
 
-def test_synthetic_several_candidates_keep_candidate_zero() -> None:
+def test_synthetic_several_candidates_become_choices_in_index_order() -> None:
     body = {
         "candidates": [
             {"index": 1, "content": {"parts": [{"text": "second"}]}, "finishReason": "STOP"},
@@ -464,4 +464,5 @@ def test_synthetic_several_candidates_keep_candidate_zero() -> None:
     }
     resp = ADAPTER.parse_response(json.dumps(body).encode(), UP)
     assert resp.text() == "first" and resp.finish_reason == "length"
-    assert [c["index"] for c in resp.extensions["gemini"]["candidates"]] == [1]
+    assert [(m.text(), m.finish_reason, m.usage) for m in resp.more_choices] == [("second", "stop", None)]
+    assert "candidates" not in resp.extensions.get("gemini", {})

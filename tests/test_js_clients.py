@@ -89,3 +89,34 @@ async def test_vercel_ai_sdk_default_openai_provider(
     assert result["toolCall"]["toolResults"][0]["forecast"] == "sunny"
     assert "tool-call" in result["streamToolCall"]["partTypes"]
     assert "text-delta" in result["streamToolCall"]["partTypes"]
+
+
+@pytest.mark.parametrize(
+    "model", ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]
+)
+async def test_vercel_ai_sdk_generate_object(gateway: LiveGateway, node_modules: Path, model: str) -> None:
+    """generateObject / streamObject (zod schema -> Responses text.format json_schema) on each
+    upstream dialect: the SDK itself validates the object against the schema."""
+    env = {
+        **os.environ,
+        "FAREWAY_URL": gateway.url + "/v1",
+        "FAREWAY_KEY": MASTER_KEY,
+        "FAREWAY_MODEL": model,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        "node", "objects.mjs", cwd=JS, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(120):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, f"node failed ({proc.returncode}):\n{err.decode()[-4000:]}"
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    for case in ("generateObject", "streamObject"):
+        obj = result[case]["object"]
+        assert obj["severity"] in ("low", "high") and obj["parts"], case
+        assert all(1 <= p["qty"] <= 5 for p in obj["parts"]), case
+    assert result["generateObject"]["finishReason"] == "stop"

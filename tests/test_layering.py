@@ -114,8 +114,10 @@ ALLOWED: dict[str, set[str]] = {
     "cli_experiments": CORE | {"cli_usage", "config", "experiments", "ledger"},
     "cli_config": CORE | {"config", "server"},
     "cli_keys": CORE | {"cli_config", "config", "keys"},
+    "cli_catalog": CORE | {"cli_config", "ledger"},
     "cli": CORE
     | {
+        "cli_catalog",
         "cli_experiments",
         "cli_keys",
         "cli_usage",

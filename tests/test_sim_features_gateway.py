@@ -1,6 +1,7 @@
 """The simulator's request features through the GATEWAY in demo mode (tests/conftest.py): the official
 ``openai`` SDK on ``/v1/chat/completions`` to ``openai/``, ``anthropic/`` and ``gemini/`` models, so the
-gateway's translation into each upstream dialect and back is what is checked.
+gateway's translation into each upstream dialect and back is what is checked; then the official
+``anthropic`` SDK on ``/v1/messages`` to the same three (``messages.parse``, parallel ``tool_use``).
 
 Cases the gateway does not carry yet are ``xfail(strict=True)`` with the reason: they turn into failures
 (to be unmarked) the day the gateway handles them.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+import anthropic
 import jsonschema
 import openai
 import pytest
@@ -109,28 +111,31 @@ async def test_gemini_cannot_forbid_parallel_calls_and_says_so(client: openai.As
     assert len(raw.parse().choices[0].message.tool_calls or []) == 2
 
 
-@pytest.mark.parametrize(
-    "model",
-    [
-        MODELS[0],
-        pytest.param(
-            MODELS[1],
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=openai.BadRequestError,
-                reason="gateway: response_format json_object to an Anthropic upstream is a 400 "
-                "(adapters/anthropic.py), so instructor's JSON mode fails on anthropic/ models",
-            ),
-        ),
-        MODELS[2],
-    ],
-)
+@pytest.mark.parametrize("model", MODELS)
 async def test_instructor_json_mode(client: openai.AsyncOpenAI, model: str) -> None:
     msgs: list[Any] = [{"role": "system", "content": INSTRUCTOR_SYSTEM}, *user("the printer is on fire")]
     r = await client.chat.completions.create(
         model=model, messages=msgs, response_format={"type": "json_object"}
     )
     Ticket.model_validate_json(r.choices[0].message.content or "")
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_json_object_without_a_schema_is_a_json_object(client: openai.AsyncOpenAI, model: str) -> None:
+    # no schema anywhere in the prompt: the reply is still one JSON object (on anthropic/ by the
+    # instruction the gateway adds to the system prompt, streamed or not)
+    msgs: list[Any] = [{"role": "user", "content": "describe the weather as json"}]
+    r = await client.chat.completions.create(
+        model=model, messages=msgs, response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(r.choices[0].message.content or ""), dict)
+    text = ""
+    async for chunk in await client.chat.completions.create(
+        model=model, messages=msgs, response_format={"type": "json_object"}, stream=True
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+    assert isinstance(json.loads(text), dict)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -152,14 +157,25 @@ async def test_n_choices_anthropic_is_refused_in_openai_shape(client: openai.Asy
     assert exc.value.param == "n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway: candidateCount is sent, but adapters/gemini_stream.py keeps only candidate 0 "
-    "(the others go to extensions['gemini']['candidates'], which the OpenAI encoder does not render)",
-)
 async def test_n_choices_gemini(client: openai.AsyncOpenAI) -> None:
-    r = await client.chat.completions.create(model=MODELS[2], messages=user("say more"), n=2)
+    r = await client.chat.completions.create(model=MODELS[2], messages=user("say more"), n=3)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    texts = [c.message.content for c in r.choices]
+    assert all(texts) and len(set(texts)) == 3
+    assert [c.finish_reason for c in r.choices] == ["stop"] * 3
+    # choice 0 is what n=1 gets (the simulator's content is keyed by the conversation)
+    one = await client.chat.completions.create(model=MODELS[2], messages=user("say more"))
+    assert one.choices[0].message.content == texts[0]
+
+
+async def test_n_choices_gemini_with_tools_have_distinct_call_ids(client: openai.AsyncOpenAI) -> None:
+    r = await client.chat.completions.create(
+        model=MODELS[2], messages=user("weather and a stock"), tools=TOOLS, n=2
+    )
     assert [c.index for c in r.choices] == [0, 1]
+    ids = [t.id for c in r.choices for t in c.message.tool_calls or []]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert all(c.finish_reason == "tool_calls" for c in r.choices)
 
 
 async def test_logprobs_openai(client: openai.AsyncOpenAI) -> None:
@@ -180,3 +196,49 @@ async def test_stop_and_max_tokens(client: openai.AsyncOpenAI, model: str) -> No
     r = await client.chat.completions.create(model=model, messages=user("describe"), max_tokens=3)
     assert r.choices[0].finish_reason == "length"
     assert r.usage is not None and r.usage.completion_tokens == 3
+
+
+# ---------------------------------------------------------------- the Anthropic SDK as the client
+
+
+@pytest.fixture
+async def claude(gateway: LiveGateway) -> Any:
+    c = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=MASTER_KEY, max_retries=0)
+    yield c
+    await c.close()
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_anthropic_client_parse_with_a_pydantic_model(
+    claude: anthropic.AsyncAnthropic, model: str
+) -> None:
+    m = await claude.messages.parse(
+        model=model, max_tokens=1024, messages=user("file a ticket"), output_format=Ticket
+    )
+    assert isinstance(m.parsed_output, Ticket) and m.stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_anthropic_client_parallel_tool_use(claude: anthropic.AsyncAnthropic, model: str) -> None:
+    tools: Any = [
+        {"name": name, "description": name, "input_schema": schema} for name, schema in SCHEMAS.items()
+    ]
+    m = await claude.messages.create(
+        model=model, max_tokens=1024, messages=user("weather and a stock"), tools=tools
+    )
+    uses = [b for b in m.content if b.type == "tool_use"]
+    assert [b.name for b in uses] == ["Weather", "Stock"] and m.stop_reason == "tool_use"
+    for b in uses:
+        jsonschema.validate(b.input, SCHEMAS[b.name])
+    assert len({b.id for b in uses}) == 2
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+async def test_gemini_dropped_params_name_only_client_parameters(
+    client: openai.AsyncOpenAI, field: str
+) -> None:
+    # the gateway's note of how max_tokens was spelt is not a parameter the client sent and lost
+    raw = await client.chat.completions.with_raw_response.create(
+        model=MODELS[2], messages=user("hi"), logit_bias={"1": 2}, **{field: 20}
+    )
+    assert raw.headers.get("x-fareway-dropped-params") == "logit_bias"

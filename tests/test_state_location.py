@@ -118,3 +118,18 @@ def test_state_dir_precedence(tmp_path: Path) -> None:
     default = load_config(None, env={}).state_dir
     assert default == default_state_dir() and default.is_absolute()
     assert default.parts[-1] == "fareway"
+
+
+def test_the_default_per_user_directory_is_shared_from_any_working_directory(tmp_path: Path) -> None:
+    # no FAREWAY_HOME, no config: the per-user data directory (XDG_DATA_HOME here, so the test
+    # does not write to the real one), whichever folder the CLI and the server start in
+    (a := tmp_path / "a").mkdir()
+    (b := tmp_path / "b").mkdir()
+    xdg = tmp_path / "xdg"
+    env = _env(OPENAI_API_KEY="sk-test-not-used", XDG_DATA_HOME=str(xdg))
+    secret, err = _create_key(a, env)
+    assert f"state: {xdg / 'fareway'}" in err
+    with _serve([], b, env, _free_port(), tmp_path / "serve.log") as base:
+        assert _status(f"{base}/v1/models", secret) == 200
+    assert (xdg / "fareway" / "state.db").exists()
+    assert not list(a.iterdir()) and not list(b.iterdir())  # nothing written where they started

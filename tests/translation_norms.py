@@ -170,6 +170,8 @@ def expect_anthropic_request(req: ChatRequest) -> ChatRequest:
                 prev.extend(content)
             continue
         wire.append((role, content))
+    if r.response_format is not None and r.response_format.type == "json_object":
+        system.append(anthropic_adapter.JSON_OBJECT_INSTRUCTION)  # no native field: an instruction
     msgs: list[Message] = []
     if system:  # a plain system prompt is one string, the blocks joined by newlines
         msgs.append(Message("system", [TextPart("\n".join(system))]))

@@ -305,6 +305,9 @@ def _register_extras() -> None:
     register_ledger(main)
     register_experiments(main)
     register_keys(main)
+    from fareway.cli_catalog import register as register_catalog
+
+    register_catalog(main)
 
 
 _register_extras()

@@ -274,6 +274,10 @@ class ChatResponse:
     created: int | None = None
     extensions: Extensions = field(default_factory=dict)
     """Unmodelled response fields per dialect (system_fingerprint, service_tier, time_info...)."""
+    more_choices: list[ChatResponse] = field(default_factory=list)
+    """Choices 1..n-1 of an ``n`` > 1 answer from an upstream whose dialect has no raw OpenAI
+    choices to pass on (Gemini ``candidates``), each with its content and finish reason (usage is on
+    this one, for all choices).  The OpenAI encoder renders them as choices ``1..``."""
 
     def text(self) -> str:
         return "".join(p.text for p in self.content if isinstance(p, TextPart))

@@ -20,6 +20,10 @@ Request building (canonical -> Anthropic):
   ``metadata`` keys other than ``user_id`` (a ``metadata.user_id`` stands in for a missing
   ``user``), image ``detail`` (``image_detail``), OpenAI penalties/logprobs, ``tool_choice``
   without tools, whitespace-only stop sequences, sampling fields on versions that reject them.
+* ``response_format``: ``json_schema`` -> ``output_config.format``; ``json_object`` (no native
+  equivalent) -> :data:`JSON_OBJECT_INSTRUCTION` appended to ``system`` (the prompt half of WIRE.md's
+  "prompt + prefill": no assistant prefill, which Claude 4.6+ models refuse).  JSON by instruction
+  is not enforced by the upstream; ``json_schema`` is.
 * Normalisations (a same-dialect round trip differs only by these): string message content
   becomes a text block list; a tool_result whose content is one text block becomes a string;
   ``is_error: false`` is omitted; ``output_format`` becomes ``output_config.format``; server tools
@@ -59,6 +63,11 @@ from fareway.types import (
 )
 
 DEFAULT_MAX_TOKENS = 4096
+JSON_OBJECT_INSTRUCTION = (
+    "Respond with a single valid JSON object and nothing else: no prose before or after it and no "
+    "Markdown code fences."
+)
+"""Appended to ``system`` for OpenAI's ``response_format: {"type": "json_object"}``."""
 """max_tokens sent when the client gave none (Anthropic requires it).  Config may override."""
 
 DEFAULT_VERSION = "2023-06-01"
@@ -192,6 +201,12 @@ class _Builder:
                 "(Anthropic needs at least one user or assistant turn with content)",
                 param="messages",
             )
+        rf = req.response_format
+        if rf is not None and rf.type == "json_object":
+            # No native equivalent (WIRE.md: "prompt + prefill"); only the prompt half is used:
+            # Claude 4.6+ models refuse an assistant prefill ("This model does not support
+            # assistant message prefill"), and a prefill cannot be combined with thinking.
+            system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
         body: dict[str, Any] = {"model": up.model, "messages": messages}
         if system:
             plain = all(set(b) == {"type", "text"} and b["type"] == "text" for b in system)
@@ -228,16 +243,10 @@ class _Builder:
             body["tools"] = tools
         if req.tool_choice is not None:
             self.tool_choice(req.tool_choice, body)
-        rf = req.response_format
         if rf is not None and rf.type == "json_schema":
             if rf.schema is None:
                 raise BadRequest("response_format json_schema needs a schema", param="response_format")
             body["output_config"] = {"format": {"type": "json_schema", "schema": rf.schema}}
-        elif rf is not None and rf.type == "json_object":
-            raise BadRequest(
-                "response_format json_object has no Anthropic equivalent; send a json_schema response_format instead",
-                param="response_format",
-            )
         if req.thinking is not None:
             self.thinking(req.thinking, body)
         meta = dict(req.metadata)

@@ -30,6 +30,9 @@ Request translation (canonical -> Gemini):
   ``tools[].strict`` (when true), ``logit_bias``, ``parallel_tool_calls=false``
   (Gemini cannot forbid parallel calls), image ``detail``, and other dialects' unmodelled fields.
   ``frequency_penalty``/``presence_penalty`` map to ``frequencyPenalty``/``presencePenalty``.
+* ``n`` -> ``candidateCount``; a non-streamed answer's candidates 1.. become
+  ``ChatResponse.more_choices`` (the OpenAI encoder's choices 1..); a stream follows candidate 0
+  only (the gateway refuses a streamed ``n`` > 1: a canonical stream has one choice).
 """
 
 from __future__ import annotations
@@ -497,9 +500,11 @@ def _tool_config(req: ChatRequest, dropped: list[str]) -> dict[str, Any] | None:
 
 
 def _foreign_extensions(req: ChatRequest, cfg: dict[str, Any], dropped: list[str]) -> None:
-    """Fields other dialects carried that the canonical model does not know."""
+    """Fields other dialects carried that the canonical model does not know.  The gateway's own
+    ``fareway`` namespace (``max_tokens_field``: how the client spelt ``max_tokens``) is not a
+    client parameter: it is never reported as dropped."""
     for dialect, fields in req.extensions.items():
-        if dialect == "gemini":
+        if dialect in ("gemini", "fareway"):
             continue
         for key, value in fields.items():
             if key in _PENALTIES:
@@ -558,14 +563,16 @@ class GeminiAdapter(ScrubbingAdapter):
         if error_object(payload) is not None:
             raise classify(0, {}, body, provider=up.provider, payload=payload)
         chunks = payload if isinstance(payload, list) else [payload]
-        proc = ChunkProcessor(up)
-        acc = Accumulator()
+        resp = _candidate_response(chunks, up, 0)
+        # candidateCount > 1: every further candidate is one more choice (its own pass over the
+        # chunks; usage, for all candidates, stays on choice 0)
+        others = ChunkProcessor(up)
         for chunk in chunks:
-            for event in proc.process(chunk):
-                acc.add(event)
-        resp = acc.result()
-        if proc.extra_candidates:
-            resp.extensions.setdefault("gemini", {})["candidates"] = proc.extra_candidates
+            others.process(chunk)
+        for index in sorted(i for i in others.other_candidates if i > 0):
+            more = _candidate_response(chunks, up, index)
+            more.usage = None
+            resp.more_choices.append(more)
         return resp
 
     def _parse_error(
@@ -575,6 +582,15 @@ class GeminiAdapter(ScrubbingAdapter):
 
     def _stream_parser(self, up: Upstream) -> GeminiStreamParser:
         return GeminiStreamParser(up)
+
+
+def _candidate_response(chunks: list[Any], up: Upstream, candidate: int) -> ChatResponse:
+    proc = ChunkProcessor(up, candidate)
+    acc = Accumulator()
+    for chunk in chunks:
+        for event in proc.process(chunk):
+            acc.add(event)
+    return acc.result()
 
 
 ADAPTER = GeminiAdapter()

@@ -101,8 +101,9 @@ def mint_call_id(response_id: str, ordinal: int, name: str) -> str:
 class ChunkProcessor:
     """Turns successive GenerateContentResponse objects into canonical events."""
 
-    def __init__(self, up: Upstream) -> None:
+    def __init__(self, up: Upstream, candidate: int = 0) -> None:
         self._up = up
+        self._candidate = candidate
         self._started = False
         self._next_index = 0
         self._open_index: int | None = None
@@ -111,7 +112,8 @@ class ChunkProcessor:
         self._last_usage: dict[str, Any] | None = None
         self.response_id = ""
         self.finished = False
-        self.extra_candidates: list[Any] = []
+        self.other_candidates: set[int] = set()
+        """Indices of the candidates seen other than this processor's (``candidateCount`` > 1)."""
 
     # ------------------------------------------------------------------ part bookkeeping
 
@@ -165,10 +167,17 @@ class ChunkProcessor:
         candidates = chunk.get("candidates") or []
         finish_raw: str | None = None
         finish_ext: dict[str, Any] = {}
-        # With candidateCount > 1 a chunk may carry any candidate; the canonical response is
-        # candidate 0, the others are kept raw (extra_candidates).
-        cand = next((c for c in candidates if isinstance(c, dict) and c.get("index", 0) == 0), None)
-        self.extra_candidates += [c for c in candidates if c is not cand]
+        # With candidateCount > 1 a chunk may carry any candidate; this processor follows one
+        # (candidate 0 for the canonical response) and notes the indices of the others.
+        cand = None
+        for c in candidates:
+            if not isinstance(c, dict):
+                continue
+            index = c.get("index", 0)
+            if index == self._candidate and cand is None:
+                cand = c
+            elif isinstance(index, int):
+                self.other_candidates.add(index)
         if cand is not None:
             for part in (cand.get("content") or {}).get("parts") or []:
                 self._part(part, out)
@@ -207,7 +216,9 @@ class ChunkProcessor:
                 call_id = str(call["id"])
                 ext["id"] = call_id
             else:
-                call_id = mint_call_id(self.response_id, self._calls, name)
+                # a call id minted for another candidate must not repeat candidate 0's
+                key = f"{self.response_id}:{self._candidate}" if self._candidate else self.response_id
+                call_id = mint_call_id(key, self._calls, name)
             self._calls += 1
             if signature:
                 ext["thoughtSignature"] = signature

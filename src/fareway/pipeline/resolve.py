@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from fareway.config import Config
-from fareway.errors import NotFound
+from fareway.errors import FarewayError, NotFound
 from fareway.providers.catalog import Offer
 from fareway.router.policies import Decision, Router
-from fareway.types import ChatRequest, Upstream
+from fareway.router.routes import targets
+from fareway.types import ChatRequest, Message, TextPart, Upstream
 
 
 class Resolver:
@@ -117,7 +118,8 @@ class Resolver:
             for mid in ids:
                 if mid not in seen:
                     seen.add(mid)
-                    out.append((mid, o.provider, o.kind))
+                    owner = o.provider if mid == ids[0] else self._bare_owner(mid, o, keyed)
+                    out.append((mid, owner, o.kind))
         for name, p in providers.items():
             if name in keyed:
                 for models, kind in ((p.models, "chat"), (p.embedding_models, "embedding")):
@@ -135,6 +137,22 @@ class Resolver:
             for a in ("auto", "auto:fast", "auto:cheap"):
                 out.append((a, "fareway", "chat"))
         return out
+
+    def _bare_owner(self, mid: str, offer: Offer, keyed: set[str]) -> str:
+        """The provider a plain call to the bare id ``mid`` goes to first: ``offer``'s when it is
+        the only keyed offer of that id, else the router's choice (cheapest for a short prompt, as
+        healthy now), so that ``owned_by`` says where a call goes."""
+        if self._router is None or offer.kind != "chat":
+            return offer.provider
+        if len({o.provider for o in self._router.catalog.by_model_id(mid) if o.provider in keyed}) < 2:
+            return offer.provider
+        try:
+            route = self._router.decide(
+                ChatRequest(mid, [Message("user", [TextPart("hi")])]), prompt_tokens=8
+            ).route
+        except FarewayError:
+            return offer.provider
+        return targets(route)[0].upstream.provider
 
 
 def _first_target(spec: object) -> str:

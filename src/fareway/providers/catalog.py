@@ -1,6 +1,9 @@
 """The model catalog: which (provider, model) offers exist and what each can do.
 
-Loaded from ``catalog.toml`` beside this module, then extended by the config's
+Loaded from ``catalog.toml`` beside this module (hand-set rows: capabilities and quality tiers
+with their sources, docs/catalog.md) and ``catalog_genai.toml`` (generated from genai-prices by
+``fareway catalog refresh``: every current chat model of the providers it prices, untiered and with
+unknown capabilities; a hand-set row wins for the same provider/model), then extended by the config's
 ``[[models]]`` entries and by user-defined providers (whose models are not known in advance:
 ``provider/anything`` is accepted for them).
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
@@ -32,14 +36,19 @@ class Offer:
     """The upstream model id sent to the provider."""
     family: str
     """The model's identity across providers (the same open model on Cerebras and Groq)."""
-    context_window: int = 8192
-    max_output: int = 4096
-    tools: bool = False
-    vision: bool = False
-    json_schema: bool = False
-    reasoning: bool = False
+    context_window: int | None = 8192
+    """None: unknown (a generated row genai-prices gives no window for); not checked."""
+    max_output: int | None = 4096
+    """None: unknown (every generated row); not checked."""
+    tools: bool | None = False
+    """None (here and in the three flags below): unknown, as in every generated row; a request
+    needing the capability is not refused for it (the provider decides)."""
+    vision: bool | None = False
+    json_schema: bool | None = False
+    reasoning: bool | None = False
     quality: int = 2
-    """Tier 1 (small) .. 5 (frontier); see docs/catalog.md for the public numbers behind it."""
+    """Tier 1 (small) .. 5 (frontier); see docs/catalog.md for the public numbers behind it.  0:
+    untiered (the rows generated from genai-prices): ``auto`` never picks it."""
     prior_ttft_s: float | None = None
     """Cold-start time to first token for this offer; None: the provider's prior."""
     prior_tps: float | None = None
@@ -75,6 +84,42 @@ def _builtin_toml() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
+GENERATED_FILE = "catalog_genai.toml"
+
+
+def _generated_family(model: str) -> str:
+    """A generated row's family: its id, less a ``-latest`` (so ``claude-3-5-haiku-20241022``,
+    read as ``claude-3-5-haiku``, finds ``claude-3-5-haiku-latest``)."""
+    return model.removesuffix("-latest") or model
+
+
+def load_generated_catalog() -> list[Offer]:
+    """The rows generated from genai-prices (``catalog_genai.toml``, see
+    ``fareway.ledger.genai_catalog``): family = model id (less ``-latest``), untiered, capabilities
+    unknown.  Their prices are a record only (the ledger prices from genai-prices itself)."""
+    return list(_generated_offers())
+
+
+@cache
+def _generated_offers() -> tuple[Offer, ...]:
+    text = resources.files("fareway.providers").joinpath(GENERATED_FILE).read_text("utf-8")
+    return tuple(
+        Offer(
+            provider=str(row["provider"]),
+            model=str(row["model"]),
+            family=_generated_family(str(row["model"])),
+            context_window=row.get("context_window"),
+            max_output=None,
+            tools=None,
+            vision=None,
+            json_schema=None,
+            reasoning=None,
+            quality=0,
+        )
+        for row in tomllib.loads(text).get("offer", [])
+    )
+
+
 def offer_from_row(row: Mapping[str, Any]) -> Offer:
     """An Offer from a TOML/config table; unknown keys are an error (typos must not pass silently)."""
     unknown = set(row) - _OFFER_FIELDS
@@ -87,8 +132,16 @@ def offer_from_row(row: Mapping[str, Any]) -> Offer:
     return Offer(**data)
 
 
-def load_builtin_catalog() -> list[Offer]:
+def load_handset_catalog() -> list[Offer]:
+    """The hand-set rows of ``catalog.toml`` (capabilities and tiers with their sources)."""
     return [offer_from_row(row) for row in _builtin_toml().get("offer", [])]
+
+
+def load_builtin_catalog() -> list[Offer]:
+    """The hand-set rows, then every generated row for a (provider, model) they do not list."""
+    hand = load_handset_catalog()
+    keys = {o.key for o in hand}
+    return [*hand, *(o for o in load_generated_catalog() if o.key not in keys)]
 
 
 def load_builtin_priors() -> dict[str, Prior]:
@@ -118,6 +171,7 @@ class Catalog:
             self._by_key[o.key] = o
             self._by_family.setdefault(o.family, []).append(o)
             self._by_model.setdefault(o.model, []).append(o)
+        self._pos: dict[str, int] = {o.key: i for i, o in enumerate(self._offers)}
         self._priors: dict[str, Prior] = dict(priors or {})
 
     @classmethod
@@ -158,8 +212,8 @@ class Catalog:
 
     def by_model_id(self, name: str) -> list[Offer]:
         """Offers for a bare model id: those whose ``model`` or ``family`` equals it (catalog order)."""
-        hits = {o.key for o in self._by_model.get(name, [])} | {o.key for o in self._by_family.get(name, [])}
-        return [o for o in self._offers if o.key in hits]
+        hits = {o.key: o for o in (*self._by_model.get(name, ()), *self._by_family.get(name, ()))}
+        return sorted(hits.values(), key=lambda o: self._pos[o.key])
 
     def lookup(self, name: str) -> list[Offer]:
         """``provider/model`` when that exact offer exists, else the bare-id matches.

@@ -324,7 +324,7 @@ class Router:
 
     def _candidate(self, offer: Offer, need: Requirements) -> Candidate:
         prices = self.prices(offer.provider, offer.model)
-        out = min(need.output_tokens, offer.max_output)
+        out = need.output_tokens if offer.max_output is None else min(need.output_tokens, offer.max_output)
         snap = self.stats.snapshot(offer.key, need.prompt_tokens, out)
         cand = Candidate(
             offer=offer,
@@ -403,7 +403,10 @@ class Router:
         policy = "auto" if mode == "auto" else f"auto:{mode}"
         label_name = name or policy
         need = self.requirements(req, prompt_tokens)
-        cands = [self._candidate(o, need) for o in self.catalog.offers() if o.kind == self.kind]
+        # untiered offers (quality 0: the rows generated from genai-prices) are never auto's
+        cands = [
+            self._candidate(o, need) for o in self.catalog.offers() if o.kind == self.kind and o.quality > 0
+        ]
         for c in cands:
             if c.offer.quality < floor:
                 c.reasons.append(f"quality {c.offer.quality} < floor {floor}")

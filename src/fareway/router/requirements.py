@@ -151,20 +151,23 @@ class Requirements:
         )
 
     def missing(self, offer: Offer) -> list[str]:
-        """Why ``offer`` cannot serve this request (empty when it can)."""
+        """Why ``offer`` cannot serve this request (empty when it can).  A capability or limit the
+        catalog does not know (``None``, as in the rows generated from genai-prices) is not held
+        against it."""
         out: list[str] = []
-        if self.tools and not offer.tools:
+        if self.tools and offer.tools is False:
             out.append("no tools")
-        if self.vision and not offer.vision:
+        if self.vision and offer.vision is False:
             out.append("no vision")
-        if self.json_schema and not offer.json_schema:
+        if self.json_schema and offer.json_schema is False:
             out.append("no json_schema")
-        if self.reasoning and not offer.reasoning:
+        if self.reasoning and offer.reasoning is False:
             out.append("no reasoning")
-        if self.max_tokens is not None and self.max_tokens > offer.max_output:
-            out.append(f"max_tokens {self.max_tokens} > max_output {offer.max_output}")
-        out_need = min(self.output_tokens, offer.max_output)
-        if self.prompt_tokens + out_need > offer.context_window:
+        max_out = offer.max_output
+        if self.max_tokens is not None and max_out is not None and self.max_tokens > max_out:
+            out.append(f"max_tokens {self.max_tokens} > max_output {max_out}")
+        out_need = self.output_tokens if max_out is None else min(self.output_tokens, max_out)
+        if offer.context_window is not None and self.prompt_tokens + out_need > offer.context_window:
             out.append(f"context {self.prompt_tokens}+{out_need} > {offer.context_window}")
         return out
 

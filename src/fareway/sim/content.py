@@ -17,8 +17,9 @@ What a reply honours, in this order:
 * structured output: JSON of the requested schema, or, with no schema (OpenAI ``json_object``), of
   the first JSON schema embedded in the system or last user text (instructor's JSON mode), else a
   small object; a prompt that says "json" and embeds a schema gets JSON even without a
-  ``response_format`` (instructor's MD_JSON and Anthropic JSON modes); Gemini ``text/x.enum`` gives
-  one enum value;
+  ``response_format`` (instructor's MD_JSON and Anthropic JSON modes), and so does one that says
+  "respond with a (single) (valid) JSON object" (the instruction the gateway sends an Anthropic
+  upstream for OpenAI's ``json_object``); Gemini ``text/x.enum`` gives one enum value;
 * otherwise lorem text of the profile's length.
 
 Then stop sequences cut the text before the first one found (finish ``stop``, the sequence noted),
@@ -147,6 +148,10 @@ MAX_CALLS = 8
 _NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
 _CALL_COUNT = re.compile(
     r"\b(\d{1,2}|two|three|four|five|six|seven|eight)\s+(?:parallel\s+|separate\s+|tool\s+|function\s+)*calls?\b",
+    re.IGNORECASE,
+)
+_ASKS_JSON_OBJECT = re.compile(
+    r"\b(?:respond|reply|answer)\s+(?:only\s+)?with\s+(?:a|one|a\s+single)\s+(?:valid\s+)?json\s+object\b",
     re.IGNORECASE,
 )
 _JSON_PIECE = re.compile(r"\s*[A-Za-z]+|\s*\d{1,3}|\s*[^\sA-Za-z\d]{1,3}|\s+")
@@ -283,6 +288,8 @@ def _json_text(ask: Ask, seed: int) -> str:
 
 def _wants_embedded_json(ask: Ask) -> bool:
     low = ask.hint.lower()
+    if _ASKS_JSON_OBJECT.search(ask.hint) is not None:
+        return True
     return "json" in low and "schema" in low and embedded_schema(ask.hint) is not None
 
 

@@ -31,7 +31,8 @@ conventions are shared with ``fareway.adapters.openai_chat``, which spreads thes
   ``tools`` / ``tool_choice`` (translating them would also need legacy-shaped responses).
 
 Response side (what the OpenAI adapter puts in ``resp.extensions["openai"]``): ``extra_choices``
-(choices 1..n-1 as the upstream sent them) are appended after choice 0; ``message_extra`` is
+(choices 1..n-1 as the upstream sent them) are appended after choice 0, and so are the
+canonical ``ChatResponse.more_choices`` of other dialects (Gemini candidates), index ``i``; ``message_extra`` is
 merged into choice 0's message (``annotations``, ``audio``...); ``choice_extra`` into choice 0
 (``logprobs``, ``native_finish_reason``...); every other key is a top-level field
 (``system_fingerprint``, ``service_tier``, ``time_info``, ``x_groq``, ``provider``...).
@@ -597,6 +598,15 @@ def encode_response(resp: ChatResponse, req: ChatRequest, meta: ResponseMeta) ->
     choices = [choice]
     if isinstance(extra_choices, list):
         choices += extra_choices
+    for more in resp.more_choices:
+        choices.append(
+            {
+                "index": len(choices),
+                "message": _message_object(more, {}),
+                "logprobs": None,
+                "finish_reason": finish_to_openai(more.finish_reason),
+            }
+        )
     out["choices"] = choices
     for k, v in ext.items():
         if k not in out:
