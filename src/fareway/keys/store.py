@@ -28,7 +28,6 @@ import hmac
 import json
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,7 +47,7 @@ from fareway.keys.records import (
     check_scopes,
     money,
 )
-from fareway.keys.state_db import StateDB
+from fareway.keys.state_db import IntegrityError, StateDB, StateStore
 from fareway.scrub import fingerprint
 
 log = logging.getLogger("fareway.auth")
@@ -198,11 +197,11 @@ class KeyStore:
         master_key: str | None = None,
         cache_ttl: float = 2.0,
         throttle: FailedAuthThrottle | None = None,
-        db: StateDB | None = None,
+        db: StateStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
-        self.db = db or StateDB(path)
+        self.db: StateStore = db or StateDB(path)
         self.master_key = master_key
         self.cache_ttl = cache_ttl
         self.throttle = throttle or FailedAuthThrottle()
@@ -210,7 +209,7 @@ class KeyStore:
         self._cache: dict[str, tuple[float, int, float | None, Principal | _Refusal | None]] = {}
         self._lock = threading.Lock()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
         return self.db.connect()
 
     def close(self) -> None:
@@ -278,7 +277,7 @@ class KeyStore:
                         *_limit_values(lim),
                     ),
                 )
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 raise Conflict(f"an active key is already named {name!r}", param="name") from exc
         self._changed()
         info = self.get(key_id)
@@ -381,7 +380,7 @@ class KeyStore:
                 db.execute(
                     f"UPDATE gateway_keys SET {assignments} WHERE key_id=?", (*sets.values(), before.key_id)
                 )
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 raise Conflict(f"an active key is already named {sets.get('name')!r}", param="name") from exc
         self._changed()
         after = self.get(before.key_id)

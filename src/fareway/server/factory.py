@@ -20,6 +20,7 @@ from fareway.errors import FarewayError
 from fareway.experiments.manager import ExperimentManager
 from fareway.experiments.manager import build as build_experiments
 from fareway.experiments.store import open_store as open_experiment_store
+from fareway.keys.state_db import StateStore, open_state_db
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
 from fareway.ledger.writer import Ledger
@@ -149,6 +150,14 @@ def check_config(config: Config) -> None:
     build_pricebook(config)
 
 
+def open_keys_db(config: Config) -> StateStore:
+    """The state DB of keys, teams, vault and audit: SQLite in state_dir, or ``[keys] database_url``."""
+    ks = config.key_settings
+    return open_state_db(
+        config.state_dir / "state.db", database_url=ks.database_url, schema=ks.schema, pool_size=ks.pool_size
+    )
+
+
 def build_gateway(config: Config) -> Gateway:
     adapters = build_adapters()
     check_adapters(config, adapters)
@@ -156,7 +165,7 @@ def build_gateway(config: Config) -> Gateway:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     # Every stored provider key is scrubbed from whatever an upstream says (fareway.scrub).
     register_secrets([config.master_key, *(p.api_key for p in config.providers.values())])
-    keys = KeyStore(config.state_dir / "state.db", master_key=config.master_key)
+    keys = KeyStore(config.state_dir / "state.db", master_key=config.master_key, db=open_keys_db(config))
     transport = Transport(
         connect_timeout=config.timeouts.connect, max_response_bytes=config.limits.max_response_bytes
     )
