@@ -481,6 +481,35 @@ class KeyStore:
         )
         return until, principal
 
+    async def _find(self, digest: str, generation: int) -> Principal | _Refusal | None:
+        """The cached (or looked up) principal for a key's digest, or why not, or None."""
+        mono = time.monotonic()
+        hit = self._cache.get(digest)
+        if (
+            hit is not None
+            and hit[0] > mono
+            and hit[1] == generation
+            and (hit[2] is None or hit[2] > self.clock())
+        ):
+            return hit[3]
+        until, found = await asyncio.to_thread(self._lookup, digest)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (mono + self.cache_ttl, generation, until, found)
+        return found
+
+    async def authenticate_digest(self, digest: str) -> Principal:
+        """The principal for a key known only by its SHA-256 (a dashboard session re-checking the
+        key that logged in); AuthenticationFailed when that key is no longer valid.  Not a guess:
+        never counted by the throttle."""
+        generation = self.db.changed()
+        if self.master_key and hmac.compare_digest(digest, hash_key(self.master_key)):
+            return MASTER
+        found = await self._find(digest, generation)
+        if isinstance(found, Principal):
+            return found
+        raise AuthenticationFailed(found.message if isinstance(found, _Refusal) else "Unknown key.")
+
     async def authenticate(self, presented: str | None, client: str | None = None) -> Principal:
         """The principal for a presented key; AuthenticationFailed otherwise (logged, and counted
         against ``client``, the caller's address, when the key is unknown); TooManyFailedLogins
@@ -493,21 +522,7 @@ class KeyStore:
         generation = self.db.changed()  # every request brings the change watch up to date
         if self.master_key and hmac.compare_digest(presented.encode(), self.master_key.encode()):
             return MASTER
-        digest = hash_key(presented)
-        mono = time.monotonic()
-        hit = self._cache.get(digest)
-        if (
-            hit is not None
-            and hit[0] > mono
-            and hit[1] == generation
-            and (hit[2] is None or hit[2] > self.clock())
-        ):
-            found = hit[3]
-        else:
-            until, found = await asyncio.to_thread(self._lookup, digest)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (mono + self.cache_ttl, generation, until, found)
+        found = await self._find(hash_key(presented), generation)
         if isinstance(found, Principal):
             return found
         if isinstance(found, _Refusal):

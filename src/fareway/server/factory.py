@@ -16,6 +16,7 @@ from fareway.adapters.base import Adapter
 from fareway.adapters.embeddings import EmbeddingAdapter
 from fareway.cache.wiring import install as install_cache
 from fareway.config import Config, ConfigError
+from fareway.dashboard.sessions import RedisSessionStore, Sessions, SessionStore
 from fareway.errors import FarewayError
 from fareway.experiments.manager import ExperimentManager
 from fareway.experiments.manager import build as build_experiments
@@ -279,6 +280,19 @@ async def _warm_tokenizer() -> None:
     await asyncio.to_thread(estimate_text_tokens, "warm up")
 
 
+def build_sessions(config: Config, gateway: Gateway) -> Sessions:
+    """Dashboard sessions: in Redis when ``[dashboard] sessions`` finds a Redis url, else in memory."""
+    d = config.dashboard
+    url = config.sessions_url()
+    store: Sessions
+    if url is None:
+        store = SessionStore(ttl=d.session_ttl)
+    else:
+        store = RedisSessionStore(url, prefix=d.redis_prefix, ttl=d.session_ttl)
+    gateway.on_close.append(store.close)
+    return store
+
+
 def build_app(config: Config) -> App:
     wires = build_wires()
     gateway = build_gateway(config)
@@ -291,7 +305,7 @@ def build_app(config: Config) -> App:
         add_key_routes(
             app, services.admin(config), limits=services.limits, reload=services.refresher.refresh_now
         )
-    sessions = add_dashboard_routes(app, gateway)
+    sessions = add_dashboard_routes(app, gateway, build_sessions(config, gateway))
     add_experiment_routes(app, gateway, gateway.parts["experiments"], sessions)
     assert gateway.embeddings is not None
     add_embedding_routes(app, gateway.embeddings, wires["openai"])
