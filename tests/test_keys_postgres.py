@@ -156,3 +156,27 @@ async def test_a_database_that_is_down_is_a_503_not_a_crash(tmp_path: Path, sche
 def test_an_unreachable_key_database_stops_start_up_with_its_address(tmp_path: Path) -> None:
     with pytest.raises(StateUnavailable, match="key database is unavailable"):
         PgStateDB("postgresql://postgres@127.0.0.1:1/test", schema="fw_keys_never")
+
+
+async def test_the_key_cli_writes_to_the_postgres_state_db(tmp_path: Path, schema: str) -> None:
+    from click.testing import CliRunner
+
+    from fareway.cli import main
+
+    cfg = tmp_path / "fareway.toml"
+    cfg.write_text(
+        f'[server]\nstate_dir = "{tmp_path / "state"}"\n[keys]\ndatabase_url = "{PG_URL}"\nschema = "{schema}"\n'
+    )
+    r = CliRunner().invoke(main, ["keys", "create", "--name", "from-cli", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    secret = r.stdout.strip().splitlines()[0]
+    gateway_side = _instance(tmp_path, schema)
+    try:
+        assert (await gateway_side.authenticate(secret)).name == "from-cli"
+        r = CliRunner().invoke(main, ["keys", "revoke", "from-cli", "--config", str(cfg)])
+        assert r.exit_code == 0, r.output
+        with pytest.raises(AuthenticationFailed, match="revoked"):
+            await gateway_side.authenticate(secret)
+    finally:
+        gateway_side.close()
+    assert not (tmp_path / "state" / "state.db").exists()

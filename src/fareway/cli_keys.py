@@ -38,6 +38,7 @@ def _admin(config_path: str | None) -> Admin:
         cfg.state_dir / "state.db", database_url=ks.database_url, schema=ks.schema, pool_size=1
     )
     keys = KeyStore(cfg.state_dir / "state.db", db=db)
+    click.get_current_context().call_on_close(keys.close)
     try:
         master = parse_master_keys(cfg.key_settings.master_key_text())
         vault = Vault(keys.db, master)

@@ -9,6 +9,7 @@ Nothing is silently left out (no route quietly missing because an import failed)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -249,6 +250,8 @@ def build_gateway(config: Config) -> Gateway:
         account=gateway._account,
     )
     gateway.on_start.append(_warm_tokenizer)
+    if config.key_settings.database_url:  # the PostgreSQL pool and its LISTEN connection
+        gateway.on_close.append(lambda: asyncio.to_thread(keys.close))
     cache = install_cache(gateway, config.cache, price=accounting.price)
     metrics.bind_cache_store(cache.store)
     gateway.parts["experiments"] = _experiments(config, gateway)
