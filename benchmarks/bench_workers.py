@@ -17,14 +17,17 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import (  # noqa: E402  (the sibling module)
+from bench_gateway import (  # the sibling module
     HAS_PROC,
     KEY,
     body,
@@ -36,6 +39,21 @@ from bench_gateway import (  # noqa: E402  (the sibling module)
     tree_cpu_seconds,
     wait_port,
 )
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until every worker could answer: /healthz 200 a few times in a row (any worker answers)."""
+    deadline = time.monotonic() + timeout
+    ok = 0
+    while ok < 10:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"fareway serve is not answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                ok = ok + 1 if r.status == 200 else 0
+        except OSError:
+            ok = 0
+            time.sleep(0.1)
 
 
 def main() -> None:
@@ -72,6 +90,7 @@ def main() -> None:
             )
             try:
                 wait_port(port)
+                wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 load(url, payload, 3, a.connections, None)  # warm-up (every worker)
                 cpu0 = tree_cpu_seconds(proc.pid) if HAS_PROC else 0.0
@@ -82,8 +101,8 @@ def main() -> None:
             finally:
                 stop(proc)
                 err = proc.stderr.read().decode() if proc.stderr else ""
-                if "Traceback" in err:
-                    print(err[-3000:], file=sys.stderr)
+                if "Traceback" in err or not runs.get(n) or runs[n][-1]["rps"] == 0:
+                    print(f"--- fareway serve --workers {n}:\n{err[-3000:]}", file=sys.stderr)
     finally:
         stop(sim)
         shutil.rmtree(tmp, ignore_errors=True)

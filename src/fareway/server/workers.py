@@ -19,6 +19,8 @@ What one process holds in memory is per worker: see :func:`per_worker_notes`.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -29,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
 
 log = logging.getLogger("fareway.server")
 
@@ -103,7 +104,7 @@ class Supervisor:
         self.exit_code = 0
 
     def _start(self, index: int) -> None:
-        spec = WorkerSpec(**{**_fields(self.spec), "index": index})
+        spec = dataclasses.replace(self.spec, index=index)
         proc = self.ctx.Process(
             target=self.target, args=(spec, self.sock), name=f"fareway-worker-{index}", daemon=False
         )
@@ -150,7 +151,7 @@ class Supervisor:
         live = [p for p in self.procs if p is not None and p.is_alive()]
         for p in live:
             if p.pid is not None:
-                with _suppress_gone():
+                with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                     os.kill(p.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         for p in live:
@@ -164,18 +165,6 @@ class Supervisor:
             elif p.exitcode not in (0, None) and not self.exit_code:
                 self.exit_code = p.exitcode
             # exitcode -15 would mean the worker died of the SIGTERM instead of draining
-
-
-def _fields(spec: WorkerSpec) -> dict[str, Any]:
-    return {name: getattr(spec, name) for name in WorkerSpec.__dataclass_fields__}
-
-
-class _suppress_gone:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        return kind is ProcessLookupError
 
 
 def per_worker_notes(
