@@ -1,8 +1,8 @@
 """Throughput of ``fareway serve --workers N``: 1 worker against 2 (or any counts), same load.
 
-Starts the provider simulator (zero latency) and, in turn, Fareway with each worker count
-(nothing pinned: the workers, the simulator and the load generator share the machine's cores, as
-they would on a small host), and drives each with wrk (or the Python load generator).  The runs
+Starts, for each run, a provider simulator (zero latency) and Fareway with one of the worker
+counts (nothing pinned: the workers, the simulator and the load generator share the machine's
+cores, as they would on a small host), and drives it with wrk (or the Python load generator).  The runs
 are interleaved ``--repeat`` times; the median run of each count is reported.  Fareway has its
 default SQLite ledger and ``[limits] store = "redis"`` (needed for several workers) on the Redis
 at ``--redis-url``, with a prefix of its own.
@@ -70,12 +70,12 @@ def main() -> None:
     payload = body(a.stream)
     tmp = Path(tempfile.mkdtemp(prefix="fareway-bench-workers-"))
     fareway = fareway_cmd()
-    sim_port = free_port()
-    sim = start([*fareway, "sim", "--port", str(sim_port)])
     runs: dict[int, list[dict[str, float]]] = {}
     try:
-        wait_port(sim_port)
         for n in [c for _ in range(a.repeat) for c in counts]:
+            sim_port = free_port()  # a fresh simulator per run: no run inherits another's state
+            sim = start([*fareway, "sim", "--port", str(sim_port)])
+            wait_port(sim_port)
             port = free_port()
             cfg = tmp / f"w{n}.toml"
             cfg.write_text(
@@ -94,17 +94,23 @@ def main() -> None:
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 load(url, payload, 3, a.connections, None)  # warm-up (every worker)
                 cpu0 = tree_cpu_seconds(proc.pid) if HAS_PROC else 0.0
+                sim0 = tree_cpu_seconds(sim.pid) if HAS_PROC else 0.0
                 r = load(url, payload, a.duration, a.connections, None)
                 if HAS_PROC:
                     r["cpu_us"] = (tree_cpu_seconds(proc.pid) - cpu0) / max(r["requests"], 1.0) * 1e6
+                    r["sim_cpu_us"] = (tree_cpu_seconds(sim.pid) - sim0) / max(r["requests"], 1.0) * 1e6
                 runs.setdefault(n, []).append(r)
             finally:
                 stop(proc)
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 if "Traceback" in err or not runs.get(n) or runs[n][-1]["rps"] == 0:
-                    print(f"--- fareway serve --workers {n}:\n{err[-3000:]}", file=sys.stderr)
+                    alive = "running" if sim.poll() is None else f"exited {sim.returncode}"
+                    print(
+                        f"--- fareway serve --workers {n} (simulator {alive}):\n{err[-3000:]}",
+                        file=sys.stderr,
+                    )
+                stop(sim)
     finally:
-        stop(sim)
         shutil.rmtree(tmp, ignore_errors=True)
     results: dict[str, dict[str, object]] = {}
     for n, rs in runs.items():
@@ -114,6 +120,7 @@ def main() -> None:
             **mid,
             "all_rps": [round(r["rps"]) for r in rs],
             "cpu_us_median": statistics.median(r.get("cpu_us", 0.0) for r in rs),
+            "sim_cpu_us_median": statistics.median(r.get("sim_cpu_us", 0.0) for r in rs),
         }
     if a.json:
         print(json.dumps(results, indent=2))
@@ -125,8 +132,9 @@ def main() -> None:
     for name, r in results.items():
         ratio = f"  x{float(r['rps']) / float(base):.2f}" if base else ""  # type: ignore[arg-type]
         print(
-            f"{name.split('=')[1]:<10} {float(r['rps']):>9.0f} {r['all_rps']!s:<22} {float(r['p50']):>8.1f}"  # type: ignore[arg-type]
-            f" {float(r['p99']):>8.1f} {float(r['non2xx']):>7.0f} {float(r['cpu_us_median']):>10.0f}{ratio}"  # type: ignore[arg-type]
+            f"{name.split('=')[1]:<10} {float(r['rps']):>9.0f} {r['all_rps']!s:<32} {float(r['p50']):>8.1f}"  # type: ignore[arg-type]
+            f" {float(r['p99']):>8.1f} {float(r['non2xx']):>7.0f} {float(r['cpu_us_median']):>10.0f}"  # type: ignore[arg-type]
+            f" {float(r['sim_cpu_us_median']):>10.0f}{ratio}"  # type: ignore[arg-type]
         )
 
 
