@@ -60,3 +60,11 @@ def test_compose_config_shares_keys_limits_and_sessions() -> None:
     assert 'database_url = "postgresql://fareway:' in keys and "pw-for-the-test" not in out
     dashboard = out[out.index("[dashboard]") :]
     assert 'sessions = "redis"' in dashboard and 'redis_url = "redis://redis:6379/0"' in dashboard
+
+
+def test_compose_gives_the_gateway_time_to_drain() -> None:
+    from fareway.config import ServerLimits
+
+    gateway = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["gateway"]
+    grace = gateway["stop_grace_period"]
+    assert grace.endswith("s") and int(grace[:-1]) >= ServerLimits().drain_seconds + 2 + 5 + 15
