@@ -165,3 +165,12 @@ async def test_two_workers_serve_one_port_and_drain_on_sigterm(tmp_path: Path) -
     with sqlite3.connect(tmp_path / "state" / "fareway.db") as db:  # both workers wrote the SQLite ledger
         rows = db.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM calls").fetchone()
     assert rows == (21, 21)
+
+
+def test_workers_from_the_config_file_are_refused_naming_the_file(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "memory")
+    text = cfg.read_text().replace("[server]\n", "[server]\nworkers = 2\n")
+    cfg.write_text(text)
+    r = CliRunner().invoke(main, ["serve", "--demo", "--config", str(cfg)])
+    assert r.exit_code != 0
+    assert f"{cfg}: [server] workers = 2: [limits] store is" in r.output

@@ -168,7 +168,8 @@ def _worker_count(cfg: Config, asked: int | None) -> int:
     else:
         count = explicit
         if count > 1 and errors:
-            raise UserError(f"--workers {count}: " + "; ".join(errors))
+            asked_by = f"--workers {count}" if asked else f"{cfg.source}: [server] workers = {count}"
+            raise UserError(f"{asked_by}: " + "; ".join(errors))
     if count > 1:
         click.echo(
             f"{count} workers; per worker: " + "; ".join(notes) if notes else f"{count} workers", err=True
