@@ -66,7 +66,8 @@ WORKERS_HELP = (
     '[limits] store = "redis", else 1). Each worker has its own memory: with several, rate limits '
     'and budgets need [limits] store = "redis" (else start-up refuses: each worker would admit '
     "the whole limit), the response cache is shared only with [cache] url and dashboard sessions "
-    "only with a Redis url; keys and the ledger (SQLite in state_dir, or PostgreSQL) are shared."
+    "only with a Redis url; keys and the ledger (SQLite in state_dir, or PostgreSQL) are shared "
+    "(docs/deployment.md)."
 )
 
 
