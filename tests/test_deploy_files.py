@@ -47,3 +47,24 @@ def test_compose_config_passes_check() -> None:
     assert r.exit_code == 0, r.output
     assert 'url = "redis://redis:6379/0"' in r.stdout
     assert "pw-for-the-test" not in r.output and "postgres:5432/fareway" in r.stdout
+
+
+def test_compose_config_shares_keys_limits_and_sessions() -> None:
+    url = "postgresql://fareway:pw-for-the-test@postgres:5432/fareway"
+    r = CliRunner(env={"FAREWAY_LEDGER_URL": url}).invoke(
+        main, ["config", "check", str(REPO / "deploy" / "fareway.compose.toml")]
+    )
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    keys = out[out.index("[keys]") :]
+    assert 'database_url = "postgresql://fareway:' in keys and "pw-for-the-test" not in out
+    dashboard = out[out.index("[dashboard]") :]
+    assert 'sessions = "redis"' in dashboard and 'redis_url = "redis://redis:6379/0"' in dashboard
+
+
+def test_compose_gives_the_gateway_time_to_drain() -> None:
+    from fareway.config import ServerLimits
+
+    gateway = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["gateway"]
+    grace = gateway["stop_grace_period"]
+    assert grace.endswith("s") and int(grace[:-1]) >= ServerLimits().drain_seconds + 2 + 5 + 15

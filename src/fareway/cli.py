@@ -15,6 +15,7 @@ from fareway import __version__
 from fareway.cli_config import FarewayGroup, UserError, load, state_line
 from fareway.config import Config, unroutable_aliases
 from fareway.errors import FarewayError
+from fareway.server.workers import WorkerSpec
 
 DEMO_KEY = "demo"
 
@@ -46,6 +47,30 @@ def main() -> None:
 # --------------------------------------------------------------------------- serve
 
 
+def _serve_config(config_path: str | None, host: str | None, port: int | None, sim_url: str | None) -> Config:
+    """The config ``fareway serve`` runs with (the same in the supervisor and in every worker)."""
+    cfg = _load(config_path)
+    if host:
+        cfg.host = host
+    if port:
+        cfg.port = port
+    if sim_url is not None:
+        cfg = cfg.with_demo(sim_url)
+        if not cfg.master_key:
+            cfg = dataclasses.replace(cfg, master_key=DEMO_KEY)
+    return cfg
+
+
+WORKERS_HELP = (
+    "Gateway processes sharing the port (default: [server] workers, else the usable cores when "
+    '[limits] store = "redis", else 1). Each worker has its own memory: with several, rate limits '
+    'and budgets need [limits] store = "redis" (else start-up refuses: each worker would admit '
+    "the whole limit), the response cache is shared only with [cache] url and dashboard sessions "
+    "only with a Redis url; keys and the ledger (SQLite in state_dir, or PostgreSQL) are shared "
+    "(docs/deployment.md)."
+)
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
@@ -53,6 +78,7 @@ def main() -> None:
 @click.option(
     "--demo", is_flag=True, help="Serve simulated stand-ins for the nine providers (no keys needed)."
 )
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=WORKERS_HELP)
 @click.option(
     "--log-level",
     default="warning",
@@ -61,21 +87,20 @@ def main() -> None:
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(
-    config_path: str | None, host: str | None, port: int | None, demo: bool, log_level: str, access_log: bool
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    demo: bool,
+    workers: int | None,
+    log_level: str,
+    access_log: bool,
 ) -> None:
     """Run the gateway (OpenAI-compatible /v1/chat/completions, Anthropic-compatible /v1/messages).
 
     It needs at least one provider key (see the README); with --demo, every provider is the
     built-in simulator instead and every response is simulated (marked x-fareway-simulated: true).
     """
-    from fareway.server.factory import build_app
-    from fareway.server.serving import DRAIN_REASON, build_server, install_tracemalloc_hook
-
-    cfg = _load(config_path)
-    if host:
-        cfg.host = host
-    if port:
-        cfg.port = port
+    cfg = _serve_config(config_path, host, port, None)
     sim_port: int | None = None
     if not demo and not cfg.keyed_providers():
         # never a silent demo: a deployment missing its keys must not serve simulated answers
@@ -87,26 +112,18 @@ def serve(
             err=True,
         )
         raise SystemExit(2)
+    sim_url: str | None = None
     if demo:
         sim_port = _free_port("127.0.0.1")
-        cfg = cfg.with_demo(f"http://127.0.0.1:{sim_port}")
-        if not cfg.master_key:
-            cfg = dataclasses.replace(cfg, master_key=DEMO_KEY)
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        cfg = _serve_config(config_path, host, port, sim_url)
     dead = [] if demo else unroutable_aliases(cfg)
     if dead:
         raise UserError(
             f"{cfg.source}: alias(es) {', '.join(dead)} have no target on a provider with an API key: "
             "add the key or change the targets"
         )
-    app = build_app(cfg)
-    if sim_port is not None:
-        from fareway.sim.server import SimConfig, start_sim
-
-        async def start_demo_sim() -> None:
-            handle = await start_sim("127.0.0.1", sim_port, SimConfig.demo())
-            app.gateway.on_close.append(handle.stop)
-
-        app.gateway.on_start.append(start_demo_sim)
+    count = _worker_count(cfg, workers)
     if not cfg.master_key:
         click.echo(
             "FAREWAY_MASTER_KEY is not set: only keys made with `fareway keys create` are accepted.", err=True
@@ -126,6 +143,92 @@ def serve(
             """-d '{"provider": "openai", "kind": "429", "count": 3}'""",
             err=True,
         )
+    spec = WorkerSpec(config_path, host, port, sim_url, log_level, access_log)
+    if count > 1:
+        _serve_workers(cfg, spec, count, sim_port)
+        return
+    _run_gateway(cfg, spec, sim_port)
+
+
+def _worker_count(cfg: Config, asked: int | None) -> int:
+    """``--workers``, else ``[server] workers``, else auto; refuses a count whose per-process
+    state would break a contract (see fareway.server.workers.per_worker_notes)."""
+    from fareway.server.workers import per_worker_notes, usable_cores
+
+    ls = cfg.limit_settings
+    errors, notes = per_worker_notes(
+        limits_store=ls.store, cache_url=cfg.cache.url, sessions_shared=cfg.sessions_url() is not None
+    )
+    explicit = asked or cfg.workers or None
+    if explicit is None:
+        cores = usable_cores()
+        if errors and cores > 1:
+            click.echo(f"1 worker ({cores} usable cores, but {errors[0]})", err=True)
+            return 1
+        count = cores
+    else:
+        count = explicit
+        if count > 1 and errors:
+            asked_by = f"--workers {count}" if asked else f"{cfg.source}: [server] workers = {count}"
+            raise UserError(f"{asked_by}: " + "; ".join(errors))
+    if count > 1:
+        click.echo(
+            f"{count} workers; per worker: " + "; ".join(notes) if notes else f"{count} workers", err=True
+        )
+    return count
+
+
+def _serve_workers(cfg: Config, spec: WorkerSpec, count: int, sim_port: int | None) -> None:
+    import threading
+
+    from fareway.server.serving import END_GRACE
+    from fareway.server.workers import Supervisor, bind_socket
+
+    try:
+        sock = bind_socket(cfg.host, cfg.port)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from exc
+    if sim_port is not None:  # one simulator for every worker, in the supervisor
+        threading.Thread(target=_run_sim_forever, args=(sim_port,), daemon=True, name="demo-sim").start()
+    stop_timeout = cfg.limits.drain_seconds + END_GRACE + cfg.ledger_close_timeout + 15.0
+    code = Supervisor(_worker_main, spec, sock, count, stop_timeout=stop_timeout).run()
+    if code:
+        raise SystemExit(code)
+
+
+def _run_sim_forever(port: int) -> None:
+    import asyncio
+
+    from fareway.sim.server import SimConfig, start_sim
+
+    async def main() -> None:
+        await start_sim("127.0.0.1", port, SimConfig.demo())
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _worker_main(spec: WorkerSpec, sock: socket.socket) -> None:
+    """A worker process of ``fareway serve --workers N`` (spawned: it loads the config anew)."""
+    cfg = _serve_config(spec.config_path, spec.host, spec.port, spec.sim_url)
+    _run_gateway(cfg, spec, None, sockets=[sock])
+
+
+def _run_gateway(
+    cfg: Config, spec: WorkerSpec, sim_port: int | None, sockets: list[socket.socket] | None = None
+) -> None:
+    from fareway.server.factory import build_app
+    from fareway.server.serving import DRAIN_REASON, build_server, install_tracemalloc_hook
+
+    app = build_app(cfg)
+    if sim_port is not None:
+        from fareway.sim.server import SimConfig, start_sim
+
+        async def start_demo_sim() -> None:
+            handle = await start_sim("127.0.0.1", sim_port, SimConfig.demo())
+            app.gateway.on_close.append(handle.stop)
+
+        app.gateway.on_start.append(start_demo_sim)
 
     def end_upstreams() -> None:
         interrupt = getattr(app.gateway.transport, "interrupt", None)
@@ -138,11 +241,11 @@ def serve(
         host=cfg.host,
         port=cfg.port,
         limits=cfg.limits,
-        log_level=log_level,
-        access_log=access_log,
+        log_level=spec.log_level,
+        access_log=spec.access_log,
         on_drain_timeout=end_upstreams,
     )
-    server.run()
+    server.run(sockets=sockets)
 
 
 # ----------------------------------------------------------------------------- sim

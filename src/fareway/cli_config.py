@@ -137,6 +137,21 @@ def resolved(cfg: Config) -> dict[str, Any]:
         "cache": cache,
         "providers": providers,
     }
+    ks = cfg.key_settings
+    out["server"]["workers"] = cfg.workers
+    out["keys"] = (
+        {"database_url": _mask_url(ks.database_url), "schema": ks.schema, "pool_size": ks.pool_size}
+        if ks.database_url
+        else {"database_url": f"sqlite:///{cfg.state_dir / 'state.db'}"}
+    )
+    sessions = cfg.sessions_url()
+    out["dashboard"] = {
+        "sessions": "memory" if sessions is None else "redis",
+        **(
+            {"redis_url": _mask_url(sessions), "redis_prefix": cfg.dashboard.redis_prefix} if sessions else {}
+        ),
+        "session_ttl": cfg.dashboard.session_ttl,
+    }
     if cfg.master_key:
         out = {"master_key": _mask(cfg.master_key), **out}
     if cfg.aliases:

@@ -23,6 +23,7 @@ from fareway.keys.admin import Admin, parse_span
 from fareway.keys.audit import Actor
 from fareway.keys.records import LIMIT_FIELDS, KeyInfo, TeamInfo
 from fareway.keys.settings import KeySettingsError
+from fareway.keys.state_db import open_state_db
 from fareway.keys.store import KeyStore
 from fareway.keys.vault import Vault, VaultLocked, new_master_key, parse_master_keys
 
@@ -32,7 +33,12 @@ T = TypeVar("T")
 def _admin(config_path: str | None) -> Admin:
     cfg = load(config_path)
     click.echo(state_line(cfg), err=True)
-    keys = KeyStore(cfg.state_dir / "state.db")
+    ks = cfg.key_settings
+    db = open_state_db(
+        cfg.state_dir / "state.db", database_url=ks.database_url, schema=ks.schema, pool_size=1
+    )
+    keys = KeyStore(cfg.state_dir / "state.db", db=db)
+    click.get_current_context().call_on_close(keys.close)
     try:
         master = parse_master_keys(cfg.key_settings.master_key_text())
         vault = Vault(keys.db, master)

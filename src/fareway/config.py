@@ -81,6 +81,9 @@ from fareway.config_schema import (
     suggest,
 )
 from fareway.config_state import resolve_state_dir
+from fareway.dashboard.settings import KEYS as DASHBOARD_KEYS
+from fareway.dashboard.settings import DashboardSettings, DashboardSettingsError
+from fareway.dashboard.settings import parse as parse_dashboard
 from fareway.experiments.settings import KEYS as EXPERIMENT_KEYS
 from fareway.experiments.settings import ExperimentSettings, SettingsError
 from fareway.experiments.settings import parse_section as parse_experiments
@@ -166,6 +169,7 @@ _SERVER_KEYS = {
     "state_dir",
     "default_model",
     *ServerLimits.__dataclass_fields__,
+    "workers",
 }
 
 
@@ -209,6 +213,7 @@ SECTIONS["cache"] = Section(keys=CACHE_KEYS)
 SECTIONS["experiments"] = Section(named=True, entry_keys=EXPERIMENT_KEYS)
 SECTIONS["keys"] = Section(keys=KEY_SETTINGS_KEYS)
 SECTIONS["limits"] = Section(keys=LIMIT_SETTINGS_KEYS)
+SECTIONS["dashboard"] = Section(keys=DASHBOARD_KEYS)
 
 
 @dataclass(slots=True)
@@ -258,6 +263,9 @@ class Config:
     master_key: str | None = None
     demo: bool = False
     source: str = "<defaults>"
+    workers: int = 0
+    """``[server] workers``: gateway processes for ``fareway serve`` (0: auto, see cli)."""
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
     @property
     def ledger_spool(self) -> Path:
@@ -268,6 +276,20 @@ class Config:
     def ledger_file(self) -> Path:
         """The default SQLite ledger (the server writes it, `fareway usage`/`logs` read it)."""
         return self.state_dir / "fareway.db"
+
+    def sessions_url(self) -> str | None:
+        """The Redis of dashboard sessions (``[dashboard] sessions``), None for memory."""
+        d = self.dashboard
+        if d.sessions == "memory":
+            return None
+        ls = self.limit_settings
+        url = d.redis_url or (ls.redis_url if ls.store == "redis" else None) or self.cache.url
+        if url is None and d.sessions == "redis":
+            raise ConfigError(
+                '[dashboard] sessions = "redis" needs a Redis url: [dashboard] redis_url, '
+                '[limits] redis_url (with store = "redis") or [cache] url'
+            )
+        return url
 
     def keyed_providers(self) -> set[str]:
         return {name for name, p in self.providers.items() if p.api_key}
@@ -496,6 +518,8 @@ def _load_config(path: str | Path | None, env: Any) -> Config:
     keys_section = dict(_section(data, "keys"))
     if isinstance(keys_section.get("vault_key"), str):
         keys_section["vault_key"] = require_env(keys_section["vault_key"], env, "[keys] vault_key")
+    if isinstance(keys_section.get("database_url"), str):  # a password may be given as ${VAR}
+        keys_section["database_url"] = require_env(keys_section["database_url"], env, "[keys] database_url")
     limits_section = dict(_section(data, "limits"))
     if isinstance(limits_section.get("redis_url"), str):  # a password may be given as ${VAR}
         limits_section["redis_url"] = require_env(limits_section["redis_url"], env, "[limits] redis_url")
@@ -504,6 +528,17 @@ def _load_config(path: str | Path | None, env: Any) -> Config:
         cfg.limit_settings = parse_limit_settings(limits_section)
     except (KeySettingsError, LimitSettingsError) as exc:
         raise ConfigError(str(exc)) from exc
+    cfg.workers = get_int(server, "workers", 0, "[server]", least=0)
+    dashboard_section = dict(_section(data, "dashboard"))
+    if isinstance(dashboard_section.get("redis_url"), str):  # a password may be given as ${VAR}
+        dashboard_section["redis_url"] = require_env(
+            dashboard_section["redis_url"], env, "[dashboard] redis_url"
+        )
+    try:
+        cfg.dashboard = parse_dashboard(dashboard_section)
+    except DashboardSettingsError as exc:
+        raise ConfigError(str(exc)) from exc
+    cfg.sessions_url()  # sessions = "redis" without any Redis url fails here
     master = data.get("master_key")
     cfg.master_key = (
         require_env(master, env, "master_key")

@@ -17,7 +17,7 @@ from typing import Any
 
 from fareway.keys.audit import Actor, AuditEntry, AuditLog
 from fareway.keys.records import LIMIT_FIELDS, KeyInfo, Limits, TeamInfo
-from fareway.keys.state_db import StateDB
+from fareway.keys.state_db import StateStore
 from fareway.keys.store import KeyStore
 from fareway.keys.teams import TeamStore
 from fareway.keys.vault import ProviderKeyInfo, Vault
@@ -94,7 +94,7 @@ class Admin:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
-        db: StateDB = keys.db
+        db: StateStore = keys.db
         self.teams = teams or TeamStore(db, clock=clock)
         self.vault = vault or Vault(db, clock=clock)
         self.audit = audit or AuditLog(db, clock=clock)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fareway.keys.state_db import StateDB
+from fareway.keys.state_db import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ MAX_ROWS = 1000
 
 
 class AuditLog:
-    def __init__(self, db: StateDB, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: StateStore, *, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
 

@@ -8,15 +8,23 @@ Imports nothing of Fareway, so config may read it.
     vault_key_file = "/etc/fareway/vault.key"   # or a file holding them (one a line)
     rate_limit_rest = 60                 # seconds a provider key rests after a 429 without Retry-After
     quota_rest = 3600                    # ... after a quota / credits error
+    database_url = "postgresql://fareway@db:5432/fareway"   # keys, teams, vault, audit on
+                                         # PostgreSQL (unset: SQLite state_dir/state.db); also
+                                         # FAREWAY_KEYS_DATABASE_URL
+    schema = "fareway"                   # the PostgreSQL schema of those tables
+    pool_size = 4                        # PostgreSQL connections per gateway process, at most
 
 Without the section the environment is read: ``FAREWAY_VAULT_KEY``, ``FAREWAY_VAULT_KEY_FILE``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class KeySettingsError(ValueError):
@@ -29,6 +37,9 @@ class KeySettings:
     vault_key_file: str | None = None
     rate_limit_rest: float = 60.0
     quota_rest: float = 3600.0
+    database_url: str | None = None
+    schema: str = "fareway"
+    pool_size: int = 4
 
     def master_key_text(self) -> str | None:
         """The master key(s) as text: ``vault_key``, else the file's contents (KeySettingsError
@@ -61,6 +72,25 @@ def parse(section: dict[str, Any], env: Any) -> KeySettings:
         out["vault_key"] = env.get("FAREWAY_VAULT_KEY") or None
     if out["vault_key_file"] is None and "vault_key_file" not in section:
         out["vault_key_file"] = env.get("FAREWAY_VAULT_KEY_FILE") or None
+    url = section.get("database_url")
+    if url is not None and not isinstance(url, str):
+        raise KeySettingsError("[keys] database_url must be a string")
+    if url is None and "database_url" not in section:
+        url = env.get("FAREWAY_KEYS_DATABASE_URL")
+    if url:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise KeySettingsError("[keys] database_url must be a postgresql:// URL")
+        out["database_url"] = url
+    if "schema" in section:
+        schema = section["schema"]
+        if not isinstance(schema, str) or not _IDENT.match(schema):
+            raise KeySettingsError("[keys] schema must be a lower-case SQL name (letters, digits, _)")
+        out["schema"] = schema
+    if "pool_size" in section:
+        size = section["pool_size"]
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100:
+            raise KeySettingsError("[keys] pool_size must be a whole number from 1 to 100")
+        out["pool_size"] = size
     for name in ("rate_limit_rest", "quota_rest"):
         if name in section:
             v = section[name]

@@ -22,6 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 log = logging.getLogger("fareway.keys")
 
@@ -132,6 +133,38 @@ def _m2(db: sqlite3.Connection) -> None:
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1, _m2]
+
+IntegrityError = sqlite3.IntegrityError
+"""What a store catches for a broken constraint (a duplicate name), from either database."""
+
+
+class StateStore(Protocol):
+    """What the key, team, vault and audit stores need of a state database: SQLite
+    (:class:`StateDB`) or PostgreSQL (:class:`fareway.keys.state_pg.PgStateDB`)."""
+
+    generation: int
+
+    def connect(self) -> Any:
+        """A connection (a context manager) with ``execute(sql, args)`` in SQLite's spelling."""
+
+    def changed(self) -> int:
+        """Notice changes committed by anyone; the generation (cheap: called per request)."""
+
+    def bump(self) -> None:
+        """This process changed something."""
+
+    def close(self) -> None: ...
+
+
+def open_state_db(
+    path: Path, *, database_url: str | None = None, schema: str = "fareway", pool_size: int = 4
+) -> StateStore:
+    """SQLite at ``path``, or PostgreSQL when ``database_url`` is set (``[keys] database_url``)."""
+    if database_url:
+        from fareway.keys.state_pg import PgStateDB
+
+        return PgStateDB(database_url, schema=schema, pool_size=pool_size)
+    return StateDB(path)
 
 
 class StateDB:

@@ -28,7 +28,6 @@ import hmac
 import json
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,7 +47,7 @@ from fareway.keys.records import (
     check_scopes,
     money,
 )
-from fareway.keys.state_db import StateDB
+from fareway.keys.state_db import IntegrityError, StateDB, StateStore
 from fareway.scrub import fingerprint
 
 log = logging.getLogger("fareway.auth")
@@ -198,11 +197,11 @@ class KeyStore:
         master_key: str | None = None,
         cache_ttl: float = 2.0,
         throttle: FailedAuthThrottle | None = None,
-        db: StateDB | None = None,
+        db: StateStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
-        self.db = db or StateDB(path)
+        self.db: StateStore = db or StateDB(path)
         self.master_key = master_key
         self.cache_ttl = cache_ttl
         self.throttle = throttle or FailedAuthThrottle()
@@ -210,7 +209,7 @@ class KeyStore:
         self._cache: dict[str, tuple[float, int, float | None, Principal | _Refusal | None]] = {}
         self._lock = threading.Lock()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
         return self.db.connect()
 
     def close(self) -> None:
@@ -278,7 +277,7 @@ class KeyStore:
                         *_limit_values(lim),
                     ),
                 )
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 raise Conflict(f"an active key is already named {name!r}", param="name") from exc
         self._changed()
         info = self.get(key_id)
@@ -381,7 +380,7 @@ class KeyStore:
                 db.execute(
                     f"UPDATE gateway_keys SET {assignments} WHERE key_id=?", (*sets.values(), before.key_id)
                 )
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 raise Conflict(f"an active key is already named {sets.get('name')!r}", param="name") from exc
         self._changed()
         after = self.get(before.key_id)
@@ -482,6 +481,35 @@ class KeyStore:
         )
         return until, principal
 
+    async def _find(self, digest: str, generation: int) -> Principal | _Refusal | None:
+        """The cached (or looked up) principal for a key's digest, or why not, or None."""
+        mono = time.monotonic()
+        hit = self._cache.get(digest)
+        if (
+            hit is not None
+            and hit[0] > mono
+            and hit[1] == generation
+            and (hit[2] is None or hit[2] > self.clock())
+        ):
+            return hit[3]
+        until, found = await asyncio.to_thread(self._lookup, digest)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (mono + self.cache_ttl, generation, until, found)
+        return found
+
+    async def authenticate_digest(self, digest: str) -> Principal:
+        """The principal for a key known only by its SHA-256 (a dashboard session re-checking the
+        key that logged in); AuthenticationFailed when that key is no longer valid.  Not a guess:
+        never counted by the throttle."""
+        generation = self.db.changed()
+        if self.master_key and hmac.compare_digest(digest, hash_key(self.master_key)):
+            return MASTER
+        found = await self._find(digest, generation)
+        if isinstance(found, Principal):
+            return found
+        raise AuthenticationFailed(found.message if isinstance(found, _Refusal) else "Unknown key.")
+
     async def authenticate(self, presented: str | None, client: str | None = None) -> Principal:
         """The principal for a presented key; AuthenticationFailed otherwise (logged, and counted
         against ``client``, the caller's address, when the key is unknown); TooManyFailedLogins
@@ -494,21 +522,7 @@ class KeyStore:
         generation = self.db.changed()  # every request brings the change watch up to date
         if self.master_key and hmac.compare_digest(presented.encode(), self.master_key.encode()):
             return MASTER
-        digest = hash_key(presented)
-        mono = time.monotonic()
-        hit = self._cache.get(digest)
-        if (
-            hit is not None
-            and hit[0] > mono
-            and hit[1] == generation
-            and (hit[2] is None or hit[2] > self.clock())
-        ):
-            found = hit[3]
-        else:
-            until, found = await asyncio.to_thread(self._lookup, digest)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (mono + self.cache_ttl, generation, until, found)
+        found = await self._find(hash_key(presented), generation)
         if isinstance(found, Principal):
             return found
         if isinstance(found, _Refusal):

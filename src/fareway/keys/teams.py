@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,7 +24,7 @@ from fareway.keys.records import (
     check_patterns,
     money,
 )
-from fareway.keys.state_db import StateDB
+from fareway.keys.state_db import IntegrityError, StateStore
 
 _COLS = (
     "team_id, name, created_at, allowed_models, allowed_providers, metadata, budget_daily_usd, "
@@ -57,7 +56,7 @@ def _team(r: tuple[Any, ...]) -> TeamInfo:
 
 
 class TeamStore:
-    def __init__(self, db: StateDB, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: StateStore, *, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
 
@@ -95,7 +94,7 @@ class TeamStore:
                         lim["tpm"],
                     ),
                 )
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 raise Conflict(f"a team is already named {name!r}", param="name") from exc
         self.db.bump()
         return self.require(team_id)
@@ -147,7 +146,7 @@ class TeamStore:
                 db.execute(
                     f"UPDATE teams SET {assignments} WHERE team_id=?", (*sets.values(), before.team_id)
                 )
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 raise Conflict(f"a team is already named {sets.get('name')!r}", param="name") from exc
         self.db.bump()
         return before, self.require(before.team_id)

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from fareway.errors import NotFound
-from fareway.keys.state_db import StateDB
+from fareway.keys.state_db import StateStore
 
 _PROVIDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -95,7 +95,7 @@ _COLS = "pk_id, provider, team_id, label, fingerprint, created_at, revoked_at"
 
 class Vault:
     def __init__(
-        self, db: StateDB, master_keys: Sequence[str] = (), *, clock: Callable[[], float] = time.time
+        self, db: StateStore, master_keys: Sequence[str] = (), *, clock: Callable[[], float] = time.time
     ) -> None:
         self.db = db
         self.master_keys = list(master_keys)

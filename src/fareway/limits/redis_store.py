@@ -32,6 +32,7 @@ from typing import Any
 from fareway.limits.store import (
     KEEP_SLOTS,
     Bucket,
+    BucketUnseeded,
     Level,
     Refusal,
     StoreUnavailable,
@@ -82,7 +83,7 @@ RESERVE = (
     _LIB
     + """
 -- KEYS: each bucket's hash.  ARGV: now, cur (slot), rid, hold_until, then per bucket
--- "kind limit amount ends_at" (kind w|b; ends_at - for none)
+-- "kind limit amount ends_at" (kind w|b, or B: a budget that must exist, seeded; ends_at - for none)
 local now, cur, rid, hold_until = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local first = cur - KEEP + 1
 local n = #KEYS
@@ -91,12 +92,17 @@ local out = {0}
 local refused = 0
 for i = 1, n do
   local kind, limit, amount, ends_at = string.match(ARGV[4 + i], '^(%a) (%d+) (%d+) (%S+)$')
+  local seeded = kind == 'B'
+  if seeded then kind = 'b' end
   spec[i] = {kind, amount, ends_at}
   local h = KEYS[i]
   local used, spent, held = 0, 0, 0
   if kind == 'w' then
     used = prune_window(h, first)
   else
+    -- a budget without its spend (Redis restarted, evicted or expired it): the gateway seeds it
+    -- from the ledger and asks again; counting from 0 would let the budget overshoot
+    if seeded and redis.call('HEXISTS', h, 'spent') == 0 then return {-i} end
     prune_holds(h, h .. ':h', now)
     spent = tonumber(redis.call('HGET', h, 'spent') or '0')
     held = tonumber(redis.call('HGET', h, 'held') or '0')
@@ -279,8 +285,11 @@ class RedisStore:
         args: list[Any] = [repr(now), cur, rid, repr(now + hold_s)]
         for b in buckets:
             ends = "-" if b.ends_at is None else repr(b.ends_at)
-            args.append(f"{'w' if b.kind == 'window' else 'b'} {b.limit} {b.amount} {ends}")
+            kind = "w" if b.kind == "window" else "B" if b.seeded else "b"
+            args.append(f"{kind} {b.limit} {b.amount} {ends}")
         out = [int(x) for x in await self._call(self._reserve, [self._key(b) for b in buckets], args)]
+        if out[0] < 0:
+            raise BucketUnseeded(buckets[-out[0] - 1].key)
         refused = out[0] - 1
         levels: list[Level] = []
         for i, b in enumerate(buckets):

@@ -40,7 +40,15 @@ from fareway.keys.records import Limits, Principal, Window
 from fareway.ledger.seams import PriceSource
 from fareway.limits.headers import budget_headers, go_duration, rate_headers, to_nano, usd
 from fareway.limits.settings import LimitSettings
-from fareway.limits.store import Bucket, Level, Refusal, ReservationStore, StoreUnavailable, Ticket
+from fareway.limits.store import (
+    Bucket,
+    BucketUnseeded,
+    Level,
+    Refusal,
+    ReservationStore,
+    StoreUnavailable,
+    Ticket,
+)
 from fareway.pipeline.context import CallContext
 from fareway.router.routes import Race, Route, Split, Target, targets
 from fareway.tokens import count_tokens, estimate_text_tokens
@@ -309,6 +317,7 @@ class LimitsAdmission:
                 cost = worst
         buckets: list[Bucket] = []
         names: dict[str, str] = {}
+        seeds: dict[str, tuple[str, str, datetime | None, float | None]] = {}
         try:
             for scope, owner, name, lim in owners:
                 names[owner] = name
@@ -319,10 +328,20 @@ class LimitsAdmission:
                 for window, limit_usd in lim.budgets():
                     label, since, ends_at = period(window, now)
                     key = f"bg:{scope}:{owner}:{window}:{label}"
+                    seeds[key] = (scope, owner, since, ends_at)
                     if key not in self._seeded:
                         await self._ensure_seeded(key, scope, owner, since, ends_at)
-                    buckets.append(Bucket(key, "budget", to_nano(limit_usd), cost, ends_at))
-            result = await self.store.reserve(ctx.request_id, buckets, hold_s=self.hold_s)
+                    buckets.append(Bucket(key, "budget", to_nano(limit_usd), cost, ends_at, seeded=True))
+            for tries in range(len(seeds) + 2):
+                try:
+                    result = await self.store.reserve(ctx.request_id, buckets, hold_s=self.hold_s)
+                    break
+                except BucketUnseeded as lost:  # the store lost a budget's spend: seed it again
+                    if lost.key not in seeds or tries > len(seeds):
+                        raise StoreUnavailable(f"the budget {lost.key} cannot be seeded") from lost
+                    log.warning("limits store lost budget %s: seeding it again from the ledger", lost.key)
+                    self._seeded.discard(lost.key)
+                    await self._ensure_seeded(lost.key, *seeds[lost.key])
         except (StoreUnavailable, OSError) as exc:
             if self.settings.on_store_error == "admit":
                 log.error("limits store unavailable (%s): call %s admitted unmetered", exc, ctx.request_id)

@@ -50,6 +50,9 @@ class Bucket:
     """What this call reserves (1 request, N tokens, N nano-dollars)."""
     ends_at: float | None = None
     """A budget of a day or month: the Unix time its period ends (the bucket expires after it)."""
+    seeded: bool = False
+    """A budget the caller seeded from the ledger: a store that no longer holds its spend raises
+    :class:`BucketUnseeded` instead of counting from 0."""
 
 
 @dataclass(slots=True)
@@ -79,6 +82,15 @@ class Ticket:
     slot: int
     levels: list[Level]
     settled: bool = False
+
+
+class BucketUnseeded(Exception):
+    """The store does not hold a budget's spend (a Redis that restarted or evicted it): seed it
+    from the ledger, then reserve again."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 @dataclass(slots=True)

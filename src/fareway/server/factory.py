@@ -9,6 +9,7 @@ Nothing is silently left out (no route quietly missing because an import failed)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -16,10 +17,12 @@ from fareway.adapters.base import Adapter
 from fareway.adapters.embeddings import EmbeddingAdapter
 from fareway.cache.wiring import install as install_cache
 from fareway.config import Config, ConfigError
+from fareway.dashboard.sessions import RedisSessionStore, Sessions, SessionStore
 from fareway.errors import FarewayError
 from fareway.experiments.manager import ExperimentManager
 from fareway.experiments.manager import build as build_experiments
 from fareway.experiments.store import open_store as open_experiment_store
+from fareway.keys.state_db import StateStore, open_state_db
 from fareway.keys.store import KeyStore
 from fareway.ledger.pricing import PriceBook
 from fareway.ledger.writer import Ledger
@@ -149,6 +152,14 @@ def check_config(config: Config) -> None:
     build_pricebook(config)
 
 
+def open_keys_db(config: Config) -> StateStore:
+    """The state DB of keys, teams, vault and audit: SQLite in state_dir, or ``[keys] database_url``."""
+    ks = config.key_settings
+    return open_state_db(
+        config.state_dir / "state.db", database_url=ks.database_url, schema=ks.schema, pool_size=ks.pool_size
+    )
+
+
 def build_gateway(config: Config) -> Gateway:
     adapters = build_adapters()
     check_adapters(config, adapters)
@@ -156,7 +167,7 @@ def build_gateway(config: Config) -> Gateway:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     # Every stored provider key is scrubbed from whatever an upstream says (fareway.scrub).
     register_secrets([config.master_key, *(p.api_key for p in config.providers.values())])
-    keys = KeyStore(config.state_dir / "state.db", master_key=config.master_key)
+    keys = KeyStore(config.state_dir / "state.db", master_key=config.master_key, db=open_keys_db(config))
     transport = Transport(
         connect_timeout=config.timeouts.connect, max_response_bytes=config.limits.max_response_bytes
     )
@@ -239,6 +250,8 @@ def build_gateway(config: Config) -> Gateway:
         account=gateway._account,
     )
     gateway.on_start.append(_warm_tokenizer)
+    if config.key_settings.database_url:  # the PostgreSQL pool and its LISTEN connection
+        gateway.on_close.append(lambda: asyncio.to_thread(keys.close))
     cache = install_cache(gateway, config.cache, price=accounting.price)
     metrics.bind_cache_store(cache.store)
     gateway.parts["experiments"] = _experiments(config, gateway)
@@ -270,6 +283,19 @@ async def _warm_tokenizer() -> None:
     await asyncio.to_thread(estimate_text_tokens, "warm up")
 
 
+def build_sessions(config: Config, gateway: Gateway) -> Sessions:
+    """Dashboard sessions: in Redis when ``[dashboard] sessions`` finds a Redis url, else in memory."""
+    d = config.dashboard
+    url = config.sessions_url()
+    store: Sessions
+    if url is None:
+        store = SessionStore(ttl=d.session_ttl)
+    else:
+        store = RedisSessionStore(url, prefix=d.redis_prefix, ttl=d.session_ttl)
+    gateway.on_close.append(store.close)
+    return store
+
+
 def build_app(config: Config) -> App:
     wires = build_wires()
     gateway = build_gateway(config)
@@ -282,7 +308,7 @@ def build_app(config: Config) -> App:
         add_key_routes(
             app, services.admin(config), limits=services.limits, reload=services.refresher.refresh_now
         )
-    sessions = add_dashboard_routes(app, gateway)
+    sessions = add_dashboard_routes(app, gateway, build_sessions(config, gateway))
     add_experiment_routes(app, gateway, gateway.parts["experiments"], sessions)
     assert gateway.embeddings is not None
     add_embedding_routes(app, gateway.embeddings, wires["openai"])

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from fareway import __version__
 from fareway.dashboard import data, page
-from fareway.dashboard.sessions import Session, SessionStore, clear_cookie, read_cookie, set_cookie
+from fareway.dashboard.sessions import Session, Sessions, SessionStore, clear_cookie, read_cookie, set_cookie
 from fareway.errors import AuthenticationFailed, NotFound, PermissionDenied
 from fareway.pipeline.gateway import Gateway, Reply
 from fareway.server.app import App, Request, json_reply
@@ -55,21 +55,22 @@ def _same_origin(req: Request) -> bool:
     return urlsplit(origin).netloc == host
 
 
-def add_dashboard_routes(app: App, gateway: Gateway, sessions: SessionStore | None = None) -> SessionStore:
-    store = sessions or SessionStore()
+def add_dashboard_routes(app: App, gateway: Gateway, sessions: Sessions | None = None) -> Sessions:
+    store: Sessions = sessions if sessions is not None else SessionStore()
 
     async def current(req: Request) -> Session | None:
-        s = store.get(read_cookie(req.headers.get("cookie")))
+        s = await store.get(read_cookie(req.headers.get("cookie")))
         if s is None:
             return None
         try:
-            principal = await gateway.keys.authenticate(s.key)
+            principal = await gateway.keys.authenticate_digest(s.digest)
         except AuthenticationFailed:
-            store.drop(s.sid)
+            await store.drop(s.sid)
             return None
         if not principal.is_admin:
-            store.drop(s.sid)
+            await store.drop(s.sid)
             return None
+        s.principal = principal
         return s
 
     async def api_session(req: Request) -> Session:
@@ -84,7 +85,7 @@ def add_dashboard_routes(app: App, gateway: Gateway, sessions: SessionStore | No
         s = await current(req)
         if s is None:
             return _page(page.login_page(version=__version__))
-        return _page(page.app_page(s.principal.name, __version__))
+        return _page(page.app_page(s.principal.name if s.principal else s.name, __version__))
 
     async def login_form(req: Request) -> Reply:
         if await current(req) is not None:
@@ -103,14 +104,14 @@ def add_dashboard_routes(app: App, gateway: Gateway, sessions: SessionStore | No
         if not principal.is_admin:
             return _page(page.login_page("That key is not an admin key.", __version__), 403)
         old = read_cookie(req.headers.get("cookie"))
-        store.drop(old)
-        s = store.create(principal, key)
+        await store.drop(old)
+        s = await store.create(principal, key)
         return _redirect("/ui", [("set-cookie", set_cookie(s.sid, int(store.ttl), _secure(req)))])
 
     async def logout(req: Request) -> Reply:
         if req.method == "POST" and not _same_origin(req):
             raise PermissionDenied("Cross-site logout refused.")
-        store.drop(read_cookie(req.headers.get("cookie")))
+        await store.drop(read_cookie(req.headers.get("cookie")))
         return _redirect("/ui", [("set-cookie", clear_cookie(_secure(req)))])
 
     async def static(req: Request) -> Reply:

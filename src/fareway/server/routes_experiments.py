@@ -24,7 +24,7 @@ from __future__ import annotations
 import orjson
 
 from fareway.dashboard import experiments_page
-from fareway.dashboard.sessions import SessionStore, read_cookie
+from fareway.dashboard.sessions import Sessions, read_cookie
 from fareway.errors import AuthenticationFailed, BadRequest, NotFound
 from fareway.experiments.manager import ExperimentManager
 from fareway.pipeline.gateway import Gateway, Reply
@@ -49,7 +49,7 @@ def _body(req: Request) -> dict[str, object]:
 
 
 def add_experiment_routes(
-    app: App, gateway: Gateway, manager: ExperimentManager, sessions: SessionStore | None = None
+    app: App, gateway: Gateway, manager: ExperimentManager, sessions: Sessions | None = None
 ) -> None:
     async def listing(req: Request) -> Reply:
         return json_reply({"object": "list", "data": await manager.list()}, headers=list(_NO_STORE))
@@ -90,16 +90,16 @@ def add_experiment_routes(
     store = sessions
 
     async def signed_in(req: Request) -> bool:
-        s = store.get(read_cookie(req.headers.get("cookie")))
+        s = await store.get(read_cookie(req.headers.get("cookie")))
         if s is None:
             return False
         try:
-            principal = await gateway.keys.authenticate(s.key)
+            principal = await gateway.keys.authenticate_digest(s.digest)
         except AuthenticationFailed:
-            store.drop(s.sid)
+            await store.drop(s.sid)
             return False
         if not principal.is_admin:
-            store.drop(s.sid)
+            await store.drop(s.sid)
             return False
         return True
 
