@@ -1,0 +1,170 @@
+"""Two live gateways on one Redis (``[shared] health = "redis"``, ``experiments = "redis"``) over
+the simulator, called with the official SDK and plain HTTP.
+
+* A 429 with Retry-After seen by gateway A cools the provider for gateway B: B's next call skips
+  it (``x-fareway-route`` says ``skipped``) and the simulator receives no request for it.
+* An experiment's subject gets the same arm on both gateways (the arm each user should get is
+  computed here from the documented hash, not by the code under test), and the calls counted by
+  each gateway add up on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from fareway.experiments.manager import ExperimentManager
+from fareway.experiments.settings import parse
+from fareway.router.shared_health import SharedStats
+from fareway.router.shared_settings import SharedSettings
+from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, openai_client, start_gateway
+
+pytestmark = pytest.mark.redis
+REDIS_URL = "redis://127.0.0.1:6379/0"
+CHAIN = {"strategy": "fallback", "targets": ["openai/gpt-4o-mini", "groq/llama-3.1-8b-instant"]}
+CONTROL, CHALLENGER = "openai/gpt-4o", "groq/llama-3.3-70b-versatile"
+
+
+def attempts(route_header: str) -> dict[str, str]:
+    part = route_header.split("attempts=", 1)[1]
+    return dict(item.rsplit("=", 1) for item in part.split(",") if item)
+
+
+def requests_to(stats: dict[str, Any], provider: str) -> int:
+    p = stats.get(provider) or stats.get("providers", {}).get(provider) or {}
+    return int(p.get("requests", 0))
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    p = f"fwtest-{uuid.uuid4().hex[:10]}:"
+    yield p
+    r = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in r.scan_iter(match=f"{p}*")]
+        if keys:
+            await r.delete(*keys)
+    finally:
+        await r.aclose()
+
+
+async def pair(sim: Any, tmp_path: Path, prefix: str, **changes: Any) -> tuple[LiveGateway, LiveGateway]:
+    shared = SharedSettings(
+        health="redis", experiments="redis", redis_url=REDIS_URL, prefix=prefix, sync_interval=0.2
+    )
+    gws = []
+    for name in ("a", "b"):
+        cfg = gateway_config(sim.url, tmp_path / name, aliases={"chain": CHAIN}, **changes)
+        gws.append(await start_gateway(dataclasses.replace(cfg, shared=shared)))
+    return gws[0], gws[1]
+
+
+def health(gw: LiveGateway) -> SharedStats:
+    s = gw.app.gateway.stats
+    assert isinstance(s, SharedStats)
+    return s
+
+
+async def test_a_429_cooldown_learned_by_one_gateway_routes_the_other_away(
+    sim: Any, tmp_path: Path, sim_control: Any, prefix: str
+) -> None:
+    a, b = await pair(sim, tmp_path, prefix)
+    try:
+        assert health(b).available("openai/gpt-4o-mini")
+        await sim_control.fault(provider="openai", kind="429", count=1, retry_after=30)
+        raw = await openai_client(a.url + "/v1").chat.completions.with_raw_response.create(
+            model="chain", messages=[{"role": "user", "content": "echo:from a"}]
+        )
+        assert attempts(raw.headers["x-fareway-route"]) == {
+            "openai/gpt-4o-mini": "error",
+            "groq/llama-3.1-8b-instant": "ok",
+        }
+        t0 = time.monotonic()
+        for _ in range(500):  # pub/sub delivery is asynchronous: wait for it (at most 5 s)
+            if not health(b).available("openai/gpt-4o-mini"):
+                break
+            await asyncio.sleep(0.01)
+        print(f"b learned the cooldown {1000 * (time.monotonic() - t0):.1f} ms after a's answer")
+        snap = health(b).snapshot("openai/gpt-4o-mini")
+        assert not snap.available
+        assert snap.reason.startswith("cooling down: retry-after 30s after status 429 (learned by ")
+        before = requests_to(await sim_control.stats(), "openai")
+        raw = await openai_client(b.url + "/v1").chat.completions.with_raw_response.create(
+            model="chain", messages=[{"role": "user", "content": "echo:from b"}]
+        )
+        assert raw.parse().choices[0].message.content == "from b"
+        assert raw.headers["x-fareway-provider"] == "groq"
+        assert attempts(raw.headers["x-fareway-route"]) == {
+            "openai/gpt-4o-mini": "skipped",
+            "groq/llama-3.1-8b-instant": "ok",
+        }
+        assert requests_to(await sim_control.stats(), "openai") == before, "b must not try openai"
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+def expected_arm(experiment: str, unit: str, split: float) -> str:
+    """The documented assignment (fareway.experiments.assign), computed here: BLAKE2b-64 of the
+    unit keyed by the experiment's name with the person ``arm``, as a fraction of 2**64."""
+    h = hashlib.blake2b(unit.encode(), digest_size=8, key=experiment.encode(), person=b"arm")
+    return "challenger" if int.from_bytes(h.digest(), "big") / 2**64 < split else "control"
+
+
+async def test_an_experiment_subject_gets_the_same_arm_on_both_gateways(
+    sim: Any, tmp_path: Path, prefix: str
+) -> None:
+    name = f"ab-{uuid.uuid4().hex[:6]}"
+    exp = parse(
+        name,
+        {
+            "model": "support",
+            "mode": "split",
+            "split": 0.5,
+            "control": CONTROL,
+            "challenger": CHALLENGER,
+            "judge": "anthropic/claude-sonnet-4-5",
+            "sample": 0.0,
+        },
+    )
+    a, b = await pair(sim, tmp_path, prefix, experiments={name: exp})
+    users = [f"user-{i}" for i in range(30)]
+    model_of = {"control": CONTROL.split("/", 1)[1], "challenger": CHALLENGER.split("/", 1)[1]}
+    try:
+        seen: dict[str, set[str]] = {}
+        headers = {"authorization": f"Bearer {MASTER_KEY}"}
+        async with aiohttp.ClientSession() as s:
+            for round_ in range(4):  # each user twice on each gateway
+                for i, user in enumerate(users):
+                    gw = (a, b)[(i + round_) % 2]
+                    body = {"model": "support", "user": user, "messages": [{"role": "user", "content": "hi"}]}
+                    async with s.post(gw.url + "/v1/chat/completions", headers=headers, json=body) as r:
+                        assert r.status == 200, await r.text()
+                        seen.setdefault(user, set()).add(r.headers["x-fareway-model"])
+        for user in users:
+            assert seen[user] == {model_of[expected_arm(name, "user:" + user, 0.5)]}, user
+        challengers = sum(1 for u in users if expected_arm(name, "user:" + u, 0.5) == "challenger")
+        assert 0 < challengers < len(users)
+        # the counts of both gateways add up, on both
+        managers = [gw.app.gateway.parts["experiments"] for gw in (a, b)]
+        assert all(isinstance(m, ExperimentManager) for m in managers)
+        for m in managers:
+            await m.share()
+        await managers[0].share()  # a takes back b's counts too
+        for m in managers:
+            counters = m.experiments[name].counters
+            assert counters["calls_control"] + counters["calls_challenger"] == 4 * len(users)
+            assert counters["calls_challenger"] == 4 * challengers
+    finally:
+        await a.stop()
+        await b.stop()
