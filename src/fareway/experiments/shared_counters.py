@@ -21,6 +21,7 @@ spend since; what it counted is added when Redis answers again.  Logged once per
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -98,7 +99,8 @@ class RedisCounters:
             else:
                 args += [f, seed.get(f, 0), deltas.get(f, 0)]
         try:
-            flat = await self._redis().eval(_ADD, 1, self.key(name), *args)
+            async with asyncio.timeout(2 * self.timeout + 0.1):
+                flat = await self._redis().eval(_ADD, 1, self.key(name), *args)
         except Exception as exc:
             self.errors += 1
             if not self.down:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import socket
@@ -123,6 +122,8 @@ class _Remote:
 class SyncStats:
     published: int = 0
     """Blocks written to Redis."""
+    writes: int = 0
+    """Scripts sent to write them (one per batch)."""
     received: int = 0
     """Blocks of other gateways applied (pub/sub or poll)."""
     polls: int = 0
@@ -211,7 +212,8 @@ class SharedStats(Stats):
         self._tasks = []
         with contextlib.suppress(Exception):
             await self.flush()
-            await self._redis().hdel(self._stats_key, self.instance)
+            async with asyncio.timeout(self._deadline):
+                await self._redis().hdel(self._stats_key, self.instance)
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -233,6 +235,11 @@ class SharedStats(Stats):
         if self._down:
             self._down = False
             log.warning("shared health: Redis answers again")
+
+    @property
+    def _deadline(self) -> float:
+        """Seconds any Redis operation may take in all (connect and reply), whatever the client does."""
+        return 2 * self.timeout + 0.1
 
     @property
     def connected(self) -> bool:
@@ -325,22 +332,24 @@ class SharedStats(Stats):
             return
         payload = orjson.dumps({"origin": self.instance, "events": events}).decode()
         try:
-            await self._redis().eval(
-                _WRITE,
-                2,
-                self._until_key,
-                self._info_key,
-                repr(now_wall),
-                self.channel,
-                len(events),
-                *args,
-                payload,
-            )
+            async with asyncio.timeout(self._deadline):
+                await self._redis().eval(
+                    _WRITE,
+                    2,
+                    self._until_key,
+                    self._info_key,
+                    repr(now_wall),
+                    self.channel,
+                    len(events),
+                    *args,
+                    payload,
+                )
         except BaseException:
             for pending, value in batch.items():  # put back what no newer block replaced
                 self._outbox.setdefault(pending, value)
             raise
         self.sync.published += len(events)
+        self.sync.writes += 1
         self._ok()
 
     async def _poller(self) -> None:
@@ -362,7 +371,8 @@ class SharedStats(Stats):
             pipe.hgetall(self._stats_key)
             if self._stale:
                 pipe.hdel(self._stats_key, *self._stale)
-            until, info, numbers = (await pipe.execute())[1:4]
+            async with asyncio.timeout(self._deadline):
+                until, info, numbers = (await pipe.execute())[1:4]
             self._stale = []
         except Exception as exc:
             self._failed("poll", exc)
@@ -379,20 +389,25 @@ class SharedStats(Stats):
             pubsub = None
             try:
                 pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(self.channel)
+                async with asyncio.timeout(self._deadline):
+                    await pubsub.subscribe(self.channel)
                 while True:
-                    msg = await pubsub.get_message(timeout=self.sync_interval)
+                    async with asyncio.timeout(self.sync_interval + self._deadline):
+                        msg = await pubsub.get_message(timeout=self.sync_interval)
                     if msg is not None and msg.get("type") == "message":
                         self._apply_events(msg["data"])
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:  # a stuck subscription: reconnect (the poll reports an outage)
+                await asyncio.sleep(self.sync_interval)
             except Exception as exc:
                 self._failed("subscribe", exc)
                 await asyncio.sleep(self.sync_interval)
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+                        async with asyncio.timeout(self._deadline):
+                            await pubsub.aclose()
 
     # ------------------------------------------------------------------ applying remote state
 
@@ -512,29 +527,44 @@ class SharedStats(Stats):
         s = super().snapshot(key, prompt_tokens, output_tokens)
         k = s.key
         r = self._remote.get(k)
-        if r is not None and (r.samples or r.calls or r.in_flight):
-            changes: dict[str, Any] = {"in_flight": s.in_flight + r.in_flight}
-            n = s.samples + r.samples
+        b = self._remote_block(k) if self.blocks else None
+        if b is not None and not (
+            s.available or (s.cooldown_until is not None and b.until > s.cooldown_until)
+        ):
+            b = None  # a local block that ends later wins
+        if b is None and (r is None or not (r.samples or r.calls or r.in_flight)):
+            return s
+        v = [getattr(s, name) for name in _NUMBERS]
+        samples, error_rate, in_flight = s.samples, s.error_rate, s.in_flight
+        if r is not None:
+            in_flight += r.in_flight
             if r.samples:
-                for name in _NUMBERS:
-                    changes[name] = (getattr(s, name) * s.samples + r.sums[name]) / n
-                changes["samples"] = n
-            calls = self._entries[k].breaker.window_calls()
+                n = samples + r.samples
+                v = [(x * samples + r.sums[name]) / n for x, name in zip(v, _NUMBERS, strict=True)]
+                samples = n
             if r.calls:
-                changes["error_rate"] = (s.error_rate * calls + r.error_sum) / (calls + r.calls)
-            s = dataclasses.replace(s, **changes)
-        if self.blocks:
-            b = self._remote_block(k)
-            if b is not None and (
-                s.available or (s.cooldown_until is not None and b.until > s.cooldown_until)
-            ):
-                s = dataclasses.replace(
-                    s,
-                    available=False,
-                    cooldown_until=b.until,
-                    reason=f"{b.reason} (learned by {b.origin})",
-                )
-        return s
+                calls = self._entries[k].breaker.window_calls()
+                error_rate = (error_rate * calls + r.error_sum) / (calls + r.calls)
+        return OfferStats(
+            key=k,
+            ttft_p50=v[0],
+            ttft_p90=v[1],
+            ttft_p99=v[2],
+            ttft_ewma=v[3],
+            tps=v[4],
+            tps_p50=v[5],
+            latency_p50=v[6],
+            latency_p90=v[7],
+            latency_p99=v[8],
+            latency_ewma=v[9],
+            error_rate=error_rate,
+            in_flight=in_flight,
+            samples=samples,
+            state=s.state,
+            available=s.available if b is None else False,
+            cooldown_until=s.cooldown_until if b is None else b.until,
+            reason=s.reason if b is None else f"{b.reason} (learned by {b.origin})",
+        )
 
 
 __all__ = ["Block", "SharedStats", "SyncStats"]
