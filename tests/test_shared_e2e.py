@@ -16,6 +16,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 
 from fareway.experiments.manager import ExperimentManager
 from fareway.experiments.settings import parse
+from fareway.ledger.writer import Ledger
 from fareway.router.shared_health import SharedStats
 from fareway.router.shared_settings import SharedSettings
 from tests.conftest import MASTER_KEY, LiveGateway, gateway_config, openai_client, start_gateway
@@ -165,6 +167,56 @@ async def test_an_experiment_subject_gets_the_same_arm_on_both_gateways(
             counters = m.experiments[name].counters
             assert counters["calls_control"] + counters["calls_challenger"] == 4 * len(users)
             assert counters["calls_challenger"] == 4 * challengers
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_the_judge_budget_holds_across_both_gateways(sim: Any, tmp_path: Path, prefix: str) -> None:
+    """Judge and shadow spend is counted together: two gateways stop at ONE budget, not one each."""
+    name = f"budget-{uuid.uuid4().hex[:6]}"
+    budget = Decimal("0.004")
+    exp = parse(
+        name,
+        {
+            "model": "support",
+            "control": CONTROL,
+            "challenger": CHALLENGER,
+            "judge": "anthropic/claude-sonnet-4-5",
+            "sample": 1.0,
+            "max_concurrent": 1,
+            "judge_budget_usd": float(budget),
+        },
+    )
+    a, b = await pair(sim, tmp_path, prefix, experiments={name: exp})
+    managers = [gw.app.gateway.parts["experiments"] for gw in (a, b)]
+    assert all(isinstance(m, ExperimentManager) for m in managers)
+    try:
+        for i in range(16):
+            gw, m = ((a, managers[0]), (b, managers[1]))[i % 2]
+            await openai_client(gw.url + "/v1").chat.completions.create(
+                model="support", messages=[{"role": "user", "content": f"question {i}"}]
+            )
+            await m.drain()  # the pair judged, its spend added to Redis
+            for other in managers:
+                await other.share()  # both take back the totals
+        costs: list[Decimal] = []
+        for gw in (a, b):
+            ledger = gw.app.gateway.accounting.ledger
+            assert isinstance(ledger, Ledger)
+            await ledger.flush()
+            costs += [
+                c.call.cost
+                for c in await ledger.recent_calls(500)
+                if c.call.key_id == f"experiment:{name}" and c.call.cost is not None
+            ]
+        spent = sum(costs, Decimal(0))
+        runs = [m.experiments[name] for m in managers]
+        print(f"budget {budget}: spent {spent} in {len(costs)} background calls, biggest {max(costs)}")
+        assert runs[0].spend == runs[1].spend == spent  # both see every gateway's spend
+        assert spent <= budget + max(costs)  # one budget for both (at most one call past it)
+        over = runs[0].counters["over_budget"]
+        assert over >= 1 and over == runs[1].counters["over_budget"]
     finally:
         await a.stop()
         await b.stop()
