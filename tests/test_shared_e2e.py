@@ -2,7 +2,9 @@
 the simulator, called with the official SDK and plain HTTP.
 
 * A 429 with Retry-After seen by gateway A cools the provider for gateway B: B's next call skips
-  it (``x-fareway-route`` says ``skipped``) and the simulator receives no request for it.
+  it (``x-fareway-route`` says ``skipped``, B's ledger records it as ``skipped``) and the simulator
+  receives no request for it.
+* The judge budget of an experiment holds across both (one budget, not one per gateway).
 * An experiment's subject gets the same arm on both gateways (the arm each user should get is
   computed here from the documented hash, not by the code under test), and the calls counted by
   each gateway add up on both.
@@ -84,7 +86,7 @@ async def test_a_429_cooldown_learned_by_one_gateway_routes_the_other_away(
     try:
         assert health(b).available("openai/gpt-4o-mini")
         await sim_control.fault(provider="openai", kind="429", count=1, retry_after=30)
-        raw = await openai_client(a.url + "/v1").chat.completions.with_raw_response.create(
+        first = raw = await openai_client(a.url + "/v1").chat.completions.with_raw_response.create(
             model="chain", messages=[{"role": "user", "content": "echo:from a"}]
         )
         assert attempts(raw.headers["x-fareway-route"]) == {
@@ -111,6 +113,16 @@ async def test_a_429_cooldown_learned_by_one_gateway_routes_the_other_away(
             "groq/llama-3.1-8b-instant": "ok",
         }
         assert requests_to(await sim_control.stats(), "openai") == before, "b must not try openai"
+        # the attempt records agree: a tried openai (error) then groq; b skipped openai unsent
+        for gw, rid, tried in (
+            (a, first.headers["x-request-id"], [("openai", "error"), ("groq", "ok")]),
+            (b, raw.headers["x-request-id"], [("openai", "skipped"), ("groq", "ok")]),
+        ):
+            ledger = gw.app.gateway.accounting.ledger
+            assert isinstance(ledger, Ledger)
+            await ledger.flush()
+            row = next(r for r in await ledger.recent_calls(50) if r.call.request_id == rid)
+            assert [(t.provider, t.outcome) for t in row.attempts] == tried
     finally:
         await a.stop()
         await b.stop()
