@@ -179,6 +179,7 @@ async def test_an_experiment_subject_gets_the_same_arm_on_both_gateways(
             counters = m.experiments[name].counters
             assert counters["calls_control"] + counters["calls_challenger"] == 4 * len(users)
             assert counters["calls_challenger"] == 4 * challengers
+            assert not any("different definition" in w for w in m.experiments[name].warnings)
     finally:
         await a.stop()
         await b.stop()
@@ -232,3 +233,42 @@ async def test_the_judge_budget_holds_across_both_gateways(sim: Any, tmp_path: P
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_gateways_running_different_definitions_of_an_experiment_are_warned(
+    sim: Any, tmp_path: Path, prefix: str
+) -> None:
+    name = f"ab-{uuid.uuid4().hex[:6]}"
+    table = {
+        "model": "support",
+        "mode": "split",
+        "control": CONTROL,
+        "challenger": CHALLENGER,
+        "judge": "anthropic/claude-sonnet-4-5",
+        "sample": 0.0,
+    }
+    shared = SharedSettings(experiments="redis", redis_url=REDIS_URL, prefix=prefix)
+    gws = []
+    for gw_name, split in (("a", 0.5), ("b", 0.2)):  # b's config says another split
+        exp = parse(name, {**table, "split": split})
+        cfg = gateway_config(sim.url, tmp_path / gw_name, experiments={name: exp})
+        gws.append(await start_gateway(dataclasses.replace(cfg, shared=shared)))
+    try:
+        managers = [gw.app.gateway.parts["experiments"] for gw in gws]
+        assert all(isinstance(m, ExperimentManager) for m in managers)
+        for m in (*managers, managers[0]):
+            await m.share()
+        for gw, m in zip(gws, managers, strict=True):
+            other = managers[1 - managers.index(m)]
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(
+                    f"{gw.url}/v1/experiments/{name}", headers={"authorization": f"Bearer {MASTER_KEY}"}
+                ) as r,
+            ):
+                body = await r.json()
+            warned = [w for w in body["warnings"] if "different definition" in w]
+            assert len(warned) == 1 and other.counters.instance in warned[0], body["warnings"]
+    finally:
+        for gw in gws:
+            await gw.stop()

@@ -75,6 +75,9 @@ SAMPLE = "experiment.sample"
 ANSWER = "experiment.answer"
 PAIR = ("shadow", "judge", "judge")
 """The background calls of one pair: the other arm, then the judge in each order."""
+DIFFERENT_DEFINITION = "another gateway runs this experiment with a different definition"
+DEFINITION_FRESH_S = 60.0
+"""A gateway's definition counts while it said so less than this many seconds ago."""
 MAX_PENDING_PAIRS = 100_000
 """Pairs kept for the store while it cannot be written (beyond this the oldest are dropped)."""
 
@@ -102,6 +105,7 @@ class Running:
         self.shared_delta: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         """Not yet added to the shared counters (``[shared] experiments = "redis"``)."""
         self.shared_spend = Decimal(0)
+        self.shared_warned: set[str] = set()
         self.history = History(settings)
         """Every judged pair folded: the tally and the interval over time."""
         self.pending: list[PairRecord] = []
@@ -355,14 +359,37 @@ class ExperimentManager:
         for run in list(self.experiments.values()):
             delta, spend = dict(run.shared_delta), run.shared_spend
             seed = {k: run.counters[k] - delta[k] for k in COUNTERS}
-            totals, total_spend = await self.counters.add(
-                run.settings.name, delta, spend, seed, run.spend - spend
+            mine = fingerprint(run.settings)
+            totals, total_spend, defs = await self.counters.add(
+                run.settings.name, delta, spend, seed, run.spend - spend, mine
             )
+            self._check_definitions(run, mine, defs)
             for k, v in delta.items():
                 run.shared_delta[k] -= v
             run.shared_spend -= spend
             run.counters = {k: totals[k] + run.shared_delta[k] for k in COUNTERS}
             run.spend = total_spend + run.shared_spend
+
+    def _check_definitions(self, run: Running, mine: str, defs: dict[str, tuple[str, float]]) -> None:
+        """Warn (in the experiment's warnings and the log) while another live gateway runs this
+        experiment with another definition: it may assign a subject to another arm."""
+        assert self.counters is not None
+        horizon = self.counters.wall() - DEFINITION_FRESH_S
+        others = sorted(
+            g
+            for g, (fp, when) in defs.items()
+            if g != self.counters.instance and fp != mine and when >= horizon
+        )
+        run.warnings = [w for w in run.warnings if not w.startswith(DIFFERENT_DEFINITION)]
+        if others:
+            text = (
+                f"{DIFFERENT_DEFINITION} ({', '.join(others)}): a subject may get another arm there; "
+                "give every gateway the same [experiments] table"
+            )
+            if text not in run.shared_warned:
+                run.shared_warned.add(text)
+                log.warning("experiment %s: %s", run.settings.name, text)
+            run.warnings.append(text)
 
     async def _share_quietly(self) -> None:
         with contextlib.suppress(Exception):  # Redis down: counted in memory (logged by counters)
@@ -674,6 +701,16 @@ class ExperimentManager:
         run.status, run.promoted_to = status, promoted_to
         log.info("experiment %s: %s (status %s)", name, action, status)
         return await self.summary(name)
+
+
+def fingerprint(settings: ExperimentSettings) -> str:
+    """A short digest of the experiment's definition (what every gateway must agree on)."""
+    import hashlib
+
+    import orjson
+
+    text = orjson.dumps(settings.as_dict(), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def as_verdict(b: Background, control_first: bool) -> Verdict:

@@ -7,6 +7,12 @@ gateways must add up together is the counts (calls per arm, sampled, dropped, ov
 unpriced) and the judge + shadow spend, which ``judge_budget_usd`` is checked against: counted
 per gateway, N gateways would spend N budgets.
 
+The same script records which definition each gateway runs (a fingerprint of the experiment's
+settings, in ``P{exp}:<name>:defs``, one field per gateway with the time): two gateways with
+different definitions (another ``split``, say, during a rolling deploy) could give one subject
+two arms, so the manager warns while it sees one that differs (:meth:`RedisCounters.add`
+returns them).
+
 One hash per experiment, ``P{exp}:<name>`` (``P`` is ``[shared] prefix``): a field per counter
 and ``spend`` in pico-dollars (an integer, moved with HINCRBY: exact for costs of up to 12
 decimals).  The manager adds what it counted since the last tick with ONE script per experiment
@@ -23,6 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
+import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -41,7 +51,10 @@ end
 for i = 0, n - 1 do
   redis.call('HINCRBY', h, ARGV[2 + i * 3], ARGV[4 + i * 3])
 end
-return redis.call('HGETALL', h)
+local defs = KEYS[2]
+redis.call('HSET', defs, ARGV[2 + n * 3], ARGV[3 + n * 3])
+redis.call('PEXPIRE', defs, 86400000)
+return {redis.call('HGETALL', h), redis.call('HGETALL', defs)}
 """
 
 
@@ -53,8 +66,17 @@ class RedisCounters:
     """Adds an experiment's counts to its hash and returns the totals of every gateway."""
 
     def __init__(
-        self, url: str, *, prefix: str = "fareway:shared:", timeout: float = 0.25, client: Any = None
+        self,
+        url: str,
+        *,
+        prefix: str = "fareway:shared:",
+        timeout: float = 0.25,
+        client: Any = None,
+        instance: str | None = None,
+        wall: Any = time.time,
     ) -> None:
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.wall = wall
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
@@ -88,9 +110,12 @@ class RedisCounters:
         spend: Decimal,
         seed: dict[str, int],
         seed_spend: Decimal,
-    ) -> tuple[dict[str, int], Decimal]:
-        """Add ``deltas`` and ``spend``; a missing hash is first set to ``seed``/``seed_spend``.
-        Returns every gateway's totals.  Raises when Redis does not answer."""
+        fingerprint: str = "",
+    ) -> tuple[dict[str, int], Decimal, dict[str, tuple[str, float]]]:
+        """Add ``deltas`` and ``spend``; a missing hash is first set to ``seed``/``seed_spend``;
+        record that this gateway runs the definition ``fingerprint``.  Returns every gateway's
+        totals and every gateway's definition (gateway -> (fingerprint, when it said so)).
+        Raises when Redis does not answer."""
         fields = [*seed, "spend"]
         args: list[Any] = [len(fields)]
         for f in fields:
@@ -98,9 +123,12 @@ class RedisCounters:
                 args += [f, to_pico(seed_spend), to_pico(spend)]
             else:
                 args += [f, seed.get(f, 0), deltas.get(f, 0)]
+        args += [self.instance, f"{fingerprint}|{self.wall()!r}"]
         try:
             async with asyncio.timeout(2 * self.timeout + 0.1):
-                flat = await self._redis().eval(_ADD, 1, self.key(name), *args)
+                flat, defs_flat = await self._redis().eval(
+                    _ADD, 2, self.key(name), self.key(name) + ":defs", *args
+                )
         except Exception as exc:
             self.errors += 1
             if not self.down:
@@ -117,7 +145,14 @@ class RedisCounters:
             log.warning("experiments: shared counters answer again")
         totals = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         pico = totals.pop("spend", 0)
-        return {f: totals.get(f, 0) for f in seed}, Decimal(pico) / PICO
+        defs: dict[str, tuple[str, float]] = {}
+        for i in range(0, len(defs_flat), 2):
+            fp, _, when = defs_flat[i + 1].decode().rpartition("|")
+            try:
+                defs[defs_flat[i].decode()] = (fp, float(when))
+            except ValueError:
+                continue
+        return {f: totals.get(f, 0) for f in seed}, Decimal(pico) / PICO, defs
 
     async def close(self) -> None:
         if self._client is not None:
