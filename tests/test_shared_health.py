@@ -221,3 +221,25 @@ async def test_redis_down_falls_back_to_the_local_view_and_catches_up_after() ->
     finally:
         await c.close()
         own.stop()
+
+
+async def test_a_bucket_counted_down_locally_is_not_published_as_a_quota_wall(cluster: Cluster) -> None:
+    a = await cluster.member("a", 0.0)
+    b = await cluster.member("b", 0.0)
+    tok = a.begin(OFFER)
+    a.end(
+        tok,
+        True,
+        0.2,
+        20,
+        200,
+        None,
+        {"x-ratelimit-remaining-requests": "2", "x-ratelimit-reset-requests": "60s"},
+    )
+    a.begin(OFFER)
+    a.begin(OFFER)  # two calls in flight: a's own count of the bucket is at 0
+    assert not a.available(OFFER)
+    await a.flush()
+    await b.poll()
+    assert b.available(OFFER)  # only what a provider reports is shared
+    assert a.sync.published == 0

@@ -166,6 +166,8 @@ class SharedStats(Stats):
         """Monotonic time the other gateways' numbers were last read."""
         self._outbox: dict[tuple[str, str], tuple[str, float, str]] = {}
         """(kind, offer) -> (op, until in epoch seconds, reason): blocks not yet written."""
+        self._parsed: _Entry | None = None
+        """The entry whose rate-limit headers the current ``end`` parsed."""
         self._queued: dict[tuple[str, str], float] = {}
         """(kind, offer) -> the end of the last block queued for it (not to queue it again)."""
         self._stale: list[str] = []
@@ -261,6 +263,7 @@ class SharedStats(Stats):
         cool_before = e.cooldown_until
         state_before = e.breaker.state
         open_before = e.breaker._open_until
+        self._parsed = None
         super().end(key, ok, latency_s, output_tokens, status, retry_after, headers)
         self._learned(key_of(key), e, cool_before, state_before, open_before)
 
@@ -271,6 +274,14 @@ class SharedStats(Stats):
         if e.cooldown_until > before:
             self._queue("cool", key_of(key), e.cooldown_until, f"cooling down: {e.cooldown_reason}")
 
+    def _update_limits(self, e: _Entry, headers: Mapping[str, str], now: float) -> None:
+        throttled = now - e.limits_parsed_at < self.limits_refresh_s and not any(
+            lim.remaining <= self.limits_low_water for lim in e.limits.values()
+        )  # Stats._update_limits's own rule: then it reads nothing
+        super()._update_limits(e, headers, now)
+        if not throttled:
+            self._parsed = e  # this response's buckets were read (see _learned)
+
     def _learned(self, k: str, e: _Entry, cool_before: float, state_before: str, open_before: float) -> None:
         if e.cooldown_until > cool_before:
             self._queue("cool", k, e.cooldown_until, f"cooling down: {e.cooldown_reason}")
@@ -279,10 +290,11 @@ class SharedStats(Stats):
             self._queue("circuit", k, e.breaker._open_until, f"circuit open: {e.breaker.reason}")
         elif state == "closed" and state_before != "closed":
             self._queue("circuit", k, 0.0, "", op="clear")
-        if e.limits:
+        if e.limits and self._parsed is e:
+            # only what the provider just said (not this gateway's own count-down since)
             now = self.clock()
             for (kind, window), lim in e.limits.items():
-                if lim.remaining <= 0:
+                if lim.remaining <= 0 and lim.seen_at == e.limits_parsed_at:
                     end = lim.reset_at if lim.reset_at is not None else lim.seen_at + self.unknown_reset_s
                     if end > now:
                         label = f"{kind}/{window}" if window else kind
