@@ -78,6 +78,12 @@ async def main() -> None:
         )
     extra = 1e6 * (min(results["shared"]) - min(results["local"])) / args.calls
     print(f"shared health adds {extra:.2f} us per call; no Redis round trip on any read")
+    # one snapshot alone (the read routing makes per candidate), on offers with full windows
+    local = Stats(catalog)
+    await drive(local, 1000, 0)
+    for name, st in (("local", local), ("shared", shared)):
+        best = min(_time_snapshots(st) for _ in range(args.repeat))
+        print(f"{name:7s} snapshot alone {best:6.2f} us")
     total = args.repeat * args.calls
     blocks = total // args.every if args.every else 0
     print(
@@ -89,6 +95,13 @@ async def main() -> None:
     r = shared._redis()
     await r.delete(*(f"{prefix}{{health}}:{name}" for name in ("until", "info", "stats")))
     await r.aclose()
+
+
+def _time_snapshots(stats: Stats, n: int = 30_000) -> float:
+    t0 = time.perf_counter()
+    for i in range(n):
+        stats.snapshot(OFFERS[i % 3], 100, 200)
+    return 1e6 * (time.perf_counter() - t0) / n
 
 
 if __name__ == "__main__":
