@@ -220,3 +220,46 @@ async def test_health_and_experiments_fail_open_and_catch_up_after_a_redis_resta
         assert stats.connected
     finally:
         await gw.stop()
+
+
+async def test_a_gateway_whose_redis_is_not_there_at_start_serves(sim: Any, tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    shared = SharedSettings(
+        health="redis",
+        experiments="redis",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        sync_interval=0.1,
+        timeout=0.2,
+    )
+    exp = parse(
+        "ab",
+        {
+            "model": "support",
+            "control": "openai/gpt-4o",
+            "challenger": "groq/llama-3.3-70b-versatile",
+            "judge": "anthropic/claude-sonnet-4-5",
+            "sample": 0.0,
+        },
+    )
+    cfg = dataclasses.replace(gateway_config(sim.url, tmp_path, experiments={"ab": exp}), shared=shared)
+    gw = await start_gateway(cfg)
+    try:
+        stats = gw.app.gateway.stats
+        assert isinstance(stats, SharedStats) and not stats.connected
+        for _ in range(3):
+            assert (await call(gw))[0] == 200
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                gw.url + "/v1/chat/completions",
+                json={"model": "support", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"authorization": f"Bearer {MASTER_KEY}"},
+            ) as r,
+        ):
+            assert r.status == 200
+        mgr = gw.app.gateway.parts["experiments"]
+        assert isinstance(mgr, ExperimentManager)
+        assert mgr.experiments["ab"].counters["calls_control"] == 1
+    finally:
+        await gw.stop()
