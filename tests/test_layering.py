@@ -5,7 +5,8 @@
     wire (inbound)  |  adapters (outbound)   never import each other
     transport (+ transport_base, transport_mock)   the upstream HTTP seam and its in-memory double
     ledger, keys                        <- depend only on the core
-    router                              <- adapters (contract), transport, providers
+    router                              <- adapters (contract), transport, providers; its
+                                           shared_settings module imports nothing, so config reads it
     pipeline                            <- everything below
     cache                               <- a feature on the pipeline's seams (lookup, stream wrapper);
                                            its settings module imports nothing, so config may read it
@@ -71,7 +72,9 @@ ALLOWED: dict[str, set[str]] = {
     "transport": CORE,
     "config_schema": CORE,
     "config_state": set(),
-    "config": CORE | {"providers", "cache", "experiments", "config_schema", "config_state", "keys", "limits"},
+    "config": CORE
+    | {"providers", "cache", "experiments", "config_schema", "config_state", "keys", "limits"}
+    | {"router"},  # router.shared_settings, the [shared] section (imports nothing)
     "router": CORE | {"adapters", "providers", "transport", "tokens"},
     "pipeline": CORE
     | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire"},

@@ -55,6 +55,8 @@ Top-level sections:
 ``[keys]``        the provider-key vault's master key and key rest times (fareway.keys.settings)
 ``[limits]``      where budget and rate-limit reservations live and how they are estimated
                   (fareway.limits.settings)
+``[shared]``      provider health and experiment counters shared by gateways on one Redis
+                  (fareway.router.shared_settings, docs/shared-state.md)
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ from fareway.limits.settings import LimitSettings, LimitSettingsError
 from fareway.limits.settings import parse as parse_limit_settings
 from fareway.providers.quirks import Quirks
 from fareway.providers.registry import BUILTIN_PROVIDERS, ProviderSpec
+from fareway.router.shared_settings import KEYS as SHARED_SETTINGS_KEYS
+from fareway.router.shared_settings import SharedSettings, SharedSettingsError
+from fareway.router.shared_settings import parse as parse_shared_settings
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -214,6 +219,7 @@ SECTIONS["experiments"] = Section(named=True, entry_keys=EXPERIMENT_KEYS)
 SECTIONS["keys"] = Section(keys=KEY_SETTINGS_KEYS)
 SECTIONS["limits"] = Section(keys=LIMIT_SETTINGS_KEYS)
 SECTIONS["dashboard"] = Section(keys=DASHBOARD_KEYS)
+SECTIONS["shared"] = Section(keys=SHARED_SETTINGS_KEYS)
 
 
 @dataclass(slots=True)
@@ -260,6 +266,10 @@ class Config:
     """``[experiments.NAME]``: A/B experiments with an LLM judge (fareway.experiments)."""
     key_settings: KeySettings = field(default_factory=KeySettings)
     limit_settings: LimitSettings = field(default_factory=LimitSettings)
+    shared: SharedSettings = field(
+        default_factory=lambda: SharedSettings(redis_url=LimitSettings().redis_url)
+    )
+    """``[shared]``: provider health and experiment counters on Redis (fareway.router.shared_settings)."""
     master_key: str | None = None
     demo: bool = False
     source: str = "<defaults>"
@@ -539,6 +549,13 @@ def _load_config(path: str | Path | None, env: Any) -> Config:
     except DashboardSettingsError as exc:
         raise ConfigError(str(exc)) from exc
     cfg.sessions_url()  # sessions = "redis" without any Redis url fails here
+    shared_section = dict(_section(data, "shared"))
+    if isinstance(shared_section.get("redis_url"), str):  # a password may be given as ${VAR}
+        shared_section["redis_url"] = require_env(shared_section["redis_url"], env, "[shared] redis_url")
+    try:
+        cfg.shared = parse_shared_settings(shared_section, cfg.limit_settings.redis_url)
+    except SharedSettingsError as exc:
+        raise ConfigError(str(exc)) from exc
     master = data.get("master_key")
     cfg.master_key = (
         require_env(master, env, "master_key")

@@ -26,11 +26,15 @@ are accounted as cancelled); nothing waits on a stalled judge.
 State goes to the store (fareway.experiments.store) off the request path: counters and new pairs
 are written every ``flush_every`` seconds (and at close); the same tick reads back status
 changes made elsewhere (``fareway experiments pause`` on the command line, another gateway).
+With ``[shared] experiments = "redis"`` the same tick also adds the counts and the spend to
+Redis and takes back every gateway's totals (fareway.experiments.shared_counters), so the
+counters and the judge budget hold across gateways.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Coroutine
@@ -53,6 +57,7 @@ from fareway.experiments.queries import VariantStats, variant_stats
 from fareway.experiments.results import History, State, brief, summarize
 from fareway.experiments.runner import Background, BackgroundRunner
 from fareway.experiments.settings import ExperimentSettings, SettingsError, check_models, parse
+from fareway.experiments.shared_counters import RedisCounters
 from fareway.experiments.stats import Verdict, combine
 from fareway.experiments.store import COUNTERS, ExperimentStore, PairRecord, StoredExperiment
 from fareway.pipeline.context import CallContext
@@ -70,6 +75,9 @@ SAMPLE = "experiment.sample"
 ANSWER = "experiment.answer"
 PAIR = ("shadow", "judge", "judge")
 """The background calls of one pair: the other arm, then the judge in each order."""
+DIFFERENT_DEFINITION = "another gateway runs this experiment with a different definition"
+DEFINITION_FRESH_S = 60.0
+"""A gateway's definition counts while it said so less than this many seconds ago."""
 MAX_PENDING_PAIRS = 100_000
 """Pairs kept for the store while it cannot be written (beyond this the oldest are dropped)."""
 
@@ -94,6 +102,10 @@ class Running:
         self.delta: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         """Not yet written to the store."""
         self.delta_spend = Decimal(0)
+        self.shared_delta: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        """Not yet added to the shared counters (``[shared] experiments = "redis"``)."""
+        self.shared_spend = Decimal(0)
+        self.shared_warned: set[str] = set()
         self.history = History(settings)
         """Every judged pair folded: the tally and the interval over time."""
         self.pending: list[PairRecord] = []
@@ -109,6 +121,7 @@ class Running:
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += n
         self.delta[key] += n
+        self.shared_delta[key] += n
 
     def charge(self, cost: Decimal | None, kind: str) -> None:
         if cost is None:
@@ -122,6 +135,7 @@ class Running:
             return
         self.spend += cost
         self.delta_spend += cost
+        self.shared_spend += cost
         self.last_cost[kind] = cost
 
     def affordable(self, *calls: str, others: int | None = None) -> bool:
@@ -172,9 +186,11 @@ class ExperimentManager:
         experiments: dict[str, ExperimentSettings],
         *,
         flush_every: float = 1.0,
+        counters: RedisCounters | None = None,
     ) -> None:
         self.gateway = gateway
         self.store = store
+        self.counters = counters
         self.flush_every = flush_every
         self.runner = BackgroundRunner(gateway.resolver, gateway.executor, gateway.accounting)
         self.experiments: dict[str, Running] = {}
@@ -216,6 +232,7 @@ class ExperimentManager:
                 await self._load()
             except Exception as exc:  # experiments never keep the gateway from serving
                 self._store_down(exc)
+        await self._share_quietly()
         self._ticker = asyncio.create_task(self._tick(), name="fareway-experiments")
 
     async def _load(self) -> None:
@@ -288,6 +305,9 @@ class ExperimentManager:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self.counters is not None:
+            await self._share_quietly()
+            await self.counters.close()
         if self.store is not None:
             try:
                 await self.flush()
@@ -301,6 +321,7 @@ class ExperimentManager:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.flush_every)
+            await self._share_quietly()
             if self.store is None:
                 continue
             try:
@@ -329,6 +350,51 @@ class ExperimentManager:
                         run.delta[k] -= v
                     run.delta_spend -= spend
 
+    async def share(self) -> None:
+        """Add this gateway's counts and spend since the last time to the shared counters and
+        take back every gateway's totals (``[shared] experiments = "redis"``).  Raises when Redis
+        does not answer (what was counted stays to be added next time)."""
+        if self.counters is None:
+            return
+        for run in list(self.experiments.values()):
+            delta, spend = dict(run.shared_delta), run.shared_spend
+            seed = {k: run.counters[k] - delta[k] for k in COUNTERS}
+            mine = fingerprint(run.settings)
+            totals, total_spend, defs = await self.counters.add(
+                run.settings.name, delta, spend, seed, run.spend - spend, mine
+            )
+            self._check_definitions(run, mine, defs)
+            for k, v in delta.items():
+                run.shared_delta[k] -= v
+            run.shared_spend -= spend
+            run.counters = {k: totals[k] + run.shared_delta[k] for k in COUNTERS}
+            run.spend = total_spend + run.shared_spend
+
+    def _check_definitions(self, run: Running, mine: str, defs: dict[str, tuple[str, float]]) -> None:
+        """Warn (in the experiment's warnings and the log) while another live gateway runs this
+        experiment with another definition: it may assign a subject to another arm."""
+        assert self.counters is not None
+        horizon = self.counters.wall() - DEFINITION_FRESH_S
+        others = sorted(
+            g
+            for g, (fp, when) in defs.items()
+            if g != self.counters.instance and fp != mine and when >= horizon
+        )
+        run.warnings = [w for w in run.warnings if not w.startswith(DIFFERENT_DEFINITION)]
+        if others:
+            text = (
+                f"{DIFFERENT_DEFINITION} ({', '.join(others)}): a subject may get another arm there; "
+                "give every gateway the same [experiments] table"
+            )
+            if text not in run.shared_warned:
+                run.shared_warned.add(text)
+                log.warning("experiment %s: %s", run.settings.name, text)
+            run.warnings.append(text)
+
+    async def _share_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # Redis down: counted in memory (logged by counters)
+            await self.share()
+
     async def refresh(self) -> None:
         """Status changes made elsewhere (the CLI, another gateway) and experiments created there."""
         if self.store is None or not self.ready:
@@ -347,6 +413,7 @@ class ExperimentManager:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.flush()
+        await self._share_quietly()
 
     # ------------------------------------------------------------------ the seams
 
@@ -636,6 +703,16 @@ class ExperimentManager:
         return await self.summary(name)
 
 
+def fingerprint(settings: ExperimentSettings) -> str:
+    """A short digest of the experiment's definition (what every gateway must agree on)."""
+    import hashlib
+
+    import orjson
+
+    text = orjson.dumps(settings.as_dict(), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
+
+
 def as_verdict(b: Background, control_first: bool) -> Verdict:
     """One order's verdict from its judge call (an error when the call failed)."""
     if b.response is None:
@@ -645,7 +722,13 @@ def as_verdict(b: Background, control_first: bool) -> Verdict:
 
 def build(gateway: Gateway, store: ExperimentStore | None) -> ExperimentManager:
     """The manager for ``gateway``'s config, started and closed with the gateway."""
-    mgr = ExperimentManager(gateway, store, dict(gateway.config.experiments))
+    sh = gateway.config.shared
+    counters = (
+        RedisCounters(sh.redis_url, prefix=sh.prefix, timeout=sh.timeout)
+        if sh.experiments == "redis"
+        else None
+    )
+    mgr = ExperimentManager(gateway, store, dict(gateway.config.experiments), counters=counters)
     for run in mgr.experiments.values():
         mgr._check_routable(run.settings)
         for w in run.warnings:

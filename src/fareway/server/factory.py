@@ -35,6 +35,7 @@ from fareway.providers.catalog import Catalog
 from fareway.router.embed_executor import EmbeddingExecutor
 from fareway.router.executor import Executor
 from fareway.router.policies import PolicyConfig, Router
+from fareway.router.shared_health import SharedStats
 from fareway.router.stats import Stats
 from fareway.scrub import register as register_secrets
 from fareway.server.app import App
@@ -172,7 +173,7 @@ def build_gateway(config: Config) -> Gateway:
         connect_timeout=config.timeouts.connect, max_response_bytes=config.limits.max_response_bytes
     )
     catalog = Catalog.builtin()
-    stats = Stats(catalog)
+    stats = _health(config, catalog)
     resolver = Resolver(config, catalog.offers())
     # provider keys: the configured ones, and the vault's (a team's own, several per provider)
     key_services = build_key_services(config, keys, pricebook)
@@ -252,10 +253,28 @@ def build_gateway(config: Config) -> Gateway:
     gateway.on_start.append(_warm_tokenizer)
     if config.key_settings.database_url:  # the PostgreSQL pool and its LISTEN connection
         gateway.on_close.append(lambda: asyncio.to_thread(keys.close))
+    if isinstance(stats, SharedStats):
+        gateway.on_start.append(stats.start)
+        gateway.on_close.append(stats.close)
     cache = install_cache(gateway, config.cache, price=accounting.price)
     metrics.bind_cache_store(cache.store)
     gateway.parts["experiments"] = _experiments(config, gateway)
     return gateway
+
+
+def _health(config: Config, catalog: Catalog) -> Stats:
+    """Live provider health: this process's (``[shared] health = "local"``) or shared through Redis
+    by every gateway on it (fareway.router.shared_health), started and closed with the gateway."""
+    sh = config.shared
+    if sh.health != "redis":
+        return Stats(catalog)
+    return SharedStats(
+        catalog,
+        redis_url=sh.redis_url,
+        prefix=sh.prefix,
+        timeout=sh.timeout,
+        sync_interval=sh.sync_interval,
+    )
 
 
 def _experiments(config: Config, gateway: Gateway) -> ExperimentManager:
