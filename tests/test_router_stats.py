@@ -493,3 +493,42 @@ def test_call_token_shape() -> None:
     stats = make_stats(clock)
     tok = stats.begin(("p", "m"))
     assert isinstance(tok, CallToken) and tok.key == "p/m" and tok.started == clock.t
+
+
+# ------------------------------------------------------------------ the sorted window
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=5, allow_nan=False),  # time step
+            st.one_of(st.floats(min_value=0, max_value=100, allow_nan=False), st.just(float("nan"))),
+            st.floats(min_value=0, max_value=20, allow_nan=False),  # window age for the read
+        ),
+        max_size=120,
+    ),
+    st.integers(1, 25),
+)
+def test_series_percentiles_match_a_sort_of_the_window(
+    ops: list[tuple[float, float, float]], window: int
+) -> None:
+    """The incrementally sorted window gives the percentiles a fresh sort of the live samples
+    gives (the samples younger than the horizon, at most ``window`` of them, NaN left out)."""
+    from fareway.router.stats import _Series
+
+    s = _Series(prior=1.0, alpha=0.1, prior_weight=5, window=window)
+    now = 0.0
+    live: list[tuple[float, float]] = []
+    for step, value, age in ops:
+        now += step
+        s.add(now, value)
+        live = [*live, (now, value)][-window:]
+        horizon = now - age
+        live = [x for x in live if x[0] >= horizon] if live and live[0][0] < horizon else live
+        want = sorted(v for _, v in live if v == v)
+        assert s.recent(horizon) == want
+        if want:
+            got, n = s.quantiles(horizon, (0.5, 0.9, 0.99))
+            assert n == len(want)
+            assert got == [percentile(want, q) for q in (0.5, 0.9, 0.99)]

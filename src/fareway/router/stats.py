@@ -28,6 +28,7 @@ Conventions for :meth:`Stats.end` (matching router.executor):
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left, insort
 import math
 import time
 from collections import deque
@@ -80,9 +81,13 @@ class CallToken:
 
 
 class _Series:
-    """An EWMA seeded from a prior plus a bounded recent window for percentiles."""
+    """An EWMA seeded from a prior plus a bounded recent window for percentiles.
 
-    __slots__ = ("alpha", "count", "ewma", "prior", "prior_weight", "samples")
+    The window's values are also kept sorted (inserted and removed by bisection as samples come
+    and expire), so a snapshot reads its percentiles without sorting the window: a router reads
+    them for every candidate of every call."""
+
+    __slots__ = ("alpha", "count", "ewma", "prior", "prior_weight", "samples", "sorted")
 
     def __init__(self, prior: float, alpha: float, prior_weight: float, window: int) -> None:
         self.prior = prior
@@ -91,17 +96,30 @@ class _Series:
         self.prior_weight = prior_weight
         self.count = 0
         self.samples: deque[tuple[float, float]] = deque(maxlen=window)
+        self.sorted: list[float] = []
+        """The values of ``samples``, ascending (NaN left out: it has no place in an order)."""
 
     def add(self, now: float, value: float) -> None:
         self.count += 1
         w = max(self.alpha, 1.0 / (self.count + self.prior_weight))
         self.ewma = w * value + (1.0 - w) * self.ewma
-        self.samples.append((now, value))
+        samples = self.samples
+        if len(samples) == samples.maxlen:
+            self._forget(samples[0][1])  # the deque drops its oldest on this append
+        samples.append((now, value))
+        if value == value:
+            insort(self.sorted, value)
+
+    def _forget(self, value: float) -> None:
+        if value == value:
+            del self.sorted[bisect_left(self.sorted, value)]
 
     def recent(self, horizon: float) -> list[float]:
-        while self.samples and self.samples[0][0] < horizon:
-            self.samples.popleft()
-        return sorted(v for _, v in self.samples)
+        """The values younger than ``horizon``, ascending (the series' own list: do not change it)."""
+        samples = self.samples
+        while samples and samples[0][0] < horizon:
+            self._forget(samples.popleft()[1])
+        return self.sorted
 
     def quantiles(self, horizon: float, qs: tuple[float, ...]) -> tuple[list[float], int]:
         values = self.recent(horizon)
