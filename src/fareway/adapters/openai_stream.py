@@ -356,54 +356,54 @@ class OpenAIStreamParser:
         extras: list[dict[str, Any]] = []
         known = _CHUNK_KNOWN
         choice_known = _CHOICE_KNOWN
-        for c in chunks:
-            if not isinstance(c, dict) or c.get("error"):
-                return None
-            if not c.keys() <= known:
-                extras.append(c)
-            if first is None and not started:
-                first = c
-            choices = c.get("choices")
-            if choices:
-                if len(choices) != 1:
+        append = texts.append
+        try:
+            for c in chunks:
+                if c.get("error"):  # (a chunk that is not an object raises: the general parser)
                     return None
-                ch = choices[0]
-                if not isinstance(ch, dict) or ch.get("index") or ch.get("logprobs") is not None:
-                    return None
-                if not ch.keys() <= choice_known and any(
-                    v is not None for k, v in ch.items() if k not in choice_known
-                ):
-                    return None
-                delta = ch.get("delta")
-                if delta:
-                    if not isinstance(delta, dict):
+                if not c.keys() <= known:
+                    extras.append(c)
+                if first is None and not started:
+                    first = c
+                choices = c.get("choices")
+                if choices:
+                    (ch,) = choices  # more than one choice: ValueError, the general parser
+                    if ch.get("index") or ch.get("logprobs") is not None:
                         return None
-                    content = delta.get("content")
-                    if content:
-                        if not isinstance(content, str) or finished:
-                            return None
-                        texts.append(content)
-                    for k, v in delta.items():
-                        if v is not None and k != "content" and k != "role":
-                            return None  # tool calls, reasoning, refusals: the general parser
-                fr = ch.get("finish_reason")
-                if fr is not None and not finished:
-                    finish_raw, finish_seen, finished = fr, True, True
-            if c.get("usage") is not None or "x_groq" in c:
-                u = usage_of_chunk(c)
-                if u is not None:
-                    if not finished:
-                        usage_after_finish = False
-                    usages.append(u)
+                    if not ch.keys() <= choice_known and any(
+                        v is not None for k, v in ch.items() if k not in choice_known
+                    ):
+                        return None
+                    delta = ch.get("delta")
+                    if delta:
+                        content = delta.get("content")
+                        if content:
+                            if finished or type(content) is not str:
+                                return None
+                            append(content)
+                        if len(delta) > 1 or content is None:
+                            for k, v in delta.items():
+                                if v is not None and k != "content" and k != "role":
+                                    return None  # tool calls, reasoning, refusals: the general parser
+                    fr = ch.get("finish_reason")
+                    if fr is not None and not finished:
+                        finish_raw, finish_seen, finished = fr, True, True
+                if c.get("usage") is not None or "x_groq" in c:
+                    u = usage_of_chunk(c)
+                    if u is not None:
+                        if not finished:
+                            usage_after_finish = False
+                        usages.append(u)
+        except (AttributeError, TypeError, ValueError):
+            return None  # a chunk, choice or delta of another shape
         if usages and not usage_after_finish and (texts or finish_seen):
             return None  # usage between deltas or before the finish: keep the general order
         # The stream is the common shape: build its events as the general parser would.
         out: list[StreamEvent] = []
+        ext = self._extras
         for c in extras:
-            ext = self._extras
-            for k, v in c.items():
-                if k in _CHUNK_KNOWN:
-                    continue
+            for k in c.keys() - _CHUNK_KNOWN:
+                v = c[k]
                 old = ext.get(k)
                 ext[k] = {**old, **v} if isinstance(old, dict) and isinstance(v, dict) else v
         if first is not None:
