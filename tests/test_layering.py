@@ -4,6 +4,7 @@
     dialects                            <- pure mapping tables shared by wire and adapters
     wire (inbound)  |  adapters (outbound)   never import each other
     transport (+ transport_base, transport_mock)   the upstream HTTP seam and its in-memory double
+    redis_client                        <- imports nothing: the fail-fast Redis client
     ledger, keys                        <- depend only on the core
     router                              <- adapters (contract), transport, providers; its
                                            shared_settings module imports nothing, so config reads it
@@ -68,14 +69,15 @@ ALLOWED: dict[str, set[str]] = {
     "providers": CORE,
     "ledger": {"types"},
     "keys": {"types", "errors", "scrub"},
-    "cache": CORE | {"pipeline", "wire"},
+    "cache": CORE | {"pipeline", "wire", "redis_client"},
     "transport": CORE,
+    "redis_client": set(),  # the fail-fast Redis client (cache, shared health, experiment counters)
     "config_schema": CORE,
     "config_state": set(),
     "config": CORE
     | {"providers", "cache", "experiments", "config_schema", "config_state", "keys", "limits"}
     | {"router"},  # router.shared_settings, the [shared] section (imports nothing)
-    "router": CORE | {"adapters", "providers", "transport", "tokens"},
+    "router": CORE | {"adapters", "providers", "transport", "tokens", "redis_client"},
     "pipeline": CORE
     | {"adapters", "config", "keys", "ledger", "providers", "router", "tokens", "transport", "wire"},
     "experiments": CORE
@@ -90,6 +92,7 @@ ALLOWED: dict[str, set[str]] = {
         "tokens",
         "transport",
         "wire",
+        "redis_client",
     },
     "limits": CORE | {"keys", "ledger", "pipeline", "router", "tokens"},
     "metrics": {"ledger"},

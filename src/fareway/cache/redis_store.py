@@ -17,12 +17,9 @@ import math
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from fareway.cache.entry import BadEntry, Entry
 from fareway.cache.stores import Clock, StoreStats
+from fareway.redis_client import fail_fast_client
 
 log = logging.getLogger("fareway.cache")
 
@@ -48,14 +45,7 @@ class RedisStore:
         self.stats = StoreStats()
         self._down_until = 0.0
         self._logged = False
-        self._redis: Any = client or Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self._redis: Any = client or fail_fast_client(url, timeout)
 
     def _available(self) -> bool:
         return time.monotonic() >= self._down_until

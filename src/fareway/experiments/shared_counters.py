@@ -36,6 +36,8 @@ import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from fareway.redis_client import fail_fast_client
+
 log = logging.getLogger("fareway.experiments")
 
 PICO = Decimal(10) ** 12
@@ -89,18 +91,7 @@ class RedisCounters:
 
     def _redis(self) -> Any:
         if self._client is None:
-            from redis.asyncio import Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._client = Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-                health_check_interval=0,
-            )
+            self._client = fail_fast_client(self.url, self.timeout)
         return self._client
 
     async def add(

@@ -50,6 +50,7 @@ from typing import Any
 
 import orjson
 
+from fareway.redis_client import fail_fast_client
 from fareway.router.health import OfferStats
 from fareway.router.stats import CallToken, Key, Stats, _Entry, key_of
 
@@ -181,18 +182,7 @@ class SharedStats(Stats):
 
     def _redis(self) -> Any:
         if self._client is None:
-            from redis.asyncio import Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._client = Redis.from_url(
-                self.redis_url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-                health_check_interval=0,
-            )
+            self._client = fail_fast_client(self.redis_url, self.timeout)
         return self._client
 
     async def start(self) -> None:

@@ -28,9 +28,9 @@ Conventions for :meth:`Stats.end` (matching router.executor):
 from __future__ import annotations
 
 import itertools
-from bisect import bisect_left, insort
 import math
 import time
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
