@@ -81,3 +81,16 @@ async def test_inference_key_over_http_and_admin_routes(sim: Any, tmp_path: Path
             )
     finally:
         await gw.stop()
+
+
+def test_ping_is_one_query_on_the_keys_table(tmp_path: Path) -> None:
+    """The readiness probe's check of the state database: it answers while the keys table does,
+    and fails (for /readyz to say not ready) when it cannot be read."""
+    store = KeyStore(tmp_path / "state.db")
+    for i in range(3):
+        store.create(f"k{i}")
+    store.ping()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("ALTER TABLE gateway_keys RENAME TO gateway_keys_gone")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store.ping()

@@ -180,3 +180,18 @@ async def test_the_key_cli_writes_to_the_postgres_state_db(tmp_path: Path, schem
     finally:
         gateway_side.close()
     assert not (tmp_path / "state" / "state.db").exists()
+
+
+def test_ping_on_postgres_is_one_query_on_the_keys_table(tmp_path: Path, schema: str) -> None:
+    """The readiness probe's check on PostgreSQL: one query, answered while the keys table can be
+    read; an error (for /readyz to say not ready) once it cannot."""
+    store = _instance(tmp_path, schema)
+    try:
+        store.create("app")
+        store.ping()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE "{schema}".gateway_keys RENAME TO gateway_keys_gone')
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            store.ping()
+    finally:
+        store.close()

@@ -284,6 +284,12 @@ class KeyStore:
         assert info is not None
         return secret, info
 
+    def ping(self) -> None:
+        """One cheap query on the keys table (the readiness probe, which a load balancer sends every
+        few seconds: never a listing of every key).  Raises when the state database cannot answer."""
+        with self._connect() as db:
+            db.execute("SELECT 1 FROM gateway_keys LIMIT 1").fetchall()
+
     def list(self, *, team_id: str | None = None, include_revoked: bool = True) -> list[KeyInfo]:
         sql = f"SELECT {_COLS} FROM gateway_keys WHERE 1=1"
         args: list[Any] = []

@@ -105,7 +105,7 @@ class Gateway:
     async def readiness(self) -> dict[str, str]:
         checks = {"config": "ok"}
         try:
-            await asyncio.to_thread(self.keys.list)
+            await asyncio.to_thread(self.keys.ping)
             checks["state_db"] = "ok"
         except Exception as exc:  # report any storage failure as not-ready, never crash the probe
             checks["state_db"] = f"error: {type(exc).__name__}"
