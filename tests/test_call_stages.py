@@ -432,12 +432,25 @@ async def test_stream_wrappers_see_the_committed_events_and_after_hooks_run(
             return run()
 
     class Judge:
+        def wants(self, ctx: CallContext) -> bool:
+            return True
+
         async def after(self, ctx: CallContext) -> None:
             after.append((ctx.request_id, ctx.outcome))
             done.set()
 
+    class Idle:
+        """A hook with nothing to do for this call: its ``after`` is never scheduled."""
+
+        def wants(self, ctx: CallContext) -> bool:
+            return False
+
+        async def after(self, ctx: CallContext) -> None:
+            after.append(("idle", None))
+
     gw = sgw.app.gateway
     gw.wrappers.append(Tee())
+    gw.after_hooks.append(Idle())
     gw.after_hooks.append(Judge())
     try:
         raw = await oai(sgw).chat.completions.with_raw_response.create(
@@ -449,6 +462,7 @@ async def test_stream_wrappers_see_the_committed_events_and_after_hooks_run(
             text = raw.parse().choices[0].message.content or ""
         assert text == "one two" and "".join(seen) == "one two"
         await asyncio.wait_for(done.wait(), 10)
+        # Idle comes first in the list: had its after been scheduled, it would have run before Judge's
         assert after == [(raw.headers["x-request-id"], "ok")]
     finally:
         gw.wrappers.clear()

@@ -454,6 +454,9 @@ class ExperimentManager:
             acc.add(e)
             yield e
 
+    def wants(self, ctx: CallContext) -> bool:
+        return SAMPLE in ctx.notes
+
     async def after(self, ctx: CallContext) -> None:
         run: Running | None = ctx.notes.get(SAMPLE)
         if run is None or ctx.outcome != "ok":

@@ -255,6 +255,8 @@ class Gateway:
             except Exception:
                 log.exception("settling %s failed for request %s", type(a).__name__, ctx.request_id)
         for hook in self.after_hooks:
+            if not hook.wants(ctx):
+                continue
             task = asyncio.ensure_future(self._after(hook, ctx))
             self._after_tasks.add(task)
             task.add_done_callback(self._after_tasks.discard)

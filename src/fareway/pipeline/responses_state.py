@@ -200,6 +200,10 @@ class ResponsesState:
 
     # --------------------------------------------------------------------- after hook
 
+    def wants(self, ctx: CallContext) -> bool:
+        notes = ctx.notes.get("responses")
+        return bool(notes and notes.get("stored"))
+
     async def after(self, ctx: CallContext) -> None:
         notes = ctx.notes.get("responses")
         if not notes or not notes.get("stored") or ctx.cost_usd is None or ctx.req is None:

@@ -73,6 +73,11 @@ class ArmPicker(Protocol):
 class AfterHook(Protocol):
     """Runs after the call was accounted, off the request path (its errors are logged)."""
 
+    def wants(self, ctx: CallContext) -> bool:
+        """Whether :meth:`after` has anything to do for this call (a cheap look at its notes): a
+        call no hook wants schedules no task."""
+        ...
+
     async def after(self, ctx: CallContext) -> None: ...
 
 
