@@ -28,6 +28,7 @@ spend since; what it counted is added when Redis answers again.  Logged once per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -148,4 +149,6 @@ class RedisCounters:
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2 * self.timeout + 0.1):
+                    await client.aclose()
