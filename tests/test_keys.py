@@ -94,3 +94,35 @@ def test_ping_is_one_query_on_the_keys_table(tmp_path: Path) -> None:
         db.execute("ALTER TABLE gateway_keys RENAME TO gateway_keys_gone")
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         store.ping()
+
+
+def test_state_db_connections_are_closed_after_each_use(tmp_path: Path) -> None:
+    """Every lookup's connection is closed when its block ends, not when the garbage collector
+    gets to it (the gateway collects rarely): the open files on the state DB do not grow."""
+    import gc
+    import os
+
+    def open_files() -> int:
+        fd_dir = Path("/proc/self/fd")
+        if not fd_dir.is_dir():
+            pytest.skip("no /proc/self/fd on this platform")
+        n = 0
+        for fd in fd_dir.iterdir():
+            try:
+                n += str(tmp_path) in os.readlink(fd)
+            except OSError:
+                continue
+        return n
+
+    store = KeyStore(tmp_path / "state.db", cache_ttl=0)
+    store.create("app")
+    gc.disable()
+    try:
+        before = open_files()
+        for _ in range(100):
+            store.list()
+            store.ping()
+        assert open_files() == before
+    finally:
+        gc.enable()
+        store.close()

@@ -17,10 +17,11 @@ a TTL: a key revoked with the CLI fails at once on a running gateway.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -175,17 +176,29 @@ class StateDB:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             self._migrate(db)
-        self._watch = self.connect()
+        self._watch = self._open()
         self._watch_lock = threading.Lock()
         self._seen = self._data_version()
         self.generation = 0
         """Moves whenever a change committed by any connection has been noticed."""
 
-    def connect(self) -> sqlite3.Connection:
+    def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=10000")
         return db
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one ``with`` block, closed at its end (sqlite3's own context manager
+        only commits: a connection left to the garbage collector holds its file open until a
+        collection, which a busy gateway makes rare)."""
+        db = self._open()
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
 
     def close(self) -> None:
         with self._watch_lock:
