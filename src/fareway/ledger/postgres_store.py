@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import threading
 import uuid
 from collections import deque
@@ -45,13 +44,13 @@ from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from fareway.ledger import pg_batch, spool
 from fareway.ledger.base import Checkpoint, FlushMarker, LedgerStats, QueueItem, StoreUnavailable, log
 from fareway.ledger.inflight import PgAdopter, pg_take_writer_lock
 from fareway.ledger.migrations import migrate_postgres
 from fareway.ledger.pg_batch import Batch, decode_checkpoint
+from fareway.ledger.pg_support import PostgresDialect, backoff_delay, is_transient, safe_url
 from fareway.ledger.records import CALL_COLUMNS
 from fareway.ledger.retention import PruneStep, pg_prune_step, pg_reclaim, pg_stats
 from fareway.ledger.rollup_store import BACKFILL_TIMEOUT
@@ -60,68 +59,6 @@ T = TypeVar("T")
 
 _LOOKAHEAD = 2
 """Batches the intake prepares ahead of the committer (unless spooling: then it spools all)."""
-
-
-class PostgresDialect:
-    name = "postgres"
-
-    def ph(self, n: int) -> str:
-        return f"${n}"
-
-    def bucket(self, column: str, unit: str) -> str:
-        fmt = "YYYY-MM-DD" if unit == "day" else 'YYYY-MM-DD"T"HH24'
-        return f"to_char({column} AT TIME ZONE 'UTC', '{fmt}')"
-
-    def money_sum(self, column: str) -> str:
-        return f"SUM({column})"
-
-    def percentile(self, expr: str, q: float) -> str:
-        return f"percentile_cont({q!r}) WITHIN GROUP (ORDER BY {expr})"
-
-    def time_param(self, value: Any) -> Any:
-        return value
-
-    def in_list(self, column: str, first_ph: int, count: int) -> tuple[str, bool]:
-        return f"{column} = ANY(${first_ph})", True
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying (the database or the network, not the record): connection trouble,
-    timeouts (ours or the server's statement_timeout), lock and serialization conflicts,
-    a server shutting down or read-only after a failover."""
-    import asyncpg
-    from asyncpg import exceptions as e
-
-    if isinstance(exc, e.DataError):  # a value asyncpg cannot encode: the record, not the database
-        return False
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | e.InsufficientResourcesError
-        | e.OperatorInterventionError
-        | e.TransactionRollbackError
-        | e.LockNotAvailableError
-        | e.ReadOnlySQLTransactionError,
-    )
-
-
-def backoff_delay(failures: int, first: float, cap: float) -> float:
-    """Exponential backoff with jitter: about ``first * 2**(failures-1)``, at most ``cap``, drawn
-    from the upper half of that so that many gateways do not retry in step."""
-    delay = min(cap, first * 2 ** max(0, failures - 1))
-    return delay * random.uniform(0.5, 1.0)
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, for log lines."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
 class PostgresStore:

@@ -404,7 +404,7 @@ class _Guard:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    from fareway.ledger.postgres_store import is_transient
+    from fareway.ledger.pg_support import is_transient
 
     return is_transient(exc)
 
