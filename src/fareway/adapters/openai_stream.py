@@ -400,24 +400,11 @@ class OpenAIStreamParser:
             return None  # usage between deltas or before the finish: keep the general order
         # The stream is the common shape: build its events as the general parser would.
         out: list[StreamEvent] = []
-        ext = self._extras
         for c in extras:
-            for k in c.keys() - _CHUNK_KNOWN:
-                v = c[k]
-                old = ext.get(k)
-                ext[k] = {**old, **v} if isinstance(old, dict) and isinstance(v, dict) else v
+            self._merge_extras(c)
         if first is not None:
             self._started = True
-            created = first.get("created")
-            own = {k: v for k, v in first.items() if k not in _CHUNK_KNOWN}
-            out.append(
-                ResponseStart(
-                    id=str(first.get("id") or ""),
-                    model=str(first.get("model") or self._up.model),
-                    created=int(created) if isinstance(created, int | float) else None,
-                    extensions={D: own} if own else {},
-                )
-            )
+            out.append(self._response_start(first, {k: v for k, v in first.items() if k not in _CHUNK_KNOWN}))
         if texts:
             self._free_delta("text", texts[0] if len(texts) == 1 else "".join(texts), out)
         if finish_seen:
@@ -494,26 +481,10 @@ class OpenAIStreamParser:
 
     def _chunk(self, chunk: dict[str, Any], out: list[StreamEvent]) -> None:
         # (the hot path of every streamed call: key tests before building anything)
-        extras: dict[str, Any] = {}
-        if not chunk.keys() <= _CHUNK_KNOWN:
-            ext = self._extras
-            for k, v in chunk.items():
-                if k in _CHUNK_KNOWN:
-                    continue
-                extras[k] = v
-                old = ext.get(k)
-                ext[k] = {**old, **v} if isinstance(old, dict) and isinstance(v, dict) else v
+        extras = self._merge_extras(chunk) if not chunk.keys() <= _CHUNK_KNOWN else {}
         if not self._started:
             self._started = True
-            created = chunk.get("created")
-            out.append(
-                ResponseStart(
-                    id=str(chunk.get("id") or ""),
-                    model=str(chunk.get("model") or self._up.model),
-                    created=int(created) if isinstance(created, int | float) else None,
-                    extensions={D: dict(extras)} if extras else {},
-                )
-            )
+            out.append(self._response_start(chunk, extras))
         choices = chunk.get("choices")
         if choices:
             for choice in choices:
@@ -523,6 +494,28 @@ class OpenAIStreamParser:
             usage = usage_of_chunk(chunk)
             if usage is not None:
                 out.append(UsageUpdate(usage))
+
+    def _merge_extras(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """Fold the chunk's keys outside the known ones into the stream's extras (dicts merge,
+        others replace); return those keys."""
+        ext = self._extras
+        own: dict[str, Any] = {}
+        for k, v in chunk.items():
+            if k in _CHUNK_KNOWN:
+                continue
+            own[k] = v
+            old = ext.get(k)
+            ext[k] = {**old, **v} if isinstance(old, dict) and isinstance(v, dict) else v
+        return own
+
+    def _response_start(self, chunk: dict[str, Any], extras: dict[str, Any]) -> ResponseStart:
+        created = chunk.get("created")
+        return ResponseStart(
+            id=str(chunk.get("id") or ""),
+            model=str(chunk.get("model") or self._up.model),
+            created=int(created) if isinstance(created, int | float) else None,
+            extensions={D: dict(extras)} if extras else {},
+        )
 
     def _choice(self, choice: dict[str, Any], out: list[StreamEvent]) -> None:
         delta = choice.get("delta")
