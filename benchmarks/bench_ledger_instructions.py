@@ -39,6 +39,7 @@ from bench_gateway import KEY, body, fareway_cmd, free_port, wait_port
 FAREWAY = fareway_cmd()
 BATCH = 64
 VARIANTS = {
+    "default": "",  # everything as shipped (the SQLite ledger's thread writer, its 50 ms window)
     "noledger": "[ledger]\nenabled = false\n",
     "process": f'[ledger]\nwriter = "process"\nbatch_size = {BATCH}\nmax_delay = 3600\n',
     "thread": f'[ledger]\nwriter = "thread"\nbatch_size = {BATCH}\nmax_delay = 3600\n',

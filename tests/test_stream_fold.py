@@ -279,3 +279,90 @@ def test_tool_calls_and_errors_go_through_the_general_parser() -> None:
         got, got_err, fast = _split_fold(UP, body[:cut], body[cut:])
         assert fast == 0
         assert (got, got_err) == _general(UP, body)
+
+
+# --------------------------------------------- compact streams (the template path of the fold)
+
+
+def _compact(c: dict[str, Any], ascii_only: bool) -> str:
+    return json.dumps(c, separators=(",", ":"), ensure_ascii=ascii_only)
+
+
+_HOSTILE = st.sampled_from(
+    ['"', "\\", '\\"', '"delta":{"content":"', '"}', "\n", "\u00e9", "\u2028", "\U0001f600", ",", "[DONE]"]
+)
+
+
+@st.composite
+def compact_streams(draw: st.DrawFn) -> bytes:
+    """Streams as OpenAI sends them: compact JSON, every chunk with the same id and fields, an
+    ``obfuscation`` field of varying length on some, extras that may change mid-stream, and texts
+    full of quotes, backslashes and the template's own key."""
+    ascii_only = draw(st.booleans())
+    obf = draw(st.booleans())
+    base: dict[str, Any] = {"id": "chatcmpl-Z", "object": "chat.completion.chunk", "created": 7, "model": "m"}
+    if draw(st.booleans()):
+        base["service_tier"] = "default"
+    if draw(st.booleans()):
+        base["system_fingerprint"] = "fp_1"
+    rng = random.Random(draw(st.integers(0, 1 << 30)))
+
+    def chunk(choices: list[Any], **more: Any) -> str:
+        c = {**base, "choices": choices, **more}
+        if obf:
+            c["obfuscation"] = "".join(rng.choice("abcXYZ019") for _ in range(rng.randint(1, 12)))
+        return f"data: {_compact(c, ascii_only)}\n\n"
+
+    out = [chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
+    texts = st.lists(st.one_of(_HOSTILE, st.text(max_size=6)), max_size=4).map("".join)
+    for piece in draw(st.lists(texts, min_size=3, max_size=16)):
+        roll = draw(st.integers(0, 19))
+        if roll == 0:  # the extras change mid-stream
+            base["system_fingerprint"] = draw(st.sampled_from(["fp_2", "fp_3"]))
+        elif roll == 1:
+            out.append(
+                chunk([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
+            )
+            continue
+        elif roll == 2:  # a text delta with a null beside it (the general parser's shape)
+            out.append(
+                chunk([{"index": 0, "delta": {"content": piece, "refusal": None}, "finish_reason": None}])
+            )
+            continue
+        out.append(chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}], usage=None))
+    out.append(chunk([{"index": 0, "delta": {}, "finish_reason": draw(st.sampled_from(["stop", "length"]))}]))
+    out.append(chunk([], usage={"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}))
+    out.append("data: [DONE]\n\n")
+    return "".join(out).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(compact_streams())
+def test_fold_of_compact_streams_matches_the_general_parser(body: bytes) -> None:
+    """The fold reads a chunk that repeats the chunk before it but for its text without parsing
+    it; the answer (text, extras, usage, finish) is the general parser's, whatever the text."""
+    cut = body.find(b"\n\n") + 2
+    got, err, fast = _split_fold(UP, body[:cut], body[cut:])
+    assert (got, err) == _general(UP, body)
+    assert fast == 1
+
+
+def test_the_template_path_reads_repeated_text_chunks_without_parsing_them() -> None:
+    from fareway.adapters import openai_stream
+
+    base = '{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+    body = "".join(
+        f'data: {base}"delta":{{"content":{json.dumps(t)}}},"finish_reason":null}}],"obfuscation":"{o}"}}\n\n'
+        for t, o in (("He", "ab"), ("l", "x1"), ('"lo', "Q"), ("\\", "zz9"), (" w", "k"))
+    )
+    payloads = openai_stream._payloads(body)
+    assert payloads is not None
+    chunks = openai_stream._parse_payloads(payloads)
+    assert chunks is not None
+    assert [type(c).__name__ for c in chunks] == ["dict", "str", "str", "str", "str"]
+    assert chunks[1:] == ["l", '"lo', "\\", " w"]
+    # a chunk that differs outside its text is parsed whole, and is the template of those after it
+    other = body.replace('"created":1,', '"created":2,', 3).replace('"created":2,', '"created":1,', 1)
+    chunks = openai_stream._parse_payloads(openai_stream._payloads(other) or []) or []
+    assert [type(c).__name__ for c in chunks] == ["dict", "dict", "str", "dict", "str"]
+    assert [c["created"] for c in chunks if isinstance(c, dict)] == [1, 2, 1]

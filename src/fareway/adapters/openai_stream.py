@@ -251,6 +251,102 @@ _DELTA_KIND: dict[str, DeltaKind] = {
 }
 
 
+_CONTENT_KEY = '"delta":{"content":"'
+_OBFUSCATION = ',"obfuscation":"'
+_JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
+
+
+def _payloads(text: str) -> list[str] | None:
+    """The data of a run of whole SSE events that are each one ``data: `` line (``[DONE]``
+    included), or None when another shape is present (comments are dropped).  A JSON payload
+    holds no raw newline, so the events split on "\n\ndata: "; a newline left inside a payload
+    means a multi-line field, an event name or an unspaced field."""
+    if text.startswith("data: "):
+        payloads = text[6:-2].split("\n\ndata: ")
+        if text.count("\n") == 2 * len(payloads):
+            return payloads
+    payloads = []  # comments (OpenRouter's keep-alives) between events, or another shape
+    for block in text.split("\n\n"):
+        if block.startswith("data: ") and "\n" not in block:
+            payloads.append(block[6:])
+        elif not block or (block[0] == ":" and "\n" not in block):
+            continue
+        else:
+            return None
+    return payloads
+
+
+def _template(p: str) -> tuple[str, str, bool] | None:
+    """A chunk whose delta holds only a text (``{"delta":{"content":"..."}``) as a template:
+    the text before its content string, the text after it (up to OpenAI's ``obfuscation``
+    field, whose value varies from chunk to chunk and is ignored), and whether that field ends
+    it."""
+    k = p.find(_CONTENT_KEY)
+    if k < 0 or p.count(_CONTENT_KEY) > 1:
+        return None
+    start = k + len(_CONTENT_KEY) - 1
+    m = _JSON_STRING.match(p, start)
+    if m is None:
+        return None
+    prefix, suffix = p[:start], p[m.end() :]
+    if not suffix.startswith("}"):
+        return None  # the delta holds more than its content
+    o = suffix.rfind(_OBFUSCATION)
+    if o >= 0 and suffix.endswith('"}') and suffix[o + len(_OBFUSCATION) : -2].isalnum():
+        return prefix, suffix[:o], True
+    return prefix, suffix, False
+
+
+def _parse_payloads(payloads: list[str]) -> list[Any] | None:
+    """The chunks of these payloads, in order: a dict for each chunk parsed, and for a chunk that
+    is the latest template chunk (:func:`_template`) with only its text changed, that text as a
+    str.  Such a chunk would parse to the template's dict with another content: most chunks of
+    a text answer are, and reading them this way skips parsing their repeated fields.  None when
+    a payload is JSON but not an object; raises orjson.JSONDecodeError."""
+    if len(payloads) < 4:
+        chunks = orjson.loads("[" + ",".join(payloads) + "]") if payloads else []
+        return chunks if all(type(c) is dict for c in chunks) else None
+    full: list[str] = []
+    raws: list[str] = []
+    order: list[bool] = []  # True: the next raw text; False: the next parsed chunk
+    tpl: tuple[str, str, bool] | None = None
+    is_string = _JSON_STRING.fullmatch
+    for p in payloads:
+        if tpl is not None and p.startswith(tpl[0]):
+            prefix, suffix, obf = tpl
+            if obf:
+                o = p.rfind(_OBFUSCATION)
+                if o > 0 and p.endswith('"}') and p[o + len(_OBFUSCATION) : -2].isalnum():
+                    body = p[len(prefix) : o]
+                else:
+                    body = ""
+            else:
+                body = p[len(prefix) :] if p.endswith("}") else ""
+            if body.endswith(suffix):
+                raw = body[: len(body) - len(suffix)]
+                # one JSON string: quotes at both ends and none between (the common text), or
+                # the full check; the parse below validates its escapes
+                if (
+                    raw.count('"') == 2 and raw[-1] == '"' and raw[-2] != "\\" and raw[0] == '"'
+                ) or is_string(raw) is not None:
+                    raws.append(raw)
+                    order.append(True)
+                    continue
+        full.append(p)
+        order.append(False)
+        tpl = _template(p) if _CONTENT_KEY in p else None  # a text chunk follows its template
+    parsed = orjson.loads("[" + ",".join(full) + "]")
+    if not all(type(c) is dict for c in parsed):
+        return None
+    if not raws:
+        return list(parsed)
+    texts = orjson.loads("[" + ",".join(raws) + "]")
+    if len(texts) != len(raws):
+        return None
+    ip, it = iter(parsed), iter(texts)
+    return [next(it) if r else next(ip) for r in order]
+
+
 class _Tool:
     __slots__ = ("id", "index")
 
@@ -328,22 +424,17 @@ class OpenAIStreamParser:
         if "\r" in text:
             return None
         # The events: every one a single `data: {...}` line, a comment or `data: [DONE]` last.
-        payloads: list[str] = []
-        done = False
-        for block in text.split("\n\n"):
-            if block.startswith("data: {") and "\n" not in block:
-                if done:
-                    return None
-                payloads.append(block[6:])
-            elif not block or (block[0] == ":" and "\n" not in block):
-                continue
-            elif block == "data: [DONE]" and not done:
-                done = True
-            else:
-                return None  # event names, ids, multi-line data, unspaced fields: the general parser
+        payloads = _payloads(text)
+        if payloads is None:
+            return None  # event names, ids, multi-line data, unspaced fields: the general parser
+        done = bool(payloads) and payloads[-1] == "[DONE]"
+        if done:
+            payloads.pop()
         try:
-            chunks = orjson.loads("[" + ",".join(payloads) + "]") if payloads else []
+            chunks = _parse_payloads(payloads)
         except orjson.JSONDecodeError:
+            return None
+        if chunks is None:
             return None
         started = self._started
         texts: list[str] = []
@@ -357,14 +448,31 @@ class OpenAIStreamParser:
         known = _CHUNK_KNOWN
         choice_known = _CHOICE_KNOWN
         append = texts.append
+        tpl_extra: dict[str, Any] | None = None  # the template chunk, when it has extras
+        tpl_ok = False  # the last parsed chunk holds a text delta of choice 0 and nothing else
         try:
             for c in chunks:
+                if type(c) is str:
+                    # a chunk like the template chunk before it but for its text (_parse_payloads)
+                    if not tpl_ok:
+                        return None
+                    if c:
+                        if finished:
+                            return None
+                        append(c)
+                    if tpl_extra is not None:
+                        extras.append(tpl_extra)
+                    continue
                 if c.get("error"):  # (a chunk that is not an object raises: the general parser)
                     return None
                 if not c.keys() <= known:
                     extras.append(c)
+                    tpl_extra = c
+                else:
+                    tpl_extra = None
                 if first is None and not started:
                     first = c
+                tpl_ok = False
                 choices = c.get("choices")
                 if choices:
                     (ch,) = choices  # more than one choice: ValueError, the general parser
@@ -388,7 +496,9 @@ class OpenAIStreamParser:
                     fr = ch.get("finish_reason")
                     if fr is not None and not finished:
                         finish_raw, finish_seen, finished = fr, True, True
+                    tpl_ok = fr is None and len(delta) == 1 and type(delta.get("content")) is str
                 if c.get("usage") is not None or "x_groq" in c:
+                    tpl_ok = False
                     u = usage_of_chunk(c)
                     if u is not None:
                         if not finished:
@@ -400,8 +510,16 @@ class OpenAIStreamParser:
             return None  # usage between deltas or before the finish: keep the general order
         # The stream is the common shape: build its events as the general parser would.
         out: list[StreamEvent] = []
+        seen: dict[str, Any] | None = None
+        last: dict[str, Any] | None = None
         for c in extras:
-            self._merge_extras(c)
+            if c is last:  # the template chunk again: merging the same extras changes nothing
+                continue
+            last = c
+            own = {k: v for k, v in c.items() if k not in known}
+            if own != seen:
+                self._merge_own(own)
+                seen = own
         if first is not None:
             self._started = True
             out.append(self._response_start(first, {k: v for k, v in first.items() if k not in _CHUNK_KNOWN}))
@@ -498,15 +616,15 @@ class OpenAIStreamParser:
     def _merge_extras(self, chunk: dict[str, Any]) -> dict[str, Any]:
         """Fold the chunk's keys outside the known ones into the stream's extras (dicts merge,
         others replace); return those keys."""
+        own = {k: v for k, v in chunk.items() if k not in _CHUNK_KNOWN}
+        self._merge_own(own)
+        return own
+
+    def _merge_own(self, own: dict[str, Any]) -> None:
         ext = self._extras
-        own: dict[str, Any] = {}
-        for k, v in chunk.items():
-            if k in _CHUNK_KNOWN:
-                continue
-            own[k] = v
+        for k, v in own.items():
             old = ext.get(k)
             ext[k] = {**old, **v} if isinstance(old, dict) and isinstance(v, dict) else v
-        return own
 
     def _response_start(self, chunk: dict[str, Any], extras: dict[str, Any]) -> ResponseStart:
         created = chunk.get("created")
