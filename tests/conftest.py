@@ -23,6 +23,7 @@ import uvicorn
 from fareway.config import Config, Timeouts, load_config
 from fareway.server.app import App
 from fareway.server.factory import build_app
+from fareway.server.protocol import protocol_class
 from fareway.sim.server import SimConfig, start_sim
 
 MASTER_KEY = "test-master-key-0123456789"
@@ -72,11 +73,19 @@ class LiveGateway:
         await self.task
 
 
-async def start_gateway(config: Config) -> LiveGateway:
+async def start_gateway(config: Config, *, fareway_protocol: bool = True) -> LiveGateway:
+    """The app on uvicorn with Fareway's HTTP protocol (server.protocol), as ``fareway serve``
+    runs it; ``fareway_protocol=False``: on uvicorn's own, where the app watches for a client
+    going away with a task of its own."""
     app = build_app(config)
     port = free_port()
+    extra: dict[str, Any] = {}
+    if fareway_protocol:
+        extra["http"] = protocol_class(config.limits, 10_000)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", access_log=False, **extra
+        )
     )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.ensure_future(server.serve())

@@ -286,11 +286,14 @@ def _send_and_hang_up(port: int, model: str) -> None:
         sock.sendall(head + body)
 
 
+@pytest.mark.parametrize("fareway_protocol", [True, False], ids=["fareway-protocol", "uvicorn-protocol"])
 @pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "cerebras/llama3.1-8b"])
 async def test_a_cancel_at_every_point_of_a_stream_leaves_exactly_one_row(
-    sim: Any, tmp_path: Any, sim_control: Any, model: str
+    sim: Any, tmp_path: Any, sim_control: Any, model: str, fareway_protocol: bool
 ) -> None:
-    gw = await start_gateway(gateway_config(sim.url, tmp_path))
+    """The client going away is told by Fareway's HTTP protocol (server.protocol), or watched by
+    a task on another server's protocol: either way, one row per call."""
+    gw = await start_gateway(gateway_config(sim.url, tmp_path), fareway_protocol=fareway_protocol)
     provider = model.split("/", 1)[0]
     port = int(gw.url.rsplit(":", 1)[1])
     # Cut while the upstream is still generating (it stalls after its first content chunk, so
@@ -562,3 +565,54 @@ async def test_a_non_streamed_call_whose_upstream_breaks_part_way_falls_back(
     assert raw.headers["x-fareway-provider"] == "groq"
     assert attempts(raw.headers["x-fareway-route"])["openai/gpt-4o-mini"] == "error"
     assert raw.parse().choices[0].message.content == "whole answer"
+
+
+async def test_fareway_protocol_tells_the_app_of_a_gone_client_without_a_watching_task(
+    sim: Any, tmp_path: Any, sim_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``fareway serve``'s protocol no task watches ``receive()``: the protocol's
+    connection_lost cancels the request's own task.  A stalled non-streamed call whose client
+    leaves is still cancelled (and accounted) at once, long before any timeout."""
+    from fareway.server import app as app_module
+    from fareway.server import http as http_module
+
+    def no_watching_task(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a task watched receive() under Fareway's protocol")
+
+    monkeypatch.setattr(app_module, "_unless_disconnected", no_watching_task)
+    fired: list[bool] = []
+    real_fire = http_module.DisconnectWatch._fire
+
+    def fire(self: Any) -> None:
+        fired.append(True)
+        real_fire(self)
+
+    monkeypatch.setattr(http_module.DisconnectWatch, "_fire", fire)
+    gw = await start_gateway(gateway_config(sim.url, tmp_path))
+    try:
+        reply = await oai(gw).chat.completions.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "echo:ok"}]
+        )
+        assert reply.choices[0].message.content == "ok"
+        await sim_control.fault(provider="openai", kind="stall", count=1)
+        body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await s.post(
+                        gw.url + "/v1/chat/completions",
+                        json=body,
+                        headers={"authorization": f"Bearer {MASTER_KEY}"},
+                    )
+        ledger = gw.app.gateway.accounting.ledger
+        rows: list[Any] = []
+        for _ in range(200):
+            await ledger.flush()
+            rows = [r for r in await ledger.recent_calls(n=20) if r.call.status == 499]
+            if rows:
+                break
+            await asyncio.sleep(0.02)
+        assert rows and rows[0].call.outcome == "cancelled"
+        assert fired == [True]
+    finally:
+        await gw.stop()

@@ -355,7 +355,9 @@ async def test_an_unparseable_verdict_is_recorded_as_such(xsim: Any, tmp_path: P
             await client.chat.completions.create(
                 model="support", messages=[{"role": "user", "content": f"u{i}"}]
             )
-        await settle(gw)
+            # each pair ends before the next call: until a pair's cost is known, a call
+            # made while one runs is not paired (experiments.manager: one at a time)
+            await settle(gw)
         _, body = await get(gw, "/v1/experiments/bot")
         assert body["pairs"]["unparseable"] == 3 and body["pairs"]["judged"] == 0
         assert body["win_rate"] is None
@@ -377,7 +379,9 @@ async def test_a_judge_that_always_names_the_first_answer_gives_ties_and_no_winn
             await client.chat.completions.create(
                 model="support", messages=[{"role": "user", "content": f"f{i}"}]
             )
-        await settle(gw)
+            # each pair ends before the next call: until a pair's cost is known, a call
+            # made while one runs is not paired (experiments.manager: one at a time)
+            await settle(gw)
         _, body = await get(gw, "/v1/experiments/bot")
         assert (body["pairs"]["ties"], body["pairs"]["wins"], body["pairs"]["losses"]) == (12, 0, 0)
         assert body["pairs"]["order_inconsistency_rate"] == 1.0
@@ -592,7 +596,9 @@ async def test_the_cli_lists_shows_and_controls_a_running_gateways_experiment(
             await client.chat.completions.create(
                 model="support", messages=[{"role": "user", "content": f"c{i}"}]
             )
-        await settle(gw)
+            # each pair ends before the next call: until a pair's cost is known, a call
+            # made while one runs is not paired (experiments.manager: one at a time)
+            await settle(gw)
         shown = orjson.loads(await cli("experiments", "show", "bot", "--json"))
         _, api = await get(gw, "/v1/experiments/bot")
         for k in ("pairs", "win_rate", "interval", "decision", "spend"):
@@ -624,7 +630,9 @@ async def test_the_dashboard_page_shows_the_interval_over_time(xsim: Any, tmp_pa
             await client.chat.completions.create(
                 model="support", messages=[{"role": "user", "content": f"d{i}"}]
             )
-        await settle(gw)
+            # each pair ends before the next call: until a pair's cost is known, a call
+            # made while one runs is not paired (experiments.manager: one at a time)
+            await settle(gw)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
             async with s.get(gw.url + "/ui/api/experiments") as r:
                 assert r.status == 401
@@ -663,7 +671,9 @@ async def test_experiment_state_on_postgres(xsim: Any, tmp_path: Path) -> None:
                 await client.chat.completions.create(
                     model="support", messages=[{"role": "user", "content": f"pg{i}"}]
                 )
-            await settle(gw)
+                # each pair ends before the next call: until a pair's cost is known, a call
+                # made while one runs is not paired (experiments.manager: one at a time)
+                await settle(gw)
             _, body = await get(gw, "/v1/experiments/bot")
             assert body["pairs"]["judged"] == 5
             assert (

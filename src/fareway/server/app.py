@@ -22,6 +22,7 @@ from fareway.errors import FarewayError, NotFound
 from fareway.keys.store import Principal
 from fareway.pipeline.gateway import Gateway, Reply
 from fareway.server.http import (
+    DisconnectWatch,
     Receive,
     Scope,
     Send,
@@ -129,6 +130,23 @@ class App:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watch = DisconnectWatch.install(receive)
+        if watch is None:  # a server without Fareway's protocol: a task watches receive()
+            await self._serve(scope, receive, send, None)
+            return
+        try:
+            await self._serve(scope, receive, send, watch)
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            # the client went away: the handler has closed the upstream and accounted the call
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        finally:
+            watch.remove()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, watch: DisconnectWatch | None) -> None:
         rid = new_request_id()
         req = Request(scope, rid)
         route = self._match(req.method, req.path)
@@ -151,7 +169,10 @@ class App:
                     )
             if route.read_body:
                 req.body = await read_body(receive, self.gateway.config.max_body_bytes)
-                reply = await _unless_disconnected(route.handler(req), receive)
+                if watch is None:
+                    reply = await _unless_disconnected(route.handler(req), receive)
+                else:
+                    reply = await route.handler(req)
             else:
                 reply = await route.handler(req)
         except FarewayError as exc:
@@ -175,7 +196,11 @@ class App:
         headers = [("x-request-id", rid), *reply.headers]
         if reply.stream is not None:
             try:
-                await send_stream(send, receive, reply.status, reply.stream, headers, reply.content_type)
+                if watch is not None and watch.fired:
+                    return  # gone before its stream started (the finally below accounts it)
+                await send_stream(
+                    send, receive, reply.status, reply.stream, headers, reply.content_type, watch=watch
+                )
             finally:
                 # however the send ended (even before the stream was first read), close it: that
                 # ends the upstream call and accounts it

@@ -30,6 +30,41 @@ def new_request_id() -> str:
     return f"req_{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(48):012x}"
 
 
+class DisconnectWatch:
+    """The client of one request going away, told by the server's protocol (server.protocol)
+    instead of a task waiting on ``receive()``: it cancels the task serving the request, whose
+    ``finally`` blocks then close the upstream and account the call as the client's cancel, as a
+    cancel from a watching task would.  :meth:`install` gives None under a server without that
+    protocol; the caller then watches ``receive()`` itself."""
+
+    __slots__ = ("_cycle", "_task", "fired")
+
+    def __init__(self, cycle: Any, task: asyncio.Task[Any]) -> None:
+        self._cycle = cycle
+        self._task = task
+        self.fired = False
+
+    @classmethod
+    def install(cls, receive: Receive) -> DisconnectWatch | None:
+        cycle = getattr(receive, "__self__", None)
+        if cycle is None or not hasattr(cycle, "fareway_on_disconnect"):
+            return None
+        task = asyncio.current_task()
+        if task is None:
+            return None
+        watch = cls(cycle, task)
+        cycle.fareway_on_disconnect = watch._fire
+        return watch
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._task.cancel()
+
+    def remove(self) -> None:
+        if self._cycle.fareway_on_disconnect == self._fire:
+            self._cycle.fareway_on_disconnect = None
+
+
 def header_map(scope: Scope) -> dict[str, str]:
     """Request headers as a dict with lower-case names (the last value wins)."""
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
@@ -94,12 +129,29 @@ async def send_stream(
     stream: AsyncIterator[bytes],
     headers: list[tuple[str, str]],
     content_type: str = "text/event-stream",
+    *,
+    watch: DisconnectWatch | None = None,
 ) -> None:
     """Send ``stream`` chunk by chunk.  When the client disconnects, the stream is cancelled (its
-    ``finally`` blocks run, closing the upstream connection) and nothing more is sent."""
+    ``finally`` blocks run, closing the upstream connection) and nothing more is sent.
+    ``watch``: it cancels the caller's task then, so the stream is sent from this task, with no
+    task of its own."""
     hdrs = _encode_headers(headers, content_type, None)
     hdrs += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    if watch is not None:
+        try:
+            async for chunk in stream:
+                if watch.fired:  # (its cancel was swallowed somewhere: stop reading anyway)
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
 
     async def pump() -> None:
         try:
@@ -110,14 +162,14 @@ async def send_stream(
             if aclose is not None:
                 await aclose()
 
-    async def watch() -> None:
+    async def watch_receive() -> None:
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 return
 
     pump_task = asyncio.ensure_future(pump())
-    watch_task = asyncio.ensure_future(watch())
+    watch_task = asyncio.ensure_future(watch_receive())
     try:
         done, _ = await asyncio.wait({pump_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:

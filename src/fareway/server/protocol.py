@@ -17,6 +17,11 @@ hot path as it was: no timer per request, only a deadline (a float) per connecti
 * ``max_connections``: a new connection over the limit closes the connection that has been idle
   longest with no request in flight (a slowloris socket, an idle keep-alive); when every
   connection has a request in flight, the new one gets a 503.
+
+It also tells the app when a client goes away mid-request, with no task to watch for it: each
+request's cycle gets a ``fareway_on_disconnect`` slot (None); an app that puts a callable there
+(server.http.DisconnectWatch) has it called when the connection is lost before the response is
+complete.  Without this protocol the app watches ``receive()`` in a task of its own.
 """
 
 from __future__ import annotations
@@ -116,6 +121,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app (if reading the body) sees a disconnect
             cycle.message_event.set()
+            _tell_app(cycle)
 
     def expire(self) -> None:
         """The deadline passed: answer 408 if the request is not answered yet, and close."""
@@ -179,6 +185,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.phase = _BODY
         self.deadline = self.loop.time() + limits.body_timeout
         super().on_headers_complete()
+        self.cycle.fareway_on_disconnect = None  # type: ignore[attr-defined]
 
     def on_message_complete(self) -> None:
         self.deadline = 0.0
@@ -190,7 +197,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.deadline = 0.0
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            _tell_app(cycle)
+
+
+def _tell_app(cycle: Any) -> None:
+    on_disconnect = getattr(cycle, "fareway_on_disconnect", None)
+    if on_disconnect is not None:
+        cycle.fareway_on_disconnect = None
+        on_disconnect()
 
 
 def protocol_class(limits: ServerLimits, max_connections: int) -> type[LimitedHttpToolsProtocol]:
