@@ -126,3 +126,40 @@ def test_state_db_connections_are_closed_after_each_use(tmp_path: Path) -> None:
     finally:
         gc.enable()
         store.close()
+
+
+def test_the_state_db_notices_every_commit_of_another_process_through_its_wal_index(tmp_path: Path) -> None:
+    """``changed()`` reads the WAL-index header (state.db-shm) before its PRAGMA: while no one
+    commits, the header is unchanged and no statement runs; a commit by another connection (in
+    another process: the CLI revoking a key) moves it, also after the WAL is checkpointed and
+    truncated, and the generation moves with it."""
+    import subprocess
+    import sys
+
+    from fareway.keys.state_db import StateDB
+
+    db = StateDB(tmp_path / "state.db")
+    try:
+        assert db._shm is not None, "the -shm file is mapped"
+        g = db.changed()
+        queries: list[str] = []
+        db._watch.set_trace_callback(queries.append)
+        for _ in range(50):
+            assert db.changed() == g
+        assert queries == [], "no statement while nothing changes"
+        script = (
+            "import sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('CREATE TABLE IF NOT EXISTS t (x)')\n"
+            "c.execute('INSERT INTO t VALUES (1)')\n"
+            "if sys.argv[2] == 'truncate': c.execute('PRAGMA wal_checkpoint(TRUNCATE)')\n"
+            "c.close()\n"
+        )
+        for mode in ("plain", "truncate", "plain", "plain", "truncate"):
+            subprocess.run([sys.executable, "-c", script, str(db.path), mode], check=True)
+            g2 = db.changed()
+            assert g2 > g, mode
+            assert db.changed() == g2  # nothing since
+            g = g2
+    finally:
+        db.close()

@@ -12,15 +12,22 @@ Every statement is parameterized; nothing the caller gives is ever formatted int
 :class:`StateDB` also tells whether anything changed since it last looked (``PRAGMA
 data_version``, which moves when another connection, another process included, commits), so the
 authentication cache and the provider-key pools drop stale entries at the next request, not after
-a TTL: a key revoked with the CLI fails at once on a running gateway.
+a TTL: a key revoked with the CLI fails at once on a running gateway.  That look is made cheap by
+reading the WAL-index header first (the start of ``state.db-shm``, mapped read-only): SQLite's
+documented WAL format (https://www.sqlite.org/walformat.html, section 2.1) rewrites it at every
+commit (``iChange``, ``mxFrame``, salts and checksums), so while its bytes are unchanged nothing was
+committed and the PRAGMA (a statement, a lock and a GIL release) is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -168,6 +175,10 @@ def open_state_db(
     return StateDB(path)
 
 
+_WAL_INDEX_HEADERS = 96
+"""The two copies of the WAL-index header at the start of the ``-shm`` file."""
+
+
 class StateDB:
     """One state database file: connections, migrations and a change watch."""
 
@@ -179,8 +190,28 @@ class StateDB:
         self._watch = self._open()
         self._watch_lock = threading.Lock()
         self._seen = self._data_version()
+        self._shm = self._map_wal_index()
+        self._shm_seen = b""
+        self._shm_until = 0.0
         self.generation = 0
         """Moves whenever a change committed by any connection has been noticed."""
+
+    def _map_wal_index(self) -> mmap.mmap | None:
+        """The WAL-index header (both 48-byte copies), mapped read-only; None when there is no
+        ``-shm`` file (not in WAL mode): then every look runs the PRAGMA.  The watch connection
+        stays open, so SQLite keeps the file while this map lives."""
+        try:
+            fd = os.open(f"{self.path}-shm", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if os.fstat(fd).st_size < _WAL_INDEX_HEADERS:
+                return None
+            return mmap.mmap(fd, _WAL_INDEX_HEADERS, prot=mmap.PROT_READ)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -203,6 +234,9 @@ class StateDB:
     def close(self) -> None:
         with self._watch_lock:
             self._watch.close()
+            if self._shm is not None:
+                self._shm.close()
+                self._shm = None
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -226,6 +260,15 @@ class StateDB:
     def changed(self) -> int:
         """Notice commits made since the last look (by other connections or processes) and return
         :attr:`generation`.  A few microseconds: safe on the event loop."""
+        shm = self._shm
+        if shm is not None:
+            head = shm[:]  # read before the PRAGMA: a commit between the two is seen next time
+            now = time.monotonic()
+            # (the PRAGMA still runs every second: a check of the header's word, not a reliance)
+            if head == self._shm_seen and now < self._shm_until:
+                return self.generation
+            self._shm_seen = head
+            self._shm_until = now + 1.0
         v = self._data_version()
         if v != self._seen:
             self._seen = v
