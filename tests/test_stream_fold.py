@@ -31,10 +31,11 @@ def _fold(events: list[StreamEvent]) -> Any:
 
 
 def _general(up: Upstream, body: bytes) -> tuple[Any, Any]:
+    """The answer of the SSE parser path alone (feed's and feed_all's fast paths not taken)."""
     p = OpenAIStreamParser(up)
     events: list[StreamEvent] = []
     try:
-        events += p.feed(body)
+        events += p._events(p._sse.feed(p._decoder.decode(body)))
         events += p.close()
     except UpstreamError as exc:
         return _fold(events), (type(exc), exc.message)
@@ -366,3 +367,63 @@ def test_the_template_path_reads_repeated_text_chunks_without_parsing_them() -> 
     chunks = openai_stream._parse_payloads(openai_stream._payloads(other) or []) or []
     assert [type(c).__name__ for c in chunks] == ["dict", "dict", "str", "dict", "str"]
     assert [c["created"] for c in chunks if isinstance(c, dict)] == [1, 2, 1]
+
+
+# ------------------------------------------- feed: the streamed path's template and fast path
+
+
+def _feed_reads(up: Upstream, pieces: list[bytes]) -> tuple[Any, Any, list[StreamEvent]]:
+    p = OpenAIStreamParser(up)
+    events: list[StreamEvent] = []
+    try:
+        for piece in pieces:
+            events += p.feed(piece)
+        events += p.close()
+    except UpstreamError as exc:
+        return _fold(events), (type(exc), exc.message), events
+    return _fold(events), None, events
+
+
+def _general_events(up: Upstream, body: bytes) -> list[StreamEvent]:
+    """The events of the SSE parser path alone (the fast paths switched off)."""
+    p = OpenAIStreamParser(up)
+    out: list[StreamEvent] = []
+    try:
+        out += p._events(p._sse.feed(p._decoder.decode(body)))
+        out += p.close()
+    except UpstreamError:
+        pass
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(compact_streams(), st.lists(st.integers(1, 400), min_size=1, max_size=8))
+def test_feed_of_compact_streams_gives_the_general_parsers_events(body: bytes, sizes: list[int]) -> None:
+    """A streamed call's reads, cut anywhere: the same events, one by one, as the SSE parser
+    path gives for the whole body (a client sees every delta as the upstream sent it)."""
+    pieces, i = [], 0
+    for n in sizes * (len(body) // sum(sizes) + 1):
+        if i >= len(body):
+            break
+        pieces.append(body[i : i + n])
+        i += n
+    assert _feed_reads(UP, pieces)[2] == _general_events(UP, body)
+
+
+def test_feed_event_by_event_matches_on_recorded_streams() -> None:
+    n = 0
+    for p in RECORDED:
+        provider, path = p.values
+        up = _upstream(provider)
+        for it in _interactions(path):
+            if not (it.is_stream and it.status == 200):
+                continue
+            events = it.body.split(b"\n\n")
+            pieces = [e + b"\n\n" for e in events[:-1]] + ([events[-1]] if events[-1] else [])
+            got = _feed_reads(up, pieces)
+            assert got[2] == _general_events(up, it.body) or got[1] is not None, f"{it.file}#{it.index}"
+            assert got[:2] == _general(up, it.body), f"{it.file}#{it.index}"
+            n += 1
+    if not RECORDED:
+        pytest.skip("../shared/fixtures is absent")
+    assert n > 0

@@ -297,6 +297,48 @@ def _template(p: str) -> tuple[str, str, bool] | None:
     return prefix, suffix, False
 
 
+def _fill(tpl: tuple[str, str, bool], p: str) -> str | None:
+    """The content string (still JSON) of payload ``p`` when ``p`` is the template's chunk with
+    only that string changed (and OpenAI's obfuscation value); else None.  The caller parses
+    the string, which validates its escapes."""
+    prefix, suffix, obf = tpl
+    if not p.startswith(prefix):
+        return None
+    if obf:
+        o = p.rfind(_OBFUSCATION)
+        if o <= 0 or not p.endswith('"}') or not p[o + len(_OBFUSCATION) : -2].isalnum():
+            return None
+        body = p[len(prefix) : o]
+    else:
+        body = p[len(prefix) :]
+    if not body.endswith(suffix):
+        return None
+    raw = body[: len(body) - len(suffix)]
+    # one JSON string: quotes at both ends and none between (the common text), or the full check
+    if raw.count('"') == 2 and raw[-1] == '"' and raw[-2] != "\\" and raw[0] == '"':
+        return raw
+    return raw if _JSON_STRING.fullmatch(raw) is not None else None
+
+
+def _text_only(chunk: dict[str, Any]) -> bool:
+    """A chunk whose one effect on the stream is its choice 0's text (and extras, which a
+    chunk repeating it repeats): the only kind :func:`_template` may stand for in ``feed``."""
+    choices = chunk.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return False
+    (ch,) = choices
+    if type(ch) is not dict or (ch.get("index") or 0) != 0 or ch.get("finish_reason") is not None:
+        return False
+    delta = ch.get("delta")
+    return (
+        type(delta) is dict
+        and len(delta) == 1
+        and type(delta.get("content")) is str
+        and chunk.get("usage") is None
+        and "x_groq" not in chunk
+    )
+
+
 def _parse_payloads(payloads: list[str]) -> list[Any] | None:
     """The chunks of these payloads, in order: a dict for each chunk parsed, and for a chunk that
     is the latest template chunk (:func:`_template`) with only its text changed, that text as a
@@ -310,28 +352,13 @@ def _parse_payloads(payloads: list[str]) -> list[Any] | None:
     raws: list[str] = []
     order: list[bool] = []  # True: the next raw text; False: the next parsed chunk
     tpl: tuple[str, str, bool] | None = None
-    is_string = _JSON_STRING.fullmatch
     for p in payloads:
-        if tpl is not None and p.startswith(tpl[0]):
-            prefix, suffix, obf = tpl
-            if obf:
-                o = p.rfind(_OBFUSCATION)
-                if o > 0 and p.endswith('"}') and p[o + len(_OBFUSCATION) : -2].isalnum():
-                    body = p[len(prefix) : o]
-                else:
-                    body = ""
-            else:
-                body = p[len(prefix) :] if p.endswith("}") else ""
-            if body.endswith(suffix):
-                raw = body[: len(body) - len(suffix)]
-                # one JSON string: quotes at both ends and none between (the common text), or
-                # the full check; the parse below validates its escapes
-                if (
-                    raw.count('"') == 2 and raw[-1] == '"' and raw[-2] != "\\" and raw[0] == '"'
-                ) or is_string(raw) is not None:
-                    raws.append(raw)
-                    order.append(True)
-                    continue
+        if tpl is not None:
+            raw = _fill(tpl, p)
+            if raw is not None:
+                raws.append(raw)
+                order.append(True)
+                continue
         full.append(p)
         order.append(False)
         tpl = _template(p) if _CONTENT_KEY in p else None  # a text chunk follows its template
@@ -375,7 +402,8 @@ class OpenAIStreamParser:
         self._extras: dict[str, Any] = {}
         self._done = False
         self._pending: UpstreamError | None = None
-        self._carry = b""  # feed_all: the start of an event whose end has not come yet
+        self._carry = b""  # the start of an event whose end has not come yet (the fast paths)
+        self._tpl: tuple[str, str, bool] | None = None  # the last text chunk, as a template
         self.fast_folds = 0
         """How many times :meth:`feed_all` took the fast path (for tests)."""
 
@@ -385,7 +413,58 @@ class OpenAIStreamParser:
         self._raise_pending()
         if self._carry:
             chunk, self._carry = self._carry + chunk, b""
+        if not self._done and not self._sse.pending() and not self._decoder.getstate()[0]:
+            end = chunk.rfind(b"\n\n") + 2
+            if end >= 2:
+                fast = self._fast_feed(chunk if end == len(chunk) else chunk[:end])
+                if fast is not None:
+                    if end < len(chunk):
+                        self._carry = chunk[end:]  # a part of the next event: it comes with the next read
+                    return fast
+            self._tpl = None
         return self._events(self._sse.feed(self._decoder.decode(chunk)))
+
+    def _fast_feed(self, chunk: bytes) -> list[StreamEvent] | None:
+        """Whole events that are each one ``data:`` line, without the SSE parser; a chunk that
+        repeats the text chunk before it but for its text (:func:`_template`) is read from its
+        text alone.  None: another shape, for the general parser."""
+        try:
+            text = chunk.decode()
+        except UnicodeDecodeError:
+            return None
+        if "\r" in text:
+            return None
+        payloads = _payloads(text)
+        if payloads is None:
+            return None
+        out: list[StreamEvent] = []
+        tpl = self._tpl
+        for p in payloads:
+            if self._done or self._pending is not None:
+                break
+            if tpl is not None:
+                raw = _fill(tpl, p)
+                if raw is not None:
+                    try:
+                        piece = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        piece = None
+                    if type(piece) is str:
+                        if piece:
+                            self._free_delta("text", piece, out)
+                        continue
+            try:
+                parsed = self._data(p, None, out)
+            except UpstreamError as exc:
+                self._tpl = None
+                if not out:
+                    self._done = True
+                    raise
+                self._pending = exc
+                return out
+            tpl = _template(p) if parsed is not None and _CONTENT_KEY in p and _text_only(parsed) else None
+        self._tpl = tpl
+        return out
 
     def feed_all(self, chunk: bytes) -> list[StreamEvent]:
         """More of the body, for a consumer that folds the events into one answer (a whole
@@ -394,6 +473,7 @@ class OpenAIStreamParser:
         finish reason, usage, ``[DONE]``) takes a fast path that skips the per-chunk event
         building; anything else (tool calls, reasoning, refusals, errors, event names, CR line
         ends) goes through :meth:`feed`.  An event cut by the read waits for the next one."""
+        self._tpl = None  # (feed's template stands for the chunk just before: not after this)
         if self._carry:
             chunk, self._carry = self._carry + chunk, b""
         end = chunk.rfind(b"\n\n") + 2
@@ -573,16 +653,20 @@ class OpenAIStreamParser:
         return out
 
     def _sse_event(self, ev: SseEvent, out: list[StreamEvent]) -> None:
-        data = ev.data.strip()
+        self._data(ev.data, ev.event, out)
+
+    def _data(self, data: str, event: str | None, out: list[StreamEvent]) -> dict[str, Any] | None:
+        """One event's data; the chunk, when it was one."""
+        data = data.strip()
         if not data:
-            return
+            return None
         if data == "[DONE]":
             self._finish(out)
-            return
+            return None
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            if ev.event == "error":
+            if event == "error":
                 raise classify_error(200, {}, data.encode(), self._up, {"error": {"message": data}}) from exc
             raise UpstreamConnectionError(
                 f"{self._up.provider or 'upstream'} sent a stream event that is not JSON: {data[:200]!r}",
@@ -590,12 +674,13 @@ class OpenAIStreamParser:
             ) from exc
         if not isinstance(chunk, dict):
             raise classify_error(200, {}, data.encode(), self._up, chunk)
-        if ev.event == "error" or chunk.get("error"):
+        if event == "error" or chunk.get("error"):
             usage = usage_of_chunk(chunk)
             if usage is not None:
                 out.append(UsageUpdate(usage))
             raise classify_error(200, {}, data.encode(), self._up, chunk)
         self._chunk(chunk, out)
+        return chunk
 
     def _chunk(self, chunk: dict[str, Any], out: list[StreamEvent]) -> None:
         # (the hot path of every streamed call: key tests before building anything)
