@@ -134,6 +134,9 @@ class UpstreamResponse:
             raise UpstreamConnectionError(self.interrupted, provider=self.provider)
         return chunk
 
+    def at_eof(self) -> bool:
+        return self._resp.content.at_eof()
+
     def _watch(self) -> None:
         self._watchdog = None
         since = self._reading_since

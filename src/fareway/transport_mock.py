@@ -114,6 +114,9 @@ class MockResponse:
             parts.append(chunk)
         return b"".join(parts)
 
+    def at_eof(self) -> bool:
+        return False  # (the canned chunks are an iterator: whether one is left is not known)
+
     def release(self) -> None:
         self.released = True
 

@@ -21,7 +21,7 @@ import orjson
 from fareway.adapters.base import Adapter
 from fareway.config import Config
 from fareway.errors import FarewayError, NoRouteSucceeded, StreamInterrupted
-from fareway.events import StreamEvent, UsageUpdate
+from fareway.events import Finish, StreamEvent, UsageUpdate
 from fareway.keys.store import KeyStore, Principal
 from fareway.pipeline.accounting import Accounting
 from fareway.pipeline.checkpoint import stream_snapshot
@@ -274,7 +274,7 @@ class CallStream:
     interrupted upstream, the client gone mid-way, or closed before it was ever iterated), the
     call is accounted exactly once and the upstream connection is closed."""
 
-    __slots__ = ("_gen", "_started", "ctx", "gateway", "meta")
+    __slots__ = ("_gen", "_started", "ctx", "done", "gateway", "meta")
 
     def __init__(self, gateway: Gateway, ctx: CallContext, meta: ResponseMeta) -> None:
         self.gateway = gateway
@@ -282,6 +282,8 @@ class CallStream:
         self.meta = meta
         self._gen: AsyncIterator[bytes] | None = None
         self._started = False
+        self.done = False
+        """Set as the last piece is given: the server sends it with the end of the body."""
 
     def __aiter__(self) -> CallStream:
         return self
@@ -311,6 +313,8 @@ class CallStream:
         enc: StreamEncoder = ctx.wire.stream_encoder(req, meta)
         error: FarewayError | None = None
         completed = False
+        held: list[bytes] = []
+        pending: list[bytes] = []
         try:
             first = enc.start()
             source: AsyncIterator[StreamEvent] = committed.events()
@@ -327,21 +331,27 @@ class CallStream:
                     if chunk:
                         yield chunk
             else:
-                # no wrapper: what one upstream read brought goes out in one write
+                # no wrapper: what one upstream read brought goes out in one write; the read
+                # that ends the answer goes out with the closing chunk (usage, cost, [DONE]) when
+                # the rest of the upstream body is already in (no wait: one write, not two)
                 encode = enc.encode
                 pending = [first] if first else []
                 async for batch in committed.batches():
                     out, pending = pending, []
+                    ended = False
                     for event in batch:
                         if isinstance(event, UsageUpdate):
                             ctx.usage = event.usage
+                        elif type(event) is Finish:
+                            ended = True
                         chunk = encode(event)
                         if chunk:
                             out.append(chunk)
+                    if held or (ended and committed.at_end()):
+                        held += out  # (what comes after it too: it is already in)
+                        continue
                     if out:
                         yield out[0] if len(out) == 1 else b"".join(out)
-                if pending:
-                    yield pending[0]
             completed = True
         except StreamInterrupted as exc:
             error = exc
@@ -354,12 +364,11 @@ class CallStream:
             else:
                 ctx.succeeded()
             meta.cost_usd = gw._account(ctx)
-        if error is not None:
-            yield enc.error(error)
-        else:
-            tail = enc.close(meta)
-            if tail:
-                yield tail
+        last = enc.error(error) if error is not None else enc.close(meta)
+        parts = [*pending, *held, last] if last else [*pending, *held]
+        self.done = True
+        if parts:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 __all__ = ["CallContext", "CallStream", "Gateway", "NoRouteSucceeded", "Reply"]

@@ -182,6 +182,12 @@ class Committed:
             pass  # the live reader folds every event into its accumulator
         return live.acc.result()
 
+    def at_end(self) -> bool:
+        """Whether what is left of the stream comes without waiting for the upstream (its body
+        was read to the end already)."""
+        live = self._live
+        return live is None or live.eof or live.resp.at_eof()
+
     def abort(self) -> None:
         """The client went away (or this attempt lost a race after committing)."""
         if self._live is not None:

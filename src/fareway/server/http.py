@@ -140,17 +140,22 @@ async def send_stream(
     hdrs += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
     if watch is not None:
+        ended = False
         try:
             async for chunk in stream:
                 if watch.fired:  # (its cancel was swallowed somewhere: stop reading anyway)
                     return
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # a stream that says which piece is its last (CallStream.done) has it sent with
+                # the end of the body, in one write
+                ended = getattr(stream, "done", False)
+                await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-        with contextlib.suppress(OSError):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not ended:
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
 
     async def pump() -> None:

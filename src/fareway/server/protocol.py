@@ -185,7 +185,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.phase = _BODY
         self.deadline = self.loop.time() + limits.body_timeout
         super().on_headers_complete()
-        self.cycle.fareway_on_disconnect = None  # type: ignore[attr-defined]
+        cycle = self.cycle
+        cycle.fareway_on_disconnect = None  # type: ignore[attr-defined]
+        cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self.deadline = 0.0
@@ -201,6 +203,50 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         if cycle is not None and not cycle.response_complete:
             _tell_app(cycle)
+
+
+class _HeadWithBody:
+    """The transport a request's cycle writes its response to: uvicorn writes the status line
+    and headers alone, then the body; this holds the head for the first body write, so a
+    response goes out in one write (a system call less per call), or at the end of the loop's
+    turn if no body comes in it.  Order is kept: every write after is passed on as it comes."""
+
+    __slots__ = ("_head", "_loop", "_state", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head = b""
+        self._state = 0  # 0: nothing written; 1: the head held; 2: passing writes on
+
+    def write(self, data: bytes) -> None:
+        state = self._state
+        if state == 2:
+            self._transport.write(data)
+        elif state == 1:
+            self._state = 2
+            head, self._head = self._head, b""
+            self._transport.write(head + data)
+        else:
+            self._state = 1
+            self._head = data
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self._state == 1:
+            self._state = 2
+            head, self._head = self._head, b""
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _tell_app(cycle: Any) -> None:
