@@ -45,6 +45,8 @@ VARIANTS = {
     "thread": f'[ledger]\nwriter = "thread"\nbatch_size = {BATCH}\nmax_delay = 3600\n',
     # non-streamed calls sent upstream as one JSON request instead of read as a stream
     "noledger-direct": "[ledger]\nenabled = false\n[timeouts]\nstream_upstream = false\n",
+    "thread-direct": f'[ledger]\nwriter = "thread"\nbatch_size = {BATCH}\nmax_delay = 3600\n'
+    "[timeouts]\nstream_upstream = false\n",
 }
 STREAM = False
 

@@ -60,6 +60,12 @@ async def test_a_head_with_no_body_in_the_same_turn_is_written_at_its_end_and_be
     w2.write(b"HEAD")
     w2.close()
     assert t2.writes == [b"HEAD"] and t2.closed
+    t3 = _Recorder()  # the client gone before the end of the turn: nothing written to its socket
+    w3 = protocol._HeadWithBody(t3, loop)  # type: ignore[arg-type]
+    w3.write(b"HEAD")
+    t3.closed = True
+    await asyncio.sleep(0)
+    assert t3.writes == []
 
 
 @pytest.mark.parametrize("stream", [False, True])

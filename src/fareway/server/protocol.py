@@ -236,7 +236,8 @@ class _HeadWithBody:
         if self._state == 1:
             self._state = 2
             head, self._head = self._head, b""
-            self._transport.write(head)
+            if not self._transport.is_closing():  # (the client may have gone since the head)
+                self._transport.write(head)
 
     def close(self) -> None:
         self.flush()
