@@ -343,35 +343,43 @@ def _parse_payloads(payloads: list[str]) -> list[Any] | None:
     """The chunks of these payloads, in order: a dict for each chunk parsed, and for a chunk that
     is the latest template chunk (:func:`_template`) with only its text changed, that text as a
     str.  Such a chunk would parse to the template's dict with another content: most chunks of
-    a text answer are, and reading them this way skips parsing their repeated fields.  None when
-    a payload is JSON but not an object; raises orjson.JSONDecodeError."""
-    if len(payloads) < 4:
-        chunks = orjson.loads("[" + ",".join(payloads) + "]") if payloads else []
-        return chunks if all(type(c) is dict for c in chunks) else None
-    full: list[str] = []
-    raws: list[str] = []
-    order: list[bool] = []  # True: the next raw text; False: the next parsed chunk
+    a text answer are, and reading them this way skips parsing their repeated fields.  All are
+    parsed in one orjson call: the objects and the texts (JSON strings) in their order.  None
+    when a payload is not a JSON object; raises orjson.JSONDecodeError."""
+    items: list[str] = []
+    append = items.append
     tpl: tuple[str, str, bool] | None = None
+    prefix = suffix = ""
+    obf = False
     for p in payloads:
-        if tpl is not None:
-            raw = _fill(tpl, p)
-            if raw is not None:
-                raws.append(raw)
-                order.append(True)
-                continue
-        full.append(p)
-        order.append(False)
+        if tpl is not None and p.startswith(prefix):
+            # _fill, inline (this runs for most chunks of an answer)
+            if obf:
+                o = p.rfind(_OBFUSCATION)
+                body = (
+                    p[len(prefix) : o]
+                    if o > 0 and p.endswith('"}') and p[o + len(_OBFUSCATION) : -2].isalnum()
+                    else ""
+                )
+            else:
+                body = p[len(prefix) :]
+            if body.endswith(suffix):
+                raw = body[: len(body) - len(suffix)]
+                if (
+                    raw.count('"') == 2 and raw[-1] == '"' and raw[-2] != "\\" and raw[0] == '"'
+                ) or _JSON_STRING.fullmatch(raw) is not None:
+                    append(raw)
+                    continue
+        if not p.startswith("{"):
+            return None  # (a text stands for a template chunk: every other payload is an object)
+        append(p)
         tpl = _template(p) if _CONTENT_KEY in p else None  # a text chunk follows its template
-    parsed = orjson.loads("[" + ",".join(full) + "]")
-    if not all(type(c) is dict for c in parsed):
-        return None
-    if not raws:
-        return list(parsed)
-    texts = orjson.loads("[" + ",".join(raws) + "]")
-    if len(texts) != len(raws):
-        return None
-    ip, it = iter(parsed), iter(texts)
-    return [next(it) if r else next(ip) for r in order]
+        if tpl is not None:
+            prefix, suffix, obf = tpl
+    if not items:
+        return []
+    chunks = orjson.loads("[" + ",".join(items) + "]")
+    return chunks if len(chunks) == len(items) else None
 
 
 class _Tool:
