@@ -524,20 +524,20 @@ async def test_how_a_non_streamed_call_is_sent_upstream(
         await runner.cleanup()
 
 
-async def test_a_non_streamed_call_is_cancelled_when_its_client_goes_away(
-    sgw: LiveGateway, sim_control: Any
-) -> None:
+async def _stalled_call_left_by_its_client(gw: LiveGateway, sim_control: Any, after: float) -> list[Any]:
+    """A non-streamed call to a stalled upstream whose client leaves after ``after`` seconds; the
+    ledger's cancelled (499) rows once one is written (up to 10 s)."""
     await sim_control.fault(provider="openai", kind="stall", count=1)
     body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     async with aiohttp.ClientSession() as s:
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.5):
+            async with asyncio.timeout(after):
                 await s.post(
-                    sgw.url + "/v1/chat/completions",
+                    gw.url + "/v1/chat/completions",
                     json=body,
                     headers={"authorization": f"Bearer {MASTER_KEY}"},
                 )
-    ledger = sgw.app.gateway.accounting.ledger
+    ledger = gw.app.gateway.accounting.ledger
     deadline = asyncio.get_running_loop().time() + 10
     rows: list[Any] = []
     while asyncio.get_running_loop().time() < deadline:
@@ -546,6 +546,13 @@ async def test_a_non_streamed_call_is_cancelled_when_its_client_goes_away(
         if rows:
             break
         await asyncio.sleep(0.05)
+    return rows
+
+
+async def test_a_non_streamed_call_is_cancelled_when_its_client_goes_away(
+    sgw: LiveGateway, sim_control: Any
+) -> None:
+    rows = await _stalled_call_left_by_its_client(sgw, sim_control, 0.5)
     assert rows, "no cancelled row"
     call = rows[0].call
     assert call.outcome == "cancelled" and not call.stream
@@ -594,24 +601,7 @@ async def test_fareway_protocol_tells_the_app_of_a_gone_client_without_a_watchin
             model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "echo:ok"}]
         )
         assert reply.choices[0].message.content == "ok"
-        await sim_control.fault(provider="openai", kind="stall", count=1)
-        body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-        async with aiohttp.ClientSession() as s:
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.3):
-                    await s.post(
-                        gw.url + "/v1/chat/completions",
-                        json=body,
-                        headers={"authorization": f"Bearer {MASTER_KEY}"},
-                    )
-        ledger = gw.app.gateway.accounting.ledger
-        rows: list[Any] = []
-        for _ in range(200):
-            await ledger.flush()
-            rows = [r for r in await ledger.recent_calls(n=20) if r.call.status == 499]
-            if rows:
-                break
-            await asyncio.sleep(0.02)
+        rows = await _stalled_call_left_by_its_client(gw, sim_control, 0.3)
         assert rows and rows[0].call.outcome == "cancelled"
         assert fired == [True]
     finally:

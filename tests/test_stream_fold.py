@@ -64,6 +64,27 @@ def _cuts(body: bytes) -> list[int]:
 RECORDED = [p for p in _files() if p.values[0] is not None]
 
 
+def _recorded_200_streams() -> Any:
+    """(upstream, interaction) for every recorded 200 stream."""
+    for p in RECORDED:
+        provider, path = p.values
+        up = _upstream(provider)
+        for it in _interactions(path):
+            if it.is_stream and it.status == 200:
+                yield up, it
+
+
+def _cut(body: bytes, sizes: list[int]) -> list[bytes]:
+    """The body as reads of these sizes, repeated to its end."""
+    pieces, i = [], 0
+    for n in sizes * (len(body) // sum(sizes) + 1):
+        if i >= len(body):
+            break
+        pieces.append(body[i : i + n])
+        i += n
+    return pieces
+
+
 @pytest.mark.parametrize(("provider", "path"), RECORDED or [pytest.param(None, None, id="no-fixtures")])
 def test_fold_of_recorded_streams_matches_the_general_parser(provider: str | None, path: Any) -> None:
     if provider is None:
@@ -185,34 +206,23 @@ def _pieces_fold(up: Upstream, pieces: list[bytes]) -> tuple[Any, Any, int]:
 def test_fold_read_by_read_matches_the_general_parser(stream: tuple[bytes, bool], sizes: list[int]) -> None:
     """Reads of any size (an event, a character, cut anywhere) fold to the general answer."""
     body, _ = stream
-    pieces, i = [], 0
-    for n in sizes * (len(body) // sum(sizes) + 1):
-        if i >= len(body):
-            break
-        pieces.append(body[i : i + n])
-        i += n
-    got = _pieces_fold(UP, pieces)
+    got = _pieces_fold(UP, _cut(body, sizes))
     assert got[:2] == _general(UP, body)
     assert got[2] >= 1, "a plain stream takes the fast path"
 
 
 def test_recorded_streams_read_by_read_match_the_general_parser() -> None:
     n = 0
-    for p in RECORDED:
-        provider, path = p.values
-        up = _upstream(provider)
-        for it in _interactions(path):
-            if not (it.is_stream and it.status == 200):
-                continue
-            want = _general(up, it.body)
-            for seed, most in ((1, 7), (2, 64), (3, 700), (4, 1 << 20)):
-                rng, pieces, i = random.Random(seed), [], 0
-                while i < len(it.body):
-                    k = rng.randint(1, most)
-                    pieces.append(it.body[i : i + k])
-                    i += k
-                assert _pieces_fold(up, pieces)[:2] == want, f"{it.file}#{it.index} seed {seed}"
-                n += 1
+    for up, it in _recorded_200_streams():
+        want = _general(up, it.body)
+        for seed, most in ((1, 7), (2, 64), (3, 700), (4, 1 << 20)):
+            rng, pieces, i = random.Random(seed), [], 0
+            while i < len(it.body):
+                k = rng.randint(1, most)
+                pieces.append(it.body[i : i + k])
+                i += k
+            assert _pieces_fold(up, pieces)[:2] == want, f"{it.file}#{it.index} seed {seed}"
+            n += 1
     if not RECORDED:
         pytest.skip("../shared/fixtures is absent")
     assert n > 0
@@ -401,29 +411,18 @@ def _general_events(up: Upstream, body: bytes) -> list[StreamEvent]:
 def test_feed_of_compact_streams_gives_the_general_parsers_events(body: bytes, sizes: list[int]) -> None:
     """A streamed call's reads, cut anywhere: the same events, one by one, as the SSE parser
     path gives for the whole body (a client sees every delta as the upstream sent it)."""
-    pieces, i = [], 0
-    for n in sizes * (len(body) // sum(sizes) + 1):
-        if i >= len(body):
-            break
-        pieces.append(body[i : i + n])
-        i += n
-    assert _feed_reads(UP, pieces)[2] == _general_events(UP, body)
+    assert _feed_reads(UP, _cut(body, sizes))[2] == _general_events(UP, body)
 
 
 def test_feed_event_by_event_matches_on_recorded_streams() -> None:
     n = 0
-    for p in RECORDED:
-        provider, path = p.values
-        up = _upstream(provider)
-        for it in _interactions(path):
-            if not (it.is_stream and it.status == 200):
-                continue
-            events = it.body.split(b"\n\n")
-            pieces = [e + b"\n\n" for e in events[:-1]] + ([events[-1]] if events[-1] else [])
-            got = _feed_reads(up, pieces)
-            assert got[2] == _general_events(up, it.body) or got[1] is not None, f"{it.file}#{it.index}"
-            assert got[:2] == _general(up, it.body), f"{it.file}#{it.index}"
-            n += 1
+    for up, it in _recorded_200_streams():
+        events = it.body.split(b"\n\n")
+        pieces = [e + b"\n\n" for e in events[:-1]] + ([events[-1]] if events[-1] else [])
+        got = _feed_reads(up, pieces)
+        assert got[2] == _general_events(up, it.body) or got[1] is not None, f"{it.file}#{it.index}"
+        assert got[:2] == _general(up, it.body), f"{it.file}#{it.index}"
+        n += 1
     if not RECORDED:
         pytest.skip("../shared/fixtures is absent")
     assert n > 0

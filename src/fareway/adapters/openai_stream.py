@@ -276,6 +276,18 @@ def _payloads(text: str) -> list[str] | None:
     return payloads
 
 
+def _whole_events(chunk: bytes) -> list[str] | None:
+    """:func:`_payloads` of bytes that end at an event boundary; None for bytes that are not
+    UTF-8 or hold a CR (the SSE parser's line ends)."""
+    try:
+        text = chunk.decode()
+    except UnicodeDecodeError:
+        return None
+    if "\r" in text:
+        return None
+    return _payloads(text)
+
+
 def _template(p: str) -> tuple[str, str, bool] | None:
     """A chunk whose delta holds only a text (``{"delta":{"content":"..."}``) as a template:
     the text before its content string, the text after it (up to OpenAI's ``obfuscation``
@@ -436,13 +448,7 @@ class OpenAIStreamParser:
         """Whole events that are each one ``data:`` line, without the SSE parser; a chunk that
         repeats the text chunk before it but for its text (:func:`_template`) is read from its
         text alone.  None: another shape, for the general parser."""
-        try:
-            text = chunk.decode()
-        except UnicodeDecodeError:
-            return None
-        if "\r" in text:
-            return None
-        payloads = _payloads(text)
+        payloads = _whole_events(chunk)
         if payloads is None:
             return None
         out: list[StreamEvent] = []
@@ -505,14 +511,8 @@ class OpenAIStreamParser:
             return None
         if self._sse.pending() or self._decoder.getstate()[0]:
             return None
-        try:
-            text = chunk.decode()
-        except UnicodeDecodeError:
-            return None
-        if "\r" in text:
-            return None
         # The events: every one a single `data: {...}` line, a comment or `data: [DONE]` last.
-        payloads = _payloads(text)
+        payloads = _whole_events(chunk)
         if payloads is None:
             return None  # event names, ids, multi-line data, unspaced fields: the general parser
         done = bool(payloads) and payloads[-1] == "[DONE]"
