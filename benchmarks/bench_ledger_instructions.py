@@ -12,6 +12,7 @@ window only).
     python benchmarks/bench_ledger_instructions.py                 # 1,280 requests per variant
     python benchmarks/bench_ledger_instructions.py -n 640 --variants noledger,process
     python benchmarks/bench_ledger_instructions.py -n 320 --variants noledger,noledger-direct --stream
+    python benchmarks/bench_ledger_instructions.py -n 640 --variants proxy,default   # vs the bare proxy
 
 The ledger batches by count here (batch_size 64, no time trigger), so every variant writes the
 same batches whatever valgrind's slowdown: 64 is what the default 50 ms window gathers at
@@ -47,6 +48,9 @@ VARIANTS = {
     "noledger-direct": "[ledger]\nenabled = false\n[timeouts]\nstream_upstream = false\n",
     "thread-direct": f'[ledger]\nwriter = "thread"\nbatch_size = {BATCH}\nmax_delay = 3600\n'
     "[timeouts]\nstream_upstream = false\n",
+    # not Fareway: the bare aiohttp pass-through (benchmarks/bare_proxy.py), for a ratio that does
+    # not move with the machine's noise
+    "proxy": "",
 }
 STREAM = False
 
@@ -86,18 +90,19 @@ def run_variant(name: str, ledger: str, sim_url: str, n: int, tmp: Path) -> tupl
         f'api_key = "sim"\n{ledger}'
     )
     port = free_port()
+    bare = str(Path(__file__).resolve().parent / "bare_proxy.py")
+    server = (
+        [sys.executable, bare, "--port", str(port), "--upstream", f"{sim_url}/openai"]
+        if name == "proxy"
+        else [*FAREWAY, "serve", "--config", str(cfg), "--port", str(port)]
+    )
     cmd = [
         "valgrind",
         "--tool=callgrind",
         "--trace-children=yes",
         "--instr-atstart=no",
         f"--callgrind-out-file={out}/cg.%p",
-        *FAREWAY,
-        "serve",
-        "--config",
-        str(cfg),
-        "--port",
-        str(port),
+        *server,
     ]
     proc = subprocess.Popen(
         cmd,
@@ -173,6 +178,13 @@ def main() -> None:
             print(f"callgrind files kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    proxy = results.get("proxy")
+    if proxy:
+        for name, (gw, wr, _) in results.items():
+            if name != "proxy":
+                print(
+                    f"{name} / proxy instructions: {(gw + wr) / proxy[0]:.2f} (proxy / {name}: {proxy[0] / (gw + wr):.2f})"
+                )
     base = results.get("noledger")
     if base:
         for name, (gw, wr, _) in results.items():
