@@ -359,22 +359,22 @@ def test_fold_of_compact_streams_matches_the_general_parser(body: bytes) -> None
 
 
 def test_the_template_path_reads_repeated_text_chunks_without_parsing_them() -> None:
-    from fareway.adapters import openai_stream
+    from fareway.adapters import openai_chunks
 
     base = '{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
     body = "".join(
         f'data: {base}"delta":{{"content":{json.dumps(t)}}},"finish_reason":null}}],"obfuscation":"{o}"}}\n\n'
         for t, o in (("He", "ab"), ("l", "x1"), ('"lo', "Q"), ("\\", "zz9"), (" w", "k"))
     )
-    payloads = openai_stream._payloads(body)
+    payloads = openai_chunks.payloads_of(body)
     assert payloads is not None
-    chunks = openai_stream._parse_payloads(payloads)
+    chunks = openai_chunks.parse_payloads(payloads)
     assert chunks is not None
     assert [type(c).__name__ for c in chunks] == ["dict", "str", "str", "str", "str"]
     assert chunks[1:] == ["l", '"lo', "\\", " w"]
     # a chunk that differs outside its text is parsed whole, and is the template of those after it
     other = body.replace('"created":1,', '"created":2,', 3).replace('"created":2,', '"created":1,', 1)
-    chunks = openai_stream._parse_payloads(openai_stream._payloads(other) or []) or []
+    chunks = openai_chunks.parse_payloads(openai_chunks.payloads_of(other) or []) or []
     assert [type(c).__name__ for c in chunks] == ["dict", "dict", "str", "dict", "str"]
     assert [c["created"] for c in chunks if isinstance(c, dict)] == [1, 2, 1]
 

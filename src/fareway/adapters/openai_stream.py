@@ -28,6 +28,14 @@ from typing import Any
 
 import orjson
 
+from fareway.adapters.openai_chunks import (
+    CONTENT_KEY,
+    fill,
+    parse_payloads,
+    template,
+    text_only,
+    whole_events,
+)
 from fareway.errors import (
     UpstreamAuthError,
     UpstreamClientError,
@@ -251,149 +259,6 @@ _DELTA_KIND: dict[str, DeltaKind] = {
 }
 
 
-_CONTENT_KEY = '"delta":{"content":"'
-_OBFUSCATION = ',"obfuscation":"'
-_JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
-
-
-def _payloads(text: str) -> list[str] | None:
-    """The data of a run of whole SSE events that are each one ``data: `` line (``[DONE]``
-    included), or None when another shape is present (comments are dropped).  A JSON payload
-    holds no raw newline, so the events split on "\n\ndata: "; a newline left inside a payload
-    means a multi-line field, an event name or an unspaced field."""
-    if text.startswith("data: "):
-        payloads = text[6:-2].split("\n\ndata: ")
-        if text.count("\n") == 2 * len(payloads):
-            return payloads
-    payloads = []  # comments (OpenRouter's keep-alives) between events, or another shape
-    for block in text.split("\n\n"):
-        if block.startswith("data: ") and "\n" not in block:
-            payloads.append(block[6:])
-        elif not block or (block[0] == ":" and "\n" not in block):
-            continue
-        else:
-            return None
-    return payloads
-
-
-def _whole_events(chunk: bytes) -> list[str] | None:
-    """:func:`_payloads` of bytes that end at an event boundary; None for bytes that are not
-    UTF-8 or hold a CR (the SSE parser's line ends)."""
-    try:
-        text = chunk.decode()
-    except UnicodeDecodeError:
-        return None
-    if "\r" in text:
-        return None
-    return _payloads(text)
-
-
-def _template(p: str) -> tuple[str, str, bool] | None:
-    """A chunk whose delta holds only a text (``{"delta":{"content":"..."}``) as a template:
-    the text before its content string, the text after it (up to OpenAI's ``obfuscation``
-    field, whose value varies from chunk to chunk and is ignored), and whether that field ends
-    it."""
-    k = p.find(_CONTENT_KEY)
-    if k < 0 or p.count(_CONTENT_KEY) > 1:
-        return None
-    start = k + len(_CONTENT_KEY) - 1
-    m = _JSON_STRING.match(p, start)
-    if m is None:
-        return None
-    prefix, suffix = p[:start], p[m.end() :]
-    if not suffix.startswith("}"):
-        return None  # the delta holds more than its content
-    o = suffix.rfind(_OBFUSCATION)
-    if o >= 0 and suffix.endswith('"}') and suffix[o + len(_OBFUSCATION) : -2].isalnum():
-        return prefix, suffix[:o], True
-    return prefix, suffix, False
-
-
-def _fill(tpl: tuple[str, str, bool], p: str) -> str | None:
-    """The content string (still JSON) of payload ``p`` when ``p`` is the template's chunk with
-    only that string changed (and OpenAI's obfuscation value); else None.  The caller parses
-    the string, which validates its escapes."""
-    prefix, suffix, obf = tpl
-    if not p.startswith(prefix):
-        return None
-    if obf:
-        o = p.rfind(_OBFUSCATION)
-        if o <= 0 or not p.endswith('"}') or not p[o + len(_OBFUSCATION) : -2].isalnum():
-            return None
-        body = p[len(prefix) : o]
-    else:
-        body = p[len(prefix) :]
-    if not body.endswith(suffix):
-        return None
-    raw = body[: len(body) - len(suffix)]
-    # one JSON string: quotes at both ends and none between (the common text), or the full check
-    if raw.count('"') == 2 and raw[-1] == '"' and raw[-2] != "\\" and raw[0] == '"':
-        return raw
-    return raw if _JSON_STRING.fullmatch(raw) is not None else None
-
-
-def _text_only(chunk: dict[str, Any]) -> bool:
-    """A chunk whose one effect on the stream is its choice 0's text (and extras, which a
-    chunk repeating it repeats): the only kind :func:`_template` may stand for in ``feed``."""
-    choices = chunk.get("choices")
-    if type(choices) is not list or len(choices) != 1:
-        return False
-    (ch,) = choices
-    if type(ch) is not dict or (ch.get("index") or 0) != 0 or ch.get("finish_reason") is not None:
-        return False
-    delta = ch.get("delta")
-    return (
-        type(delta) is dict
-        and len(delta) == 1
-        and type(delta.get("content")) is str
-        and chunk.get("usage") is None
-        and "x_groq" not in chunk
-    )
-
-
-def _parse_payloads(payloads: list[str]) -> list[Any] | None:
-    """The chunks of these payloads, in order: a dict for each chunk parsed, and for a chunk that
-    is the latest template chunk (:func:`_template`) with only its text changed, that text as a
-    str.  Such a chunk would parse to the template's dict with another content: most chunks of
-    a text answer are, and reading them this way skips parsing their repeated fields.  All are
-    parsed in one orjson call: the objects and the texts (JSON strings) in their order.  None
-    when a payload is not a JSON object; raises orjson.JSONDecodeError."""
-    items: list[str] = []
-    append = items.append
-    tpl: tuple[str, str, bool] | None = None
-    prefix = suffix = ""
-    obf = False
-    for p in payloads:
-        if tpl is not None and p.startswith(prefix):
-            # _fill, inline (this runs for most chunks of an answer)
-            if obf:
-                o = p.rfind(_OBFUSCATION)
-                body = (
-                    p[len(prefix) : o]
-                    if o > 0 and p.endswith('"}') and p[o + len(_OBFUSCATION) : -2].isalnum()
-                    else ""
-                )
-            else:
-                body = p[len(prefix) :]
-            if body.endswith(suffix):
-                raw = body[: len(body) - len(suffix)]
-                if (
-                    raw.count('"') == 2 and raw[-1] == '"' and raw[-2] != "\\" and raw[0] == '"'
-                ) or _JSON_STRING.fullmatch(raw) is not None:
-                    append(raw)
-                    continue
-        if not p.startswith("{"):
-            return None  # (a text stands for a template chunk: every other payload is an object)
-        append(p)
-        tpl = _template(p) if _CONTENT_KEY in p else None  # a text chunk follows its template
-        if tpl is not None:
-            prefix, suffix, obf = tpl
-    if not items:
-        return []
-    chunks = orjson.loads("[" + ",".join(items) + "]")
-    return chunks if len(chunks) == len(items) else None
-
-
 class _Tool:
     __slots__ = ("id", "index")
 
@@ -446,9 +311,9 @@ class OpenAIStreamParser:
 
     def _fast_feed(self, chunk: bytes) -> list[StreamEvent] | None:
         """Whole events that are each one ``data:`` line, without the SSE parser; a chunk that
-        repeats the text chunk before it but for its text (:func:`_template`) is read from its
+        repeats the text chunk before it but for its text (:func:`template`) is read from its
         text alone.  None: another shape, for the general parser."""
-        payloads = _whole_events(chunk)
+        payloads = whole_events(chunk)
         if payloads is None:
             return None
         out: list[StreamEvent] = []
@@ -457,7 +322,7 @@ class OpenAIStreamParser:
             if self._done or self._pending is not None:
                 break
             if tpl is not None:
-                raw = _fill(tpl, p)
+                raw = fill(tpl, p)
                 if raw is not None:
                     try:
                         piece = orjson.loads(raw)
@@ -476,7 +341,7 @@ class OpenAIStreamParser:
                     raise
                 self._pending = exc
                 return out
-            tpl = _template(p) if parsed is not None and _CONTENT_KEY in p and _text_only(parsed) else None
+            tpl = template(p) if parsed is not None and CONTENT_KEY in p and text_only(parsed) else None
         self._tpl = tpl
         return out
 
@@ -512,14 +377,14 @@ class OpenAIStreamParser:
         if self._sse.pending() or self._decoder.getstate()[0]:
             return None
         # The events: every one a single `data: {...}` line, a comment or `data: [DONE]` last.
-        payloads = _whole_events(chunk)
+        payloads = whole_events(chunk)
         if payloads is None:
             return None  # event names, ids, multi-line data, unspaced fields: the general parser
         done = bool(payloads) and payloads[-1] == "[DONE]"
         if done:
             payloads.pop()
         try:
-            chunks = _parse_payloads(payloads)
+            chunks = parse_payloads(payloads)
         except orjson.JSONDecodeError:
             return None
         if chunks is None:
@@ -541,7 +406,7 @@ class OpenAIStreamParser:
         try:
             for c in chunks:
                 if type(c) is str:
-                    # a chunk like the template chunk before it but for its text (_parse_payloads)
+                    # a chunk like the template chunk before it but for its text (parse_payloads)
                     if not tpl_ok:
                         return None
                     if c:
@@ -652,16 +517,13 @@ class OpenAIStreamParser:
             if self._done or self._pending is not None:
                 break
             try:
-                self._sse_event(ev, out)
+                self._data(ev.data, ev.event, out)
             except UpstreamError as exc:
                 if not out:
                     self._done = True
                     raise
                 self._pending = exc
         return out
-
-    def _sse_event(self, ev: SseEvent, out: list[StreamEvent]) -> None:
-        self._data(ev.data, ev.event, out)
 
     def _data(self, data: str, event: str | None, out: list[StreamEvent]) -> dict[str, Any] | None:
         """One event's data; the chunk, when it was one."""

@@ -1,0 +1,144 @@
+"""OpenAI-dialect SSE payloads read without the SSE parser (the stream parser's fast paths,
+adapters.openai_stream):
+
+* :func:`whole_events` / :func:`payloads_of`: the data of a run of whole events that are each one
+  ``data:`` line (comments dropped), or None for any other shape;
+* the text-chunk template: a chunk whose delta holds only a text (:func:`template`, checked by
+  :func:`text_only`) stands for the chunks after it that repeat it but for that text; such a
+  chunk is read from its content string alone (:func:`fill`), not parsed.  Most chunks of an
+  OpenAI-dialect answer are like that (same id, model and fields; OpenAI's ``obfuscation`` value
+  varies and is ignored);
+* :func:`parse_payloads`: a run of payloads parsed in one orjson call, those chunks as their text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+CONTENT_KEY = '"delta":{"content":"'
+_OBFUSCATION = ',"obfuscation":"'
+_JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
+
+
+def payloads_of(text: str) -> list[str] | None:
+    """The data of a run of whole SSE events that are each one ``data: `` line (``[DONE]``
+    included), or None when another shape is present (comments are dropped).  A JSON payload
+    holds no raw newline, so the events split on "\n\ndata: "; a newline left inside a payload
+    means a multi-line field, an event name or an unspaced field."""
+    if text.startswith("data: "):
+        payloads = text[6:-2].split("\n\ndata: ")
+        if text.count("\n") == 2 * len(payloads):
+            return payloads
+    payloads = []  # comments (OpenRouter's keep-alives) between events, or another shape
+    for block in text.split("\n\n"):
+        if block.startswith("data: ") and "\n" not in block:
+            payloads.append(block[6:])
+        elif not block or (block[0] == ":" and "\n" not in block):
+            continue
+        else:
+            return None
+    return payloads
+
+
+def whole_events(chunk: bytes) -> list[str] | None:
+    """:func:`payloads_of` of bytes that end at an event boundary; None for bytes that are not
+    UTF-8 or hold a CR (the SSE parser's line ends)."""
+    try:
+        text = chunk.decode()
+    except UnicodeDecodeError:
+        return None
+    if "\r" in text:
+        return None
+    return payloads_of(text)
+
+
+def template(p: str) -> tuple[str, str, bool] | None:
+    """A chunk whose delta holds only a text (``{"delta":{"content":"..."}``) as a template:
+    the text before its content string, the text after it (up to OpenAI's ``obfuscation``
+    field, whose value varies from chunk to chunk and is ignored), and whether that field ends
+    it."""
+    k = p.find(CONTENT_KEY)
+    if k < 0 or p.count(CONTENT_KEY) > 1:
+        return None
+    start = k + len(CONTENT_KEY) - 1
+    m = _JSON_STRING.match(p, start)
+    if m is None:
+        return None
+    prefix, suffix = p[:start], p[m.end() :]
+    if not suffix.startswith("}"):
+        return None  # the delta holds more than its content
+    o = suffix.rfind(_OBFUSCATION)
+    if o >= 0 and suffix.endswith('"}') and suffix[o + len(_OBFUSCATION) : -2].isalnum():
+        return prefix, suffix[:o], True
+    return prefix, suffix, False
+
+
+def fill(tpl: tuple[str, str, bool], p: str) -> str | None:
+    """The content string (still JSON) of payload ``p`` when ``p`` is the template's chunk with
+    only that string changed (and OpenAI's obfuscation value); else None.  The caller parses
+    the string, which validates its escapes."""
+    prefix, suffix, obf = tpl
+    if not p.startswith(prefix):
+        return None
+    if obf:
+        o = p.rfind(_OBFUSCATION)
+        if o <= 0 or not p.endswith('"}') or not p[o + len(_OBFUSCATION) : -2].isalnum():
+            return None
+        body = p[len(prefix) : o]
+    else:
+        body = p[len(prefix) :]
+    if not body.endswith(suffix):
+        return None
+    raw = body[: len(body) - len(suffix)]
+    # one JSON string: quotes at both ends and none between (the common text), or the full check
+    if raw.count('"') == 2 and raw[-1] == '"' and raw[-2] != "\\" and raw[0] == '"':
+        return raw
+    return raw if _JSON_STRING.fullmatch(raw) is not None else None
+
+
+def text_only(chunk: dict[str, Any]) -> bool:
+    """A chunk whose one effect on the stream is its choice 0's text (and extras, which a
+    chunk repeating it repeats): the only kind :func:`template` may stand for in ``feed``."""
+    choices = chunk.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return False
+    (ch,) = choices
+    if type(ch) is not dict or (ch.get("index") or 0) != 0 or ch.get("finish_reason") is not None:
+        return False
+    delta = ch.get("delta")
+    return (
+        type(delta) is dict
+        and len(delta) == 1
+        and type(delta.get("content")) is str
+        and chunk.get("usage") is None
+        and "x_groq" not in chunk
+    )
+
+
+def parse_payloads(payloads: list[str]) -> list[Any] | None:
+    """The chunks of these payloads, in order: a dict for each chunk parsed, and for a chunk that
+    is the latest template chunk (:func:`template`) with only its text changed, that text as a
+    str.  Such a chunk would parse to the template's dict with another content: most chunks of
+    a text answer are, and reading them this way skips parsing their repeated fields.  All are
+    parsed in one orjson call: the objects and the texts (JSON strings) in their order.  None
+    when a payload is not a JSON object; raises orjson.JSONDecodeError."""
+    items: list[str] = []
+    append = items.append
+    tpl: tuple[str, str, bool] | None = None
+    for p in payloads:
+        if tpl is not None:
+            raw = fill(tpl, p)
+            if raw is not None:
+                append(raw)
+                continue
+        if not p.startswith("{"):
+            return None  # (a text stands for a template chunk: every other payload is an object)
+        append(p)
+        tpl = template(p) if CONTENT_KEY in p else None  # a text chunk follows its template
+    if not items:
+        return []
+    chunks = orjson.loads("[" + ",".join(items) + "]")
+    return chunks if len(chunks) == len(items) else None
