@@ -35,7 +35,7 @@ def _general(up: Upstream, body: bytes) -> tuple[Any, Any]:
     p = OpenAIStreamParser(up)
     events: list[StreamEvent] = []
     try:
-        events += p._events(p._sse.feed(p._decoder.decode(body)))
+        events += p._events(p._general(body))
         events += p.close()
     except UpstreamError as exc:
         return _fold(events), (type(exc), exc.message)
@@ -399,7 +399,7 @@ def _general_events(up: Upstream, body: bytes) -> list[StreamEvent]:
     p = OpenAIStreamParser(up)
     out: list[StreamEvent] = []
     try:
-        out += p._events(p._sse.feed(p._decoder.decode(body)))
+        out += p._events(p._general(body))
         out += p.close()
     except UpstreamError:
         pass

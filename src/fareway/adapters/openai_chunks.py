@@ -23,14 +23,19 @@ _OBFUSCATION = ',"obfuscation":"'
 _JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
 
 
-def payloads_of(text: str) -> list[str] | None:
+def payloads_of(text: str, *, lines_checked: bool = True) -> list[str] | None:
     """The data of a run of whole SSE events that are each one ``data: `` line (``[DONE]``
     included), or None when another shape is present (comments are dropped).  A JSON payload
     holds no raw newline, so the events split on "\n\ndata: "; a newline left inside a payload
-    means a multi-line field, an event name or an unspaced field."""
+    means a multi-line field, an event name or an unspaced field.
+
+    ``lines_checked=False`` leaves that check to the caller, who must then refuse every payload
+    holding a newline (:func:`parse_payloads` does: it reads a template chunk from fields that
+    match a checked chunk's and a JSON string, which holds no raw newline, and checks the other
+    payloads).  It saves a count over the whole text."""
     if text.startswith("data: "):
         payloads = text[6:-2].split("\n\ndata: ")
-        if text.count("\n") == 2 * len(payloads):
+        if not lines_checked or text.count("\n") == 2 * len(payloads):
             return payloads
     payloads = []  # comments (OpenRouter's keep-alives) between events, or another shape
     for block in text.split("\n\n"):
@@ -43,7 +48,7 @@ def payloads_of(text: str) -> list[str] | None:
     return payloads
 
 
-def whole_events(chunk: bytes) -> list[str] | None:
+def whole_events(chunk: bytes, *, lines_checked: bool = True) -> list[str] | None:
     """:func:`payloads_of` of bytes that end at an event boundary; None for bytes that are not
     UTF-8 or hold a CR (the SSE parser's line ends)."""
     try:
@@ -52,7 +57,7 @@ def whole_events(chunk: bytes) -> list[str] | None:
         return None
     if "\r" in text:
         return None
-    return payloads_of(text)
+    return payloads_of(text, lines_checked=lines_checked)
 
 
 def template(p: str) -> tuple[str, str, bool] | None:
@@ -134,8 +139,10 @@ def parse_payloads(payloads: list[str]) -> list[Any] | None:
             if raw is not None:
                 append(raw)
                 continue
-        if not p.startswith("{"):
-            return None  # (a text stands for a template chunk: every other payload is an object)
+        if not p.startswith("{") or "\n" in p:
+            # (a text stands for a template chunk: every other payload is an object, and one
+            # holding a newline was more than one line of its event: payloads_of's check)
+            return None
         append(p)
         tpl = template(p) if CONTENT_KEY in p else None  # a text chunk follows its template
     if not items:

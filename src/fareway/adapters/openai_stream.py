@@ -272,8 +272,10 @@ class OpenAIStreamParser:
 
     def __init__(self, up: Upstream) -> None:
         self._up = up
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._sse = SseParser()
+        # the general parser (UTF-8 decoder and SSE parser), made when a read first needs it: the
+        # common stream never does (the fast paths read whole one-line events)
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._sse: SseParser | None = None
         self._started = False
         self._next = 0
         self._open: list[int] = []
@@ -298,7 +300,7 @@ class OpenAIStreamParser:
         self._raise_pending()
         if self._carry:
             chunk, self._carry = self._carry + chunk, b""
-        if not self._done and not self._sse.pending() and not self._decoder.getstate()[0]:
+        if not self._done and self._between():
             end = chunk.rfind(b"\n\n") + 2
             if end >= 2:
                 fast = self._fast_feed(chunk if end == len(chunk) else chunk[:end])
@@ -307,7 +309,7 @@ class OpenAIStreamParser:
                         self._carry = chunk[end:]  # a part of the next event: it comes with the next read
                     return fast
             self._tpl = None
-        return self._events(self._sse.feed(self._decoder.decode(chunk)))
+        return self._events(self._general(chunk))
 
     def _fast_feed(self, chunk: bytes) -> list[StreamEvent] | None:
         """Whole events that are each one ``data:`` line, without the SSE parser; a chunk that
@@ -374,21 +376,17 @@ class OpenAIStreamParser:
         free = self._free
         if free is not None and free[0] != "text":
             return None
-        if self._sse.pending() or self._decoder.getstate()[0]:
+        if not self._between():
             return None
         # The events: every one a single `data: {...}` line, a comment or `data: [DONE]` last.
-        payloads = whole_events(chunk)
-        if payloads is None:
-            return None  # event names, ids, multi-line data, unspaced fields: the general parser
-        done = bool(payloads) and payloads[-1] == "[DONE]"
-        if done:
-            payloads.pop()
-        try:
-            chunks = parse_payloads(payloads)
-        except orjson.JSONDecodeError:
-            return None
-        if chunks is None:
-            return None
+        # First without the per-line check (parse_payloads refuses a payload holding a newline);
+        # then, for a body with comments between its events (keep-alives), with it.
+        parsed = self._rest_chunks(whole_events(chunk, lines_checked=False))
+        if parsed is None:
+            parsed = self._rest_chunks(whole_events(chunk))
+            if parsed is None:
+                return None  # event names, ids, multi-line data, unspaced fields: the general parser
+        chunks, done = parsed
         started = self._started
         texts: list[str] = []
         usages: list[Usage] = []
@@ -488,10 +486,24 @@ class OpenAIStreamParser:
             self._finish(out)
         return out
 
+    @staticmethod
+    def _rest_chunks(payloads: list[str] | None) -> tuple[list[Any], bool] | None:
+        """The chunks of the payloads (parse_payloads) and whether ``[DONE]`` ended them."""
+        if payloads is None:
+            return None
+        done = bool(payloads) and payloads[-1] == "[DONE]"
+        if done:
+            payloads.pop()
+        try:
+            chunks = parse_payloads(payloads)
+        except orjson.JSONDecodeError:
+            return None
+        return None if chunks is None else (chunks, done)
+
     def close(self) -> list[StreamEvent]:
         self._raise_pending()
         carry, self._carry = self._carry, b""
-        out = self._events(self._sse.feed(self._decoder.decode(carry, final=True)) + self._sse.close())
+        out = self._events(self._general(carry, final=True)) if carry or self._sse is not None else []
         self._raise_pending()
         if not self._done:
             if self._finish_raw is None:
@@ -504,6 +516,21 @@ class OpenAIStreamParser:
         return out
 
     # ------------------------------------------------------------------ internals
+
+    def _between(self) -> bool:
+        """Whether the general parser holds nothing (no part of an event or of a character)."""
+        sse = self._sse
+        return sse is None or (not sse.pending() and not self._decoder.getstate()[0])  # type: ignore[union-attr]
+
+    def _general(self, chunk: bytes, *, final: bool = False) -> list[SseEvent]:
+        """The SSE events of ``chunk`` by the general parser (made on first use); ``final``: the
+        end of the body."""
+        sse, decoder = self._sse, self._decoder
+        if sse is None or decoder is None:
+            sse = self._sse = SseParser()
+            decoder = self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        events = sse.feed(decoder.decode(chunk, final=final))
+        return events + sse.close() if final else events
 
     def _raise_pending(self) -> None:
         if self._pending is not None:
