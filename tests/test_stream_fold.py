@@ -167,6 +167,51 @@ def plain_streams(draw: st.DrawFn) -> tuple[bytes, bool]:
     return _sse(chunks), ended
 
 
+def _multi_line(body: bytes, index: int, shape: str) -> bytes:
+    """``body`` with its event ``index`` written over several lines: its data split in two
+    ``data:`` lines at a comma (SSE joins them with a newline, which JSON takes as whitespace),
+    or at a comma with the rest on a line of its own (not a ``data:`` field: SSE ignores it, so
+    the event's data is cut short although the two lines still hold valid JSON), or with an
+    ``id:`` or ``event: message`` line (the event's data unchanged)."""
+    events = body.decode().split("\n\n")[:-1]
+    i = index % len(events)
+    ev = events[i]
+    if shape == "data" and "," in ev:
+        a, b = ev.split(",", 1)
+        ev = f"{a},\ndata: {b}"
+    elif shape == "ignored" and ", " in ev:
+        a, b = ev.split(", ", 1)
+        ev = f"{a},\n {b}"
+    elif shape == "id":
+        ev = f"{ev}\nid: 7"
+    else:
+        ev = f"event: message\n{ev}"
+    events[i] = ev
+    return ("\n\n".join(events) + "\n\n").encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(plain_streams(), st.integers(0, 40), st.sampled_from(["data", "ignored", "id", "event"]))
+def test_fold_of_streams_with_a_multi_line_event_matches_the_general_parser(
+    stream: tuple[bytes, bool], index: int, shape: str
+) -> None:
+    """The fold reads a body that starts with ``data:`` without counting its newlines: a
+    payload holding one (an event of more than one line) must send the read to the general
+    parser, whichever event it is."""
+    body = _multi_line(stream[0], index, shape)
+    want = _general(UP, body)
+    p = OpenAIStreamParser(UP)
+    events: list[StreamEvent] = []
+    try:
+        events += p.feed_all(body)
+        events += p.close()
+    except UpstreamError as exc:
+        assert (_fold(events), (type(exc), exc.message)) == want
+        return
+    assert (_fold(events), None) == want
+    assert p.fast_folds == 0, "an event of several lines is not for the fast path"
+
+
 @settings(max_examples=150, deadline=None)
 @given(plain_streams(), st.integers(0, 30))
 def test_fold_of_generated_streams_matches_the_general_parser(stream: tuple[bytes, bool], k: int) -> None:
