@@ -424,6 +424,75 @@ def test_the_template_path_reads_repeated_text_chunks_without_parsing_them() -> 
     assert [c["created"] for c in chunks if isinstance(c, dict)] == [1, 2, 1]
 
 
+def _plain_chunk(text_json: str, created: int = 1) -> str:
+    base = (
+        f'{{"id":"c","object":"chat.completion.chunk","created":{created},"model":"m","choices":[{{"index":0,'
+    )
+    return f'{base}"delta":{{"content":{text_json}}},"finish_reason":null}}],"usage":null}}'
+
+
+def test_a_run_of_text_chunks_without_obfuscation_is_read_in_bulk_as_one_text() -> None:
+    """The chunks after a template chunk that repeat it but for their text (no obfuscation
+    field: most OpenAI-compatible providers) are checked and read as one run: one str, their
+    texts joined (what the fold makes of them one by one)."""
+    from fareway.adapters import openai_chunks
+
+    texts = ["He", "l", '"lo', "\\", " w", "\u2028", "é"]
+    payloads = [_plain_chunk(json.dumps(t)) for t in texts]
+    payloads.append(
+        payloads[0].replace(
+            '"delta":{"content":"He"},"finish_reason":null', '"delta":{},"finish_reason":"stop"'
+        )
+    )
+    chunks = openai_chunks.parse_payloads(payloads)
+    assert chunks is not None
+    assert [type(c).__name__ for c in chunks] == ["dict", "str", "dict"]
+    assert chunks[1] == "".join(texts[1:])
+    assert chunks[2]["choices"][0]["finish_reason"] == "stop"
+    # a chunk of the run that differs elsewhere than its text: the run is read chunk by chunk up
+    # to it; that chunk and the one after it are parsed whole (each the template of the next);
+    # the two chunks after those repeat the second: a run again
+    odd = [*payloads]
+    odd[3] = _plain_chunk(json.dumps(texts[3]), created=2)
+    chunks = openai_chunks.parse_payloads(odd) or []
+    assert [type(c).__name__ for c in chunks] == ["dict", "str", "str", "dict", "dict", "str", "dict"]
+    assert chunks[1:3] == texts[1:3] and chunks[5] == "".join(texts[5:7])
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ['"a', 'b"', '"c","d"'],  # a string across two chunks, two strings in a third
+        ['"a"', '"b"\n', '"c"'],  # a newline after a text: an event of two lines
+        ['"a"', "7", '"c"'],  # a number where a text should be
+        ['"a"', '["b"]', '"c"'],  # an array
+    ],
+)
+def test_a_run_that_is_not_one_json_string_per_chunk_is_not_read_as_text(pieces: list[str]) -> None:
+    """The bulk read of a run checks that each chunk holds exactly one JSON string: a string
+    cannot reach across chunks (they are joined by a raw newline, which no JSON string holds),
+    and the count and types of the values must be those of the chunks.  Such a stream folds as
+    the general parser reads it."""
+    from fareway.adapters import openai_chunks
+
+    payloads = [_plain_chunk('"x"'), *(_plain_chunk(p) for p in pieces)]
+    try:
+        chunks = openai_chunks.parse_payloads(payloads)
+    except ValueError:  # orjson.JSONDecodeError
+        chunks = None
+    assert chunks is None or not any(type(c) is str and ("a" in c or "b" in c) for c in chunks)
+    body = (
+        "".join(f"data: {p}\n\n" for p in payloads)
+        + "data: "
+        + _plain_chunk('"."').replace('"finish_reason":null', '"finish_reason":"stop"')
+        + "\n\ndata: [DONE]\n\n"
+    )
+    raw = body.encode()
+    cut = raw.find(b"\n\n") + 2
+    got, err, _ = _split_fold(UP, raw[:cut], raw[cut:])
+    assert (got, err) == _general(UP, raw)
+
+
 # ------------------------------------------- feed: the streamed path's template and fast path
 
 

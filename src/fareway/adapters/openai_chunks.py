@@ -123,17 +123,44 @@ def text_only(chunk: dict[str, Any]) -> bool:
     )
 
 
+def _run_texts(tpl: tuple[str, str, bool], run: list[str]) -> str | None:
+    """The content strings (JSON, one per payload, joined by "\\n,") of a run of payloads that
+    are each the template's chunk with only its text changed (no obfuscation field), checked in
+    bulk: the run rebuilt from the template and the strings must be the run.  None when one
+    differs (the caller then reads them one by one).  That each string is one JSON string is
+    checked when they are parsed: joined by a raw newline, which no JSON string holds, a string
+    cannot reach into the next; and the count of strings must be the count of payloads.  A
+    payload holding a newline (an event of more than one line) is refused, as in
+    :func:`parse_payloads`."""
+    prefix, suffix, _ = tpl
+    lp, ls = len(prefix), len(suffix)
+    strs = [p[lp:-ls] for p in run]
+    glue = suffix + "\n" + prefix
+    if prefix + glue.join(strs) + suffix != "\n".join(run):
+        return None
+    texts = "\n,".join(strs)
+    # (a newline in a payload is in its string: the event had more than one line)
+    return texts if texts.count("\n") == len(strs) - 1 else None
+
+
 def parse_payloads(payloads: list[str]) -> list[Any] | None:
     """The chunks of these payloads, in order: a dict for each chunk parsed, and for a chunk that
     is the latest template chunk (:func:`template`) with only its text changed, that text as a
-    str.  Such a chunk would parse to the template's dict with another content: most chunks of
-    a text answer are, and reading them this way skips parsing their repeated fields.  All are
-    parsed in one orjson call: the objects and the texts (JSON strings) in their order.  None
-    when a payload is not a JSON object; raises orjson.JSONDecodeError."""
+    str (one str for a run of such chunks: their texts joined).  Such a chunk would parse to the
+    template's dict with another content: most chunks of a text answer are, and reading them
+    this way skips parsing their repeated fields.  All are parsed in one orjson call: the
+    objects and the texts (JSON strings) in their order, joined by a raw newline (which no JSON
+    string holds, so that no value reaches into the next).  None when a payload is not a JSON
+    object, or not one value; raises orjson.JSONDecodeError."""
     items: list[str] = []
     append = items.append
+    runs: list[tuple[int, int]] = []  # (index in items, payloads) of the runs read in bulk
     tpl: tuple[str, str, bool] | None = None
-    for p in payloads:
+    n = len(payloads)
+    i = 0
+    while i < n:
+        p = payloads[i]
+        i += 1
         if tpl is not None:
             raw = fill(tpl, p)
             if raw is not None:
@@ -145,7 +172,29 @@ def parse_payloads(payloads: list[str]) -> list[Any] | None:
             return None
         append(p)
         tpl = template(p) if CONTENT_KEY in p else None  # a text chunk follows its template
+        if tpl is not None and not tpl[2] and i < n:
+            # the chunks after it up to the last that starts like it: the run, read in bulk
+            prefix = tpl[0]
+            j = n
+            while j > i and not payloads[j - 1].startswith(prefix):
+                j -= 1
+            if j - i > 1:
+                texts = _run_texts(tpl, payloads[i:j])
+                if texts is not None:
+                    runs.append((len(items), j - i))
+                    append("[" + texts + "]")
+                    i = j
     if not items:
         return []
-    chunks = orjson.loads("[" + ",".join(items) + "]")
-    return chunks if len(chunks) == len(items) else None
+    chunks = orjson.loads("[" + "\n,".join(items) + "]")
+    if len(chunks) != len(items):
+        return None
+    for k, count in runs:
+        texts = chunks[k]
+        if type(texts) is not list or len(texts) != count:
+            return None
+        try:
+            chunks[k] = "".join(texts)
+        except TypeError:  # a value that is not a string
+            return None
+    return chunks
