@@ -606,3 +606,79 @@ async def test_fareway_protocol_tells_the_app_of_a_gone_client_without_a_watchin
         assert fired == [True]
     finally:
         await gw.stop()
+
+
+# ----------------------------------------------- the executor's cheap pieces behave as the originals
+
+
+def test_a_request_copy_is_dataclasses_replace_without_changes() -> None:
+    """``ChatRequest.copy`` (the executor's stream flag is set on a copy) carries every field,
+    shares the field values (a shallow copy, as ``dataclasses.replace``) and is a new object."""
+    from fareway.types import ChatRequest, Message, TextPart
+
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(ChatRequest):
+        values[f.name] = {
+            "model": "m",
+            "messages": [Message("user", [TextPart("hi")])],
+            "max_tokens": 9,
+            "stream": True,
+            "include_usage": True,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "top_k": 3,
+            "stop": ["x"],
+            "seed": 4,
+            "n": 1,
+            "tools": [],
+            "user": "u",
+            "metadata": {"a": "b"},
+            "extensions": {"openai": {"logprobs": False}},
+            "headers": {"anthropic-version": "2023-06-01"},
+            "source_dialect": "anthropic",
+        }.get(f.name, object())  # a field this test does not know yet still must be carried
+    req = ChatRequest(**values)
+    copy = req.copy()
+    assert copy is not req
+    assert copy == dataclasses.replace(req)
+    for f in dataclasses.fields(ChatRequest):
+        assert getattr(copy, f.name) is getattr(req, f.name)
+    copy.stream = False
+    assert req.stream is True
+
+
+async def test_the_first_token_deadline_times_out_and_leaves_other_cancels_alone() -> None:
+    """The executor's first-token scope (``_Deadline``) acts as ``asyncio.timeout``: its own expiry
+    becomes TimeoutError and leaves the task with no cancel pending; a cancel from outside stays
+    a CancelledError; a scope left in time changes nothing."""
+    from fareway.router.executor import _Deadline
+
+    never = asyncio.Event()
+
+    async def waits(delay: float) -> str:
+        try:
+            with _Deadline(delay):
+                await never.wait()
+        except TimeoutError:
+            task = asyncio.current_task()
+            assert task is not None and task.cancelling() == 0
+            await asyncio.sleep(0)  # no cancel left pending on the task
+            return "timed out"
+        return "woke"
+
+    assert await asyncio.create_task(waits(0.0)) == "timed out"
+
+    outside = asyncio.create_task(waits(3600.0))
+    await asyncio.sleep(0)
+    outside.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outside
+
+    async def in_time() -> str:
+        with _Deadline(3600.0) as d:
+            await asyncio.sleep(0)
+        assert not d.expired
+        await asyncio.sleep(0)
+        return "done"
+
+    assert await asyncio.create_task(in_time()) == "done"
