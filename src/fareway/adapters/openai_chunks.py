@@ -125,14 +125,30 @@ def text_only(chunk: dict[str, Any]) -> bool:
 
 def _run_texts(tpl: tuple[str, str, bool], run: list[str]) -> str | None:
     """The content strings (JSON, one per payload, joined by "\\n,") of a run of payloads that
-    are each the template's chunk with only its text changed (no obfuscation field), checked in
-    bulk: the run rebuilt from the template and the strings must be the run.  None when one
+    are each the template's chunk with only its text changed (and OpenAI's obfuscation value,
+    when the template ends with one), checked in bulk: the run rebuilt from the template and the
+    strings must be the run, and each obfuscation value letters and digits.  None when one
     differs (the caller then reads them one by one).  That each string is one JSON string is
     checked when they are parsed: joined by a raw newline, which no JSON string holds, a string
     cannot reach into the next; and the count of strings must be the count of payloads.  A
     payload holding a newline (an event of more than one line) is refused, as in
     :func:`parse_payloads`."""
-    prefix, suffix, _ = tpl
+    prefix, suffix, obf = tpl
+    if obf:
+        # each payload: prefix, string, suffix, then ',"obfuscation":"<letters and digits>"}'
+        cuts = [p.rfind(_OBFUSCATION) for p in run]
+        if -1 in cuts:
+            return None
+        lo = len(_OBFUSCATION)
+        tails = "\n".join([p[o + lo :] for p, o in zip(run, cuts, strict=True)])
+        # every tail a value and '"}': the values alone (their ends removed) letters and digits
+        if (
+            not tails.endswith('"}')
+            or tails.count("\n") != len(run) - 1
+            or not tails[:-2].replace('"}\n', "").isalnum()
+        ):
+            return None
+        run = [p[:o] for p, o in zip(run, cuts, strict=True)]
     lp, ls = len(prefix), len(suffix)
     strs = [p[lp:-ls] for p in run]
     glue = suffix + "\n" + prefix
@@ -172,7 +188,7 @@ def parse_payloads(payloads: list[str]) -> list[Any] | None:
             return None
         append(p)
         tpl = template(p) if CONTENT_KEY in p else None  # a text chunk follows its template
-        if tpl is not None and not tpl[2] and i < n:
+        if tpl is not None and i < n:
             # the chunks after it up to the last that starts like it: the run, read in bulk
             prefix = tpl[0]
             j = n
