@@ -1300,3 +1300,51 @@ def test_stream_accumulates_to_the_same_completion(
         assert [bool(c.choices) for c in chunks][-1] is (resp.usage is None)
     else:
         assert streamed.usage is None
+
+
+@st.composite
+def _event_runs(draw: st.DrawFn) -> list[StreamEvent]:
+    """A stream's events with runs of text deltas among the other kinds: refusal parts, empty
+    texts, tool calls, thinking, an extra first-chunk field, usage."""
+    ext = draw(st.sampled_from([{}, {"service_tier": "default"}, {"system_fingerprint": "fp", "x_extra": 1}]))
+    events: list[StreamEvent] = [ResponseStart("chatcmpl-1", "gpt-4o-mini", 7, extensions={"openai": ext})]
+    index = 0
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["text", "refusal", "tool", "thinking"]))
+        texts = draw(st.lists(st.text(max_size=5), max_size=6))
+        if kind == "tool":
+            events.append(PartStart(index, ToolCallPart(id=f"call_{index}", name="f")))
+            events += [PartDelta(index, "tool_args", t) for t in texts]
+        elif kind == "thinking":
+            events.append(PartStart(index, ThinkingPart("")))
+            events += [PartDelta(index, "thinking", t) for t in texts]
+        else:
+            part = TextPart("", {"openai": {"refusal": True}}) if kind == "refusal" else TextPart("")
+            events.append(PartStart(index, part))
+            events += [PartDelta(index, "text", t) for t in texts]
+        events.append(PartEnd(index))
+        index += 1
+    events.append(Finish("stop"))
+    if draw(st.booleans()):
+        events.append(UsageUpdate(Usage(input_tokens=3, output_tokens=5)))
+    return events
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=_event_runs(), include_usage=st.booleans())
+def test_the_text_chunk_shortcut_writes_what_the_general_encoder_writes(
+    events: list[StreamEvent], include_usage: bool
+) -> None:
+    """The stream encoder makes the common chunk (a text delta after the first chunk) in one
+    step; for any stream the bytes are those of the step-by-step path (``_delta``)."""
+    req = ChatRequest(model="gpt-4o-mini", messages=[], stream=True, include_usage=include_usage)
+
+    def run(shortcut: bool) -> bytes:
+        enc: Any = WIRE.stream_encoder(req, ResponseMeta("req_1", "openai", "0.1"))
+        out = [enc.start()]
+        for e in events:
+            out.append(enc.encode(e) if shortcut or type(e) is not PartDelta else enc._delta(e))
+        out.append(enc.close(ResponseMeta("req_1", "openai", "0.1")))
+        return b"".join(out)
+
+    assert run(True) == run(False)

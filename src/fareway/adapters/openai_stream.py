@@ -332,7 +332,11 @@ class OpenAIStreamParser:
                         piece = None
                     if type(piece) is str:
                         if piece:
-                            self._free_delta("text", piece, out)
+                            free = self._free
+                            if free is not None and free[0] == "text":  # (_free_delta's common case)
+                                out.append(PartDelta(free[1], "text", piece))
+                            else:
+                                self._free_delta("text", piece, out)
                         continue
             try:
                 parsed = self._data(p, None, out)

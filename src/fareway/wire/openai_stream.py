@@ -138,6 +138,7 @@ class OpenAIStreamEncoder:
         "_req",
         "_sent_first",
         "_suffix",
+        "_text_head",
         "_tool_ordinal",
         "_usage",
         "meta",
@@ -149,6 +150,9 @@ class OpenAIStreamEncoder:
         self._include_usage = req.include_usage
         self._suffix = b'],"usage":null}\n\n' if req.include_usage else b"]}\n\n"
         self._prefix: bytes | None = None
+        self._text_head = b""
+        """A text chunk up to its content string, once the first chunk went out (the common
+        chunk of a stream, made in one concatenation: :meth:`encode`)."""
         self._first_extra = b""
         self._sent_first = False
         self._reasoning_shown = False
@@ -180,6 +184,7 @@ class OpenAIStreamEncoder:
         first = {k: v for k, v in ext.items() if k not in _EVERY_CHUNK_KEYS and k not in _NOT_TOP_LEVEL}
         self._first_extra = b"," + orjson.dumps(first)[1:-1] if first else b""
         self._prefix = head
+        self._text_head = b""
 
     def _head(self) -> bytes:
         if self._prefix is None:
@@ -203,6 +208,12 @@ class OpenAIStreamEncoder:
         return b""
 
     def encode(self, event: StreamEvent) -> bytes:
+        if type(event) is PartDelta:
+            text_head = self._text_head
+            if text_head and event.kind == "text" and event.text and event.index not in self._refusals:
+                # most chunks of a stream: what _delta, _text and _chunk make of it, in one step
+                return text_head + orjson.dumps(event.text) + b"}" + _CHOICE_TAIL + self._suffix
+            return self._delta(event)
         if isinstance(event, PartDelta):
             return self._delta(event)
         if isinstance(event, PartStart):
@@ -224,6 +235,8 @@ class OpenAIStreamEncoder:
             return self._first({"content": text, "refusal": None})
         if not text and shown:
             return b""
+        if not self._first_extra:  # (the head every later chunk has, with _CHOICE_HEAD)
+            self._text_head = self._head() + _CHOICE_HEAD + b'{"content":'
         return self._chunk(b'{"content":' + orjson.dumps(text) + b"}")
 
     def _refusal(self, text: str) -> bytes:
