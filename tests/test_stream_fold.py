@@ -571,3 +571,40 @@ def test_feed_event_by_event_matches_on_recorded_streams() -> None:
     if not RECORDED:
         pytest.skip("../shared/fixtures is absent")
     assert n > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["start", "delta", "delta", "delta", "result"]),
+            st.integers(0, 2),
+            st.text(max_size=4),
+        ),
+        max_size=40,
+    )
+)
+def test_the_accumulator_joins_text_deltas_as_they_came(ops: list[tuple[str, int, str]]) -> None:
+    """The accumulator joins a text part's deltas once (in ``result``), not one by one: the texts
+    are what the deltas spell, part by part, whenever ``result`` is asked for (mid-stream too),
+    and a part started again at an index starts from its own text."""
+    from fareway.events import PartDelta, PartStart
+    from fareway.types import TextPart
+
+    acc = Accumulator()
+    want: dict[int, str] = {}
+    chars = 0
+    for op, index, text in ops:
+        if op == "start":
+            acc.add(PartStart(index, TextPart(text)))
+            want[index] = text
+        elif op == "delta":
+            acc.add(PartDelta(index, "text", text))
+            want[index] = want.get(index, "") + text
+            chars += len(text)
+        else:
+            got = acc.result()
+            assert [p.text for p in got.content] == [want[i] for i in sorted(want)]  # type: ignore[union-attr]
+    got = acc.result()
+    assert [p.text for p in got.content] == [want[i] for i in sorted(want)]  # type: ignore[union-attr]
+    assert acc.output_chars == chars

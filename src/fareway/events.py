@@ -95,11 +95,15 @@ def is_content(event: StreamEvent) -> bool:
 class Accumulator:
     """Folds stream events into a :class:`ChatResponse` (and so measures what was streamed)."""
 
-    __slots__ = ("_parts", "_response", "finished", "output_chars")
+    __slots__ = ("_parts", "_response", "_texts", "finished", "output_chars")
 
     def __init__(self) -> None:
         self._response = ChatResponse(id="", model="")
         self._parts: dict[int, Part] = {}
+        self._texts: dict[int, list[str]] = {}
+        """Text deltas of a text part not yet joined into it: joined once, in :meth:`result`
+        (adding each to the part's string copies the whole text every time: quadratic in a
+        long answer's chunks)."""
         self.finished = False
         self.output_chars = 0
 
@@ -112,7 +116,11 @@ class Accumulator:
                 self._parts[event.index] = part
             self.output_chars += len(event.text)
             if event.kind == "text" and isinstance(part, TextPart):
-                part.text += event.text
+                pending = self._texts.get(event.index)
+                if pending is None:
+                    self._texts[event.index] = [event.text]
+                else:
+                    pending.append(event.text)
             elif event.kind == "tool_args" and isinstance(part, ToolCallPart):
                 part.arguments += event.text
             elif event.kind == "thinking" and isinstance(part, ThinkingPart):
@@ -122,6 +130,8 @@ class Accumulator:
             elif event.kind == "raw" and isinstance(part, OpaquePart):
                 part.deltas.append(event.text)
         elif isinstance(event, PartStart):
+            if event.index in self._texts:
+                self._join(event.index)  # (a part started again at an index: the old one's text)
             self._parts[event.index] = _copy_part(event.part)
         elif isinstance(event, ResponseStart):
             r.id, r.model, r.created = event.id, event.model, event.created
@@ -136,7 +146,14 @@ class Accumulator:
                 r.extensions.setdefault(k, {}).update(v)
             self.finished = True
 
+    def _join(self, index: int) -> None:
+        part = self._parts[index]
+        assert isinstance(part, TextPart)
+        part.text += "".join(self._texts.pop(index))
+
     def result(self) -> ChatResponse:
+        for index in list(self._texts):
+            self._join(index)
         self._response.content = [self._parts[i] for i in sorted(self._parts)]
         return self._response
 
