@@ -573,38 +573,57 @@ def test_feed_event_by_event_matches_on_recorded_streams() -> None:
     assert n > 0
 
 
-@settings(max_examples=200, deadline=None)
+_KIND_OF = {"text": "text", "thinking": "thinking", "tool": "tool_args"}
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.tuples(
             st.sampled_from(["start", "delta", "delta", "delta", "result"]),
             st.integers(0, 2),
+            st.sampled_from(["text", "thinking", "tool"]),
             st.text(max_size=4),
         ),
         max_size=40,
     )
 )
-def test_the_accumulator_joins_text_deltas_as_they_came(ops: list[tuple[str, int, str]]) -> None:
-    """The accumulator joins a text part's deltas once (in ``result``), not one by one: the texts
-    are what the deltas spell, part by part, whenever ``result`` is asked for (mid-stream too),
-    and a part started again at an index starts from its own text."""
+def test_the_accumulator_joins_deltas_as_they_came(ops: list[tuple[str, int, str, str]]) -> None:
+    """The accumulator joins a part's deltas (a text's, a thinking part's, a tool call's
+    arguments) once, in ``result``, not one by one: each part's string is what its deltas spell,
+    whenever ``result`` is asked for (mid-stream too); a delta of another kind than its part's is
+    ignored, and a part started again at an index starts from its own string."""
     from fareway.events import PartDelta, PartStart
-    from fareway.types import TextPart
+    from fareway.types import TextPart, ThinkingPart, ToolCallPart
 
     acc = Accumulator()
-    want: dict[int, str] = {}
+    want: dict[int, tuple[str, str]] = {}  # index -> (part kind, its string)
     chars = 0
-    for op, index, text in ops:
+
+    def strings(resp: Any) -> list[tuple[str, str]]:
+        out = []
+        for p in resp.content:
+            if isinstance(p, ToolCallPart):
+                out.append(("tool", p.arguments))
+            else:
+                out.append(("thinking" if isinstance(p, ThinkingPart) else "text", p.text))
+        return out
+
+    for op, index, kind, text in ops:
         if op == "start":
-            acc.add(PartStart(index, TextPart(text)))
-            want[index] = text
+            part = {
+                "text": TextPart(text),
+                "thinking": ThinkingPart(text),
+                "tool": ToolCallPart("c", "f", text),
+            }
+            acc.add(PartStart(index, part[kind]))
+            want[index] = (kind, text)
         elif op == "delta":
-            acc.add(PartDelta(index, "text", text))
-            want[index] = want.get(index, "") + text
+            acc.add(PartDelta(index, _KIND_OF[kind], text))  # type: ignore[arg-type]
             chars += len(text)
+            have = want.get(index, (kind, ""))  # (no part yet: one of the delta's kind is made)
+            want[index] = (have[0], have[1] + text) if have[0] == kind else have
         else:
-            got = acc.result()
-            assert [p.text for p in got.content] == [want[i] for i in sorted(want)]  # type: ignore[union-attr]
-    got = acc.result()
-    assert [p.text for p in got.content] == [want[i] for i in sorted(want)]  # type: ignore[union-attr]
+            assert strings(acc.result()) == [want[i] for i in sorted(want)]
+    assert strings(acc.result()) == [want[i] for i in sorted(want)]
     assert acc.output_chars == chars

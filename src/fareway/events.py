@@ -101,9 +101,9 @@ class Accumulator:
         self._response = ChatResponse(id="", model="")
         self._parts: dict[int, Part] = {}
         self._texts: dict[int, list[str]] = {}
-        """Text deltas of a text part not yet joined into it: joined once, in :meth:`result`
-        (adding each to the part's string copies the whole text every time: quadratic in a
-        long answer's chunks)."""
+        """Deltas of a part's growing string (a text's or a thinking part's text, a tool call's
+        arguments) not yet joined into it: joined once, in :meth:`result` (adding each to the
+        string copies the whole of it every time: quadratic in a long answer's chunks)."""
         self.finished = False
         self.output_chars = 0
 
@@ -115,16 +115,17 @@ class Accumulator:
                 part = _empty_part_for(event.kind)
                 self._parts[event.index] = part
             self.output_chars += len(event.text)
-            if event.kind == "text" and isinstance(part, TextPart):
+            kind = event.kind
+            if (
+                (kind == "text" and isinstance(part, TextPart))
+                or (kind == "tool_args" and isinstance(part, ToolCallPart))
+                or (kind == "thinking" and isinstance(part, ThinkingPart))
+            ):
                 pending = self._texts.get(event.index)
                 if pending is None:
                     self._texts[event.index] = [event.text]
                 else:
                     pending.append(event.text)
-            elif event.kind == "tool_args" and isinstance(part, ToolCallPart):
-                part.arguments += event.text
-            elif event.kind == "thinking" and isinstance(part, ThinkingPart):
-                part.text += event.text
             elif event.kind == "signature" and isinstance(part, ThinkingPart):
                 part.signature = (part.signature or "") + event.text
             elif event.kind == "raw" and isinstance(part, OpaquePart):
@@ -148,8 +149,12 @@ class Accumulator:
 
     def _join(self, index: int) -> None:
         part = self._parts[index]
-        assert isinstance(part, TextPart)
-        part.text += "".join(self._texts.pop(index))
+        joined = "".join(self._texts.pop(index))
+        if isinstance(part, ToolCallPart):
+            part.arguments += joined
+        else:
+            assert isinstance(part, TextPart | ThinkingPart)
+            part.text += joined
 
     def result(self) -> ChatResponse:
         for index in list(self._texts):
