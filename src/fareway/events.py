@@ -116,16 +116,24 @@ class Accumulator:
                 self._parts[event.index] = part
             self.output_chars += len(event.text)
             kind = event.kind
-            if (
-                (kind == "text" and isinstance(part, TextPart))
-                or (kind == "tool_args" and isinstance(part, ToolCallPart))
-                or (kind == "thinking" and isinstance(part, ThinkingPart))
+            if (kind == "text" and isinstance(part, TextPart)) or (
+                kind == "thinking" and isinstance(part, ThinkingPart)
             ):
                 pending = self._texts.get(event.index)
-                if pending is None:
+                if pending is not None:
+                    pending.append(event.text)
+                elif part.text:
+                    self._texts[event.index] = [event.text]
+                else:  # (the first: no copy to save)
+                    part.text = event.text
+            elif kind == "tool_args" and isinstance(part, ToolCallPart):
+                pending = self._texts.get(event.index)
+                if pending is not None:
+                    pending.append(event.text)
+                elif part.arguments:
                     self._texts[event.index] = [event.text]
                 else:
-                    pending.append(event.text)
+                    part.arguments = event.text
             elif event.kind == "signature" and isinstance(part, ThinkingPart):
                 part.signature = (part.signature or "") + event.text
             elif event.kind == "raw" and isinstance(part, OpaquePart):
@@ -157,8 +165,9 @@ class Accumulator:
             part.text += joined
 
     def result(self) -> ChatResponse:
-        for index in list(self._texts):
-            self._join(index)
+        if self._texts:
+            for index in list(self._texts):
+                self._join(index)
         self._response.content = [self._parts[i] for i in sorted(self._parts)]
         return self._response
 
