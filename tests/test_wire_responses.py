@@ -138,3 +138,101 @@ def test_items_map_to_canonical_messages() -> None:
     ext = req.extensions["openai_responses"]
     assert ext["include"] == ["reasoning.encrypted_content"]
     assert ext["reasoning"] == {"summary": "auto"} and ext["text"] == {"verbosity": "low"}
+
+
+# ----------------------------------------- streamed text: every .done holds what its deltas spelled
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _canonical_streams(draw: st.DrawFn) -> list[Any]:
+    """Canonical events of an answer: text and refusal parts (some grouped into one message by an
+    upstream item id), thinking parts (some grouped into one reasoning item), tool calls; each
+    with a run of deltas."""
+    from fareway.events import Finish, PartDelta, PartEnd, PartStart, ResponseStart
+    from fareway.types import ThinkingPart
+
+    events: list[Any] = [ResponseStart("resp_1", "gpt-x", 1)]
+    for index in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(["text", "refusal", "thinking", "tool"]))
+        group = draw(st.sampled_from([None, "g1", "g2"]))
+        ext = {"openai_responses": {"item_id": group}} if group else {}
+        first = draw(st.text(max_size=3))
+        if kind == "tool":
+            events.append(PartStart(index, ToolCallPart(f"call_{index}", "f", first)))
+            delta_kind = "tool_args"
+        elif kind == "thinking":
+            events.append(PartStart(index, ThinkingPart(first, extensions=ext)))
+            delta_kind = "thinking"
+        else:
+            ext = {
+                "openai_responses": {
+                    **ext.get("openai_responses", {}),
+                    **({"refusal": True} if kind == "refusal" else {}),
+                }
+            }
+            events.append(PartStart(index, TextPart(first, ext)))
+            delta_kind = "text"
+        events += [PartDelta(index, delta_kind, t) for t in draw(st.lists(st.text(max_size=4), max_size=8))]
+        events.append(PartEnd(index))
+    events.append(Finish("stop"))
+    return events
+
+
+@settings(max_examples=200, deadline=None)
+@given(_canonical_streams())
+def test_every_done_event_holds_what_its_deltas_spelled(events: list[Any]) -> None:
+    """OpenAI's Responses stream contract: ``output_text.done``, ``refusal.done``,
+    ``reasoning_summary_text.done`` and ``function_call_arguments.done`` carry the whole of what the
+    deltas of that part sent, and so do the ``content_part.done`` part, the ``output_item.done``
+    item and ``response.completed``.  (The builder joins deltas once, not one by one.)"""
+    from fareway.wire.base import ResponseMeta
+
+    req = wire.parse_request(orjson.dumps({"model": "gpt-x", "input": "hi", "stream": True}), {})
+    enc = wire.WIRE.stream_encoder(req, ResponseMeta("req_1", "openai"))
+    out = (
+        enc.start()
+        + b"".join(enc.encode(e) for e in events)
+        + enc.close(ResponseMeta("req_1", "openai", "0.1"))
+    )
+    sent = [orjson.loads(b.split(b"\ndata: ", 1)[1]) for b in out.split(b"\n\n") if b.strip()]
+    spelled: dict[tuple[str, int, int], str] = {}  # (kind, output index, part index)
+    done: dict[tuple[str, int, int], str] = {}
+    for e in sent:
+        t = e["type"]
+        if t in ("response.output_text.delta", "response.refusal.delta"):
+            k = ("text", e["output_index"], e["content_index"])
+            spelled[k] = spelled.get(k, "") + e["delta"]
+        elif t == "response.reasoning_summary_text.delta":
+            k = ("summary", e["output_index"], e["summary_index"])
+            spelled[k] = spelled.get(k, "") + e["delta"]
+        elif t == "response.function_call_arguments.delta":
+            k = ("args", e["output_index"], 0)
+            spelled[k] = spelled.get(k, "") + e["delta"]
+        elif t in ("response.output_text.done", "response.refusal.done"):
+            done[("text", e["output_index"], e["content_index"])] = e.get("text", e.get("refusal"))
+        elif t == "response.content_part.done":
+            part = e["part"]
+            assert part.get("text", part.get("refusal")) == spelled.get(
+                ("text", e["output_index"], e["content_index"]), ""
+            )
+        elif t == "response.reasoning_summary_text.done":
+            done[("summary", e["output_index"], e["summary_index"])] = e["text"]
+        elif t == "response.function_call_arguments.done":
+            done[("args", e["output_index"], 0)] = e["arguments"]
+    for k, text in done.items():
+        want = spelled.get(k, "")
+        assert text == (want if k[0] != "args" or want.strip() else "{}")
+    completed = sent[-1]["response"]
+    for n, item in enumerate(completed["output"]):
+        if item["type"] == "message":
+            for i, cp in enumerate(item["content"]):
+                assert cp.get("text", cp.get("refusal")) == spelled.get(("text", n, i), "")
+        elif item["type"] == "reasoning":
+            for i, s in enumerate(item["summary"]):
+                assert s["text"] == spelled.get(("summary", n, i), "")
+        elif item["type"] == "function_call":
+            want = spelled.get(("args", n, 0), "")
+            assert item["arguments"] == (want if want.strip() else "{}")

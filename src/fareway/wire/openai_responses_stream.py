@@ -124,7 +124,7 @@ def _is_refusal(part: TextPart) -> bool:
 
 
 class _Item:
-    __slots__ = ("content_index", "data", "done", "group", "item", "kind", "output_index", "text")
+    __slots__ = ("content_index", "data", "done", "group", "item", "kind", "output_index", "pieces", "text")
 
     def __init__(self, kind: str, output_index: int, item: dict[str, Any], group: str | None) -> None:
         self.kind = kind
@@ -136,6 +136,11 @@ class _Item:
         self.content_index = -1
         self.done = False
         self.data: Any = None
+        self.pieces: list[str] = []
+        """Deltas of the part's growing string (its text, refusal, summary text or arguments) not
+        yet joined into it: joined once, by ``ResponseBuilder._flush``, before anything reads it
+        or the part changes (adding each delta to the string copies the whole of it every time:
+        quadratic in a long answer)."""
 
 
 class ResponseBuilder:
@@ -239,6 +244,7 @@ class ResponseBuilder:
         it, self._pending = self._pending, None
         if it is None or it.done:
             return
+        self._flush(it)
         it.done = True
         it.item["status"] = "completed"
         if it.kind == "reasoning":
@@ -259,6 +265,22 @@ class ResponseBuilder:
             return {k: v for k, v in item.items() if k != "encrypted_content"}
         return item
 
+    @staticmethod
+    def _flush(it: _Item) -> None:
+        """Join the item's pending deltas into the string they grow."""
+        pieces = it.pieces
+        if not pieces:
+            return
+        joined = "".join(pieces)
+        pieces.clear()
+        if it.kind == "message":
+            key = "refusal" if it.data["type"] == "refusal" else "text"
+            it.data[key] += joined
+        elif it.kind == "reasoning":
+            it.item["summary"][it.content_index]["text"] += joined
+        else:
+            it.text += joined
+
     # ------------------------------------------------------------------------------- parts
 
     def _part_start(self, event: PartStart) -> None:
@@ -269,6 +291,7 @@ class ResponseBuilder:
             pend = self._pending
             if pend is not None and pend.kind == "message" and group is not None and pend.group == group:
                 it = pend
+                self._flush(it)
                 self._pending = None
             else:
                 item: dict[str, Any] = {
@@ -329,6 +352,7 @@ class ResponseBuilder:
             pend = self._pending
             if pend is not None and pend.kind == "reasoning" and group is not None and pend.group == group:
                 it = pend
+                self._flush(it)
                 self._pending = None
             else:
                 item = {"id": group or self._new_id("rs"), "type": "reasoning", "summary": []}
@@ -350,7 +374,7 @@ class ResponseBuilder:
     def _text_delta(self, it: _Item, text: str) -> None:
         cp = it.data
         if cp["type"] == "refusal":
-            cp["refusal"] += text
+            it.pieces.append(text)
             self._event(
                 "response.refusal.delta",
                 {
@@ -361,7 +385,7 @@ class ResponseBuilder:
                 },
             )
         else:
-            cp["text"] += text
+            it.pieces.append(text)
             self._event(
                 "response.output_text.delta",
                 {
@@ -376,6 +400,7 @@ class ResponseBuilder:
     def _summary_delta(self, it: _Item, text: str) -> None:
         summary = it.item["summary"]
         if it.content_index < 0 or it.content_index >= len(summary):
+            self._flush(it)
             it.content_index = len(summary)
             summary.append({"type": "summary_text", "text": ""})
             self._event(
@@ -387,7 +412,7 @@ class ResponseBuilder:
                     "part": {"type": "summary_text", "text": ""},
                 },
             )
-        summary[it.content_index]["text"] += text
+        it.pieces.append(text)
         self._event(
             "response.reasoning_summary_text.delta",
             {
@@ -408,7 +433,7 @@ class ResponseBuilder:
                 self._text_delta(it, event.text)
         elif kind == "tool_args" and it.kind == "function_call":
             if event.text:
-                it.text += event.text
+                it.pieces.append(event.text)
                 self._event(
                     "response.function_call_arguments.delta",
                     {"item_id": it.item["id"], "output_index": it.output_index, "delta": event.text},
@@ -438,6 +463,7 @@ class ResponseBuilder:
     def _part_end(self, it: _Item) -> None:
         if it.done:
             return
+        self._flush(it)
         iid, oi = it.item["id"], it.output_index
         if it.kind == "message":
             cp = it.data
@@ -511,6 +537,7 @@ class ResponseBuilder:
     def finish_items(self) -> None:
         self._close_pending()
         for it in self.items:
+            self._flush(it)
             if not it.done:  # a part that never ended (a truncated upstream): close what it has
                 if it.kind == "message" and it.data is not None and it.data not in it.item["content"]:
                     it.item["content"].append(it.data)
@@ -526,6 +553,7 @@ class ResponseBuilder:
         show = self.full if full is None else full
         out = []
         for it in self.items:
+            self._flush(it)
             item = it.item
             if it.kind == "reasoning" and not show:
                 item = {k: v for k, v in item.items() if k != "encrypted_content"}
