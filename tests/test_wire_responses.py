@@ -159,7 +159,9 @@ def _canonical_streams(draw: st.DrawFn) -> list[Any]:
         kind = draw(st.sampled_from(["text", "refusal", "thinking", "tool"]))
         group = draw(st.sampled_from([None, "g1", "g2"]))
         ext = {"openai_responses": {"item_id": group}} if group else {}
-        first = draw(st.text(max_size=3))
+        # (a tool call's arguments without blanks: the encoder closes blank arguments with "{}")
+        texts = st.text('ab{}":,1', max_size=4) if kind == "tool" else st.text(max_size=4)
+        first = draw(texts)
         if kind == "tool":
             events.append(PartStart(index, ToolCallPart(f"call_{index}", "f", first)))
             delta_kind = "tool_args"
@@ -175,7 +177,7 @@ def _canonical_streams(draw: st.DrawFn) -> list[Any]:
             }
             events.append(PartStart(index, TextPart(first, ext)))
             delta_kind = "text"
-        events += [PartDelta(index, delta_kind, t) for t in draw(st.lists(st.text(max_size=4), max_size=8))]
+        events += [PartDelta(index, delta_kind, t) for t in draw(st.lists(texts, max_size=8))]
         events.append(PartEnd(index))
     events.append(Finish("stop"))
     return events
