@@ -450,14 +450,37 @@ def test_a_run_of_text_chunks_without_obfuscation_is_read_in_bulk_as_one_text() 
     assert [type(c).__name__ for c in chunks] == ["dict", "str", "dict"]
     assert chunks[1] == "".join(texts[1:])
     assert chunks[2]["choices"][0]["finish_reason"] == "stop"
-    # a chunk of the run that differs elsewhere than its text: the run is read chunk by chunk up
-    # to it; that chunk and the one after it are parsed whole (each the template of the next);
-    # the two chunks after those repeat the second: a run again
+    # a chunk of the run that differs elsewhere than its text: the run is read chunk by chunk (one
+    # bulk try per call: the chunks after are read one by one too, each against the template of
+    # the chunk before)
     odd = [*payloads]
     odd[3] = _plain_chunk(json.dumps(texts[3]), created=2)
     chunks = openai_chunks.parse_payloads(odd) or []
-    assert [type(c).__name__ for c in chunks] == ["dict", "str", "str", "dict", "dict", "str", "dict"]
-    assert chunks[1:3] == texts[1:3] and chunks[5] == "".join(texts[5:7])
+    assert [type(c).__name__ for c in chunks] == ["dict", "str", "str", "dict", "dict", "str", "str", "dict"]
+    assert chunks[1:3] == texts[1:3] and chunks[5:7] == texts[5:7]
+
+
+def test_the_bulk_read_is_tried_once_per_read_so_a_stream_of_distinct_chunks_stays_linear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream whose every chunk differs after its text (a field that changes each time) makes
+    each chunk a new template: trying the bulk read from each of them would scan the rest of the
+    read again and again (quadratic).  It is tried once per read."""
+    from fareway.adapters import openai_chunks
+
+    tries: list[int] = []
+    real = openai_chunks._run_texts
+
+    def counted(tpl: Any, run: list[str]) -> str | None:
+        tries.append(len(run))
+        return real(tpl, run)
+
+    monkeypatch.setattr(openai_chunks, "_run_texts", counted)
+    base = '{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+    payloads = [f'{base}"delta":{{"content":"t{i}"}},"finish_reason":null}}],"seq":{i}}}' for i in range(400)]
+    chunks = openai_chunks.parse_payloads(payloads)
+    assert chunks is not None and [c["seq"] for c in chunks] == list(range(400))
+    assert len(tries) == 1 and tries[0] == 399
 
 
 @pytest.mark.parametrize(

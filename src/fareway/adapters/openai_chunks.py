@@ -174,6 +174,7 @@ def parse_payloads(payloads: list[str]) -> list[Any] | None:
     tpl: tuple[str, str, bool] | None = None
     n = len(payloads)
     i = 0
+    bulk = True
     while i < n:
         p = payloads[i]
         i += 1
@@ -188,8 +189,11 @@ def parse_payloads(payloads: list[str]) -> list[Any] | None:
             return None
         append(p)
         tpl = template(p) if CONTENT_KEY in p else None  # a text chunk follows its template
-        if tpl is not None and i < n:
-            # the chunks after it up to the last that starts like it: the run, read in bulk
+        if tpl is not None and i < n and bulk:
+            # the chunks after it up to the last that starts like it: the run, read in bulk.  One
+            # try per call, success or not, so that the scans stay linear in the payloads (a
+            # stream whose every chunk differs would otherwise be scanned again from each one)
+            bulk = False
             prefix = tpl[0]
             j = n
             while j > i and not payloads[j - 1].startswith(prefix):
