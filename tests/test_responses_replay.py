@@ -419,3 +419,46 @@ def test_input_items_and_delete_have_openais_shape(tmp_path: Path) -> None:
     assert mine[0]["role"] == theirs["role"] and mine[0]["status"] == theirs["status"]
     assert set(listed) == {"object", "data", "first_id", "last_id", "has_more"}
     assert set(deleted) == {"id", "object", "deleted"} and deleted["object"] == "response.deleted"
+
+
+@pytest.mark.parametrize("deltas", [[], ['{"a":', "1}"]])
+def test_function_arguments_come_once_whether_in_deltas_or_only_in_the_done_event(deltas: list[str]) -> None:
+    """A function call's arguments streamed as deltas are not sent again from
+    ``function_call_arguments.done``; a stream that gives them only there still gives them."""
+
+    def ev(kind: str, **body: Any) -> bytes:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, **body})}\n\n".encode()
+
+    item = {
+        "id": "fc_1",
+        "type": "function_call",
+        "status": "in_progress",
+        "call_id": "call_1",
+        "name": "f",
+        "arguments": "",
+    }
+    body = ev(
+        "response.created", response={"id": "resp_1", "model": "gpt-x", "status": "in_progress", "output": []}
+    )
+    body += ev("response.output_item.added", output_index=0, item=item)
+    for d in deltas:
+        body += ev("response.function_call_arguments.delta", item_id="fc_1", output_index=0, delta=d)
+    body += ev("response.function_call_arguments.done", item_id="fc_1", output_index=0, arguments='{"a":1}')
+    done = {**item, "status": "completed", "arguments": '{"a":1}'}
+    body += ev("response.output_item.done", output_index=0, item=done)
+    body += ev(
+        "response.completed",
+        response={
+            "id": "resp_1",
+            "model": "gpt-x",
+            "status": "completed",
+            "output": [done],
+            "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
+        },
+    )
+    parser = ResponsesStreamParser(UP)
+    acc = Accumulator()
+    for e in parser.feed(body) + parser.close():
+        acc.add(e)
+    calls = [p for p in acc.result().content if isinstance(p, ToolCallPart)]
+    assert [(c.name, c.arguments) for c in calls] == [("f", '{"a":1}')]

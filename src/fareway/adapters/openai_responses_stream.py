@@ -196,7 +196,7 @@ def output_parts(items: list[dict[str, Any]]) -> list[Part]:
 
 
 class _Open:
-    __slots__ = ("args", "content", "index", "item", "kind", "pending", "summary")
+    __slots__ = ("args_seen", "content", "index", "item", "kind", "pending", "summary")
 
     def __init__(self, kind: str, item: dict[str, Any]) -> None:
         self.kind = kind
@@ -205,7 +205,9 @@ class _Open:
         """The canonical part open now for this item (None: none)."""
         self.content: dict[int, int] = {}
         self.summary = -1
-        self.args = ""
+        self.args_seen = False
+        """Whether arguments came for this call (in deltas or with the item): the done event's
+        arguments are then not sent again."""
         self.pending: Part | None = None
         """A text or summary part announced but not started: it starts (and so commits the
         stream) with its first delta, so a failure right after the announcement can fall back."""
@@ -366,7 +368,7 @@ class ResponsesStreamParser:
             if t == "response.function_call_arguments.delta":
                 delta = str(d.get("delta") or "")
                 if delta and o.index is not None:
-                    o.args += delta
+                    o.args_seen = True  # (not the text: the canonical deltas carry it)
                     out.append(PartDelta(o.index, "tool_args", delta))
             elif t == "response.function_call_arguments.done":
                 self._args_done(o, d.get("arguments"), out)
@@ -392,7 +394,7 @@ class ResponsesStreamParser:
             o.index = self._start(part, out)
             args = item.get("arguments")
             if isinstance(args, str) and args:
-                o.args = args
+                o.args_seen = True
                 out.append(PartDelta(o.index, "tool_args", args))
         elif kind == "reasoning":
             pass  # a part starts with the first summary part, or at output_item.done
@@ -472,8 +474,8 @@ class ResponsesStreamParser:
         return _reasoning_parts({**o.item, "summary": [{"text": ""}], "encrypted_content": None})[0]
 
     def _args_done(self, o: _Open, args: Any, out: list[StreamEvent]) -> None:
-        if isinstance(args, str) and args and not o.args and o.index is not None:
-            o.args = args
+        if isinstance(args, str) and args and not o.args_seen and o.index is not None:
+            o.args_seen = True
             out.append(PartDelta(o.index, "tool_args", args))
 
     def _item_done(self, d: dict[str, Any], raw: str, out: list[StreamEvent]) -> None:
