@@ -116,24 +116,16 @@ class Accumulator:
                 self._parts[event.index] = part
             self.output_chars += len(event.text)
             kind = event.kind
-            if (kind == "text" and isinstance(part, TextPart)) or (
-                kind == "thinking" and isinstance(part, ThinkingPart)
+            if (
+                (kind == "text" and isinstance(part, TextPart))
+                or (kind == "thinking" and isinstance(part, ThinkingPart))
+                or (kind == "tool_args" and isinstance(part, ToolCallPart))
             ):
                 pending = self._texts.get(event.index)
-                if pending is not None:
-                    pending.append(event.text)
-                elif part.text:
-                    self._texts[event.index] = [event.text]
-                else:  # (the first: no copy to save)
-                    part.text = event.text
-            elif kind == "tool_args" and isinstance(part, ToolCallPart):
-                pending = self._texts.get(event.index)
-                if pending is not None:
-                    pending.append(event.text)
-                elif part.arguments:
+                if pending is None:
                     self._texts[event.index] = [event.text]
                 else:
-                    part.arguments = event.text
+                    pending.append(event.text)
             elif event.kind == "signature" and isinstance(part, ThinkingPart):
                 part.signature = (part.signature or "") + event.text
             elif event.kind == "raw" and isinstance(part, OpaquePart):

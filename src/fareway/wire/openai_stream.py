@@ -208,13 +208,11 @@ class OpenAIStreamEncoder:
         return b""
 
     def encode(self, event: StreamEvent) -> bytes:
-        if type(event) is PartDelta:
+        if isinstance(event, PartDelta):
             text_head = self._text_head
             if text_head and event.kind == "text" and event.text and event.index not in self._refusals:
                 # most chunks of a stream: what _delta, _text and _chunk make of it, in one step
                 return text_head + orjson.dumps(event.text) + b"}" + _CHOICE_TAIL + self._suffix
-            return self._delta(event)
-        if isinstance(event, PartDelta):
             return self._delta(event)
         if isinstance(event, PartStart):
             return self._part_start(event)
