@@ -120,6 +120,8 @@ def controls(
         ttl = alias.ttl
     else:
         ttl = settings.ttl
+    if mode == "bypass":  # neither reads nor stores, whatever Cache-Control says
+        return Controls(mode, False, False, ttl)
     directives = {d.strip().lower() for d in headers.get("cache-control", "").split(",")}
     read = mode == "use" and "no-cache" not in directives
     write = mode in ("use", "refresh") and not no_store and "no-store" not in directives

@@ -113,13 +113,18 @@ class Limits:
 
     @property
     def any(self) -> bool:
-        return any(
-            v is not None for v in (self.daily_usd, self.monthly_usd, self.total_usd, self.rpm, self.tpm)
+        # plain checks, not any() over a generator: read for every call (Principal.limited)
+        return (
+            self.daily_usd is not None
+            or self.monthly_usd is not None
+            or self.total_usd is not None
+            or self.rpm is not None
+            or self.tpm is not None
         )
 
     @property
     def budgeted(self) -> bool:
-        return any(v is not None for v in (self.daily_usd, self.monthly_usd, self.total_usd))
+        return self.daily_usd is not None or self.monthly_usd is not None or self.total_usd is not None
 
     def budgets(self) -> list[tuple[Window, Decimal]]:
         out: list[tuple[Window, Decimal]] = []

@@ -150,6 +150,21 @@ def rollup(call: CallRecord, attempts: list[AttemptRecord], price_source: str | 
     (summed: every attempt that consumed tokens is billed).  The cost is None when an attempt
     that consumed tokens has an unknown price.  Returns ``call``."""
     call.attempts = len(attempts)
+    if len(attempts) == 1:  # most calls: the sums below, without a generator per bucket
+        a = attempts[0]
+        call.input_tokens = a.input_tokens
+        call.cached_input_tokens = a.cached_input_tokens
+        call.cache_write_tokens = a.cache_write_tokens
+        call.output_tokens = a.output_tokens
+        call.reasoning_tokens = a.reasoning_tokens
+        call.estimated = bool(a.estimated)
+        if a.cost is not None:
+            call.cost = Decimal(0) + a.cost  # as the sum: the same Decimal (context, exponent)
+        else:
+            call.cost = None if a.tokens else Decimal(0)
+        if price_source is not None:
+            call.price_source = price_source
+        return call
     call.input_tokens = sum(a.input_tokens for a in attempts)
     call.cached_input_tokens = sum(a.cached_input_tokens for a in attempts)
     call.cache_write_tokens = sum(a.cache_write_tokens for a in attempts)

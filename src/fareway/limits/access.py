@@ -66,8 +66,8 @@ def _renote(ctx: CallContext, route: Route) -> None:
     decision = ctx.decision
     assert decision is not None
     decision.route = route
-    ctx.route = describe(route)
-    note = decision.header()
+    ctx.route = text = describe(route)
+    note = decision.header(text)
     if decision.candidates:
         kept = sum(1 for c in decision.candidates if c.kept)
         note += f"; candidates={kept}/{len(decision.candidates)}"

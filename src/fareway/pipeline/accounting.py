@@ -202,7 +202,9 @@ class Accounting:
                 if a.usage.output_tokens > 1 and gen_s > 0:
                     rec.tokens_per_s = round(a.usage.output_tokens / gen_s, 2)
             attempts.append(rec)
-        if call.attempts:
+        if len(call.attempts) == 1:
+            latency_s = call.attempts[0].latency_s or 0.0
+        elif call.attempts:
             latency_s = max((a.latency_s or 0.0) for a in call.attempts)
         else:  # refused before any try (0), or answered by the cache (the time it took)
             latency_s = time.monotonic() - ctx.t0 if ctx.outcome == "cache_hit" else 0.0

@@ -74,6 +74,8 @@ def body_tags(value: Any) -> list[str]:
 
 def combine(*groups: list[str]) -> tuple[str, ...]:
     """The call's tags: sorted, unique, at most :data:`MAX_TAGS`."""
+    if not any(groups):  # an untagged call (most are): nothing to sort
+        return ()
     tags = sorted({t for g in groups for t in g})
     if len(tags) > MAX_TAGS:
         raise BadRequest(f"a call has at most {MAX_TAGS} tags ({len(tags)} given)", param=TAGS_HEADER)

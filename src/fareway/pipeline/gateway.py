@@ -234,9 +234,12 @@ class Gateway:
         return hdrs
 
     def _route_header(self, ctx: CallContext) -> str:
+        attempts = ctx.attempts.attempts
+        if len(attempts) == 1:  # most calls: the join below without a generator
+            a = attempts[0]
+            return f"{ctx.route_note}; attempts={a.target.key}={'committed' if a.outcome == 'pending' else a.outcome}"
         tried = ",".join(
-            f"{a.target.key}={'committed' if a.outcome == 'pending' else a.outcome}"
-            for a in ctx.attempts.attempts
+            f"{a.target.key}={'committed' if a.outcome == 'pending' else a.outcome}" for a in attempts
         )
         return f"{ctx.route_note}; attempts={tried}"
 

@@ -126,8 +126,8 @@ class Resolve:
                 break
         decision = self.resolver.decide(ctx.req, model=name)
         ctx.decision = decision
-        ctx.route = decision.route_text
-        note = decision.header()
+        ctx.route = text = decision.route_text
+        note = decision.header(text)
         if decision.candidates:
             kept = sum(1 for c in decision.candidates if c.kept)
             note += f"; candidates={kept}/{len(decision.candidates)}"

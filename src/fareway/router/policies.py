@@ -30,6 +30,7 @@ and why it was kept or dropped; :meth:`Decision.header` is the compact ``x-farew
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -61,11 +62,13 @@ _DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2}|\d{4})$")
 _LATEST_SUFFIX = re.compile(r"-latest$")
 
 
-def model_id_forms(model: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def model_id_forms(model: str) -> tuple[str, ...]:
     """The ids to look a model up by, most specific first: as given, then without a context-size
     marker (Claude Code's ``[1m]``), a snapshot date (``-20250929``, ``-2024-07-18``, ``-2507``) or
     ``-latest``.  ``claude-sonnet-4-5-20250929[1m]`` -> ``claude-sonnet-4-5-20250929``,
-    ``claude-sonnet-4-5``."""
+    ``claude-sonnet-4-5``.  A pure function of the name: cached (bounded), as every call of a
+    pinned or bare name asks it."""
     forms = [model]
     m = _CONTEXT_SUFFIX.sub("", model)
     if m != model:
@@ -75,7 +78,14 @@ def model_id_forms(model: str) -> list[str]:
         if n != m and n:
             forms.append(n)
             m = n
-    return forms
+    return tuple(forms)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sent_model(model: str) -> str:
+    """The upstream id a pinned ``provider/model`` sends: without a context-size marker (the
+    marker is Claude Code's, not an upstream id).  Cached like :func:`model_id_forms`."""
+    return _CONTEXT_SUFFIX.sub("", model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,14 +220,14 @@ class Decision:
             "header": self.header(),
         }
 
-    def header(self) -> str:
-        """``x-fareway-route``: ``policy=auto:cheap; floor=3; chosen=groq/x; route=fallback(...)``."""
-        parts = [f"policy={self.policy}"]
-        if self.quality_floor is not None:
-            parts.append(f"floor={self.quality_floor}")
-        parts.append(f"chosen={self.chosen.key}")
-        parts.append(f"route={describe(self.route)}")
-        return "; ".join(parts)
+    def header(self, route_text: str | None = None) -> str:
+        """``x-fareway-route``: ``policy=auto:cheap; floor=3; chosen=groq/x; route=fallback(...)``.
+        ``route_text``: :attr:`route_text` when the caller has it already."""
+        route = self.route
+        text = describe(route) if route_text is None else route_text
+        chosen = route.key if isinstance(route, Target) else targets(route)[0].key
+        floor = f"floor={self.quality_floor}; " if self.quality_floor is not None else ""
+        return f"policy={self.policy}; {floor}chosen={chosen}; route={text}"
 
 
 # --------------------------------------------------------------------------------- router
@@ -289,7 +299,7 @@ class Router:
         name = model if model is not None else req.model
         if name in self.aliases:
             return self.alias(name, self.aliases[name], req)
-        m = _AUTO.match(name)
+        m = _AUTO.match(name) if name.startswith("auto") else None
         if m is not None:
             mode: Mode = m.group(1) or "auto"  # type: ignore[assignment]
             floor = int(m.group(2)) if m.group(2) else self.config.quality_floor
@@ -455,11 +465,14 @@ class Router:
         provider, _, model = name.partition("/")
         known = self.providers if self.providers is not None else frozenset(self.catalog.providers())
         if model and provider in known:
-            forms = model_id_forms(model)
-            offer = next((o for f in forms if (o := self.catalog.offer(provider, f)) is not None), None)
+            offer = None
+            for f in model_id_forms(model):
+                offer = self.catalog.offer(provider, f)
+                if offer is not None:
+                    break
             if offer is not None and offer.kind != self.kind:
                 raise self._wrong_kind(name, offer)
-            sent = _CONTEXT_SUFFIX.sub("", model)  # the marker is Claude Code's, not an upstream id
+            sent = _sent_model(model)  # the marker is Claude Code's, not an upstream id
             up = self._upstream(provider, sent)
             if up is None:
                 hint = self.key_hint(provider)

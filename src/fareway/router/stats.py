@@ -316,10 +316,13 @@ class Stats:
         # Providers send rate-limit headers on every response; between two parses the local
         # decrement in begin() keeps the count.  Parse at most every limits_refresh_s per offer,
         # and always when a bucket is close to empty.
-        if now - e.limits_parsed_at < self.limits_refresh_s and not any(
-            lim.remaining <= self.limits_low_water for lim in e.limits.values()
-        ):
-            return
+        if now - e.limits_parsed_at < self.limits_refresh_s:
+            low = self.limits_low_water
+            for lim in e.limits.values():
+                if lim.remaining <= low:
+                    break
+            else:  # (a loop, not any() over a generator: this runs on every response)
+                return
         e.limits_parsed_at = now
         info = parse_rate_limit_headers(headers, self.wall())
         for b in info.buckets:

@@ -1,0 +1,148 @@
+"""The per-call shortcuts (a common case answered without the general code): each gives what the
+general code gives, and each test here fails when its shortcut's guard is removed (the shortcut
+taken for every call)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from fareway.cache.controls import controls
+from fareway.cache.settings import CacheSettings
+from fareway.keys.records import Limits
+from fareway.ledger.records import AttemptRecord, CallRecord, rollup
+from fareway.pipeline import attribution
+from fareway.providers.catalog import Catalog, Offer, Prior
+from fareway.router.policies import Decision, model_id_forms
+from fareway.router.routes import Fallback, Target
+from fareway.router.stats import Stats
+from fareway.types import Upstream
+
+# ------------------------------------------------------------------ cache controls: bypass
+
+
+@pytest.mark.parametrize(
+    ("headers", "read", "write"),
+    [
+        ({"x-fareway-cache": "use"}, True, True),
+        ({"x-fareway-cache": "use", "cache-control": "no-cache"}, False, True),
+        ({"x-fareway-cache": "use", "cache-control": "no-store"}, True, False),
+        ({"x-fareway-cache": "refresh"}, False, True),
+        ({"x-fareway-cache": "bypass", "cache-control": "no-cache"}, False, False),
+        ({}, False, False),
+    ],
+)
+def test_cache_controls_read_and_write_by_mode(headers: dict[str, str], read: bool, write: bool) -> None:
+    ctl = controls(headers, None, None, CacheSettings())
+    assert (ctl.read, ctl.write) == (read, write)
+
+
+def test_a_bypassed_call_still_has_its_ttl_checked() -> None:
+    with pytest.raises(Exception, match="x-fareway-cache-ttl"):
+        controls({"x-fareway-cache-ttl": "soon"}, None, None, CacheSettings())
+
+
+# ------------------------------------------------------------------ attribution: no tags
+
+
+def test_tags_combine_sorted_unique_and_none_when_untagged() -> None:
+    assert attribution.combine([], []) == ()
+    assert attribution.combine(["b", "a"], ["a", "c"]) == ("a", "b", "c")
+    assert attribution.combine([], ["z"]) == ("z",)
+
+
+# ------------------------------------------------------------------ rollup: one attempt
+
+
+def _attempt(n: int, tokens: tuple[int, int], cost: Decimal | None, estimated: bool = False) -> AttemptRecord:
+    a = AttemptRecord("r", n, "p", "m", input_tokens=tokens[0], output_tokens=tokens[1], cost=cost)
+    a.cached_input_tokens, a.cache_write_tokens, a.reasoning_tokens = 1 + n, 2 + n, 3 + n
+    a.estimated = estimated
+    return a
+
+
+def test_rollup_of_one_attempt() -> None:
+    call = rollup(CallRecord("r", "m"), [_attempt(0, (10, 5), Decimal("0.00012300"), True)], "src")
+    assert (call.attempts, call.input_tokens, call.output_tokens) == (1, 10, 5)
+    assert (call.cached_input_tokens, call.cache_write_tokens, call.reasoning_tokens) == (1, 2, 3)
+    assert call.estimated is True and call.price_source == "src"
+    assert str(call.cost) == "0.00012300"
+    # a cost with a positive exponent comes out as a sum starting at 0 gives it
+    assert str(rollup(CallRecord("r", "m"), [_attempt(0, (1, 1), Decimal("1E+1"))]).cost) == "10"
+    # an unknown price: unknown when it consumed tokens, 0 when it consumed none
+    assert rollup(CallRecord("r", "m"), [_attempt(0, (10, 5), None)]).cost is None
+    assert rollup(CallRecord("r", "m"), [_attempt(0, (0, 0), None)]).cost == Decimal(0)
+
+
+def test_rollup_of_two_attempts_sums_them() -> None:
+    call = rollup(
+        CallRecord("r", "m"),
+        [_attempt(0, (10, 5), Decimal("0.001")), _attempt(1, (20, 7), Decimal("0.002"))],
+    )
+    assert (call.attempts, call.input_tokens, call.output_tokens) == (2, 30, 12)
+    assert (call.cached_input_tokens, call.cache_write_tokens, call.reasoning_tokens) == (3, 5, 7)
+    assert call.estimated is False
+    assert call.cost == Decimal("0.003")
+
+
+# ------------------------------------------------------------------ key limits
+
+
+@pytest.mark.parametrize("field", ["daily_usd", "monthly_usd", "total_usd", "rpm", "tpm"])
+def test_limits_any_and_budgeted_see_each_limit(field: str) -> None:
+    value: object = 5 if field in ("rpm", "tpm") else Decimal(5)
+    lim = Limits(**{field: value})  # type: ignore[arg-type]
+    assert lim.any is True
+    assert lim.budgeted is (field.endswith("_usd"))
+    assert Limits().any is False and Limits().budgeted is False
+
+
+# ------------------------------------------------------------------ routing
+
+
+def test_model_id_forms_cached_and_unchanged() -> None:
+    assert model_id_forms("claude-sonnet-4-5-20250929[1m]") == (
+        "claude-sonnet-4-5-20250929[1m]",
+        "claude-sonnet-4-5-20250929",
+        "claude-sonnet-4-5",
+    )
+    assert model_id_forms("gpt-4o-mini") == ("gpt-4o-mini",)
+    assert model_id_forms("gpt-4o-latest") == ("gpt-4o-latest", "gpt-4o")
+
+
+def _target(provider: str, model: str) -> Target:
+    return Target(Upstream(provider, "openai", "http://x", model), "pinned")
+
+
+def test_route_header_of_one_target_and_of_a_chain() -> None:
+    assert (
+        Decision("openai/m", "pinned", _target("openai", "m")).header()
+        == "policy=pinned; chosen=openai/m; route=openai/m"
+    )
+    chain = Decision("auto", "auto", Fallback([_target("a", "x"), _target("b", "y")]), quality_floor=3)
+    assert chain.header() == "policy=auto; floor=3; chosen=a/x; route=fallback(a/x,b/y)"
+    assert chain.header("given") == "policy=auto; floor=3; chosen=a/x; route=given"
+
+
+# ------------------------------------------------------------------ stats: rate-limit parse
+
+
+def test_rate_limit_headers_are_parsed_again_within_the_refresh_when_a_bucket_is_low() -> None:
+    t = [1000.0]
+    stats = Stats(Catalog([Offer("p", "m", "m")], {"p": Prior(1.0, 50.0)}), clock=lambda: t[0])
+    stats.limits_refresh_s = 10.0
+    stats.limits_low_water = 5.0
+
+    def end(remaining: int) -> None:
+        headers = {"x-ratelimit-remaining-requests": str(remaining), "x-ratelimit-reset-requests": "60s"}
+        stats.end(stats.begin("p/m"), True, 1.0, 20, 200, None, headers)
+
+    end(100)
+    t[0] += 1.0
+    end(0)  # inside the refresh window, no bucket low: not parsed (the local count goes on)
+    assert stats.available("p/m")
+    t[0] += 1.0
+    stats._entries["p/m"].limits[("requests", "")].remaining = 4  # low now
+    end(0)  # a low bucket: parsed at once
+    assert not stats.available("p/m")
