@@ -75,8 +75,10 @@ async def send(url: str, n: int, concurrency: int) -> int:
     return ok
 
 
-def callgrind_control(*args: str) -> None:
-    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+def callgrind_control(prefix: Path, *args: str) -> None:
+    # only this run's valgrind: without a prefix of its own, callgrind_control zeroes and
+    # switches every callgrind process of the machine (another run's counts with them)
+    subprocess.run(["callgrind_control", f"--vgdb-prefix={prefix}", *args], check=True, capture_output=True)
 
 
 def run_variant(name: str, ledger: str, sim_url: str, n: int, tmp: Path) -> tuple[int, int, int]:
@@ -90,6 +92,7 @@ def run_variant(name: str, ledger: str, sim_url: str, n: int, tmp: Path) -> tupl
         f'api_key = "sim"\n{ledger}'
     )
     port = free_port()
+    vgdb = out / "vgdb"
     bare = str(Path(__file__).resolve().parent / "bare_proxy.py")
     server = (
         [sys.executable, bare, "--port", str(port), "--upstream", f"{sim_url}/openai"]
@@ -99,6 +102,7 @@ def run_variant(name: str, ledger: str, sim_url: str, n: int, tmp: Path) -> tupl
     cmd = [
         "valgrind",
         "--tool=callgrind",
+        f"--vgdb-prefix={vgdb}",
         "--trace-children=yes",
         "--instr-atstart=no",
         f"--callgrind-out-file={out}/cg.%p",
@@ -114,11 +118,11 @@ def run_variant(name: str, ledger: str, sim_url: str, n: int, tmp: Path) -> tupl
         wait_port(port, 600)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         asyncio.run(send(url, BATCH * 2, 8))  # warm-up: two full ledger batches
-        callgrind_control("-z")  # zero what start-up and warm-up counted
-        callgrind_control("-i", "on")
+        callgrind_control(vgdb, "-z")  # zero what start-up and warm-up counted
+        callgrind_control(vgdb, "-i", "on")
         ok = asyncio.run(send(url, n, 16))
-        callgrind_control("-i", "off")
-        callgrind_control("-d")
+        callgrind_control(vgdb, "-i", "off")
+        callgrind_control(vgdb, "-d")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
