@@ -107,22 +107,32 @@ def parse_usage(raw: Any) -> Usage | None:
     """OpenAI-shape usage as canonical :class:`Usage` (prompt_tokens already includes cached)."""
     if not isinstance(raw, dict):
         return None
+    # (every call reads usage: a plain int is taken as it is, anything else goes through as_int)
     ptd = raw.get("prompt_tokens_details")
     ctd = raw.get("completion_tokens_details")
-    ptd = ptd if isinstance(ptd, dict) else {}
-    ctd = ctd if isinstance(ctd, dict) else {}
-    cached = as_int(ptd.get("cached_tokens"))
+    if type(ptd) is not dict and not isinstance(ptd, dict):
+        ptd = {}
+    if type(ctd) is not dict and not isinstance(ctd, dict):
+        ctd = {}
+    cached = ptd.get("cached_tokens")
+    if type(cached) is not int:
+        cached = as_int(cached)
     if not cached and "cached_tokens" not in ptd:
         cached = as_int(raw.get("num_cached_tokens"))  # Mistral's older spelling
+    write = ptd.get("cache_write_tokens")
+    if type(write) is not int:
+        write = as_int(write)
+    reasoning = ctd.get("reasoning_tokens")
+    if type(reasoning) is not int:
+        reasoning = as_int(reasoning)
+    inp = raw.get("prompt_tokens")
+    if type(inp) is not int:
+        inp = as_int(inp)
+    out = raw.get("completion_tokens")
+    if type(out) is not int:
+        out = as_int(out)
     extras = {k: v for k, v in raw.items() if k not in _USAGE_CORE}
-    return Usage(
-        input_tokens=as_int(raw.get("prompt_tokens")),
-        output_tokens=as_int(raw.get("completion_tokens")),
-        cached_input_tokens=cached,
-        cache_write_tokens=as_int(ptd.get("cache_write_tokens")),
-        reasoning_tokens=as_int(ctd.get("reasoning_tokens")),
-        extensions={D: extras} if extras else {},
-    )
+    return Usage(inp, out, cached, write, reasoning, False, {D: extras} if extras else {})
 
 
 def usage_of_chunk(chunk: dict[str, Any]) -> Usage | None:
@@ -257,6 +267,9 @@ _DELTA_KIND: dict[str, DeltaKind] = {
     "thinking": "thinking",
     "signature": "signature",
 }
+
+
+_MISSING: Any = object()
 
 
 class _Tool:
@@ -466,18 +479,32 @@ class OpenAIStreamParser:
         # The stream is the common shape: build its events as the general parser would.
         out: list[StreamEvent] = []
         seen: dict[str, Any] | None = None
+        first_own: dict[str, Any] | None = None
         last: dict[str, Any] | None = None
         for c in extras:
             if c is last:  # the template chunk again: merging the same extras changes nothing
                 continue
             last = c
+            if seen is not None and len(c) - len(known.intersection(c)) == len(seen):
+                # the extras of the chunk before again (most chunks repeat them)?  Compared
+                # value by value as dict equality does, without building the dict
+                for k, v in seen.items():
+                    w = c.get(k, _MISSING)
+                    if w is not v and w != v:
+                        break
+                else:
+                    continue
             own = {k: v for k, v in c.items() if k not in known}
+            if c is first:
+                first_own = own
             if own != seen:
                 self._merge_own(own)
                 seen = own
         if first is not None:
             self._started = True
-            out.append(self._response_start(first, {k: v for k, v in first.items() if k not in _CHUNK_KNOWN}))
+            if first_own is None:
+                first_own = {k: v for k, v in first.items() if k not in known}
+            out.append(self._response_start(first, first_own))
         if texts:
             self._free_delta("text", texts[0] if len(texts) == 1 else "".join(texts), out)
         if finish_seen:
@@ -614,11 +641,13 @@ class OpenAIStreamParser:
 
     def _response_start(self, chunk: dict[str, Any], extras: dict[str, Any]) -> ResponseStart:
         created = chunk.get("created")
+        if type(created) is not int:
+            created = int(created) if isinstance(created, int | float) else None
         return ResponseStart(
-            id=str(chunk.get("id") or ""),
-            model=str(chunk.get("model") or self._up.model),
-            created=int(created) if isinstance(created, int | float) else None,
-            extensions={D: dict(extras)} if extras else {},
+            str(chunk.get("id") or ""),
+            str(chunk.get("model") or self._up.model),
+            created,
+            {D: dict(extras)} if extras else {},
         )
 
     def _choice(self, choice: dict[str, Any], out: list[StreamEvent]) -> None:
