@@ -254,6 +254,8 @@ class _Live:
         self.eof = False
         self.deadline = deadline
         self._done = False
+        self.response: ChatResponse | None = None
+        """The folded answer, once the attempt ended (``_end``)."""
 
     async def read(self) -> list[StreamEvent]:
         if self.eof:
@@ -339,7 +341,7 @@ class _Live:
         log = self.log
         log.outcome = outcome
         log.latency_s = time.monotonic() - log.t0
-        r = self.acc.result()
+        r = self.response = self.acc.result()
         log.usage = r.usage
         log.output_chars = self.acc.output_chars
         if r.model:
@@ -686,7 +688,8 @@ class Executor:
             live.abort()
             raise
         live.finish()
-        return Committed(live.log, response=live.acc.result())
+        # (finish folded the answer, unless the attempt had ended already)
+        return Committed(live.log, response=live.response or live.acc.result())
 
     async def _whole_answer(self, log: AttemptLog, adapter: Adapter, resp: OpenResponse) -> ChatResponse:
         body = await resp.read()
