@@ -147,6 +147,48 @@ class Accumulator:
                 r.extensions.setdefault(k, {}).update(v)
             self.finished = True
 
+    def add_all(self, events: list[StreamEvent]) -> bool:
+        """:meth:`add` each event in order (one call for the events of a read); whether one of
+        them is content (:func:`is_content`).  The events of a whole plain-text answer read at
+        once (a stream parser's ``feed_all``: the start, one text part of one delta, its end,
+        usage and the finish) are folded in one step, as :meth:`add` folds them one by one."""
+        if len(events) == 6:
+            rs, ps, pd, pe, uu, fin = events
+            if (
+                type(rs) is ResponseStart
+                and type(ps) is PartStart
+                and type(pd) is PartDelta
+                and type(pe) is PartEnd
+                and type(uu) is UsageUpdate
+                and type(fin) is Finish
+                and pd.index == ps.index
+                and pd.kind == "text"
+                and type(ps.part) is TextPart
+                and ps.index not in self._texts
+            ):
+                r = self._response
+                r.id, r.model, r.created = rs.id, rs.model, rs.created
+                ext = r.extensions
+                for k, v in rs.extensions.items():
+                    ext.setdefault(k, {}).update(v)
+                part = ps.part
+                self._parts[ps.index] = TextPart(part.text + pd.text, dict(part.extensions))
+                self.output_chars += len(pd.text)
+                r.usage = uu.usage
+                r.finish_reason = fin.reason
+                r.stop_sequence = fin.stop_sequence
+                for k, v in fin.extensions.items():
+                    ext.setdefault(k, {}).update(v)
+                self.finished = True
+                return True
+        add = self.add
+        content = False
+        for e in events:
+            add(e)
+            if not content and isinstance(e, CONTENT_EVENTS):
+                content = True
+        return content
+
     def _join(self, index: int) -> None:
         part = self._parts[index]
         joined = "".join(self._texts.pop(index))

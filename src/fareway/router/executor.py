@@ -34,7 +34,7 @@ from fareway.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from fareway.events import Accumulator, StreamEvent, is_content, response_to_events
+from fareway.events import Accumulator, StreamEvent, response_to_events
 from fareway.router.health import HealthRecorder
 from fareway.router.keychoice import KeyChoice
 from fareway.router.routes import Fallback, Race, Route, Split, Target
@@ -251,6 +251,8 @@ class _Live:
         # a whole answer folds the events: the parser may join deltas (its fast path)
         self._feed = parser.feed_all if whole else parser.feed
         self.acc = Accumulator()
+        self.content = False
+        """Whether the events of the latest :meth:`read` hold content (``is_content``)."""
         self.eof = False
         self.deadline = deadline
         self._done = False
@@ -277,8 +279,7 @@ class _Live:
         else:
             self.eof = True
             events = self.parser.close()
-        for e in events:
-            self.acc.add(e)
+        self.content = self.acc.add_all(events)
         return events
 
     async def read_rest_at_once(self) -> None:
@@ -308,9 +309,7 @@ class _Live:
         parser = self.parser
         events = parser.feed_all(parts[0] if len(parts) == 1 else b"".join(parts)) if parts else []
         events += parser.close()
-        add = self.acc.add
-        for e in events:
-            add(e)
+        self.acc.add_all(events)
 
     def _over_total(self) -> UpstreamTimeout:
         return UpstreamTimeout(
@@ -647,7 +646,7 @@ class Executor:
                 while True:
                     events = await live.read()
                     buffered += events
-                    if live.eof or any(is_content(e) for e in events):
+                    if live.eof or live.content:
                         break
         except UpstreamError:
             # an error before the first token (in-stream error, idle timeout, truncated stream):
