@@ -4,13 +4,9 @@ taken for every call)."""
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
-from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from fareway.cache.controls import controls
 from fareway.cache.settings import CacheSettings
@@ -150,114 +146,3 @@ def test_rate_limit_headers_are_parsed_again_within_the_refresh_when_a_bucket_is
     stats._entries["p/m"].limits[("requests", "")].remaining = 4  # low now
     end(0)  # a low bucket: parsed at once
     assert not stats.available("p/m")
-
-
-# ------------------------------------------------------------------ the cost number: float() first
-
-
-def _cost_by_decimal(text: str) -> float | None:
-    """The general reading of a cost string (what the shortcut must agree with)."""
-    from decimal import InvalidOperation
-
-    try:
-        d = Decimal(text)
-    except InvalidOperation:
-        return None
-    return float(d) if d.is_finite() else None
-
-
-_COST_TEXTS = [
-    # numbers (float() reads them: the shortcut)
-    "0.00001140",
-    "0",
-    "-0",
-    "1E+1",
-    "1e-30",
-    " 2.5 ",
-    "1_000.5",
-    "1e-400",
-    "12345678901234567890.123456789",
-    # not finite or not numbers (the Decimal reading)
-    "1e400",
-    "-1e400",
-    "nan",
-    "NaN",
-    "sNaN",
-    "inf",
-    "-Infinity",
-    "",
-    "x",
-    "0x10",
-    "1.2.3",
-    "1__0",
-]
-
-
-@pytest.mark.parametrize("text", _COST_TEXTS)
-def test_the_cost_number_is_the_decimal_reading(text: str) -> None:
-    from fareway.wire.openai_stream import _cost_number
-
-    got, want = _cost_number(text), _cost_by_decimal(text)
-    assert got == want and (got is None) == (want is None)
-    if got is not None and want is not None:
-        assert math.copysign(1, got) == math.copysign(1, want)
-
-
-@given(st.decimals(allow_nan=True, allow_infinity=True).map(str) | st.floats().map(repr))
-def test_the_cost_number_is_the_decimal_reading_for_any_number(text: str) -> None:
-    from fareway.wire.openai_stream import _cost_number
-
-    assert _cost_number(text) == _cost_by_decimal(text)
-
-
-# ------------------------------------------------------------------ the stream loop: deltas pass by
-
-
-async def test_the_stream_loop_notes_usage_and_the_finish_among_deltas() -> None:
-    # CallStream's loop skips its usage/finish tests for text deltas; the usage of a UsageUpdate
-    # is still the call's, and a read that ends the answer (with the rest already in) goes out
-    # with the closing chunk, in one piece
-    from fareway.events import Finish, PartDelta, PartStart, ResponseStart, UsageUpdate
-    from fareway.pipeline.context import CallContext
-    from fareway.pipeline.gateway import CallStream
-    from fareway.types import TextPart, Usage
-    from fareway.wire.base import ResponseMeta
-    from fareway.wire.openai_chat import WIRE
-
-    usage = Usage(3, 2)
-    batch = [
-        ResponseStart("chatcmpl-1", "m", 1),
-        PartStart(0, TextPart("")),
-        PartDelta(0, "text", "a"),
-        PartDelta(0, "text", "b"),
-        Finish("stop"),
-        UsageUpdate(usage),
-    ]
-
-    class Committed:
-        def events(self) -> Any:
-            return None  # (only passed to wrappers; there are none)
-
-        async def batches(self) -> Any:
-            yield batch
-
-        def at_end(self) -> bool:
-            return True
-
-        def abort(self) -> None:
-            raise AssertionError("not aborted")
-
-    class Gw:
-        wrappers: list[Any] = []
-
-        def _account(self, ctx: Any) -> None:
-            ctx.accounted = True
-
-    ctx = CallContext("r", None, WIRE)  # type: ignore[arg-type]
-    ctx.req = WIRE.parse_request(
-        b'{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}', {}
-    )
-    ctx.committed = Committed()  # type: ignore[assignment]
-    pieces = [p async for p in CallStream(Gw(), ctx, ResponseMeta("r"))]  # type: ignore[arg-type]
-    assert ctx.usage is usage
-    assert len(pieces) == 1 and pieces[0].endswith(b"data: [DONE]\n\n")

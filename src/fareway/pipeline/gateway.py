@@ -21,7 +21,7 @@ import orjson
 from fareway.adapters.base import Adapter
 from fareway.config import Config
 from fareway.errors import FarewayError, NoRouteSucceeded, StreamInterrupted
-from fareway.events import Finish, PartDelta, StreamEvent, UsageUpdate
+from fareway.events import Finish, StreamEvent, UsageUpdate
 from fareway.keys.store import KeyStore, Principal
 from fareway.pipeline.accounting import Accounting
 from fareway.pipeline.checkpoint import stream_snapshot
@@ -127,20 +127,19 @@ class Gateway:
         """The stages before execution, in order."""
         return [self._parse, *self.prepare, self._resolve, self.admit, *self.lookups]
 
-    def chat(
+    async def chat(
         self,
         wire: WireDialect,
         body: bytes,
         headers: Mapping[str, str],
         principal: Principal,
         request_id: str,
-    ) -> Awaitable[Reply]:
-        """Run one chat call (await what this gives).  Raises FarewayError before anything was
-        sent to the client (the server encodes it in the client's dialect); after the commit point
-        errors are in-stream.  Every path through here leaves exactly one ledger record.  A plain
-        function giving :meth:`run`'s coroutine: no coroutine of its own for every suspension of
-        the call to pass through."""
-        return self.run(CallContext(request_id, principal, wire, body, headers))
+    ) -> Reply:
+        """Run one chat call.  Raises FarewayError before anything was sent to the client (the
+        server encodes it in the client's dialect); after the commit point errors are in-stream.
+        Every path through here leaves exactly one ledger record."""
+        ctx = CallContext(request_id, principal, wire, body, headers)
+        return await self.run(ctx)
 
     async def run(self, ctx: CallContext) -> Reply:
         try:
@@ -292,12 +291,11 @@ class CallStream:
     def __aiter__(self) -> CallStream:
         return self
 
-    def __anext__(self) -> Awaitable[bytes]:
-        # the generator's own awaitable, not a coroutine around it: one frame less per piece
+    async def __anext__(self) -> bytes:
         if self._gen is None:
             self._started = True
             self._gen = self._run()
-        return self._gen.__anext__()
+        return await self._gen.__anext__()
 
     async def aclose(self) -> None:
         gen = self._gen
@@ -345,11 +343,10 @@ class CallStream:
                     out, pending = pending, []
                     ended = False
                     for event in batch:
-                        if type(event) is not PartDelta:  # (most events: neither test below)
-                            if isinstance(event, UsageUpdate):
-                                ctx.usage = event.usage
-                            elif type(event) is Finish:
-                                ended = True
+                        if isinstance(event, UsageUpdate):
+                            ctx.usage = event.usage
+                        elif type(event) is Finish:
+                            ended = True
                         chunk = encode(event)
                         if chunk:
                             out.append(chunk)

@@ -20,7 +20,6 @@ event and no per-chunk dict on the text path.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from decimal import Decimal, InvalidOperation
@@ -58,7 +57,6 @@ _FINISH: dict[str | None, str] = {
 _EVERY_CHUNK_KEYS = ("service_tier", "system_fingerprint")
 # Keys of resp.extensions["openai"] that are conventions of the non-stream encoder, not fields.
 _NOT_TOP_LEVEL = frozenset({"extra_choices", "message_extra", "choice_extra", "usage"})
-_EVERY_CHUNK_OR_HIDDEN = _NOT_TOP_LEVEL | frozenset(_EVERY_CHUNK_KEYS)
 
 
 def is_refusal(part: TextPart) -> bool:
@@ -79,14 +77,6 @@ def new_completion_id() -> str:
 def _cost_number(cost_usd: str | None) -> float | None:
     if cost_usd is None:
         return None
-    # float() first: a string it reads as a finite number is one Decimal reads as the same number
-    # (float(Decimal(s)) goes through the same decimal text), at a third of the cost
-    try:
-        f = float(cost_usd)
-    except ValueError:
-        f = math.inf
-    if math.isfinite(f):
-        return f
     try:
         d = Decimal(cost_usd)
     except InvalidOperation:
@@ -128,15 +118,6 @@ def error_object(exc: FarewayError) -> dict[str, Any]:
 
 
 _DONE = b"data: [DONE]\n\n"
-
-
-# The finish chunk's choice for each canonical finish reason (finish_to_openai's, encoded once);
-# a reason it does not know is "stop", as there.
-_FINISH_CHOICE = {
-    reason: b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"%s"}' % openai.encode()
-    for reason, openai in _FINISH.items()
-}
-_STOP_CHOICE = _FINISH_CHOICE["stop"]
 _CHOICE_HEAD = b'{"index":0,"delta":'
 _CHOICE_TAIL = b',"logprobs":null,"finish_reason":null}'
 
@@ -158,7 +139,6 @@ class OpenAIStreamEncoder:
         "_sent_first",
         "_suffix",
         "_text_head",
-        "_text_tail",
         "_tool_ordinal",
         "_usage",
         "meta",
@@ -169,8 +149,6 @@ class OpenAIStreamEncoder:
         self.meta = meta
         self._include_usage = req.include_usage
         self._suffix = b'],"usage":null}\n\n' if req.include_usage else b"]}\n\n"
-        self._text_tail = b"}" + _CHOICE_TAIL + self._suffix
-        """What follows a text chunk's content string (see _text_head)."""
         self._prefix: bytes | None = None
         self._text_head = b""
         """A text chunk up to its content string, once the first chunk went out (the common
@@ -192,22 +170,20 @@ class OpenAIStreamEncoder:
     # ------------------------------------------------------------------------------ framing
 
     def _set_head(self, id_: str, model: str, created: int | None, ext: dict[str, Any]) -> None:
-        # the head's fields in one dumps, its closing brace cut off
-        fields: dict[str, Any] = {
-            "id": id_ or new_completion_id(),
-            "object": "chat.completion.chunk",
-            "created": int(created) if created is not None else int(time.time()),
-            "model": model or self._req.model,
-        }
-        self._first_extra = b""
-        if ext:
-            for key in _EVERY_CHUNK_KEYS:
-                if (v := ext.get(key)) is not None:
-                    fields[key] = v
-            if not ext.keys() <= _EVERY_CHUNK_OR_HIDDEN:  # (usually only every-chunk keys)
-                first = {k: v for k, v in ext.items() if k not in _EVERY_CHUNK_OR_HIDDEN}
-                self._first_extra = b"," + orjson.dumps(first)[1:-1]
-        self._prefix = b"data: " + orjson.dumps(fields)[:-1]
+        head = (
+            b'data: {"id":'
+            + orjson.dumps(id_ or new_completion_id())
+            + b',"object":"chat.completion.chunk","created":'
+            + str(int(created) if created is not None else int(time.time())).encode()
+            + b',"model":'
+            + orjson.dumps(model or self._req.model)
+        )
+        for key in _EVERY_CHUNK_KEYS:
+            if ext.get(key) is not None:
+                head += b',"' + key.encode() + b'":' + orjson.dumps(ext[key])
+        first = {k: v for k, v in ext.items() if k not in _EVERY_CHUNK_KEYS and k not in _NOT_TOP_LEVEL}
+        self._first_extra = b"," + orjson.dumps(first)[1:-1] if first else b""
+        self._prefix = head
         self._text_head = b""
 
     def _head(self) -> bytes:
@@ -236,7 +212,7 @@ class OpenAIStreamEncoder:
             text_head = self._text_head
             if text_head and event.kind == "text" and event.text and event.index not in self._refusals:
                 # most chunks of a stream: what _delta, _text and _chunk make of it, in one step
-                return text_head + orjson.dumps(event.text) + self._text_tail
+                return text_head + orjson.dumps(event.text) + b"}" + _CHOICE_TAIL + self._suffix
             return self._delta(event)
         if isinstance(event, PartStart):
             return self._part_start(event)
@@ -254,14 +230,11 @@ class OpenAIStreamEncoder:
     def _text(self, text: str) -> bytes:
         shown, self._content_shown = self._content_shown, True
         if not self._sent_first:
-            # what _first({"content": text, "refusal": None}) makes, without the dict
-            self._sent_first = True
-            return self._chunk(b'{"role":"assistant","content":' + orjson.dumps(text) + b',"refusal":null}')
+            return self._first({"content": text, "refusal": None})
         if not text and shown:
             return b""
         if not self._first_extra:  # (the head every later chunk has, with _CHOICE_HEAD)
-            self._text_head = text_head = self._head() + _CHOICE_HEAD + b'{"content":'
-            return text_head + orjson.dumps(text) + self._text_tail
+            self._text_head = self._head() + _CHOICE_HEAD + b'{"content":'
         return self._chunk(b'{"content":' + orjson.dumps(text) + b"}")
 
     def _refusal(self, text: str) -> bytes:
@@ -345,20 +318,20 @@ class OpenAIStreamEncoder:
         return b"data: " + orjson.dumps({"error": error_object(exc)}) + b"\n\n"
 
     def close(self, meta: ResponseMeta) -> bytes:
-        out: list[bytes] = []
-        if self._no_args:
-            for index in sorted(self._no_args):
-                out.append(self._end_tool(index))
+        out = b""
+        for index in sorted(self._no_args):
+            out += self._end_tool(index)
         if not self._sent_first:
-            out.append(self._first({"content": "", "refusal": None}))
-        finish = self._finish
+            out += self._first({"content": "", "refusal": None})
+        reason = finish_to_openai(self._finish.reason if self._finish is not None else None)
         out += (
-            self._head(),
-            _FINISH_CHOICE.get(finish.reason if finish is not None else None, _STOP_CHOICE),
-            self._suffix,
+            self._head()
+            + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"'
+            + reason.encode()
+            + b'"}'
+            + self._suffix
         )
         if self._include_usage and self._usage is not None:
             cost = meta.cost_usd if meta.cost_usd is not None else self.meta.cost_usd
-            out += (self._head(), b'],"usage":', orjson.dumps(usage_object(self._usage, cost)), b"}\n\n")
-        out.append(_DONE)
-        return b"".join(out)
+            out += self._head() + b'],"usage":' + orjson.dumps(usage_object(self._usage, cost)) + b"}\n\n"
+        return out + _DONE
