@@ -135,17 +135,25 @@ class Accumulator:
                 self._join(event.index)  # (a part started again at an index: the old one's text)
             self._parts[event.index] = _copy_part(event.part)
         elif isinstance(event, ResponseStart):
-            r.id, r.model, r.created = event.id, event.model, event.created
-            for k, v in event.extensions.items():
-                r.extensions.setdefault(k, {}).update(v)
+            self._start(event)
         elif isinstance(event, UsageUpdate):
             r.usage = event.usage
         elif isinstance(event, Finish):
-            r.finish_reason = event.reason
-            r.stop_sequence = event.stop_sequence
-            for k, v in event.extensions.items():
-                r.extensions.setdefault(k, {}).update(v)
-            self.finished = True
+            self._finish(event)
+
+    def _start(self, event: ResponseStart) -> None:
+        r = self._response
+        r.id, r.model, r.created = event.id, event.model, event.created
+        for k, v in event.extensions.items():
+            r.extensions.setdefault(k, {}).update(v)
+
+    def _finish(self, event: Finish) -> None:
+        r = self._response
+        r.finish_reason = event.reason
+        r.stop_sequence = event.stop_sequence
+        for k, v in event.extensions.items():
+            r.extensions.setdefault(k, {}).update(v)
+        self.finished = True
 
     def add_all(self, events: list[StreamEvent]) -> bool:
         """:meth:`add` each event in order (one call for the events of a read); whether one of
@@ -166,26 +174,18 @@ class Accumulator:
                 and type(ps.part) is TextPart
                 and ps.index not in self._texts
             ):
-                r = self._response
-                r.id, r.model, r.created = rs.id, rs.model, rs.created
-                ext = r.extensions
-                for k, v in rs.extensions.items():
-                    ext.setdefault(k, {}).update(v)
+                self._start(rs)
                 part = ps.part
                 self._parts[ps.index] = TextPart(part.text + pd.text, dict(part.extensions))
                 self.output_chars += len(pd.text)
-                r.usage = uu.usage
-                r.finish_reason = fin.reason
-                r.stop_sequence = fin.stop_sequence
-                for k, v in fin.extensions.items():
-                    ext.setdefault(k, {}).update(v)
-                self.finished = True
+                self._response.usage = uu.usage
+                self._finish(fin)
                 return True
         add = self.add
         content = False
         for e in events:
             add(e)
-            if not content and isinstance(e, CONTENT_EVENTS):
+            if not content and is_content(e):
                 content = True
         return content
 

@@ -198,7 +198,8 @@ class Decision:
 
     @property
     def chosen(self) -> Target:
-        return targets(self.route)[0]
+        route = self.route
+        return route if isinstance(route, Target) else targets(route)[0]
 
     @property
     def route_text(self) -> str:
@@ -223,11 +224,9 @@ class Decision:
     def header(self, route_text: str | None = None) -> str:
         """``x-fareway-route``: ``policy=auto:cheap; floor=3; chosen=groq/x; route=fallback(...)``.
         ``route_text``: :attr:`route_text` when the caller has it already."""
-        route = self.route
-        text = describe(route) if route_text is None else route_text
-        chosen = route.key if isinstance(route, Target) else targets(route)[0].key
+        text = describe(self.route) if route_text is None else route_text
         floor = f"floor={self.quality_floor}; " if self.quality_floor is not None else ""
-        return f"policy={self.policy}; {floor}chosen={chosen}; route={text}"
+        return f"policy={self.policy}; {floor}chosen={self.chosen.key}; route={text}"
 
 
 # --------------------------------------------------------------------------------- router
