@@ -157,3 +157,76 @@ def test_add_all_of_any_events_folds_as_add_does(
     if plain:  # the shape of the one-step fold, at an index and of a kind that may not fit
         events = _plain("t", index=index, kind=kind)
     assert _at_once(before, events) == _one_by_one(before, events)
+
+
+# ------------------------------------------------------- runs of text deltas (a fast read)
+
+
+def _run(index: int, texts: list[str]) -> list[StreamEvent]:
+    return [PartDelta(index, "text", t) for t in texts]
+
+
+def test_a_run_of_text_deltas_of_one_part_is_appended_without_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read of a fast upstream brings many text deltas of one part: after the first, they are
+    appended to that part's pending texts directly (add() is not called for each), and the answer
+    is the one add() gives."""
+    events = [PartStart(0, TextPart("")), *_run(0, ["a", "b", "", "c", "d"]), PartEnd(0)]
+    expected = _one_by_one([], events)
+    calls: list[StreamEvent] = []
+    real = ev_mod.Accumulator.add
+
+    def counted(self: Accumulator, event: StreamEvent) -> None:
+        calls.append(event)
+        real(self, event)
+
+    monkeypatch.setattr(ev_mod.Accumulator, "add", counted)
+    assert _at_once([], events) == expected
+    assert [type(e).__name__ for e in calls] == ["PartStart", "PartDelta", "PartEnd"]
+
+
+@pytest.mark.parametrize(
+    ("before", "events"),
+    [
+        # a text delta of a thinking part (add() ignores it but counts it), then more
+        ([], [PartStart(0, ThinkingPart()), PartDelta(0, "thinking", "a"), *_run(0, ["b", "c"])]),
+        # the part started again at the same index between two deltas
+        (
+            [],
+            [PartStart(0, TextPart("")), *_run(0, ["a"]), PartStart(0, TextPart("x")), *_run(0, ["b", "c"])],
+        ),
+        # a delta of another part, of another kind, then the first part again
+        (
+            [],
+            [
+                PartStart(0, TextPart("")),
+                PartStart(1, ToolCallPart("i", "n")),
+                *_run(0, ["a", "b"]),
+                PartDelta(1, "tool_args", "{"),
+                *_run(0, ["c"]),
+                PartDelta(0, "thinking", "t"),
+                *_run(0, ["d"]),
+            ],
+        ),
+        # deltas with no part started (add() makes one), and usage between them
+        ([], [*_run(2, ["a", "b"]), UsageUpdate(Usage(1, 1)), *_run(2, ["c", "d"])]),
+        # a run continuing what an earlier read left pending
+        ([PartStart(0, TextPart("")), PartDelta(0, "text", "x")], _run(0, ["a", "b"])),
+    ],
+)
+def test_runs_of_text_deltas_fold_as_add_does(before: list[StreamEvent], events: list[StreamEvent]) -> None:
+    assert _at_once(before, events) == _one_by_one(before, events)
+
+
+_RUN_EVENT = st.one_of(
+    st.builds(_run, st.integers(0, 1), st.lists(st.sampled_from(["", "a", "bc"]), min_size=1, max_size=4)),
+    st.builds(lambda e: [e], _EVENT),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_EVENT, max_size=4), st.lists(_RUN_EVENT, max_size=6))
+def test_add_all_of_events_with_runs_folds_as_add_does(
+    before: list[StreamEvent], groups: list[list[StreamEvent]]
+) -> None:
+    events = [e for g in groups for e in g]
+    assert _at_once(before, events) == _one_by_one(before, events)

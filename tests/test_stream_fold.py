@@ -596,6 +596,65 @@ def test_feed_event_by_event_matches_on_recorded_streams() -> None:
     assert n > 0
 
 
+def _one_read_body(pieces: list[str], *, last_text: bool = False) -> bytes:
+    """A role chunk, a text chunk, chunks with these content strings (JSON, as sent), a finish
+    chunk (with an empty delta as OpenAI sends it, or ``last_text``: with a text) and [DONE]: one
+    read of a fast upstream."""
+    role = _plain_chunk('""').replace('"delta":{"content":""}', '"delta":{"role":"assistant","content":""}')
+    stop = _plain_chunk('"."').replace('"finish_reason":null', '"finish_reason":"stop"')
+    if not last_text:
+        stop = stop.replace('"delta":{"content":"."}', '"delta":{}')
+    chunks = [role, _plain_chunk('"He"'), *(_plain_chunk(p) for p in pieces), stop]
+    return ("".join(f"data: {c}\n\n" for c in chunks) + "data: [DONE]\n\n").encode()
+
+
+@pytest.mark.parametrize("last_text", [False, True])
+def test_feed_reads_a_run_of_text_chunks_in_one_read_in_bulk(
+    monkeypatch: pytest.MonkeyPatch, last_text: bool
+) -> None:
+    """A read holding many chunks that repeat the text chunk before them but for their text (a
+    fast upstream's read): feed checks and parses them together, not chunk by chunk, and still
+    gives one delta per chunk, as the general parser does; also when the finish chunk starts as
+    they do (it carries the last text)."""
+    from fareway.adapters import openai_stream
+
+    fills: list[str] = []
+    real = openai_stream.fill
+
+    def counted(tpl: Any, p: str) -> str | None:
+        fills.append(p)
+        return real(tpl, p)
+
+    monkeypatch.setattr(openai_stream, "fill", counted)
+    texts = ["l", '"lo', "\\", " w", "\u2028", "é", "", "!"]
+    body = _one_read_body([json.dumps(t) for t in texts], last_text=last_text)
+    got = _feed_reads(UP, [body])
+    assert got[1] is None
+    assert got[2] == _general_events(UP, body)
+    deltas = [e.text for e in got[2] if type(e).__name__ == "PartDelta"]
+    assert deltas == ["He", *(t for t in texts if t), *(["."] if last_text else [])]
+    assert len(fills) == 1  # the finish chunk only: the run was read in bulk
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ['"a"', '"b","c"', '"d"'],  # two values in one chunk (not a JSON chunk)
+        ['"a"', "7", '"c"'],  # a number where a text should be
+        ['"a', 'b"', '"c"'],  # a string across two chunks
+        ['"a"', '["b"]', '"c"'],  # an array
+        ['"a"', '"b" ', '"c"'],  # a space after a text: a chunk of the template's shape all the same
+    ],
+)
+def test_feed_of_a_run_that_is_not_one_json_string_per_chunk_gives_the_general_parsers_events(
+    pieces: list[str],
+) -> None:
+    body = _one_read_body(pieces)
+    got = _feed_reads(UP, [body])
+    assert got[:2] == _general(UP, body)
+    assert got[2] == _general_events(UP, body)
+
+
 _KIND_OF = {"text": "text", "thinking": "thinking", "tool": "tool_args"}
 
 

@@ -183,7 +183,26 @@ class Accumulator:
                 return True
         add = self.add
         content = False
+        # A text delta right after a text delta of the same part (a read of a fast upstream
+        # brings many): add() would find the same part and append to the same list of pending
+        # texts; that list is kept here for the run.  Any other event ends the run.
+        run_index = -1
+        run: list[str] = []
         for e in events:
+            if type(e) is PartDelta:
+                if e.index == run_index and e.kind == "text":
+                    run.append(e.text)
+                    self.output_chars += len(e.text)
+                    continue
+                add(e)
+                content = True
+                pending = self._texts.get(e.index)
+                if e.kind == "text" and isinstance(self._parts[e.index], TextPart) and pending is not None:
+                    run_index, run = e.index, pending
+                else:
+                    run_index = -1
+                continue
+            run_index = -1
             add(e)
             if not content and is_content(e):
                 content = True

@@ -139,6 +139,7 @@ class OpenAIStreamEncoder:
         "_sent_first",
         "_suffix",
         "_text_head",
+        "_text_tail",
         "_tool_ordinal",
         "_usage",
         "meta",
@@ -149,6 +150,8 @@ class OpenAIStreamEncoder:
         self.meta = meta
         self._include_usage = req.include_usage
         self._suffix = b'],"usage":null}\n\n' if req.include_usage else b"]}\n\n"
+        self._text_tail = b"}" + _CHOICE_TAIL + self._suffix
+        """What follows the content string of a text chunk (:meth:`encode`'s common case)."""
         self._prefix: bytes | None = None
         self._text_head = b""
         """A text chunk up to its content string, once the first chunk went out (the common
@@ -212,7 +215,7 @@ class OpenAIStreamEncoder:
             text_head = self._text_head
             if text_head and event.kind == "text" and event.text and event.index not in self._refusals:
                 # most chunks of a stream: what _delta, _text and _chunk make of it, in one step
-                return text_head + orjson.dumps(event.text) + b"}" + _CHOICE_TAIL + self._suffix
+                return text_head + orjson.dumps(event.text) + self._text_tail
             return self._delta(event)
         if isinstance(event, PartStart):
             return self._part_start(event)
