@@ -102,6 +102,7 @@ def as_int(v: Any) -> int:
 
 
 _USAGE_CORE = {"prompt_tokens", "completion_tokens", "total_tokens"}
+_USAGE_CORE_KEYS = tuple(_USAGE_CORE)
 
 
 def parse_usage(raw: Any) -> Usage | None:
@@ -120,7 +121,7 @@ def parse_usage(raw: Any) -> Usage | None:
         cached = as_int(cached)
     if not cached and "cached_tokens" not in ptd:
         cached = as_int(raw.get("num_cached_tokens"))  # Mistral's older spelling
-    write = ptd.get("cache_write_tokens")
+    write = ptd.get("cache_write_tokens", 0)  # (absent: 0, as as_int(None) gives)
     if type(write) is not int:
         write = as_int(write)
     reasoning = ctd.get("reasoning_tokens")
@@ -132,7 +133,10 @@ def parse_usage(raw: Any) -> Usage | None:
     out = raw.get("completion_tokens")
     if type(out) is not int:
         out = as_int(out)
-    extras = {k: v for k, v in raw.items() if k not in _USAGE_CORE}
+    # every key but the core ones, in their order (a copy less three keys: no loop over the rest)
+    extras = raw.copy()
+    for k in _USAGE_CORE_KEYS:
+        extras.pop(k, None)
     return Usage(inp, out, cached, write, reasoning, False, {D: extras} if extras else {})
 
 
