@@ -502,6 +502,35 @@ def test_build_refusals_and_version_2026() -> None:
     assert body["output_config"] == {"format": {"type": "json_schema", "schema": {"type": "object"}}}
 
 
+@pytest.mark.parametrize("source", ["anthropic", "openai"])
+def test_build_refuses_a_conversation_of_empty_turns_and_a_system_turn(source: str) -> None:
+    """Empty user turns are dropped (Anthropic 400s on empty text blocks); what is left is a
+    system turn, kept inline for an Anthropic client (it sent it there) and hoisted into
+    ``system`` otherwise.  Either way no user or assistant turn remains: a BadRequest, as for a
+    conversation that is all empty (found by test_property_translation's request round trip,
+    which expected it; the adapter sent ``messages: [{"role": "system", ...}]``)."""
+    from fareway.errors import BadRequest
+    from fareway.types import ChatRequest, Message
+
+    req = ChatRequest(
+        "claude-x",
+        [
+            Message("user", [TextPart("")]),
+            Message("system", [TextPart("be brief")]),
+            Message("user", [TextPart("")]),
+        ],
+        source_dialect=source,  # type: ignore[arg-type]
+    )
+    with pytest.raises(BadRequest) as ei:
+        ADAPTER.build_request(req, _up())
+    assert ei.value.param == "messages"
+    # a user turn with content after it: sent, the system turn inline for an Anthropic client
+    req.messages.append(Message("user", [TextPart("hi")]))
+    body = json.loads(ADAPTER.build_request(req, _up()).body)
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == (["system", "user"] if source == "anthropic" else ["user"])
+
+
 def test_build_drops_unsigned_thinking_and_foreign_opaque_parts() -> None:
     from fareway.types import ChatRequest, Message
 

@@ -193,9 +193,10 @@ class _Builder:
                 "n > 1 is not supported by Anthropic upstreams (one choice per request)", param="n"
             )
         system, messages = self.system_and_messages()
-        if not messages:
-            # Anthropic refuses an empty list (and empty turns are dropped above): say so here
-            # rather than send a request that can only come back as a 400.
+        if not any(m["role"] != "system" for m in messages):
+            # Anthropic refuses an empty list (and empty turns are dropped above), and a list of
+            # inline system turns alone has no turn to answer: say so here rather than send a
+            # request that can only come back as a 400.
             raise BadRequest(
                 "nothing to send to an Anthropic upstream: every message is empty or a system prompt "
                 "(Anthropic needs at least one user or assistant turn with content)",
