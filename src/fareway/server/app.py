@@ -108,7 +108,23 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            # (the http case is here, not in a method of its own: a coroutine less, whose frame
+            # every suspension of the call would pass through both ways)
+            watch = DisconnectWatch.install(receive)
+            if watch is None:  # a server without Fareway's protocol: a task watches receive()
+                await self._serve(scope, receive, send, None)
+                return
+            try:
+                await self._serve(scope, receive, send, watch)
+            except asyncio.CancelledError:
+                if not watch.fired:
+                    raise
+                # the client went away: the handler has closed the upstream and accounted the call
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+            finally:
+                watch.remove()
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -128,23 +144,6 @@ class App:
                 await self.gateway.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        watch = DisconnectWatch.install(receive)
-        if watch is None:  # a server without Fareway's protocol: a task watches receive()
-            await self._serve(scope, receive, send, None)
-            return
-        try:
-            await self._serve(scope, receive, send, watch)
-        except asyncio.CancelledError:
-            if not watch.fired:
-                raise
-            # the client went away: the handler has closed the upstream and accounted the call
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-        finally:
-            watch.remove()
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, watch: DisconnectWatch | None) -> None:
         rid = new_request_id()

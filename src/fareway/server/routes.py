@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 
 from fareway.errors import NotFound
 from fareway.pipeline.gateway import Gateway, Reply
@@ -11,18 +12,20 @@ from fareway.wire.base import WireDialect
 
 
 def add_routes(app: App, gateway: Gateway, openai_wire: WireDialect, anthropic_wire: WireDialect) -> None:
-    async def chat_completions(req: Request) -> Reply:
+    # the chat handlers are plain functions giving the gateway's coroutine (a Handler returns an
+    # awaitable): no coroutine of their own for every suspension of the call to pass through
+    def chat_completions(req: Request) -> Awaitable[Reply]:
         assert req.principal is not None
-        return await gateway.chat(openai_wire, req.body, req.headers, req.principal, req.request_id)
+        return gateway.chat(openai_wire, req.body, req.headers, req.principal, req.request_id)
 
     app.add("POST", "/v1/chat/completions", chat_completions, wire=openai_wire, body=True)
     app.add("POST", "/chat/completions", chat_completions, wire=openai_wire, body=True)
 
     aw = anthropic_wire
 
-    async def messages(req: Request) -> Reply:
+    def messages(req: Request) -> Awaitable[Reply]:
         assert req.principal is not None
-        return await gateway.chat(aw, req.body, req.headers, req.principal, req.request_id)
+        return gateway.chat(aw, req.body, req.headers, req.principal, req.request_id)
 
     async def count_tokens(req: Request) -> Reply:
         return await gateway.count_tokens(aw, req.body, req.headers)
