@@ -272,13 +272,17 @@ def _message(raw: Any, param: str) -> Message:
             f"{param}.role",
         )
     canon = "system" if role == "developer" else role
-    extra = _extras(msg, _MODELLED_MESSAGE_KEYS[canon])
+    modelled = _MODELLED_MESSAGE_KEYS[canon]
+    extra = {} if msg.keys() <= modelled else _extras(msg, modelled)
     if role == "developer":
         extra["role"] = "developer"
     name = msg.get("name")
     if name is not None and canon != "tool":
         name = _want_str(name, f"{param}.name")
     content = msg.get("content")
+    if canon != "assistant" and isinstance(content, str) and canon != "tool":
+        # the usual system or user message: plain text (what _content_parts makes of it)
+        return Message(canon, [TextPart(content)], name, {"openai": extra} if extra else {})  # type: ignore[arg-type]
     cparam = f"{param}.content"
 
     parts: list[Part]
@@ -415,6 +419,29 @@ _MODELLED_TOP = frozenset(
 )
 
 
+_LEGACY_TOP = frozenset({"functions", "function_call"})
+# The fields _optional_fields reads (every field after ``stream``).
+_OPTIONAL_TOP = frozenset(
+    {
+        "stream_options",
+        "temperature",
+        "top_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "stop",
+        "seed",
+        "n",
+        "user",
+        "metadata",
+        "reasoning_effort",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+    }
+)
+
+
 def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> ChatRequest:
     """Parse a Chat Completions request body.  Raises BadRequest with ``param`` set."""
     try:
@@ -429,9 +456,10 @@ def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> Chat
         raise _bad(f"the request body must be a JSON object, got {_type_name(data)}", None)
     check_depth(body, data)
 
-    for legacy, modern in (("functions", "tools"), ("function_call", "tool_choice")):
-        if data.get(legacy) is not None:
-            raise _bad(f"'{legacy}' is the legacy function-calling form; use '{modern}'", legacy)
+    if not _LEGACY_TOP.isdisjoint(data):
+        for legacy, modern in (("functions", "tools"), ("function_call", "tool_choice")):
+            if data.get(legacy) is not None:
+                raise _bad(f"'{legacy}' is the legacy function-calling form; use '{modern}'", legacy)
 
     model = data.get("model")
     if model is None:
@@ -447,7 +475,8 @@ def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> Chat
     messages = [_message(m, f"messages[{i}]") for i, m in enumerate(raw_messages)]
 
     req = ChatRequest(model=model, messages=messages, source_dialect="openai")
-    ext: dict[str, Any] = {k: v for k, v in data.items() if k not in _MODELLED_TOP}
+    # (one C-level test instead of the comprehension when every field is modelled: most calls)
+    ext: dict[str, Any] = {} if data.keys() <= _MODELLED_TOP else _extras(data, _MODELLED_TOP)
     get = data.get
 
     mct, mt = get("max_completion_tokens"), get("max_tokens")
@@ -468,6 +497,17 @@ def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> Chat
 
     if (v := get("stream")) is not None:
         req.stream = _want_bool(v, "stream")
+    if not _OPTIONAL_TOP.isdisjoint(data):
+        _optional_fields(data, req, ext)
+    if ext:
+        req.extensions["openai"] = ext
+    return req
+
+
+def _optional_fields(data: dict[str, Any], req: ChatRequest, ext: dict[str, Any]) -> None:
+    """The fields after ``stream``, checked in this order; called only when one is present (each
+    check is a no-op for an absent field, and most calls send none of them)."""
+    get = data.get
     if (v := get("stream_options")) is not None:
         so = _want_dict(v, "stream_options")
         if so.get("include_usage") is not None:
@@ -512,9 +552,6 @@ def parse_request(body: bytes, headers: Mapping[str, str] | None = None) -> Chat
             req.tool_choice = ToolChoice("auto", parallel=parallel)
         else:
             ext["parallel_tool_calls"] = parallel
-    if ext:
-        req.extensions["openai"] = ext
-    return req
 
 
 # ----------------------------------------------------------------------------------- response
