@@ -120,3 +120,30 @@ async def test_a_call_reaches_the_socket_in_as_few_writes_as_it_has_reads(
         assert len(writes) <= 3, [w[:60] for w in writes]
     else:
         assert len(writes) == 1
+
+
+async def test_reply_header_values_lose_cr_lf_and_non_latin1_characters() -> None:
+    # A reply header value may carry caller input: a CR or LF becomes a space (no header can be
+    # injected) and a character outside latin-1 becomes "?"; plain values go out as they are.
+    from fareway.server.http import send_body
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [
+        ("x-plain", "gpt-4o-mini; a=b"),
+        ("x-crlf", "a\r\nx-evil: 1"),
+        ("x-lf", "a\nb"),
+        ("x-wide", "é€"),
+    ]
+    await send_body(send, 200, b"{}", headers)
+    assert sent[0]["headers"] == [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"2"),
+        (b"x-plain", b"gpt-4o-mini; a=b"),
+        (b"x-crlf", b"a  x-evil: 1"),
+        (b"x-lf", b"a b"),
+        (b"x-wide", b"\xe9?"),
+    ]
