@@ -4,9 +4,12 @@ taken for every call)."""
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fareway.cache.controls import controls
 from fareway.cache.settings import CacheSettings
@@ -146,3 +149,61 @@ def test_rate_limit_headers_are_parsed_again_within_the_refresh_when_a_bucket_is
     stats._entries["p/m"].limits[("requests", "")].remaining = 4  # low now
     end(0)  # a low bucket: parsed at once
     assert not stats.available("p/m")
+
+
+# ------------------------------------------------------------------ the cost number: float() first
+
+
+def _cost_by_decimal(text: str) -> float | None:
+    """The general reading of a cost string (what the shortcut must agree with)."""
+    from decimal import InvalidOperation
+
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        return None
+    return float(d) if d.is_finite() else None
+
+
+_COST_TEXTS = [
+    # numbers (float() reads them: the shortcut)
+    "0.00001140",
+    "0",
+    "-0",
+    "1E+1",
+    "1e-30",
+    " 2.5 ",
+    "1_000.5",
+    "1e-400",
+    "12345678901234567890.123456789",
+    # not finite or not numbers (the Decimal reading)
+    "1e400",
+    "-1e400",
+    "nan",
+    "NaN",
+    "sNaN",
+    "inf",
+    "-Infinity",
+    "",
+    "x",
+    "0x10",
+    "1.2.3",
+    "1__0",
+]
+
+
+@pytest.mark.parametrize("text", _COST_TEXTS)
+def test_the_cost_number_is_the_decimal_reading(text: str) -> None:
+    from fareway.wire.openai_stream import _cost_number
+
+    got, want = _cost_number(text), _cost_by_decimal(text)
+    assert got == want and (got is None) == (want is None)
+    if got is not None and want is not None:
+        assert math.copysign(1, got) == math.copysign(1, want)
+
+
+@given(st.decimals(allow_nan=True, allow_infinity=True).map(str) | st.floats().map(repr))
+def test_the_cost_number_is_the_decimal_reading_for_any_number(text: str) -> None:
+    from fareway.wire.openai_stream import _cost_number
+
+    assert _cost_number(text) == _cost_by_decimal(text)
