@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -207,3 +208,56 @@ def test_the_cost_number_is_the_decimal_reading_for_any_number(text: str) -> Non
     from fareway.wire.openai_stream import _cost_number
 
     assert _cost_number(text) == _cost_by_decimal(text)
+
+
+# ------------------------------------------------------------------ the stream loop: deltas pass by
+
+
+async def test_the_stream_loop_notes_usage_and_the_finish_among_deltas() -> None:
+    # CallStream's loop skips its usage/finish tests for text deltas; the usage of a UsageUpdate
+    # is still the call's, and a read that ends the answer (with the rest already in) goes out
+    # with the closing chunk, in one piece
+    from fareway.events import Finish, PartDelta, PartStart, ResponseStart, UsageUpdate
+    from fareway.pipeline.context import CallContext
+    from fareway.pipeline.gateway import CallStream
+    from fareway.types import TextPart, Usage
+    from fareway.wire.base import ResponseMeta
+    from fareway.wire.openai_chat import WIRE
+
+    usage = Usage(3, 2)
+    batch = [
+        ResponseStart("chatcmpl-1", "m", 1),
+        PartStart(0, TextPart("")),
+        PartDelta(0, "text", "a"),
+        PartDelta(0, "text", "b"),
+        Finish("stop"),
+        UsageUpdate(usage),
+    ]
+
+    class Committed:
+        def events(self) -> Any:
+            return None  # (only passed to wrappers; there are none)
+
+        async def batches(self) -> Any:
+            yield batch
+
+        def at_end(self) -> bool:
+            return True
+
+        def abort(self) -> None:
+            raise AssertionError("not aborted")
+
+    class Gw:
+        wrappers: list[Any] = []
+
+        def _account(self, ctx: Any) -> None:
+            ctx.accounted = True
+
+    ctx = CallContext("r", None, WIRE)  # type: ignore[arg-type]
+    ctx.req = WIRE.parse_request(
+        b'{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}', {}
+    )
+    ctx.committed = Committed()  # type: ignore[assignment]
+    pieces = [p async for p in CallStream(Gw(), ctx, ResponseMeta("r"))]  # type: ignore[arg-type]
+    assert ctx.usage is usage
+    assert len(pieces) == 1 and pieces[0].endswith(b"data: [DONE]\n\n")

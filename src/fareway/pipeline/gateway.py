@@ -21,7 +21,7 @@ import orjson
 from fareway.adapters.base import Adapter
 from fareway.config import Config
 from fareway.errors import FarewayError, NoRouteSucceeded, StreamInterrupted
-from fareway.events import Finish, StreamEvent, UsageUpdate
+from fareway.events import Finish, PartDelta, StreamEvent, UsageUpdate
 from fareway.keys.store import KeyStore, Principal
 from fareway.pipeline.accounting import Accounting
 from fareway.pipeline.checkpoint import stream_snapshot
@@ -345,10 +345,11 @@ class CallStream:
                     out, pending = pending, []
                     ended = False
                     for event in batch:
-                        if isinstance(event, UsageUpdate):
-                            ctx.usage = event.usage
-                        elif type(event) is Finish:
-                            ended = True
+                        if type(event) is not PartDelta:  # (most events: neither test below)
+                            if isinstance(event, UsageUpdate):
+                                ctx.usage = event.usage
+                            elif type(event) is Finish:
+                                ended = True
                         chunk = encode(event)
                         if chunk:
                             out.append(chunk)
