@@ -975,6 +975,32 @@ def test_stream_tool_calls_use_ordinals_and_reassemble() -> None:
     assert final.choices[0].finish_reason == "tool_calls"
 
 
+def test_stream_no_argument_tool_without_part_end_is_closed_with_empty_object() -> None:
+    # the stream ends (close) with the call's arguments never given and no PartEnd: close still
+    # sends "{}", so the client's accumulated arguments parse (OpenAI's own no-argument calls)
+    events: list[StreamEvent] = [
+        ResponseStart("chatcmpl-n", "m", 1),
+        PartStart(0, ToolCallPart("call_1", "ping")),
+        Finish("tool_calls"),
+    ]
+    body = run_stream(events, req_with(stream=True))
+    data = [orjson.loads(d) for d in frames(body)[:-1]]
+    fragments = [f for d in data for c in d["choices"] for f in c["delta"].get("tool_calls", [])]
+    assert fragments[-1] == {"index": 0, "function": {"arguments": "{}"}}
+    final, _ = accumulate(body, tools=[{"type": "function", "function": {"name": "ping"}}])
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.arguments) for c in calls] == [("call_1", "{}")]  # type: ignore[union-attr]
+
+
+def test_stream_finish_reason_unknown_to_the_mapping_is_stop_as_in_a_whole_response() -> None:
+    resp = ChatResponse("id", "m", [TextPart("x")], finish_reason="no_such_reason")  # type: ignore[arg-type]
+    assert completion(resp).choices[0].finish_reason == "stop"
+    enc = WIRE.stream_encoder(req_with(stream=True), META)
+    body = b"".join(enc.encode(e) for e in response_to_events(resp)) + enc.close(META)
+    final, _ = accumulate(body)
+    assert final.choices[0].finish_reason == "stop"
+
+
 def test_stream_tool_first_chunk_shape() -> None:
     events: list[StreamEvent] = [
         ResponseStart("chatcmpl-t", "gpt-4o-mini", 1),

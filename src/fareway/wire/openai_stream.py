@@ -58,6 +58,7 @@ _FINISH: dict[str | None, str] = {
 _EVERY_CHUNK_KEYS = ("service_tier", "system_fingerprint")
 # Keys of resp.extensions["openai"] that are conventions of the non-stream encoder, not fields.
 _NOT_TOP_LEVEL = frozenset({"extra_choices", "message_extra", "choice_extra", "usage"})
+_EVERY_CHUNK_OR_HIDDEN = _NOT_TOP_LEVEL | frozenset(_EVERY_CHUNK_KEYS)
 
 
 def is_refusal(part: TextPart) -> bool:
@@ -127,6 +128,15 @@ def error_object(exc: FarewayError) -> dict[str, Any]:
 
 
 _DONE = b"data: [DONE]\n\n"
+
+
+# The finish chunk's choice for each canonical finish reason (finish_to_openai's, encoded once);
+# a reason it does not know is "stop", as there.
+_FINISH_CHOICE = {
+    reason: b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"%s"}' % openai.encode()
+    for reason, openai in _FINISH.items()
+}
+_STOP_CHOICE = _FINISH_CHOICE["stop"]
 _CHOICE_HEAD = b'{"index":0,"delta":'
 _CHOICE_TAIL = b',"logprobs":null,"finish_reason":null}'
 
@@ -160,7 +170,7 @@ class OpenAIStreamEncoder:
         self._include_usage = req.include_usage
         self._suffix = b'],"usage":null}\n\n' if req.include_usage else b"]}\n\n"
         self._text_tail = b"}" + _CHOICE_TAIL + self._suffix
-        """What follows the content string of a text chunk (:meth:`encode`'s common case)."""
+        """What follows a text chunk's content string (see _text_head)."""
         self._prefix: bytes | None = None
         self._text_head = b""
         """A text chunk up to its content string, once the first chunk went out (the common
@@ -182,20 +192,22 @@ class OpenAIStreamEncoder:
     # ------------------------------------------------------------------------------ framing
 
     def _set_head(self, id_: str, model: str, created: int | None, ext: dict[str, Any]) -> None:
-        head = (
-            b'data: {"id":'
-            + orjson.dumps(id_ or new_completion_id())
-            + b',"object":"chat.completion.chunk","created":'
-            + str(int(created) if created is not None else int(time.time())).encode()
-            + b',"model":'
-            + orjson.dumps(model or self._req.model)
-        )
-        for key in _EVERY_CHUNK_KEYS:
-            if ext.get(key) is not None:
-                head += b',"' + key.encode() + b'":' + orjson.dumps(ext[key])
-        first = {k: v for k, v in ext.items() if k not in _EVERY_CHUNK_KEYS and k not in _NOT_TOP_LEVEL}
-        self._first_extra = b"," + orjson.dumps(first)[1:-1] if first else b""
-        self._prefix = head
+        # the head's fields in one dumps, its closing brace cut off
+        fields: dict[str, Any] = {
+            "id": id_ or new_completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(created) if created is not None else int(time.time()),
+            "model": model or self._req.model,
+        }
+        self._first_extra = b""
+        if ext:
+            for key in _EVERY_CHUNK_KEYS:
+                if (v := ext.get(key)) is not None:
+                    fields[key] = v
+            if not ext.keys() <= _EVERY_CHUNK_OR_HIDDEN:  # (usually only every-chunk keys)
+                first = {k: v for k, v in ext.items() if k not in _EVERY_CHUNK_OR_HIDDEN}
+                self._first_extra = b"," + orjson.dumps(first)[1:-1]
+        self._prefix = b"data: " + orjson.dumps(fields)[:-1]
         self._text_head = b""
 
     def _head(self) -> bytes:
@@ -242,11 +254,14 @@ class OpenAIStreamEncoder:
     def _text(self, text: str) -> bytes:
         shown, self._content_shown = self._content_shown, True
         if not self._sent_first:
-            return self._first({"content": text, "refusal": None})
+            # what _first({"content": text, "refusal": None}) makes, without the dict
+            self._sent_first = True
+            return self._chunk(b'{"role":"assistant","content":' + orjson.dumps(text) + b',"refusal":null}')
         if not text and shown:
             return b""
         if not self._first_extra:  # (the head every later chunk has, with _CHOICE_HEAD)
-            self._text_head = self._head() + _CHOICE_HEAD + b'{"content":'
+            self._text_head = text_head = self._head() + _CHOICE_HEAD + b'{"content":'
+            return text_head + orjson.dumps(text) + self._text_tail
         return self._chunk(b'{"content":' + orjson.dumps(text) + b"}")
 
     def _refusal(self, text: str) -> bytes:
@@ -330,20 +345,20 @@ class OpenAIStreamEncoder:
         return b"data: " + orjson.dumps({"error": error_object(exc)}) + b"\n\n"
 
     def close(self, meta: ResponseMeta) -> bytes:
-        out = b""
-        for index in sorted(self._no_args):
-            out += self._end_tool(index)
+        out: list[bytes] = []
+        if self._no_args:
+            for index in sorted(self._no_args):
+                out.append(self._end_tool(index))
         if not self._sent_first:
-            out += self._first({"content": "", "refusal": None})
-        reason = finish_to_openai(self._finish.reason if self._finish is not None else None)
+            out.append(self._first({"content": "", "refusal": None}))
+        finish = self._finish
         out += (
-            self._head()
-            + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"'
-            + reason.encode()
-            + b'"}'
-            + self._suffix
+            self._head(),
+            _FINISH_CHOICE.get(finish.reason if finish is not None else None, _STOP_CHOICE),
+            self._suffix,
         )
         if self._include_usage and self._usage is not None:
             cost = meta.cost_usd if meta.cost_usd is not None else self.meta.cost_usd
-            out += self._head() + b'],"usage":' + orjson.dumps(usage_object(self._usage, cost)) + b"}\n\n"
-        return out + _DONE
+            out += (self._head(), b'],"usage":', orjson.dumps(usage_object(self._usage, cost)), b"}\n\n")
+        out.append(_DONE)
+        return b"".join(out)
