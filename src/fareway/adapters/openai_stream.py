@@ -305,6 +305,8 @@ class OpenAIStreamParser:
         self._finish_raw: Any = None
         self._finish_extra: dict[str, Any] = {}
         self._extras: dict[str, Any] = {}
+        self._last_own: dict[str, Any] | None = None
+        """The extras merged last (:meth:`_merge_own`)."""
         self._done = False
         self._pending: UpstreamError | None = None
         self._carry = b""  # the start of an event whose end has not come yet (the fast paths)
@@ -670,7 +672,21 @@ class OpenAIStreamParser:
 
     def _chunk(self, chunk: dict[str, Any], out: list[StreamEvent]) -> None:
         # (the hot path of every streamed call: key tests before building anything)
-        extras = self._merge_extras(chunk) if not chunk.keys() <= _CHUNK_KNOWN else {}
+        if chunk.keys() <= _CHUNK_KNOWN:
+            extras: dict[str, Any] = {}
+        else:
+            last = self._last_own
+            if (
+                last is not None
+                and self._started
+                and len(chunk) - len(_CHUNK_KNOWN.intersection(chunk)) == len(last)
+                and last.items() <= chunk.items()
+            ):
+                # the extras merged last again (most chunks repeat them): merging them again
+                # changes nothing, and only the first chunk's are used otherwise
+                extras = last
+            else:
+                extras = self._merge_extras(chunk)
         if not self._started:
             self._started = True
             out.append(self._response_start(chunk, extras))
@@ -692,6 +708,7 @@ class OpenAIStreamParser:
         return own
 
     def _merge_own(self, own: dict[str, Any]) -> None:
+        self._last_own = own  # (what _chunk compares a chunk's extras with)
         ext = self._extras
         for k, v in own.items():
             old = ext.get(k)
