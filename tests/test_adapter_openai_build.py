@@ -300,6 +300,28 @@ def test_message_translation() -> None:
     assert any("anthropic" in d for d in http.dropped)
 
 
+@pytest.mark.parametrize("role", ["user", "system"])
+def test_a_one_text_turn_is_a_string_unless_its_text_or_turn_has_extras(role: str) -> None:
+    """The usual turn (one plain text) goes out as a plain string; a text with fields of its own
+    (an unmodelled block field, a refusal mark) or a turn with extras or a name keeps the form
+    the general path gives it (OpenAI's wire form of what the client sent)."""
+    up = up_for("openai")
+    plain = Message(role, [TextPart("hi")])  # type: ignore[arg-type]
+    assert body_of(ChatRequest("m", [plain]), up)["messages"] == [{"role": role, "content": "hi"}]
+    block = Message(role, [TextPart("hi", {"openai": {"x_field": 1}})])  # type: ignore[arg-type]
+    assert body_of(ChatRequest("m", [block]), up)["messages"] == [
+        {"role": role, "content": [{"type": "text", "text": "hi", "x_field": 1}]}
+    ]
+    turn = Message(role, [TextPart("hi")], extensions={"openai": {"x_turn": True}})  # type: ignore[arg-type]
+    assert body_of(ChatRequest("m", [turn]), up)["messages"] == [
+        {"role": role, "content": "hi", "x_turn": True}
+    ]
+    named = Message(role, [TextPart("hi")], name="ann")  # type: ignore[arg-type]
+    assert body_of(ChatRequest("m", [named]), up)["messages"] == [
+        {"role": role, "content": "hi", "name": "ann"}
+    ]
+
+
 def test_tool_results_split_out_of_user_turns_and_images_follow() -> None:
     msgs = [
         Message(

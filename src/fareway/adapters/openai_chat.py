@@ -152,6 +152,18 @@ class _Builder:
     def messages(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for m in self.req.messages:
+            if (
+                (m.role == "user" or m.role == "system")
+                and len(m.content) == 1
+                and not m.name
+                and not m.extensions
+            ):
+                p = m.content[0]
+                if type(p) is TextPart and not p.extensions:
+                    # the usual turn: one plain text, no name, no extras (what the general
+                    # path below makes of it: a plain string content)
+                    out.append({"role": m.role, "content": p.text})
+                    continue
             if m.role == "system":
                 role = "developer" if _ext(m).get("role") == "developer" else "system"
                 out.append(self._message_common(m, {"role": role, "content": self._content(m.content)}))
