@@ -240,10 +240,17 @@ class _Builder:
         body: dict[str, Any] = {"model": "", "messages": self.messages()}
         if req.max_tokens is not None:
             body[q.max_tokens_field] = req.max_tokens
-        for name in ("temperature", "top_p", "seed", "n", "user"):
-            v = getattr(req, name)
-            if v is not None:
-                body[name] = v
+        # (in this order: temperature, top_p, seed, n, user; read directly, not by getattr)
+        if req.temperature is not None:
+            body["temperature"] = req.temperature
+        if req.top_p is not None:
+            body["top_p"] = req.top_p
+        if req.seed is not None:
+            body["seed"] = req.seed
+        if req.n is not None:
+            body["n"] = req.n
+        if req.user is not None:
+            body["user"] = req.user
         if req.top_k is not None:
             self._note("top_k")
         if req.stop:
@@ -304,7 +311,8 @@ class _Builder:
 
 
 def _apply_quirks(body: dict[str, Any], q: Quirks, dropped: list[str]) -> None:
-    bad = sorted(k for k in body if k in q.unsupported_params)
+    unsupported = q.unsupported_params
+    bad = sorted(k for k in body if k in unsupported) if unsupported else None
     if bad:
         if q.unsupported_policy == "reject":
             raise BadRequest(
