@@ -101,8 +101,7 @@ def as_int(v: Any) -> int:
     return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0
 
 
-_USAGE_CORE = {"prompt_tokens", "completion_tokens", "total_tokens"}
-_USAGE_CORE_KEYS = tuple(_USAGE_CORE)
+_USAGE_CORE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def parse_usage(raw: Any) -> Usage | None:
@@ -272,9 +271,6 @@ _DELTA_KIND: dict[str, DeltaKind] = {
     "thinking": "thinking",
     "signature": "signature",
 }
-
-
-_MISSING: Any = object()
 
 
 class _Tool:
@@ -538,28 +534,15 @@ class OpenAIStreamParser:
             return None  # usage between deltas or before the finish: keep the general order
         # The stream is the common shape: build its events as the general parser would.
         out: list[StreamEvent] = []
-        seen: dict[str, Any] | None = None
         first_own: dict[str, Any] | None = None
         last: dict[str, Any] | None = None
         for c in extras:
             if c is last:  # the template chunk again: merging the same extras changes nothing
                 continue
             last = c
-            if seen is not None and len(c) - len(known.intersection(c)) == len(seen):
-                # the extras of the chunk before again (most chunks repeat them)?  Compared
-                # value by value as dict equality does, without building the dict
-                for k, v in seen.items():
-                    w = c.get(k, _MISSING)
-                    if w is not v and w != v:
-                        break
-                else:
-                    continue
-            own = {k: v for k, v in c.items() if k not in known}
+            own = self._merge_extras(c)
             if c is first:
                 first_own = own
-            if own != seen:
-                self._merge_own(own)
-                seen = own
         if first is not None:
             self._started = True
             if first_own is None:
@@ -672,21 +655,7 @@ class OpenAIStreamParser:
 
     def _chunk(self, chunk: dict[str, Any], out: list[StreamEvent]) -> None:
         # (the hot path of every streamed call: key tests before building anything)
-        if chunk.keys() <= _CHUNK_KNOWN:
-            extras: dict[str, Any] = {}
-        else:
-            last = self._last_own
-            if (
-                last is not None
-                and self._started
-                and len(chunk) - len(_CHUNK_KNOWN.intersection(chunk)) == len(last)
-                and last.items() <= chunk.items()
-            ):
-                # the extras merged last again (most chunks repeat them): merging them again
-                # changes nothing, and only the first chunk's are used otherwise
-                extras = last
-            else:
-                extras = self._merge_extras(chunk)
+        extras = self._merge_extras(chunk) if not chunk.keys() <= _CHUNK_KNOWN else {}
         if not self._started:
             self._started = True
             out.append(self._response_start(chunk, extras))
@@ -702,7 +671,15 @@ class OpenAIStreamParser:
 
     def _merge_extras(self, chunk: dict[str, Any]) -> dict[str, Any]:
         """Fold the chunk's keys outside the known ones into the stream's extras (dicts merge,
-        others replace); return those keys."""
+        others replace); return those keys.  The extras merged last again (most chunks repeat
+        them) are not built nor merged again: merging them twice in a row changes nothing."""
+        last = self._last_own
+        if (
+            last is not None
+            and len(chunk) - len(_CHUNK_KNOWN.intersection(chunk)) == len(last)
+            and last.items() <= chunk.items()  # (key by key, values compared as dict equality does)
+        ):
+            return last
         own = {k: v for k, v in chunk.items() if k not in _CHUNK_KNOWN}
         self._merge_own(own)
         return own
