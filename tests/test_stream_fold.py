@@ -655,6 +655,39 @@ def test_feed_of_a_run_that_is_not_one_json_string_per_chunk_gives_the_general_p
     assert got[2] == _general_events(UP, body)
 
 
+@pytest.mark.parametrize("whole", [False, True])
+def test_extras_that_change_mid_stream_are_merged_by_feed_and_by_the_fold(whole: bool) -> None:
+    """Chunks repeat their extras (service_tier, system_fingerprint), and the repeat is not
+    merged again; a chunk that adds one (OpenAI's moderation) or changes a value must still be
+    merged, in order.  The expected extras are written out here, not taken from the parser."""
+    base = '{"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+    tail = '"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}'
+    chunks = [
+        base + '"service_tier":"default","system_fingerprint":"fp",' + tail % "a",
+        base + '"service_tier":"default","system_fingerprint":"fp",' + tail % "b",
+        base + '"service_tier":"default","system_fingerprint":"fp","moderation":{"x":1},' + tail % "c",
+        base + '"service_tier":"flex","system_fingerprint":"fp",' + tail % "d",
+        # the same keys as the chunk before, one value changed
+        base + '"service_tier":"flex","system_fingerprint":"fp2",'
+        '"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+    ]
+    body = ("".join(f"data: {c}\n\n" for c in chunks) + "data: [DONE]\n\n").encode()
+    p = OpenAIStreamParser(UP)
+    events: list[StreamEvent] = []
+    if whole:
+        events += p.feed_all(body)
+    else:
+        for e in body.split(b"\n\n")[:-1]:
+            events += p.feed(e + b"\n\n")
+    events += p.close()
+    start, finish = events[0], events[-1]
+    assert type(start).__name__ == "ResponseStart" and type(finish).__name__ == "Finish"
+    assert start.extensions == {"openai": {"service_tier": "default", "system_fingerprint": "fp"}}
+    assert finish.extensions == {
+        "openai": {"service_tier": "flex", "system_fingerprint": "fp2", "moderation": {"x": 1}}
+    }
+
+
 _KIND_OF = {"text": "text", "thinking": "thinking", "tool": "tool_args"}
 
 
