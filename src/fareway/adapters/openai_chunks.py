@@ -8,7 +8,8 @@ adapters.openai_stream):
   chunk is read from its content string alone (:func:`fill`), not parsed.  Most chunks of an
   OpenAI-dialect answer are like that (same id, model and fields; OpenAI's ``obfuscation`` value
   varies and is ignored);
-* :func:`parse_payloads`: a run of payloads parsed in one orjson call, those chunks as their text.
+* :func:`parse_payloads`: a run of payloads parsed in one orjson call, those chunks as their text;
+  :func:`text_run`: such a run's texts one by one (for the streamed path).
 """
 
 from __future__ import annotations
@@ -160,6 +161,44 @@ def _run_texts(tpl: tuple[str, str, bool], run: list[str]) -> str | None:
     return texts if texts.count("\n") == len(strs) - 1 else None
 
 
+def run_end(prefix: str, payloads: list[str], i: int) -> int:
+    """Past the last payload from ``payloads[i]`` on that starts with the template's ``prefix``
+    (``i`` when none does): where a run read in bulk may end."""
+    j = len(payloads)
+    while j > i and not payloads[j - 1].startswith(prefix):
+        j -= 1
+    return j
+
+
+def text_run(tpl: tuple[str, str, bool], payloads: list[str], i: int) -> list[str] | None:
+    """The texts of ``payloads[i:j]``, each the template's chunk with only its text changed
+    (:func:`_run_texts`), where ``j`` is :func:`run_end` or the one before it (a last chunk that
+    starts like the template but ends otherwise: a text with the finish reason), at least two;
+    or None (the caller then reads them one by one).  Each payload's string is checked as
+    :func:`parse_payloads` checks a run: one JSON value each, a string, in one orjson call; so
+    each is what :func:`fill` and ``orjson.loads`` give it (the stream parser's ``feed``, which
+    needs the texts one by one)."""
+    j = run_end(tpl[0], payloads, i)
+    if j - i < 2:
+        return None
+    texts = _run_texts(tpl, payloads[i:j])
+    if texts is None and j - i > 2:
+        j -= 1
+        texts = _run_texts(tpl, payloads[i:j])
+    if texts is None:
+        return None
+    try:
+        pieces = orjson.loads("[" + texts + "]")
+    except orjson.JSONDecodeError:
+        return None
+    if len(pieces) != j - i:
+        return None
+    for piece in pieces:
+        if type(piece) is not str:
+            return None
+    return pieces
+
+
 def parse_payloads(payloads: list[str]) -> list[Any] | None:
     """The chunks of these payloads, in order: a dict for each chunk parsed, and for a chunk that
     is the latest template chunk (:func:`template`) with only its text changed, that text as a
@@ -195,10 +234,7 @@ def parse_payloads(payloads: list[str]) -> list[Any] | None:
             # try per call, success or not, so that the scans stay linear in the payloads (a
             # stream whose every chunk differs would otherwise be scanned again from each one)
             bulk = False
-            prefix = tpl[0]
-            j = n
-            while j > i and not payloads[j - 1].startswith(prefix):
-                j -= 1
+            j = run_end(tpl[0], payloads, i)
             if j - i > 1:
                 texts = _run_texts(tpl, payloads[i:j])
                 if texts is not None:

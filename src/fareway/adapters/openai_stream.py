@@ -30,11 +30,11 @@ import orjson
 
 from fareway.adapters.openai_chunks import (
     CONTENT_KEY,
-    _run_texts,
     fill,
     parse_payloads,
     template,
     text_only,
+    text_run,
     whole_events,
 )
 from fareway.errors import (
@@ -347,7 +347,7 @@ class OpenAIStreamParser:
                 # bulk (a read of a fast upstream holds many chunks); once per read, so that the
                 # scans stay linear in the payloads
                 bulk = False
-                pieces = self._run_pieces(tpl, payloads, i)
+                pieces = text_run(tpl, payloads, i)
                 if pieces is not None:
                     for text in pieces:
                         if text:
@@ -387,38 +387,6 @@ class OpenAIStreamParser:
             tpl = template(p) if parsed is not None and CONTENT_KEY in p and text_only(parsed) else None
         self._tpl = tpl
         return out
-
-    @staticmethod
-    def _run_pieces(tpl: tuple[str, str, bool], payloads: list[str], i: int) -> list[str] | None:
-        """The texts of ``payloads[i:j]``, each the template's chunk with only its text changed,
-        where ``j`` is past the last payload that starts like the template, or the one before
-        it (at least two), or None (the caller then reads them one by one).  Each payload's string is checked as
-        :func:`~fareway.adapters.openai_chunks.parse_payloads` checks a run: one JSON value each,
-        a string, in one orjson call; so each is what ``fill`` and ``orjson.loads`` give it."""
-        prefix = tpl[0]
-        j = len(payloads)
-        while j > i and not payloads[j - 1].startswith(prefix):
-            j -= 1
-        if j - i < 2:
-            return None
-        texts = _run_texts(tpl, payloads[i:j])
-        if texts is None and j - i > 2:
-            # the last may be a chunk that starts like the template but ends otherwise (a text
-            # with the finish reason): the run without it
-            j -= 1
-            texts = _run_texts(tpl, payloads[i:j])
-        if texts is None:
-            return None
-        try:
-            pieces = orjson.loads("[" + texts + "]")
-        except orjson.JSONDecodeError:
-            return None
-        if len(pieces) != j - i:
-            return None
-        for piece in pieces:
-            if type(piece) is not str:
-                return None
-        return pieces
 
     def feed_all(self, chunk: bytes) -> list[StreamEvent]:
         """More of the body, for a consumer that folds the events into one answer (a whole
