@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fareway.adapters.openai_stream import parse_usage
+from fareway.adapters.openai_fields import parse_usage
 from fareway.types import Usage
 
 

@@ -26,9 +26,9 @@ import orjson
 import pytest
 import yaml
 
+from fareway.adapters.openai_fields import classify_error
 from fareway.adapters.openai_responses import build_body, parse_responses_body
 from fareway.adapters.openai_responses_stream import ResponsesStreamParser
-from fareway.adapters.openai_stream import classify_error
 from fareway.dialects.openai_responses import unseal
 from fareway.errors import BadRequest, UpstreamClientError, UpstreamError, UpstreamQuotaExceeded
 from fareway.events import Accumulator, Finish, UsageUpdate

@@ -31,15 +31,15 @@ from typing import Any
 import orjson
 
 from fareway.adapters.base import Adapter, ScrubbingAdapter, StreamParser
-from fareway.adapters.openai_stream import (
+from fareway.adapters.openai_fields import (
     D,
-    OpenAIStreamParser,
     as_dict,
     as_int,
     classify_error,
     map_finish,
     usage_of_chunk,
 )
+from fareway.adapters.openai_stream import OpenAIStreamParser
 from fareway.errors import (
     BadRequest,
     UpstreamError,

@@ -20,7 +20,7 @@ import orjson
 
 from fareway.adapters.embeddings import EmbeddingAdapter, ScrubbingEmbeddingAdapter, bad_body, float_vector
 from fareway.adapters.openai_chat import quirks_of
-from fareway.adapters.openai_stream import classify_error
+from fareway.adapters.openai_fields import classify_error
 from fareway.errors import BadRequest, UpstreamError
 from fareway.types import (
     Dialect,

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from fareway.adapters.base import Adapter, ScrubbingAdapter, StreamParser
+from fareway.adapters.openai_fields import classify_error
 from fareway.adapters.openai_responses_stream import (
     ResponsesStreamParser,
     finish_of,
@@ -37,7 +38,6 @@ from fareway.adapters.openai_responses_stream import (
     response_start_extras,
     usage_of,
 )
-from fareway.adapters.openai_stream import classify_error
 from fareway.dialects.openai_responses import DIALECT, FW, is_assistant_item, messages_to_items
 from fareway.errors import UpstreamError, UpstreamServerError
 from fareway.types import ChatRequest, ChatResponse, Dialect, HttpRequest, TextPart, Upstream

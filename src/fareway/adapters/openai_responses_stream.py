@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from fareway.adapters.openai_stream import classify_error
+from fareway.adapters.openai_fields import classify_error
 from fareway.dialects.openai_responses import DIALECT
 from fareway.errors import UpstreamConnectionError, UpstreamError
 from fareway.events import (
