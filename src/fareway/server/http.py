@@ -101,11 +101,7 @@ def _encode_headers(
     out = [(b"content-type", content_type.encode("latin-1"))]
     if length is not None:
         out.append((b"content-length", str(length).encode()))
-    out += [
-        # (_header_value's check inline: most values have no CR/LF)
-        (k.encode("latin-1"), _header_value(v) if "\r" in v or "\n" in v else v.encode("latin-1", "replace"))
-        for k, v in headers
-    ]
+    out += [(k.encode("latin-1"), _header_value(v)) for k, v in headers]
     return out
 
 

@@ -280,7 +280,7 @@ def _message(raw: Any, param: str) -> Message:
     if name is not None and canon != "tool":
         name = _want_str(name, f"{param}.name")
     content = msg.get("content")
-    if canon != "assistant" and isinstance(content, str) and canon != "tool":
+    if (canon == "user" or canon == "system") and isinstance(content, str):
         # the usual system or user message: plain text (what _content_parts makes of it)
         return Message(canon, [TextPart(content)], name, {"openai": extra} if extra else {})  # type: ignore[arg-type]
     cparam = f"{param}.content"
