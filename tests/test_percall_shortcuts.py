@@ -261,3 +261,52 @@ async def test_the_stream_loop_notes_usage_and_the_finish_among_deltas() -> None
     pieces = [p async for p in CallStream(Gw(), ctx, ResponseMeta("r"))]  # type: ignore[arg-type]
     assert ctx.usage is usage
     assert len(pieces) == 1 and pieces[0].endswith(b"data: [DONE]\n\n")
+
+
+# ------------------------------------------- OpenAI parser: the optional fields' shortcut
+
+_BAD_OPTIONAL = {  # each field after `stream`, with a value OpenAI's API refuses
+    "stream_options": 5,
+    "temperature": 5,
+    "top_p": 2,
+    "frequency_penalty": 9,
+    "presence_penalty": 9,
+    "stop": 5,
+    "seed": "x",
+    "n": 0,
+    "user": 5,
+    "metadata": "x",
+    "reasoning_effort": 5,
+    "response_format": "x",
+    "tools": "x",
+    "tool_choice": 5,
+    "parallel_tool_calls": "x",
+}
+
+
+@pytest.mark.parametrize(("field", "value"), sorted(_BAD_OPTIONAL.items()))
+def test_each_optional_field_alone_is_still_checked(field: str, value: Any) -> None:
+    """parse_request checks the fields after `stream` only when one of _OPTIONAL_TOP is present:
+    a field sent alone must still be checked (refused here), or the set has lost it."""
+    import orjson
+
+    from fareway.errors import BadRequest
+    from fareway.wire.openai_chat import parse_request
+
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], field: value})
+    with pytest.raises(BadRequest) as ei:
+        parse_request(body)
+    assert ei.value.param == field
+
+
+def test_the_optional_fields_set_names_every_field_the_reader_gets() -> None:
+    """A field added to _optional_fields must be added to _OPTIONAL_TOP too (else it is read
+    only when another optional field is present)."""
+    import inspect
+    import re
+
+    from fareway.wire import openai_chat
+
+    read = set(re.findall(r'get\("(\w+)"\)', inspect.getsource(openai_chat._optional_fields)))
+    read -= {"include_usage", "type"}  # keys inside a field's own object, not top-level fields
+    assert read and read <= openai_chat._OPTIONAL_TOP
