@@ -3,7 +3,8 @@
     types, events, errors, sse, scrub   <- the canonical core; imports nothing above it
     dialects                            <- pure mapping tables shared by wire and adapters
     wire (inbound)  |  adapters (outbound)   never import each other
-    transport (+ transport_base, transport_mock)   the upstream HTTP seam and its in-memory double
+    transport (+ transport_base, transport_http, transport_mock)   the upstream HTTP seam, its HTTP
+                                           client and its in-memory double
     redis_client                        <- imports nothing: the fail-fast Redis client
     ledger, keys                        <- depend only on the core
     router                              <- adapters (contract), transport, providers; its
@@ -49,6 +50,7 @@ ROOT = "root"
 
 LAYER_OF_TOP: dict[str, str] = {
     "transport_base": "transport",
+    "transport_http": "transport",
     "transport_mock": "transport",
     "__init__": ROOT,
 }

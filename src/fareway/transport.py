@@ -1,4 +1,5 @@
-"""The upstream HTTP seam: one shared aiohttp session with pooled keep-alive connections.
+"""The upstream HTTP seam: the gateway's HTTP/1.1 client (fareway.transport_http) with pooled
+keep-alive connections.
 
 Adapters are sans-IO; this module is the only place that talks to providers.  It turns transport
 failures into the error tree (connect timeout, idle timeout, reset) and never includes request
@@ -15,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Mapping
-from typing import Any
-
-import aiohttp
 
 from fareway.errors import UpstreamConnectionError, UpstreamServerError, UpstreamTimeout
+from fareway.transport_http import HttpClient, HttpClientError, HttpResponse
 from fareway.types import HttpRequest
 
 
@@ -29,7 +28,9 @@ class UpstreamResponse:
 
     __slots__ = (
         "__weakref__",
+        "_body",
         "_cap",
+        "_deadline",
         "_idle",
         "_live",
         "_loop",
@@ -45,13 +46,17 @@ class UpstreamResponse:
 
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: HttpResponse,
         provider: str,
         idle: float,
         cap: int = 32 * 1024 * 1024,
         live: weakref.WeakSet[UpstreamResponse] | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._resp = resp
+        self._body = resp.body()
+        self._deadline = deadline
+        """When a non-streamed call's total timeout ends (loop time); None for a stream."""
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
         self.provider = provider
@@ -80,21 +85,23 @@ class UpstreamResponse:
         length = self._resp.content_length
         if length is not None and length > self._cap:
             raise self._too_large()  # refuse a declared oversize answer before reading it
-        content = self._resp.content
+        body = self._body
         chunks: list[bytes] = []
         try:
-            while chunk := await content.readany():
-                self._seen += len(chunk)
-                if self._seen > self._cap:
-                    raise self._too_large()
-                chunks.append(chunk)
+            async with asyncio.timeout_at(self._deadline):
+                while chunk := await body.readany():
+                    self._seen += len(chunk)
+                    if self._seen > self._cap:
+                        raise self._too_large()
+                    chunks.append(chunk)
             self._check_interrupted()
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         except TimeoutError as exc:
+            self.close()
             raise UpstreamTimeout(
                 "the upstream did not finish in time", phase="total", provider=self.provider
             ) from exc
-        except aiohttp.ClientError as exc:
+        except HttpClientError as exc:
             self._check_interrupted()
             raise UpstreamConnectionError(
                 f"the connection to the upstream failed while reading: {type(exc).__name__}",
@@ -108,7 +115,7 @@ class UpstreamResponse:
         The idle timeout is one watchdog timer per response, not a timeout scope per read (which
         costs a timer and a cancel for every chunk): each read notes when it began, and the
         watchdog, due ``idle`` seconds after the oldest read it has not seen end, fails the
-        pending read by setting the error on aiohttp's stream reader.  Time the consumer spends
+        pending read by setting the error on the response's body reader.  Time the consumer spends
         between reads (a slow client) is never counted as upstream idleness."""
         loop = self._loop
         if loop is None:
@@ -118,8 +125,8 @@ class UpstreamResponse:
         if self._watchdog is None:
             self._watchdog = loop.call_at(now + self._idle, self._watch)
         try:
-            chunk = await self._resp.content.readany()
-        except aiohttp.ClientError as exc:
+            chunk = await self._body.readany()
+        except HttpClientError as exc:
             self._check_interrupted()
             raise UpstreamConnectionError(
                 f"the upstream connection broke mid-stream: {type(exc).__name__}", provider=self.provider
@@ -135,7 +142,7 @@ class UpstreamResponse:
         return chunk
 
     def at_eof(self) -> bool:
-        return self._resp.content.at_eof()
+        return self._body.at_eof()
 
     def _watch(self) -> None:
         self._watchdog = None
@@ -144,7 +151,7 @@ class UpstreamResponse:
             return  # no read pending: the next read arms the watchdog again
         due = since + self._idle
         if self._loop.time() >= due - 0.001:
-            self._resp.content.set_exception(
+            self._body.fail(
                 UpstreamTimeout(
                     f"the upstream sent nothing for {self._idle:g}s", phase="idle", provider=self.provider
                 )
@@ -181,13 +188,11 @@ class Transport:
         self,
         *,
         connect_timeout: float = 5.0,
-        limit_per_host: int = 0,
         max_response_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._connect_timeout = connect_timeout
-        self._limit_per_host = limit_per_host
         self._max_response_bytes = max_response_bytes
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
         self._live: weakref.WeakSet[UpstreamResponse] = weakref.WeakSet()
         self._interrupted: str | None = None
 
@@ -201,49 +206,45 @@ class Transport:
         return len(live)
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=0, limit_per_host=self._limit_per_host, ttl_dns_cache=300, enable_cleanup_closed=True
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
+        if self._client is None:
+            self._client = HttpClient(connect_timeout=self._connect_timeout)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def send(self, req: HttpRequest, provider: str, *, total: float, idle: float) -> UpstreamResponse:
-        """Send ``req`` and return once the response headers arrived."""
+        """Send ``req`` and return once the response headers arrived.  A non-streamed request's
+        ``total`` bounds the whole exchange (headers and body); a stream's is the caller's."""
         if self._interrupted is not None:
             raise UpstreamConnectionError(self._interrupted, provider=provider)
-        if self._session is None:
+        client = self._client
+        if client is None:
             await self.start()
-        assert self._session is not None
-        timeout = aiohttp.ClientTimeout(
-            total=None if req.stream else total,
-            sock_connect=self._connect_timeout,
-            connect=self._connect_timeout,
-        )
-        kw: dict[str, Any] = {"data": req.body, "headers": req.headers, "timeout": timeout}
+            client = self._client
+            assert client is not None
+        deadline = None if req.stream else asyncio.get_running_loop().time() + total
         try:
-            resp = await self._session.request(req.method, req.url, **kw)
+            if deadline is None:
+                resp = await client.send(req.method, req.url, req.headers, req.body)
+            else:
+                async with asyncio.timeout_at(deadline):
+                    resp = await client.send(req.method, req.url, req.headers, req.body)
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"could not connect to the upstream within {self._connect_timeout:g}s",
+                f"could not connect to the upstream within {self._connect_timeout:g}s"
+                if req.stream
+                else "the upstream did not answer in time",
                 phase="connect" if req.stream else "total",
                 provider=provider,
             ) from exc
-        except aiohttp.ClientConnectorError as exc:
+        except OSError as exc:
             raise UpstreamConnectionError(
                 f"could not connect to the upstream ({type(exc).__name__})", provider=provider
             ) from exc
-        except aiohttp.ClientError as exc:
+        except HttpClientError as exc:
             raise UpstreamConnectionError(
-                f"the upstream connection failed ({type(exc).__name__})", provider=provider
+                f"the upstream connection failed ({exc})", provider=provider
             ) from exc
-        return UpstreamResponse(resp, provider, idle, self._max_response_bytes, self._live)
+        return UpstreamResponse(resp, provider, idle, self._max_response_bytes, self._live, deadline)
