@@ -9,14 +9,17 @@ adapters.openai_stream):
   OpenAI-dialect answer are like that (same id, model and fields; OpenAI's ``obfuscation`` value
   varies and is ignored);
 * :func:`parse_payloads`: a run of payloads parsed in one orjson call, those chunks as their text;
-  :func:`text_run`: such a run's texts one by one (for the streamed path).
+  :func:`text_run`: such a run's texts one by one (for the streamed path);
+* :func:`plain_answer`: a whole text answer of the plainest shape (a role chunk, text chunks, a
+  finish chunk, a usage chunk, every one the same chunk but for its delta), read from its text
+  chunks, its finish reason and its usage object, with one chunk parsed.
 """
 
 from __future__ import annotations
 
 import re
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -255,3 +258,123 @@ def parse_payloads(payloads: list[str]) -> list[Any] | None:
         except TypeError:  # a value that is not a string
             return None
     return chunks
+
+
+# ------------------------------------------------------------------ the plainest whole answer
+
+_CHOICES = ',"choices":['
+_CHOICE_OPEN = '{"index":0,"delta":'
+_ROLE_DELTAS = frozenset(
+    {
+        '{"role":"assistant","content":"","refusal":null}',  # OpenAI
+        '{"role":"assistant","content":""}',
+        '{"role":"assistant"}',
+    }
+)
+_FINISH_NULL = '"finish_reason":null'
+_CHOICE_RESTS = (",", ',"logprobs":null,')
+"""What comes between a choice's delta and its finish reason in the chunks read here."""
+
+
+class PlainAnswer(NamedTuple):
+    chunk: dict[str, Any]
+    """The first text chunk, parsed: every chunk's fields but the delta (id, model, extras)."""
+    text: str
+    finish: str
+    usage: dict[str, Any] | None
+    role_chunk: bool
+    """Whether a role chunk (no text) came first."""
+
+
+def _core(p: str, obf: bool) -> str | None:
+    """Payload ``p`` without its closing brace and, when the stream has them (``obf``), without
+    OpenAI's obfuscation field (letters and digits); None when it ends otherwise."""
+    if not obf:
+        return p[:-1] if p.endswith("}") else None
+    o = p.rfind(_OBFUSCATION)
+    if o < 0 or not p.endswith('"}') or not p[o + len(_OBFUSCATION) : -2].isalnum():
+        return None
+    return p[:o]
+
+
+def plain_answer(payloads: list[str]) -> PlainAnswer | None:
+    """The payloads (``[DONE]`` left out) of a whole answer of the plainest shape: an optional
+    role chunk, text chunks, a finish chunk, an optional usage chunk, each one the first text
+    chunk's fields (:func:`template`) with only its delta, finish reason or usage in their place.
+    The role, finish and usage chunks are compared with what the template makes of them, the text
+    chunks read as :func:`_run_texts` reads a run; one orjson call parses the first text chunk,
+    the texts and the usage object.  None for any other shape (the caller then reads the chunks
+    one by one); raises orjson.JSONDecodeError."""
+    n = len(payloads)
+    if n < 2:
+        return None
+    i = 0 if CONTENT_KEY in payloads[0] else 1
+    if CONTENT_KEY not in payloads[i]:
+        return None
+    tpl = template(payloads[i])
+    if tpl is None:
+        return None
+    prefix, suffix, obf = tpl
+    h = prefix.find(_CHOICES)
+    if h < 0:
+        return None
+    head = prefix[: h + len(_CHOICES)]
+    if prefix[len(head) :] != _CHOICE_OPEN + '{"content":':
+        return None
+    # the template's choice after its delta: a rest, the null finish reason, then the choice and
+    # the choices closed (and the null usage, when the chunks carry one)
+    tail = suffix if obf else suffix[:-1]
+    if not tail.startswith("}"):
+        return None
+    f = tail.find(_FINISH_NULL)
+    rest, after = tail[1:f], tail[f + len(_FINISH_NULL) :]
+    if f < 0 or rest not in _CHOICE_RESTS or after not in ("}]", '}],"usage":null'):
+        return None
+    if i == 1:
+        role = _core(payloads[0], obf)
+        opening = head + _CHOICE_OPEN
+        if (
+            role is None
+            or not role.startswith(opening)
+            or not role.endswith(rest + _FINISH_NULL + after)
+            or role[len(opening) : len(role) - len(rest) - len(_FINISH_NULL) - len(after)] not in _ROLE_DELTAS
+        ):
+            return None
+    j = run_end(prefix, payloads, i + 1)
+    texts = _run_texts(tpl, payloads[i:j])
+    if texts is None:
+        return None
+    finish: str | None = None
+    usage_raw = "null"
+    finish_open = head + _CHOICE_OPEN + "{}" + rest + '"finish_reason":"'
+    finish_close = '"' + after
+    usage_open = head + '],"usage":'
+    for p in payloads[j:]:
+        core = _core(p, obf)
+        if core is None:
+            return None
+        if finish is None and core.startswith(finish_open) and core.endswith(finish_close):
+            finish = core[len(finish_open) : len(core) - len(finish_close)]
+            if not finish.replace("_", "").isalnum():
+                return None
+        elif finish is not None and usage_raw == "null" and core.startswith(usage_open):
+            usage_raw = core[len(usage_open) :]
+            if not usage_raw.startswith("{") or "\n" in usage_raw:  # (a line of another field)
+                return None
+        else:
+            return None
+    if finish is None:
+        return None
+    parsed = orjson.loads("[" + payloads[i] + ",[" + texts + "]," + usage_raw + "]")
+    if type(parsed) is not list or len(parsed) != 3:
+        return None
+    chunk, strs, usage = parsed
+    if type(chunk) is not dict or type(strs) is not list or len(strs) != j - i:
+        return None
+    if usage is not None and type(usage) is not dict:
+        return None
+    try:
+        text = "".join(strs)
+    except TypeError:  # a value that is not a string
+        return None
+    return PlainAnswer(chunk, text, finish, usage, i == 1)

@@ -30,6 +30,7 @@ from fareway.adapters.openai_chunks import (
     CONTENT_KEY,
     fill,
     parse_payloads,
+    plain_answer,
     template,
     text_only,
     text_run,
@@ -41,6 +42,7 @@ from fareway.adapters.openai_fields import (
     as_str,
     classify_error,
     map_finish,
+    parse_usage,
     usage_of_chunk,
 )
 from fareway.errors import (
@@ -221,7 +223,12 @@ class OpenAIStreamParser:
         # The events: every one a single `data: {...}` line, a comment or `data: [DONE]` last.
         # First without the per-line check (parse_payloads refuses a payload holding a newline);
         # then, for a body with comments between its events (keep-alives), with it.
-        parsed = self._rest_chunks(whole_events(chunk, lines_checked=False))
+        payloads = whole_events(chunk, lines_checked=False)
+        if payloads is not None and self._finish_raw is None:
+            plain = self._plain(payloads)
+            if plain is not None:
+                return plain
+        parsed = self._rest_chunks(payloads)
         if parsed is None:
             parsed = self._rest_chunks(whole_events(chunk))
             if parsed is None:
@@ -323,6 +330,38 @@ class OpenAIStreamParser:
             self._end_all(out)
         for u in usages:
             out.append(UsageUpdate(u))
+        if done:
+            self._finish(out)
+        return out
+
+    def _plain(self, payloads: list[str]) -> list[StreamEvent] | None:
+        """The events of a rest of the plainest shape (:func:`plain_answer`: most whole answers),
+        as the loop of :meth:`_fast_rest` gives them for it; None for another shape."""
+        done = payloads[-1] == "[DONE]" if payloads else False
+        try:
+            a = plain_answer(payloads[:-1] if done else payloads)
+        except orjson.JSONDecodeError:
+            return None
+        if a is None:
+            return None
+        chunk = a.chunk
+        if chunk.get("error") or "x_groq" in chunk:
+            return None
+        out: list[StreamEvent] = []
+        # every chunk has the same fields but its delta: their extras are merged once
+        own = self._merge_extras(chunk) if not chunk.keys() <= _CHUNK_KNOWN else {}
+        if not self._started:
+            self._started = True
+            out.append(self._response_start(chunk, own))
+        if a.text:
+            self._free_delta("text", a.text, out)
+        self._finish_raw = a.finish
+        self._finish_extra = {}
+        self._end_all(out)
+        if a.usage is not None:
+            usage = parse_usage(a.usage)
+            if usage is not None:
+                out.append(UsageUpdate(usage))
         if done:
             self._finish(out)
         return out
