@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from fareway.adapters.openai_chunks import payloads_of, plain_answer
 from tests.test_adapter_openai_replay import _interactions
-from tests.test_stream_fold import RECORDED, UP, _general, _split_fold
+from tests.test_stream_fold import RECORDED, UP, _feed_reads, _general, _general_events, _split_fold
 
 MUTATIONS = [
     "none",
@@ -119,7 +119,7 @@ def plain_streams(draw: st.DrawFn) -> tuple[bytes, dict[str, Any], str]:
     if done:
         out.append("data: [DONE]\n\n")
     said = {
-        "text": "".join(texts),
+        "texts": texts,
         "finish": finish,
         "usage": usage if with_usage else None,
         "role": role,
@@ -146,8 +146,8 @@ def test_plain_answers_read_what_was_sent_and_any_change_falls_back(stream: tupl
         got = None
     if mutation == "none":
         assert got is not None
-        assert (got.text, got.finish, got.usage, got.role_chunk) == (
-            said["text"],
+        assert (got.texts, got.finish, got.usage, got.role_chunk) == (
+            said["texts"],
             said["finish"],
             said["usage"],
             said["role"],
@@ -170,6 +170,21 @@ def test_the_rest_of_a_plain_stream_after_its_first_read_folds_as_the_general_pa
         for _ in range(events):
             cut = body.find(b"\n\n", cut) + 2
         assert _split_fold(UP, body[:cut], body[cut:])[:2] == _general(UP, body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(plain_streams(), st.integers(0, 3))
+def test_a_streamed_read_of_a_plain_stream_gives_the_general_parsers_events(
+    stream: tuple[bytes, dict, str], first: int
+) -> None:
+    """A streamed call whose upstream is fast gets the whole answer in one read (or in one read
+    after the first few events): the events, one text delta per chunk, are the SSE parser's."""
+    body, _, _ = stream
+    cut = 0
+    for _ in range(first):
+        cut = body.find(b"\n\n", cut) + 2 if body.find(b"\n\n", cut) >= 0 else cut
+    pieces = [body[:cut], body[cut:]] if cut else [body]
+    assert _feed_reads(UP, pieces)[2] == _general_events(UP, body)
 
 
 def test_recorded_plain_openai_streams_take_the_plain_reading() -> None:
@@ -196,7 +211,7 @@ def test_recorded_plain_openai_streams_take_the_plain_reading() -> None:
                 assert got is None
                 continue
             assert got is not None, f"{it.file}#{it.index}"
-            assert got.text == expected_from_stream(it.body)["text"]
+            assert "".join(got.texts) == expected_from_stream(it.body)["text"]
             seen += 1
     if not RECORDED:
         pytest.skip("../shared/fixtures is absent")

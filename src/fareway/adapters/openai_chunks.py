@@ -279,7 +279,10 @@ _CHOICE_RESTS = (",", ',"logprobs":null,')
 class PlainAnswer(NamedTuple):
     chunk: dict[str, Any]
     """The first text chunk, parsed: every chunk's fields but the delta (id, model, extras)."""
+    texts: list[str]
+    """The text of each text chunk, in order."""
     text: str
+    """Those texts joined."""
     finish: str
     usage: dict[str, Any] | None
     role_chunk: bool
@@ -374,7 +377,7 @@ def plain_answer(payloads: list[str]) -> PlainAnswer | None:
     if usage is not None and type(usage) is not dict:
         return None
     try:
-        text = "".join(strs)
-    except TypeError:  # a value that is not a string
+        text = "".join(strs)  # (and so each value is a str)
+    except TypeError:
         return None
-    return PlainAnswer(chunk, text, finish, usage, i == 1)
+    return PlainAnswer(chunk, strs, text, finish, usage, i == 1)

@@ -135,6 +135,13 @@ class OpenAIStreamParser:
         payloads = whole_events(chunk)
         if payloads is None:
             return None
+        if self._finish_raw is None and self._pending is None and not self._tools and len(payloads) > 2:
+            free = self._free
+            if free is None or free[0] == "text":
+                plain = self._plain(payloads, joined=False)
+                if plain is not None:
+                    self._tpl = None
+                    return plain
         out: list[StreamEvent] = []
         tpl = self._tpl
         n = len(payloads)
@@ -225,7 +232,7 @@ class OpenAIStreamParser:
         # then, for a body with comments between its events (keep-alives), with it.
         payloads = whole_events(chunk, lines_checked=False)
         if payloads is not None and self._finish_raw is None:
-            plain = self._plain(payloads)
+            plain = self._plain(payloads, joined=True)
             if plain is not None:
                 return plain
         parsed = self._rest_chunks(payloads)
@@ -334,9 +341,11 @@ class OpenAIStreamParser:
             self._finish(out)
         return out
 
-    def _plain(self, payloads: list[str]) -> list[StreamEvent] | None:
-        """The events of a rest of the plainest shape (:func:`plain_answer`: most whole answers),
-        as the loop of :meth:`_fast_rest` gives them for it; None for another shape."""
+    def _plain(self, payloads: list[str], *, joined: bool) -> list[StreamEvent] | None:
+        """The events of a read of the plainest shape (:func:`plain_answer`: most answers of a
+        fast upstream, and most whole answers), as the general reading gives them: one text
+        delta per chunk, or (``joined``, for the fold) one for them all; None for another shape.
+        The parser must be between events with at most its text part open, before any finish."""
         done = payloads[-1] == "[DONE]" if payloads else False
         try:
             a = plain_answer(payloads[:-1] if done else payloads)
@@ -353,8 +362,17 @@ class OpenAIStreamParser:
         if not self._started:
             self._started = True
             out.append(self._response_start(chunk, own))
-        if a.text:
-            self._free_delta("text", a.text, out)
+        if joined:
+            if a.text:
+                self._free_delta("text", a.text, out)
+        else:
+            for text in a.texts:
+                if text:
+                    free = self._free
+                    if free is not None and free[0] == "text":  # (_free_delta's common case)
+                        out.append(PartDelta(free[1], "text", text))
+                    else:
+                        self._free_delta("text", text, out)
         self._finish_raw = a.finish
         self._finish_extra = {}
         self._end_all(out)
