@@ -520,3 +520,34 @@ async def test_bytes_on_an_idle_connection_retire_it(serve) -> None:  # type: ig
         assert srv.connections == 2
     finally:
         await client.close()
+
+
+async def test_idle_connections_are_closed_by_the_sweep(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while await srv.read_request(reader) is not None:
+            writer.write(ok(b"x"))
+            await writer.drain()
+
+    srv = await serve(handler)
+    client = HttpClient()
+    pool = client._pool
+    try:
+        url = f"http://127.0.0.1:{srv.port}/"
+        # three connections at once (three requests in flight), all back in the pool after
+        resps = await asyncio.gather(*(client.send("POST", url, {}, b"") for _ in range(3)))
+        for r in resps:
+            await read_all(r)
+            r.release()
+        conns = [c for cs in pool.idle.values() for c in cs]
+        assert len(conns) == 3 and pool._sweeper is not None  # a sweep is due
+        loop = asyncio.get_running_loop()
+        assert pool.sweep(loop) == 0  # none idle long enough yet
+        for c in conns[:2]:
+            c.idle_since -= 16.0  # (as if 16 s had passed for the two used first)
+        assert pool.sweep(loop) == 2
+        assert [c for cs in pool.idle.values() for c in cs] == conns[2:]
+        assert all(c.lost for c in conns[:2]) and pool._sweeper is not None  # one left: again later
+        conns[2].idle_since -= 16.0
+        assert pool.sweep(loop) == 1 and pool._sweeper is None  # nothing idle: no timer
+    finally:
+        await client.close()

@@ -308,12 +308,15 @@ class _Connection(asyncio.Protocol):
 
 
 class _Pool:
-    """The idle connections of every host (most recently used first)."""
+    """The idle connections of every host (the most recently used last in each list: taken
+    first).  A connection idle for ``_KEEP_IDLE`` seconds is closed, when it is next wanted or
+    by the sweep that runs while any connection is idle (so a burst leaves no sockets behind)."""
 
     def __init__(self, connect_timeout: float, ssl_context: ssl.SSLContext | None) -> None:
         self.connect_timeout = connect_timeout
         self.idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._ssl = ssl_context
+        self._sweeper: asyncio.TimerHandle | None = None
         self.closed = False
 
     def forget(self, conn: _Connection) -> None:
@@ -344,6 +347,26 @@ class _Pool:
             return
         conn.idle_since = conn.loop.time()
         self.idle.setdefault(conn.key, []).append(conn)
+        if self._sweeper is None:
+            self._sweeper = conn.loop.call_later(_KEEP_IDLE, self.sweep, conn.loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> int:
+        """Close the connections idle for ``_KEEP_IDLE`` seconds; again later while any is left.
+        The number closed."""
+        self._sweeper = None
+        old = loop.time() - _KEEP_IDLE
+        closed = 0
+        for conns in self.idle.values():
+            k = 0
+            while k < len(conns) and conns[k].idle_since <= old:  # (oldest first)
+                k += 1
+            for conn in conns[:k]:
+                conn.close()
+            del conns[:k]
+            closed += k
+        if any(self.idle.values()) and not self.closed:
+            self._sweeper = loop.call_later(_KEEP_IDLE, self.sweep, loop)
+        return closed
 
     async def connect(self, t: _Target) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -361,6 +384,9 @@ class _Pool:
 
     async def close(self) -> None:
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conns in self.idle.values():
             for conn in conns:
                 conn.close()
