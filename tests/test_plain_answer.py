@@ -16,8 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fareway.adapters.openai_chunks import payloads_of, plain_answer
-from tests.test_adapter_openai_replay import _interactions
-from tests.test_stream_fold import RECORDED, UP, _feed_reads, _general, _general_events, _split_fold
+from tests.test_stream_fold import (
+    RECORDED,
+    UP,
+    _feed_reads,
+    _general,
+    _general_events,
+    _split_fold,
+    recorded_openai_text_streams,
+)
 
 MUTATIONS = [
     "none",
@@ -193,26 +200,16 @@ def test_recorded_plain_openai_streams_take_the_plain_reading() -> None:
     from tests.test_adapter_openai_replay import expected_from_stream
 
     seen = 0
-    for p in RECORDED:
-        provider, path = p.values
-        if provider != "openai":
+    for it in recorded_openai_text_streams():
+        if b'"index":1' in it.body:  # (n > 1: several choices)
             continue
-        for it in _interactions(path):
-            if (
-                not (it.is_stream and it.status == 200)
-                or b"tool_calls" in it.body
-                or b'refusal":"' in it.body
-                or b'"index":1' in it.body  # (n > 1: several choices)
-            ):
-                continue
-            payloads = _payloads(it.body)
-            got = plain_answer(payloads)
-            if b"moderation" in it.body:  # (chunks after the usage: not the plainest shape)
-                assert got is None
-                continue
-            assert got is not None, f"{it.file}#{it.index}"
-            assert "".join(got.texts) == expected_from_stream(it.body)["text"]
-            seen += 1
+        got = plain_answer(_payloads(it.body))
+        if b"moderation" in it.body:  # (chunks after the usage: not the plainest shape)
+            assert got is None
+            continue
+        assert got is not None, f"{it.file}#{it.index}"
+        assert "".join(got.texts) == expected_from_stream(it.body)["text"]
+        seen += 1
     if not RECORDED:
         pytest.skip("../shared/fixtures is absent")
     assert seen > 0

@@ -105,23 +105,29 @@ def test_fold_of_recorded_streams_matches_the_general_parser(provider: str | Non
             assert got == want, f"{it.file}#{it.index} cut at {cut}"
 
 
-def test_the_fast_path_is_taken_on_real_plain_text_streams() -> None:
-    """A recorded OpenAI stream of plain text (no tools, reasoning or refusal) folds on the fast
-    path when it is cut at an event boundary, as the executor cuts it."""
-    fast = 0
+def recorded_openai_text_streams() -> Any:
+    """Every recorded OpenAI 200 stream of plain text: no tools, refusal or reasoning."""
     for p in RECORDED:
         provider, path = p.values
         if provider != "openai":
             continue
         for it in _interactions(path):
             if (
-                not (it.is_stream and it.status == 200)
-                or b"tool_calls" in it.body
-                or b'refusal":"' in it.body
+                it.is_stream
+                and it.status == 200
+                and b"tool_calls" not in it.body
+                and b'refusal":"' not in it.body
             ):
-                continue
-            first = it.body.find(b"\n\n") + 2
-            fast += _split_fold(_upstream("openai"), it.body[:first], it.body[first:])[2]
+                yield it
+
+
+def test_the_fast_path_is_taken_on_real_plain_text_streams() -> None:
+    """A recorded OpenAI stream of plain text (no tools, reasoning or refusal) folds on the fast
+    path when it is cut at an event boundary, as the executor cuts it."""
+    fast = 0
+    for it in recorded_openai_text_streams():
+        first = it.body.find(b"\n\n") + 2
+        fast += _split_fold(_upstream("openai"), it.body[:first], it.body[first:])[2]
     if not RECORDED:
         pytest.skip("../shared/fixtures is absent")
     assert fast > 0

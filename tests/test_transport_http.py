@@ -86,6 +86,13 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
         await s.close()
 
 
+@pytest.fixture
+async def client() -> AsyncIterator[HttpClient]:
+    c = HttpClient()
+    yield c
+    await c.close()
+
+
 def ok(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
@@ -98,34 +105,34 @@ async def read_all(resp) -> bytes:  # type: ignore[no-untyped-def]
     return out
 
 
-async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given(
+    serve, client: HttpClient
+) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         while await srv.read_request(reader) is not None:
             writer.write(ok(b'{"n":%d}' % len(srv.requests), b"content-type: application/json\r\n"))
             await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        url = f"http://127.0.0.1:{srv.port}/v1/chat/completions?x=1"
-        for i in range(3):
-            resp = await client.send("POST", url, {"authorization": "Bearer k", "content-type": "a/b"}, b"{}")
-            assert resp.status == 200
-            assert resp.headers["Content-Type"] == "application/json"  # (any case)
-            assert await read_all(resp) == b'{"n":%d}' % (i + 1)
-            resp.release()
-        assert srv.connections == 1
-        assert srv.requests[0] == (
-            b"POST /v1/chat/completions?x=1 HTTP/1.1\r\n"
-            b"host: 127.0.0.1:%d\r\n"
-            b"authorization: Bearer k\r\ncontent-type: a/b\r\n"
-            b"accept-encoding: gzip, deflate\r\ncontent-length: 2\r\n\r\n{}" % srv.port
-        )
-    finally:
-        await client.close()
+    url = f"http://127.0.0.1:{srv.port}/v1/chat/completions?x=1"
+    for i in range(3):
+        resp = await client.send("POST", url, {"authorization": "Bearer k", "content-type": "a/b"}, b"{}")
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/json"  # (any case)
+        assert await read_all(resp) == b'{"n":%d}' % (i + 1)
+        resp.release()
+    assert srv.connections == 1
+    assert srv.requests[0] == (
+        b"POST /v1/chat/completions?x=1 HTTP/1.1\r\n"
+        b"host: 127.0.0.1:%d\r\n"
+        b"authorization: Bearer k\r\ncontent-type: a/b\r\n"
+        b"accept-encoding: gzip, deflate\r\ncontent-length: 2\r\n\r\n{}" % srv.port
+    )
 
 
-async def test_a_request_on_a_connection_the_server_closed_goes_out_again_on_a_new_one(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_request_on_a_connection_the_server_closed_goes_out_again_on_a_new_one(
+    serve, client: HttpClient
+) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(reader)
         if n == 1:
@@ -139,22 +146,18 @@ async def test_a_request_on_a_connection_the_server_closed_goes_out_again_on_a_n
         await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        url = f"http://127.0.0.1:{srv.port}/"
-        resp = await client.send("POST", url, {}, b"a")
-        assert await read_all(resp) == b"first"
-        resp.release()
-        resp = await client.send("POST", url, {}, b"b")
-        assert await read_all(resp) == b"second"
-        resp.release()
-        assert srv.connections == 2
-        assert [r[-1:] for r in srv.requests] == [b"a", b"b", b"b"]
-    finally:
-        await client.close()
+    url = f"http://127.0.0.1:{srv.port}/"
+    resp = await client.send("POST", url, {}, b"a")
+    assert await read_all(resp) == b"first"
+    resp.release()
+    resp = await client.send("POST", url, {}, b"b")
+    assert await read_all(resp) == b"second"
+    resp.release()
+    assert srv.connections == 2
+    assert [r[-1:] for r in srv.requests] == [b"a", b"b", b"b"]
 
 
-async def test_an_answer_cut_after_its_first_bytes_is_not_sent_again(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_an_answer_cut_after_its_first_bytes_is_not_sent_again(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(reader)
         if n == 1:
@@ -165,20 +168,16 @@ async def test_an_answer_cut_after_its_first_bytes_is_not_sent_again(serve) -> N
             await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        url = f"http://127.0.0.1:{srv.port}/"
-        resp = await client.send("POST", url, {}, b"a")
-        await read_all(resp)
-        resp.release()
-        with pytest.raises(HttpClientError):
-            await client.send("POST", url, {}, b"b")
-        assert srv.connections == 1  # the server got it and began to answer: not retried
-    finally:
-        await client.close()
+    url = f"http://127.0.0.1:{srv.port}/"
+    resp = await client.send("POST", url, {}, b"a")
+    await read_all(resp)
+    resp.release()
+    with pytest.raises(HttpClientError):
+        await client.send("POST", url, {}, b"b")
+    assert srv.connections == 1  # the server got it and began to answer: not retried
 
 
-async def test_chunked_gzip_body_is_decoded(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_chunked_gzip_body_is_decoded(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     payload = b"data: " + b"x" * 5000 + b"\n\n"
     packed = gzip.compress(payload)
 
@@ -192,17 +191,13 @@ async def test_chunked_gzip_body_is_decoded(serve) -> None:  # type: ignore[no-u
         await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
-        assert await read_all(resp) == payload
-        resp.release()
-    finally:
-        await client.close()
+    resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
+    assert await read_all(resp) == payload
+    resp.release()
 
 
 @pytest.mark.parametrize("wbits", [zlib.MAX_WBITS, -zlib.MAX_WBITS], ids=["zlib", "raw"])
-async def test_deflate_body_is_decoded_wrapped_or_raw(serve, wbits: int) -> None:  # type: ignore[no-untyped-def]
+async def test_deflate_body_is_decoded_wrapped_or_raw(serve, client: HttpClient, wbits: int) -> None:  # type: ignore[no-untyped-def]
     payload = b'{"answer": "' + b"y" * 3000 + b'"}'
     c = zlib.compressobj(wbits=wbits)
     packed = c.compress(payload) + c.flush()
@@ -213,16 +208,14 @@ async def test_deflate_body_is_decoded_wrapped_or_raw(serve, wbits: int) -> None
         await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
-        assert await read_all(resp) == payload
-        resp.release()
-    finally:
-        await client.close()
+    resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
+    assert await read_all(resp) == payload
+    resp.release()
 
 
-async def test_a_body_that_ends_with_the_connection_is_read_whole_and_not_reused(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_that_ends_with_the_connection_is_read_whole_and_not_reused(
+    serve, client: HttpClient
+) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npart one, ")
@@ -231,36 +224,28 @@ async def test_a_body_that_ends_with_the_connection_is_read_whole_and_not_reused
         await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        url = f"http://127.0.0.1:{srv.port}/"
-        for _ in range(2):
-            resp = await client.send("POST", url, {}, b"")
-            assert await read_all(resp) == b"part one, part two"
-            resp.release()
-        assert srv.connections == 2
-    finally:
-        await client.close()
+    url = f"http://127.0.0.1:{srv.port}/"
+    for _ in range(2):
+        resp = await client.send("POST", url, {}, b"")
+        assert await read_all(resp) == b"part one, part two"
+        resp.release()
+    assert srv.connections == 2
 
 
-async def test_a_truncated_body_is_an_error_not_a_short_answer(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_truncated_body_is_an_error_not_a_short_answer(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
         await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
-        with pytest.raises(HttpClientError):
-            await read_all(resp)
-        resp.close()
-    finally:
-        await client.close()
+    resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
+    with pytest.raises(HttpClientError):
+        await read_all(resp)
+    resp.close()
 
 
-async def test_a_malformed_answer_is_an_error(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_malformed_answer_is_an_error(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(reader)
         writer.write(b"SMTP ready\r\n\r\n")
@@ -268,30 +253,24 @@ async def test_a_malformed_answer_is_an_error(serve) -> None:  # type: ignore[no
         await reader.read()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        with pytest.raises(HttpClientError, match="malformed"):
-            await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
-    finally:
-        await client.close()
+    with pytest.raises(HttpClientError, match="malformed"):
+        await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
 
 
-async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(
+    serve, client: HttpClient
+) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(reader)
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        for headers in ({"x-a": "v\r\nx-injected: 1"}, {"x-a\nb": "v"}):
-            with pytest.raises(ValueError, match="line break"):
-                await client.send("POST", f"http://127.0.0.1:{srv.port}/", headers, b"")
-        assert srv.connections == 0
-    finally:
-        await client.close()
+    for headers in ({"x-a": "v\r\nx-injected: 1"}, {"x-a\nb": "v"}):
+        with pytest.raises(ValueError, match="line break"):
+            await client.send("POST", f"http://127.0.0.1:{srv.port}/", headers, b"")
+    assert srv.connections == 0
 
 
-async def test_a_response_given_up_early_closes_its_connection(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_response_given_up_early_closes_its_connection(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
@@ -303,22 +282,18 @@ async def test_a_response_given_up_early_closes_its_connection(serve) -> None:  
         await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        url = f"http://127.0.0.1:{srv.port}/"
-        resp = await client.send("POST", url, {}, b"")
-        assert await resp.body().readany() == b"first"
-        resp.close()  # the provider sees the disconnect (and stops generating)
-        await srv.closed.wait()
-        resp = await client.send("POST", url, {}, b"")
-        assert await read_all(resp) == b"first"
-        resp.release()
-        assert srv.connections == 2
-    finally:
-        await client.close()
+    url = f"http://127.0.0.1:{srv.port}/"
+    resp = await client.send("POST", url, {}, b"")
+    assert await resp.body().readany() == b"first"
+    resp.close()  # the provider sees the disconnect (and stops generating)
+    await srv.closed.wait()
+    resp = await client.send("POST", url, {}, b"")
+    assert await read_all(resp) == b"first"
+    resp.release()
+    assert srv.connections == 2
 
 
-async def test_a_cancel_while_waiting_for_the_head_closes_the_connection(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_cancel_while_waiting_for_the_head_closes_the_connection(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     second = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
@@ -334,27 +309,23 @@ async def test_a_cancel_while_waiting_for_the_head_closes_the_connection(serve) 
         await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        url = f"http://127.0.0.1:{srv.port}/"
-        resp = await client.send("POST", url, {}, b"")
-        await read_all(resp)
-        resp.release()
-        task = asyncio.ensure_future(client.send("POST", url, {}, b""))
-        await second.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await srv.closed.wait()  # the connection of the cancelled request was closed
-        resp = await client.send("POST", url, {}, b"")  # and not reused
-        assert await read_all(resp) == b"fresh"
-        resp.release()
-        assert srv.connections == 2
-    finally:
-        await client.close()
+    url = f"http://127.0.0.1:{srv.port}/"
+    resp = await client.send("POST", url, {}, b"")
+    await read_all(resp)
+    resp.release()
+    task = asyncio.ensure_future(client.send("POST", url, {}, b""))
+    await second.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await srv.closed.wait()  # the connection of the cancelled request was closed
+    resp = await client.send("POST", url, {}, b"")  # and not reused
+    assert await read_all(resp) == b"fresh"
+    resp.release()
+    assert srv.connections == 2
 
 
-async def test_a_slow_consumer_holds_a_bounded_buffer(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_slow_consumer_holds_a_bounded_buffer(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     total = 8 * 1024 * 1024
     piece = bytes(range(256)) * 256  # 64 KiB
 
@@ -366,24 +337,20 @@ async def test_a_slow_consumer_holds_a_bounded_buffer(serve) -> None:  # type: i
             await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
-        body = resp.body()
-        conn = resp._conn
-        # nothing is read: the connection stops reading from the socket once the buffer is full
-        for _ in range(100_000):
-            if conn._paused:
-                break
-            await asyncio.sleep(0)
-        assert conn._paused
-        held = sum(len(c) for c in body.chunks)
-        assert _HIGH_WATER < held <= _HIGH_WATER + 1024 * 1024  # (one socket read past the mark)
-        got = await read_all(resp)
-        assert len(got) == total and got[: len(piece)] == piece and got[-len(piece) :] == piece
-        resp.release()
-    finally:
-        await client.close()
+    resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
+    body = resp.body()
+    conn = resp._conn
+    # nothing is read: the connection stops reading from the socket once the buffer is full
+    for _ in range(100_000):
+        if conn._paused:
+            break
+        await asyncio.sleep(0)
+    assert conn._paused
+    held = sum(len(c) for c in body.chunks)
+    assert _HIGH_WATER < held <= _HIGH_WATER + 1024 * 1024  # (one socket read past the mark)
+    got = await read_all(resp)
+    assert len(got) == total and got[: len(piece)] == piece and got[-len(piece) :] == piece
+    resp.release()
 
 
 def _tls_contexts(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -479,24 +446,20 @@ async def test_transport_turns_client_failures_into_upstream_errors(serve) -> No
         await transport.close()
 
 
-async def test_an_interim_answer_is_skipped_for_the_real_one(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_an_interim_answer_is_skipped_for_the_real_one(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(reader)
         writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + ok(b"real", b"x-real: 1\r\n"))
         await writer.drain()
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
-        assert (resp.status, resp.headers.get("x-real"), resp.headers.get("link")) == (200, "1", None)
-        assert await read_all(resp) == b"real"
-        resp.release()
-    finally:
-        await client.close()
+    resp = await client.send("POST", f"http://127.0.0.1:{srv.port}/", {}, b"")
+    assert (resp.status, resp.headers.get("x-real"), resp.headers.get("link")) == (200, "1", None)
+    assert await read_all(resp) == b"real"
+    resp.release()
 
 
-async def test_bytes_on_an_idle_connection_retire_it(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_bytes_on_an_idle_connection_retire_it(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await srv.read_request(reader)
         # the answer, then at once an answer nobody asked for (as a 408 before a server closes)
@@ -507,19 +470,15 @@ async def test_bytes_on_an_idle_connection_retire_it(serve) -> None:  # type: ig
             return
 
     srv = await serve(handler)
-    client = HttpClient()
-    try:
-        url = f"http://127.0.0.1:{srv.port}/"
-        resp = await client.send("POST", url, {}, b"")
-        assert (resp.status, await read_all(resp)) == (200, b"mine")
-        resp.release()
-        await srv.closed.wait()
-        resp = await client.send("POST", url, {}, b"")  # a new connection: not the 408
-        assert (resp.status, await read_all(resp)) == (200, b"mine")
-        resp.release()
-        assert srv.connections == 2
-    finally:
-        await client.close()
+    url = f"http://127.0.0.1:{srv.port}/"
+    resp = await client.send("POST", url, {}, b"")
+    assert (resp.status, await read_all(resp)) == (200, b"mine")
+    resp.release()
+    await srv.closed.wait()
+    resp = await client.send("POST", url, {}, b"")  # a new connection: not the 408
+    assert (resp.status, await read_all(resp)) == (200, b"mine")
+    resp.release()
+    assert srv.connections == 2
 
 
 async def test_idle_connections_are_closed_by_the_sweep(serve) -> None:  # type: ignore[no-untyped-def]

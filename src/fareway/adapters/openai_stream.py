@@ -157,13 +157,7 @@ class OpenAIStreamParser:
                 bulk = False
                 pieces = text_run(tpl, payloads, i)
                 if pieces is not None:
-                    for text in pieces:
-                        if text:
-                            free = self._free
-                            if free is not None and free[0] == "text":
-                                out.append(PartDelta(free[1], "text", text))
-                            else:
-                                self._free_delta("text", text, out)
+                    self._text_deltas(pieces, out)
                     i += len(pieces)
                     continue
             p = payloads[i]
@@ -176,12 +170,7 @@ class OpenAIStreamParser:
                     except orjson.JSONDecodeError:
                         piece = None
                     if type(piece) is str:
-                        if piece:
-                            free = self._free
-                            if free is not None and free[0] == "text":  # (_free_delta's common case)
-                                out.append(PartDelta(free[1], "text", piece))
-                            else:
-                                self._free_delta("text", piece, out)
+                        self._text_deltas((piece,), out)
                         continue
             try:
                 parsed = self._data(p, None, out)
@@ -366,13 +355,7 @@ class OpenAIStreamParser:
             if a.text:
                 self._free_delta("text", a.text, out)
         else:
-            for text in a.texts:
-                if text:
-                    free = self._free
-                    if free is not None and free[0] == "text":  # (_free_delta's common case)
-                        out.append(PartDelta(free[1], "text", text))
-                    else:
-                        self._free_delta("text", text, out)
+            self._text_deltas(a.texts, out)
         self._finish_raw = a.finish
         self._finish_extra = {}
         self._end_all(out)
@@ -601,6 +584,17 @@ class OpenAIStreamParser:
         self._free = None
         self._tools.clear()
         self._last_tool = None
+
+    def _text_deltas(self, texts: list[str] | tuple[str], out: list[StreamEvent]) -> None:
+        """A text delta for each of ``texts`` but the empty ones (a delta of the open text part,
+        made here: :meth:`_free_delta`'s common case, without a call per text)."""
+        for text in texts:
+            if text:
+                free = self._free
+                if free is not None and free[0] == "text":
+                    out.append(PartDelta(free[1], "text", text))
+                else:
+                    self._free_delta("text", text, out)
 
     def _free_delta(self, kind: str, text: str, out: list[StreamEvent], field: str = "") -> None:
         """A delta of the single open free-form part (text, refusal or thinking)."""
