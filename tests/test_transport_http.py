@@ -510,3 +510,26 @@ async def test_idle_connections_are_closed_by_the_sweep(serve) -> None:  # type:
         assert pool.sweep(loop) == 1 and pool._sweeper is None  # nothing idle: no timer
     finally:
         await client.close()
+
+
+async def test_the_request_line_holds_an_encoded_path_and_a_large_body_arrives_whole(
+    serve, client: HttpClient
+) -> None:  # type: ignore[no-untyped-def]
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while await srv.read_request(reader) is not None:
+            writer.write(ok(b"ok"))
+            await writer.drain()
+
+    srv = await serve(handler)
+    body = bytes(range(256)) * 4096  # 1 MiB: written apart from the head
+    resp = await client.send(
+        "POST", f"http://127.0.0.1:{srv.port}/v1/models/gé mini:gen?alt=sse&k=a b%2F", {}, body
+    )
+    assert await read_all(resp) == b"ok"
+    resp.release()
+    head, _, got = srv.requests[0].partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"POST /v1/models/g%C3%A9%20mini:gen?alt=sse&k=a%20b%2F HTTP/1.1"
+    assert got == body
+    for bad in ("http://127.0.0.1:1/a\r\nx-injected: 1", "http://127.0.0.1:1/a\tb"):
+        with pytest.raises(ValueError, match="control character"):
+            await client.send("POST", bad, {}, b"")

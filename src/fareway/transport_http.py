@@ -27,7 +27,7 @@ import ssl
 import zlib
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -43,12 +43,18 @@ class HttpClientError(Exception):
     """A failure of the connection itself (reset, closed mid-answer, a malformed answer)."""
 
 
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+
 class _Target:
     """What a URL's scheme, host and port give, worked out once per URL."""
 
     __slots__ = ("host", "host_header", "key", "path", "port", "tls")
 
     def __init__(self, url: str) -> None:
+        if any(c < " " or c == "\x7f" for c in url):  # (urlsplit would drop CR, LF and tab)
+            raise ValueError("the upstream URL holds a control character")
         u = urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -58,7 +64,10 @@ class _Target:
         default = 443 if self.tls else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if self.port == default else f"{host}:{self.port}"
-        self.path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        # what a request line may hold: a space or a non-ASCII character percent-encoded (as
+        # yarl does for aiohttp), an escape already in the URL kept
+        path = quote(u.path or "/", safe=_PATH_SAFE)
+        self.path = path + (f"?{quote(u.query, safe=_QUERY_SAFE)}" if u.query else "")
         self.key = (self.tls, self.host, self.port)
 
 
