@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from fareway.adapters.anthropic_stream import AnthropicStreamParser, error_from_body
-from fareway.adapters.base import ScrubbingAdapter
+from fareway.adapters.base import ScrubbingAdapter, json_body
 from fareway.dialects.anthropic_blocks import (
     DIALECT,
     STOP_TO_FINISH,
@@ -309,7 +309,7 @@ class AnthropicAdapter(ScrubbingAdapter):
             "POST",
             _messages_url(up.base_url),
             headers,
-            orjson.dumps(body),
+            json_body(body),
             stream=req.stream,
             dropped=b.dropped,
         )

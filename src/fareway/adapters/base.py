@@ -13,12 +13,24 @@ reaches a client, a log line or the ledger, whichever dialect and code path prod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
 
 from fareway.errors import UpstreamError, scrub_error
 from fareway.events import StreamEvent
 from fareway.scrub import KEYRING
 from fareway.types import ChatRequest, ChatResponse, Dialect, HttpRequest, Upstream
+
+
+def json_body(obj: Any) -> bytes:
+    """``obj`` as the JSON body of an upstream request, in an allocation of its own size.
+    ``orjson.dumps`` gives every result a buffer of about 4 KiB, however short the JSON (4,122
+    bytes of RSS per 20-byte result, measured): a request body that waits for its connection (a
+    burst of new calls) holds that much, and freed between long-lived objects it leaves the
+    heap holed.  With 2,000 streams opened at once this copy took the gateway's peak RSS from
+    43.1 to 39.7 KB a stream (benchmarks/bench_hotpath.py)."""
+    return bytes(memoryview(orjson.dumps(obj)))
 
 
 @runtime_checkable

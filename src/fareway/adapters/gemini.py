@@ -45,7 +45,7 @@ from urllib.parse import quote, urlparse
 
 import orjson
 
-from fareway.adapters.base import ScrubbingAdapter
+from fareway.adapters.base import ScrubbingAdapter, json_body
 from fareway.adapters.gemini_errors import classify, error_object
 from fareway.adapters.gemini_stream import ChunkProcessor, GeminiStreamParser
 from fareway.errors import BadRequest, UpstreamError
@@ -551,7 +551,7 @@ class GeminiAdapter(ScrubbingAdapter):
         headers = {"content-type": "application/json", **up.extra_headers}
         if up.api_key:
             headers[up.auth_header] = f"{up.auth_scheme} {up.api_key}" if up.auth_scheme else up.api_key
-        return HttpRequest("POST", url, headers, orjson.dumps(body), stream=req.stream, dropped=dropped)
+        return HttpRequest("POST", url, headers, json_body(body), stream=req.stream, dropped=dropped)
 
     def _parse_response(self, body: bytes, up: Upstream) -> ChatResponse:
         try:

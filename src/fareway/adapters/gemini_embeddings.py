@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from fareway.adapters.base import json_body
 from fareway.adapters.embeddings import (
     EmbeddingAdapter,
     ScrubbingEmbeddingAdapter,
@@ -90,7 +91,7 @@ class GeminiEmbeddingsAdapter(ScrubbingEmbeddingAdapter):
         headers = {"content-type": "application/json", **up.extra_headers}
         if up.api_key:
             headers[up.auth_header] = f"{up.auth_scheme} {up.api_key}" if up.auth_scheme else up.api_key
-        return HttpRequest("POST", url, headers, orjson.dumps(body), dropped=dropped_fields(req))
+        return HttpRequest("POST", url, headers, json_body(body), dropped=dropped_fields(req))
 
     def _parse_response(self, body: bytes, req: EmbeddingRequest, up: Upstream) -> EmbeddingResult:
         try:

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from fareway.adapters.base import Adapter, ScrubbingAdapter, StreamParser
+from fareway.adapters.base import Adapter, ScrubbingAdapter, StreamParser, json_body
 from fareway.adapters.openai_fields import (
     D,
     as_dict,
@@ -482,7 +482,7 @@ class OpenAIChatAdapter(ScrubbingAdapter):
             "POST",
             f"{up.base_url.rstrip('/')}/chat/completions",
             headers,
-            orjson.dumps(body),
+            json_body(body),
             stream=req.stream,
             dropped=dropped,
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from fareway.adapters.base import json_body
 from fareway.adapters.embeddings import EmbeddingAdapter, ScrubbingEmbeddingAdapter, bad_body, float_vector
 from fareway.adapters.openai_chat import quirks_of
 from fareway.adapters.openai_fields import classify_error
@@ -78,7 +79,7 @@ class OpenAIEmbeddingsAdapter(ScrubbingEmbeddingAdapter):
             )
         for k, v in up.extra_headers.items():
             headers[k.lower()] = v
-        return HttpRequest("POST", f"{up.base_url.rstrip('/')}/embeddings", headers, orjson.dumps(body))
+        return HttpRequest("POST", f"{up.base_url.rstrip('/')}/embeddings", headers, json_body(body))
 
     def _parse_response(self, body: bytes, req: EmbeddingRequest, up: Upstream) -> EmbeddingResult:
         try:

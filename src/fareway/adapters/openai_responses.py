@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from fareway.adapters.base import Adapter, ScrubbingAdapter, StreamParser
+from fareway.adapters.base import Adapter, ScrubbingAdapter, StreamParser, json_body
 from fareway.adapters.openai_fields import classify_error
 from fareway.adapters.openai_responses_stream import (
     ResponsesStreamParser,
@@ -222,7 +222,7 @@ class OpenAIResponsesAdapter(ScrubbingAdapter):
             "POST",
             f"{up.base_url.rstrip('/')}/responses",
             headers,
-            orjson.dumps(body),
+            json_body(body),
             stream=req.stream,
             dropped=dropped,
         )
