@@ -219,12 +219,6 @@ class _Connection(asyncio.Protocol):
             return
         self._fail_current(HttpClientError("the upstream closed the connection before the answer ended"))
 
-    def pause_writing(self) -> None:  # (requests are small: nothing to hold back)
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # ------------------------------------------------------------------ httptools
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -25,6 +25,17 @@ import orjson
 
 CONTENT_KEY = '"delta":{"content":"'
 _OBFUSCATION = ',"obfuscation":"'
+
+
+def _obfuscated_at(s: str) -> int:
+    """Where OpenAI's obfuscation field (``,"obfuscation":"<letters and digits>"}``) ends ``s``;
+    -1 when it does not end so."""
+    o = s.rfind(_OBFUSCATION)
+    if o < 0 or not s.endswith('"}') or not s[o + len(_OBFUSCATION) : -2].isalnum():
+        return -1
+    return o
+
+
 _JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
 
 
@@ -80,8 +91,8 @@ def template(p: str) -> tuple[str, str, bool] | None:
     prefix, suffix = p[:start], p[m.end() :]
     if not suffix.startswith("}"):
         return None  # the delta holds more than its content
-    o = suffix.rfind(_OBFUSCATION)
-    if o >= 0 and suffix.endswith('"}') and suffix[o + len(_OBFUSCATION) : -2].isalnum():
+    o = _obfuscated_at(suffix)
+    if o >= 0:
         return prefix, suffix[:o], True
     return prefix, suffix, False
 
@@ -94,8 +105,8 @@ def fill(tpl: tuple[str, str, bool], p: str) -> str | None:
     if not p.startswith(prefix):
         return None
     if obf:
-        o = p.rfind(_OBFUSCATION)
-        if o <= 0 or not p.endswith('"}') or not p[o + len(_OBFUSCATION) : -2].isalnum():
+        o = _obfuscated_at(p)
+        if o <= 0:
             return None
         body = p[len(prefix) : o]
     else:
@@ -294,10 +305,8 @@ def _core(p: str, obf: bool) -> str | None:
     OpenAI's obfuscation field (letters and digits); None when it ends otherwise."""
     if not obf:
         return p[:-1] if p.endswith("}") else None
-    o = p.rfind(_OBFUSCATION)
-    if o < 0 or not p.endswith('"}') or not p[o + len(_OBFUSCATION) : -2].isalnum():
-        return None
-    return p[:o]
+    o = _obfuscated_at(p)
+    return p[:o] if o >= 0 else None
 
 
 def plain_answer(payloads: list[str]) -> PlainAnswer | None:
@@ -310,6 +319,11 @@ def plain_answer(payloads: list[str]) -> PlainAnswer | None:
     one by one); raises orjson.JSONDecodeError."""
     n = len(payloads)
     if n < 2:
+        return None
+    last = payloads[-1]
+    if '"finish_reason":"' not in last and '"usage":{' not in last:
+        # (a read in the middle of a stream: refused before the run is checked, which the
+        # stream parser's bulk read would then check again)
         return None
     i = 0 if CONTENT_KEY in payloads[0] else 1
     if CONTENT_KEY not in payloads[i]:
