@@ -60,8 +60,8 @@ class _Target:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.tls = u.scheme == "https"
         self.host = u.hostname
-        self.port = u.port or (443 if self.tls else 80)
         default = 443 if self.tls else 80
+        self.port = u.port or default
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if self.port == default else f"{host}:{self.port}"
         # what a request line may hold: a space or a non-ASCII character percent-encoded (as
@@ -467,7 +467,7 @@ class HttpClient:
         has_encoding = False
         for k, v in headers.items():
             if "\r" in v or "\n" in v or "\r" in k or "\n" in k or ":" in k:
-                raise ValueError(f"header {k!r} holds a line break")
+                raise ValueError(f"header {k!r} holds a line break or its name a colon")
             lk = k.lower()
             if lk in ("host", "content-length", "transfer-encoding", "connection"):
                 continue
